@@ -1,0 +1,38 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layering, bottom to top:
+//   CHDF5 (C shim over libhdf5)  →  HDF5 (safe wrapper, knows nothing of Locus)
+//   SafeTensors (strict reader/writer, knows nothing of Locus)
+//   LocusFormat (the Locus layout: kinds, rules, validation, conversion)
+//   locus (thin command-line front end)
+let package = Package(
+    name: "Locus",
+    products: [
+        .executable(name: "locus", targets: ["locus"]),
+        .library(name: "LocusFormat", targets: ["LocusFormat"]),
+        .library(name: "HDF5", targets: ["HDF5"]),
+        .library(name: "SafeTensors", targets: ["SafeTensors"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // SHA-256 for base fingerprints (BoringSSL-backed on Linux: hashing a checkpoint must not be the bottleneck).
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
+        .target(name: "HDF5", dependencies: ["CHDF5"]),
+        .target(name: "SafeTensors"),
+        .target(name: "LocusFormat", dependencies: [
+            "HDF5", "SafeTensors",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .executableTarget(name: "locus", dependencies: [
+            "LocusFormat",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "HDF5Tests", dependencies: ["HDF5"]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
+        .testTarget(name: "LocusFormatTests", dependencies: ["LocusFormat", "HDF5", "SafeTensors"]),
+    ]
+)

@@ -1,0 +1,102 @@
+import CHDF5
+
+/// An HDF5 group (H5G). The file's root group is `file.root`.
+public final class Group: HDF5Object, @unchecked Sendable {
+    public let id: hid_t
+    public let filePath: String
+    public let path: String
+    init(id: hid_t, filePath: String, path: String) { self.id = id; self.filePath = filePath; self.path = path }
+    deinit { if H5Iis_valid(id) > 0 { H5Gclose(id) } }
+
+    public enum ChildKind: Sendable, Equatable { case group, dataset, other }
+
+    /// Whether a direct child link `name` exists.
+    public func contains(_ name: String) -> Bool {
+        HDF5Library.silence()
+        let r = H5Lexists(id, name, locus_H5P_DEFAULT())
+        if r < 0 { _ = HDF5Library.takeErrorStack() }
+        return r > 0
+    }
+
+    /// What the child link `name` points at, or nil if there is no such link.
+    public func kind(of name: String) -> ChildKind? {
+        guard contains(name) else { return nil }
+        let o = H5Oopen(id, name, locus_H5P_DEFAULT())
+        if o < 0 { _ = HDF5Library.takeErrorStack(); return .other }
+        defer { H5Oclose(o) }
+        switch H5Iget_type(o) {
+        case H5I_GROUP: return .group
+        case H5I_DATASET: return .dataset
+        default: return .other
+        }
+    }
+
+    /// Names of the direct children in ascending byte order of their names.
+    public func childNames() throws -> [String] {
+        HDF5Library.silence()
+        var info = H5G_info_t()
+        try check(status: H5Gget_info(id, &info), "list group")
+        var names: [String] = []
+        names.reserveCapacity(Int(info.nlinks))
+        for i in 0..<info.nlinks {
+            let len = H5Lget_name_by_idx(id, ".", H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, locus_H5P_DEFAULT())
+            try check(status: len, "list group")
+            var buf = [CChar](repeating: 0, count: Int(len) + 1)
+            try check(status: H5Lget_name_by_idx(id, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buf, buf.count, locus_H5P_DEFAULT()), "list group")
+            names.append(decodeCString(buf))
+        }
+        return names
+    }
+
+    public func openGroup(_ name: String) throws -> Group {
+        HDF5Library.silence()
+        let g = try check(H5Gopen2(id, name, locus_H5P_DEFAULT()), "open group", name)
+        return Group(id: g, filePath: filePath, path: childPath(name))
+    }
+
+    public func createGroup(_ name: String) throws -> Group {
+        HDF5Library.silence()
+        let g = try check(H5Gcreate2(id, name, locus_H5P_DEFAULT(), locus_H5P_DEFAULT(), locus_H5P_DEFAULT()), "create group", name)
+        return Group(id: g, filePath: filePath, path: childPath(name))
+    }
+
+    public func openDataset(_ name: String) throws -> Dataset {
+        HDF5Library.silence()
+        let d = try check(H5Dopen2(id, name, locus_H5P_DEFAULT()), "open dataset", name)
+        return Dataset(id: d, filePath: filePath, path: childPath(name))
+    }
+
+    /// Creates a dataset of `shape` (`[]` = scalar). Without `properties` the dataset is contiguous
+    /// with storage allocated at once and no fill, the layout that can be memory-mapped.
+    public func createDataset(_ name: String, type: Datatype, shape: [Int], properties: PropertyList? = nil) throws -> Dataset {
+        HDF5Library.silence()
+        let space = try Dataspace.simple(shape)
+        let dcpl: PropertyList
+        if let properties { dcpl = properties } else {
+            dcpl = try .datasetCreate()
+            try dcpl.setContiguous()
+            try dcpl.allocateEarlyWithoutFill()
+        }
+        let d = try check(H5Dcreate2(id, name, type.id, space.id, locus_H5P_DEFAULT(), dcpl.id, locus_H5P_DEFAULT()), "create dataset", name)
+        return Dataset(id: d, filePath: filePath, path: childPath(name))
+    }
+
+    /// Writes a scalar variable-length UTF-8 string dataset (used for JSON documents).
+    @discardableResult
+    public func createStringDataset(_ name: String, _ value: String) throws -> Dataset {
+        try createStringDataset(name, [value], scalar: true)
+    }
+
+    /// Writes a 1-D (or scalar) variable-length UTF-8 string dataset.
+    @discardableResult
+    public func createStringDataset(_ name: String, _ values: [String], scalar: Bool = false) throws -> Dataset {
+        let t = try Datatype.variableUTF8String()
+        let dcpl = try PropertyList.datasetCreate()
+        let d = try createDataset(name, type: t, shape: scalar ? [] : [values.count], properties: dcpl)
+        if values.isEmpty { return d }
+        try StringIO.withCStrings(values) { p in
+            try d.check(status: H5Dwrite(d.id, t.id, locus_H5S_ALL(), locus_H5S_ALL(), locus_H5P_DEFAULT(), p), "write strings")
+        }
+        return d
+    }
+}

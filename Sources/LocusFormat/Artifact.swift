@@ -1,0 +1,253 @@
+import Foundation
+import HDF5
+
+/// The artifact kinds of spec §2–§6.
+public enum ArtifactKind: String, Sendable, CaseIterable, Codable {
+    case checkpoint, scores, mask
+    case taskVector = "task-vector"
+    case dataset
+}
+
+/// Constants of the layout version this code reads and writes.
+public enum LocusSpec {
+    public static let encodingType = "locus"
+    public static let encodingVersion = "1.0"
+    public static let major = 1
+    public static let producer = "locus 0.1.0"
+    /// Dense tensors start at multiples of this many bytes (mmap-friendly).
+    public static let alignment = 4096
+    /// Datasets bigger than this are chunked and compressed when they compress (packed bits, indices).
+    public static let compressionThreshold = 4096
+}
+
+/// The root attributes every artifact carries (spec §1.2).
+public struct ArtifactHeader: Sendable {
+    public var kind: ArtifactKind
+    public var encodingVersion: String
+    public var producer: String
+    public var created: String
+    /// `base-fingerprint` of scores, masks and task vectors.
+    public var baseFingerprint: String?
+    public var provenance: Provenance?
+}
+
+/// An artifact opened for reading, with its header checked.
+public final class ArtifactFile {
+    public let path: String
+    public let file: File
+    public let root: Group
+    public let header: ArtifactHeader
+
+    /// Opens `path`, checks that it is a Locus artifact of a version we read (and of `kind`, if given).
+    public static func open(_ path: String, expecting kind: ArtifactKind? = nil) throws -> ArtifactFile {
+        try checkReadable(path)
+        return try withContext(file: path) {
+            let file = try File.open(path)
+            let root = try file.root
+            let header = try readHeader(root, path: path)
+            if let kind, header.kind != kind {
+                throw LocusError(file: path, "is a \(header.kind.rawValue) artifact, expected a \(kind.rawValue)")
+            }
+            return ArtifactFile(path: path, file: file, root: root, header: header)
+        }
+    }
+
+    private init(path: String, file: File, root: Group, header: ArtifactHeader) {
+        self.path = path; self.file = file; self.root = root; self.header = header
+    }
+
+    /// Clear messages for the common ways a path is not an HDF5 file at all.
+    static func checkReadable(_ path: String) throws {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            throw LocusError(file: path, errno == ENOENT ? "no such file" : "cannot access: \(String(cString: strerror(errno)))")
+        }
+        if (st.st_mode & S_IFMT) == S_IFDIR { throw LocusError(file: path, "is a directory, expected a Locus HDF5 file") }
+        guard access(path, R_OK) == 0 else { throw LocusError(file: path, "is not readable") }
+        if st.st_size == 0 { throw LocusError(file: path, "is empty, expected a Locus HDF5 file") }
+        guard File.isHDF5(path) else { throw LocusError(file: path, "is not an HDF5 file (no HDF5 signature found)") }
+    }
+
+    static func readHeader(_ root: Group, path: String) throws -> ArtifactHeader {
+        guard root.hasAttribute("encoding-type") else {
+            throw LocusError(file: path, object: "/", "not a Locus artifact: root attribute 'encoding-type' is missing")
+        }
+        let encoding = try root.stringAttribute("encoding-type")
+        guard encoding == LocusSpec.encodingType else {
+            throw LocusError(file: path, object: "/@encoding-type", "is '\(encoding)', expected '\(LocusSpec.encodingType)'")
+        }
+        let version = try requireString(root, "encoding-version", path)
+        guard let major = Int(version.split(separator: ".").first ?? ""), version.split(separator: ".").count == 2,
+              Int(version.split(separator: ".")[1]) != nil else {
+            throw LocusError(file: path, object: "/@encoding-version", "'\(version)' is not MAJOR.MINOR")
+        }
+        guard major == LocusSpec.major else {
+            throw LocusError(file: path, object: "/@encoding-version", "version \(version) is not supported (this Locus reads \(LocusSpec.major).x)")
+        }
+        let kindText = try requireString(root, "kind", path)
+        guard let kind = ArtifactKind(rawValue: kindText) else {
+            throw LocusError(file: path, object: "/@kind", "unknown kind '\(kindText)' (expected one of \(ArtifactKind.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        var provenance: Provenance?
+        if root.contains("provenance") {
+            let text = try root.openDataset("provenance").readStrings(maxCount: 1).first ?? ""
+            do { provenance = try JSON.decode(Provenance.self, from: text) } catch {
+                throw LocusError(file: path, object: "/provenance", "is not a JSON provenance object: \(error)")
+            }
+        }
+        return ArtifactHeader(
+            kind: kind, encodingVersion: version,
+            producer: root.hasAttribute("producer") ? try root.stringAttribute("producer") : "",
+            created: root.hasAttribute("created") ? try root.stringAttribute("created") : "",
+            baseFingerprint: root.hasAttribute("base-fingerprint") ? try root.stringAttribute("base-fingerprint") : nil,
+            provenance: provenance)
+    }
+
+    static func requireString(_ obj: some HDF5Object, _ name: String, _ path: String) throws -> String {
+        guard obj.hasAttribute(name) else {
+            throw LocusError(file: path, object: "\(obj.path)@\(name)", "required attribute is missing")
+        }
+        return try obj.stringAttribute(name)
+    }
+
+    /// The `/tensors` group.
+    public func tensorsGroup() throws -> Group {
+        guard root.kind(of: "tensors") == .group else {
+            throw LocusError(file: path, object: "/tensors", "required group is missing")
+        }
+        return try withContext(file: path) { try root.openGroup("tensors") }
+    }
+
+    /// (tensor name, link name) of every entry of `/tensors`, in ascending byte order of the names.
+    public func tensorLinks() throws -> [(name: String, link: String)] {
+        let g = try tensorsGroup()
+        let links = try withContext(file: path) { try g.childNames() }
+        var seen = Set<String>()
+        var out: [(name: String, link: String)] = []
+        for link in links {
+            let name = TensorName.name(forLink: link)
+            guard !name.isEmpty else { throw LocusError(file: path, object: "/tensors/\(link)", "empty tensor name") }
+            guard seen.insert(name).inserted else {
+                throw LocusError(file: path, object: "/tensors/\(link)", "decodes to the tensor name '\(name)' of another link")
+            }
+            out.append((name, link))
+        }
+        return out.sorted { TensorName.byteOrder($0.name, $1.name) }
+    }
+
+    /// Required int64 attribute with a bound check.
+    func int64(_ obj: some HDF5Object, _ name: String, atLeast lower: Int64 = 0) throws -> Int64 {
+        guard obj.hasAttribute(name) else {
+            throw LocusError(file: path, object: "\(obj.path)@\(name)", "required attribute is missing")
+        }
+        let v = try withContext(file: path) { try obj.int64Attribute(name) }
+        guard v >= lower else { throw LocusError(file: path, object: "\(obj.path)@\(name)", "is \(v), expected ≥ \(lower)") }
+        return v
+    }
+
+    func string(_ obj: some HDF5Object, _ name: String) throws -> String {
+        try withContext(file: path) { try ArtifactFile.requireString(obj, name, path) }
+    }
+
+    /// Reads a `shape` attribute and checks it against `count` when given.
+    func shapeAttribute(_ obj: some HDF5Object) throws -> [Int] {
+        guard obj.hasAttribute("shape") else {
+            throw LocusError(file: path, object: "\(obj.path)@shape", "required attribute is missing")
+        }
+        let dims = try withContext(file: path) { try obj.int64Attributes("shape", maxCount: 32) }
+        guard dims.allSatisfy({ $0 >= 0 }) else {
+            throw LocusError(file: path, object: "\(obj.path)@shape", "has a negative dimension: \(dims)")
+        }
+        guard let _ = checkedProduct(dims.map(Int.init)) else {
+            throw LocusError(file: path, object: "\(obj.path)@shape", "element count of \(dims) overflows")
+        }
+        return dims.map(Int.init)
+    }
+}
+
+/// Product of dimensions, nil on overflow.
+public func checkedProduct(_ dims: [Int]) -> Int? {
+    var n = 1
+    for d in dims {
+        guard d >= 0 else { return nil }
+        let (r, o) = n.multipliedReportingOverflow(by: d)
+        if o { return nil }
+        n = r
+    }
+    return n
+}
+
+/// Creates an artifact: a temporary file with the common root attributes and `/tensors`,
+/// committed to the target by `finish()`.
+final class ArtifactWriter {
+    let output: AtomicOutput
+    let file: File
+    let root: Group
+    let tensors: Group
+    let kind: ArtifactKind
+    var target: String { output.target }
+
+    init(target: String, kind: ArtifactKind, aligned: Bool, baseFingerprint: String?, provenance: Provenance?) throws {
+        output = try AtomicOutput(target: target)
+        self.kind = kind
+        do {
+            file = try File.create(output.temporaryPath, options: aligned ? .init(alignment: LocusSpec.alignment) : .init())
+            root = try file.root
+            try root.setAttribute("encoding-type", LocusSpec.encodingType)
+            try root.setAttribute("encoding-version", LocusSpec.encodingVersion)
+            try root.setAttribute("kind", kind.rawValue)
+            try root.setAttribute("producer", LocusSpec.producer)
+            try root.setAttribute("created", ArtifactWriter.timestamp())
+            if let baseFingerprint { try root.setAttribute("base-fingerprint", baseFingerprint) }
+            if let provenance { try root.createStringDataset("provenance", try JSON.encode(provenance)) }
+            tensors = kind == .dataset ? root : try root.createGroup("tensors")
+        } catch {
+            output.abandon()
+            throw LocusError.wrap(error, file: target)
+        }
+    }
+
+    static func timestamp() -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime]
+        f.timeZone = TimeZone(identifier: "UTC")
+        return f.string(from: Date())
+    }
+
+    /// Runs `body`; on error the temporary file is removed and the error names the target.
+    func guarded<R>(object: String? = nil, _ body: () throws -> R) throws -> R {
+        do { return try body() } catch {
+            output.abandon()
+            throw LocusError.wrap(error, file: target, object: object).retargeted(from: output.temporaryPath, to: target)
+        }
+    }
+
+    /// Closes the file and moves it into place.
+    func finish() throws {
+        try guarded { try file.close() }
+        try output.commit()
+    }
+
+    /// A 1-D dataset chunked + compressed when over the threshold (packed bits, indices).
+    func createCompressible(_ group: Group, _ name: String, type: Datatype, count: Int) throws -> Dataset {
+        let bytes = count * type.size
+        guard bytes > LocusSpec.compressionThreshold else { return try group.createDataset(name, type: type, shape: [count]) }
+        let dcpl = try PropertyList.datasetCreate()
+        let chunkElements = max(1, min(count, (1 << 20) / type.size))
+        try dcpl.setChunk([chunkElements])
+        if type.size > 1 { try dcpl.addShuffle() }
+        try dcpl.addDeflate(level: 4)
+        try dcpl.addFletcher32()
+        return try group.createDataset(name, type: type, shape: [count], properties: dcpl)
+    }
+}
+
+extension LocusError {
+    /// Errors raised while writing mention the temporary file; users know the target.
+    func retargeted(from temp: String, to target: String) -> LocusError {
+        var e = self
+        if e.file == temp { e.file = target }
+        e.message = e.message.replacingOccurrences(of: temp, with: target)
+        return e
+    }
+}

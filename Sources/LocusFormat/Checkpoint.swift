@@ -1,0 +1,277 @@
+import HDF5
+
+/// One tensor of a checkpoint as its metadata describes it.
+public struct CheckpointTensor: Sendable, Equatable {
+    public var name: String
+    public var link: String
+    public var dtype: LocusDType
+    public var shape: [Int]
+    public var count: Int
+    public var byteCount: Int { count * dtype.byteSize }
+    /// Bytes of one slice along the first dimension (the whole tensor for a scalar).
+    public var rowByteCount: Int { shape.isEmpty ? byteCount : (shape.dropFirst().reduce(1, *) * dtype.byteSize) }
+    public var objectPath: String { "/tensors/\(link)" }
+}
+
+/// Reads a checkpoint tensor by tensor; nothing is loaded until asked for.
+public final class CheckpointReader {
+    public let artifact: ArtifactFile
+    public let tensors: [CheckpointTensor]
+    public var path: String { artifact.path }
+    private let group: Group
+
+    public convenience init(path: String) throws { try self.init(ArtifactFile.open(path, expecting: .checkpoint)) }
+
+    public init(_ artifact: ArtifactFile) throws {
+        guard artifact.header.kind == .checkpoint else {
+            throw LocusError(file: artifact.path, "is a \(artifact.header.kind.rawValue) artifact, expected a checkpoint")
+        }
+        self.artifact = artifact
+        group = try artifact.tensorsGroup()
+        var list: [CheckpointTensor] = []
+        for (name, link) in try artifact.tensorLinks() {
+            list.append(try CheckpointReader.describe(group, name: name, link: link, path: artifact.path))
+        }
+        tensors = list
+    }
+
+    /// Validates a tensor dataset's metadata against the spec before anything is allocated for it.
+    static func describe(_ group: Group, name: String, link: String, path: String) throws -> CheckpointTensor {
+        let object = "/tensors/\(link)"
+        guard group.kind(of: link) == .dataset else { throw LocusError(file: path, object: object, "expected a dataset") }
+        return try withContext(file: path, object: object) {
+            let ds = try group.openDataset(link)
+            guard ds.hasAttribute("dtype") else { throw LocusError(file: path, object: object + "@dtype", "required attribute is missing") }
+            let text = try ds.stringAttribute("dtype")
+            guard let dtype = LocusDType(rawValue: text) else {
+                throw LocusError(file: path, object: object + "@dtype", "unknown dtype '\(text)'")
+            }
+            let type = ds.type
+            guard dtype.accepts(type) else {
+                throw LocusError(file: path, object: object, "HDF5 type (class \(type.typeClass), \(type.size) bytes) does not match dtype '\(dtype.rawValue)'")
+            }
+            let space = ds.space
+            guard space.kind != .null else { throw LocusError(file: path, object: object, "has a null dataspace, expected a tensor") }
+            let shape = space.dims
+            guard let count = checkedProduct(shape), count.multipliedReportingOverflow(by: dtype.byteSize).overflow == false else {
+                throw LocusError(file: path, object: object, "shape \(shape) is too large")
+            }
+            try checkStorage(ds, logicalBytes: count * dtype.byteSize, path: path, object: object)
+            return CheckpointTensor(name: name, link: link, dtype: dtype, shape: shape, count: count)
+        }
+    }
+
+    /// A dataset claiming far more data than the file can hold is corrupt: refuse before allocating.
+    static func checkStorage(_ ds: Dataset, logicalBytes: Int, path: String, object: String) throws {
+        guard logicalBytes > 0 else { return }
+        let stored = ds.storageSize
+        switch ds.creationProperties.layout {
+        case .contiguous:
+            guard stored == logicalBytes else {
+                throw LocusError(file: path, object: object, "stores \(stored) bytes on disk, expected \(logicalBytes) for its shape and type")
+            }
+        case .chunked:
+            // deflate cannot beat ~1032:1; anything beyond is a lie about the size.
+            guard logicalBytes / 1100 <= stored + (1 << 20) else {
+                throw LocusError(file: path, object: object, "claims \(logicalBytes) bytes but stores only \(stored)")
+            }
+        default:
+            break
+        }
+    }
+
+    public func tensor(named name: String) -> CheckpointTensor? { tensors.first { $0.name == name } }
+
+    func dataset(_ t: CheckpointTensor) throws -> Dataset { try withContext(file: path) { try group.openDataset(t.link) } }
+
+    /// The recorded fingerprint (root attribute `fingerprint`).
+    public var fingerprint: String {
+        get throws { try artifact.string(artifact.root, "fingerprint") }
+    }
+
+    /// `__metadata__` carried from safetensors, if any.
+    public func metadata() throws -> [String: String]? {
+        guard artifact.root.contains("metadata") else { return nil }
+        let text = try withContext(file: path, object: "/metadata") { try artifact.root.openDataset("metadata").readStrings(maxCount: 1).first ?? "" }
+        do { return try JSON.decode([String: String].self, from: text) } catch {
+            throw LocusError(file: path, object: "/metadata", "expected a JSON object of strings: \(error)")
+        }
+    }
+
+    /// The model description the engine stores, if any (raw JSON).
+    public func architecture() throws -> String? {
+        guard artifact.root.contains("architecture") else { return nil }
+        return try withContext(file: path, object: "/architecture") { try artifact.root.openDataset("architecture").readStrings(maxCount: 1).first }
+    }
+
+    /// The tensor's raw little-endian bytes (bfloat16 as its 16-bit patterns, bool as 0/1 bytes).
+    public func readRaw(_ t: CheckpointTensor) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: t.byteCount)
+        try out.withUnsafeMutableBytes { try readRaw(t, into: $0) }
+        return out
+    }
+
+    public func readRaw(_ t: CheckpointTensor, into buffer: UnsafeMutableRawBufferPointer) throws {
+        try withContext(file: path, object: t.objectPath) {
+            try dataset(t).read(into: buffer, memType: try t.dtype.hdf5Type())
+        }
+    }
+
+    /// Rows `[start, start + count)` along the first dimension, raw (for streaming big tensors).
+    public func readRows(_ t: CheckpointTensor, start: Int, count: Int, into buffer: UnsafeMutableRawBufferPointer) throws {
+        if t.shape.isEmpty { return try readRaw(t, into: buffer) }
+        try withContext(file: path, object: t.objectPath) {
+            try dataset(t).read(into: buffer, memType: try t.dtype.hdf5Type(),
+                                start: [start] + Array(repeating: 0, count: t.shape.count - 1),
+                                count: [count] + t.shape.dropFirst())
+        }
+    }
+
+    /// A floating-point tensor as float32 (HDF5 converts float16/bfloat16 exactly; float64 rounds).
+    public func readFloat32(_ t: CheckpointTensor) throws -> [Float] {
+        guard t.dtype.isFloatingPoint else {
+            throw LocusError(file: path, object: t.objectPath, "dtype \(t.dtype.rawValue) is not floating point")
+        }
+        var out = [Float](repeating: 0, count: t.count)
+        try withContext(file: path, object: t.objectPath) {
+            try out.withUnsafeMutableBytes { try dataset(t).read(into: $0, memType: .nativeFloat) }
+        }
+        return out
+    }
+
+    /// Recomputes the fingerprint from the data (spec §1.5), streaming in blocks of rows.
+    public func computeFingerprint(blockBytes: Int = 64 << 20) throws -> String {
+        var hasher = FingerprintHasher()
+        for t in tensors {
+            hasher.beginTensor(name: t.name, dtype: t.dtype, shape: t.shape)
+            try forEachBlock(t, blockBytes: blockBytes) { hasher.update(bytes: $0) }
+        }
+        return hasher.finalize()
+    }
+
+    /// Calls `body` with consecutive raw blocks of whole rows covering the tensor.
+    public func forEachBlock(_ t: CheckpointTensor, blockBytes: Int = 64 << 20, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        if t.count == 0 { return }
+        if t.shape.isEmpty || t.byteCount <= blockBytes {
+            let bytes = try readRaw(t)
+            return try bytes.withUnsafeBytes { try body($0) }
+        }
+        let rows = t.shape[0], rowBytes = t.rowByteCount
+        let perBlock = max(1, blockBytes / max(rowBytes, 1))
+        var buffer = [UInt8](repeating: 0, count: perBlock * rowBytes)
+        var r = 0
+        while r < rows {
+            let k = min(perBlock, rows - r)
+            try buffer.withUnsafeMutableBytes { b in
+                let slice = UnsafeMutableRawBufferPointer(rebasing: b[0..<(k * rowBytes)])
+                try readRows(t, start: r, count: k, into: slice)
+                try body(UnsafeRawBufferPointer(slice))
+            }
+            r += k
+        }
+    }
+}
+
+/// Writes a checkpoint tensor by tensor (optionally in row blocks), atomically.
+/// Feed tensors in ascending byte order of their names and the fingerprint is computed on the
+/// way; otherwise `finish()` reads the data back once to compute it.
+public final class CheckpointWriter {
+    private let writer: ArtifactWriter
+    private var hasher = FingerprintHasher()
+    private var written: [CheckpointTensor] = []
+    private var names = Set<String>()
+    private var inNameOrder = true
+    private var open: (tensor: CheckpointTensor, dataset: Dataset, rowsDone: Int)?
+    public var target: String { writer.target }
+
+    public init(path: String, provenance: Provenance? = Provenance(), metadata: [String: String]? = nil, architecture: String? = nil) throws {
+        writer = try ArtifactWriter(target: path, kind: .checkpoint, aligned: true, baseFingerprint: nil, provenance: provenance)
+        try writer.guarded {
+            if let metadata { try writer.root.createStringDataset("metadata", try JSON.encode(metadata)) }
+            if let architecture { try writer.root.createStringDataset("architecture", architecture) }
+        }
+    }
+
+    /// Starts a tensor; its data follows through `writeRows`.
+    public func beginTensor(name: String, dtype: LocusDType, shape: [Int]) throws {
+        let object = "/tensors/\(TensorName.linkName(for: name))"
+        try writer.guarded(object: object) {
+            guard open == nil else { throw LocusError(file: target, object: object, "previous tensor '\(open!.tensor.name)' is incomplete") }
+            guard !name.isEmpty else { throw LocusError(file: target, object: "/tensors", "empty tensor name") }
+            guard names.insert(name).inserted else { throw LocusError(file: target, object: object, "duplicate tensor name '\(name)'") }
+            guard let count = checkedProduct(shape) else { throw LocusError(file: target, object: object, "invalid shape \(shape)") }
+            if let last = written.last, !TensorName.byteOrder(last.name, name) { inNameOrder = false }
+            let t = CheckpointTensor(name: name, link: TensorName.linkName(for: name), dtype: dtype, shape: shape, count: count)
+            let ds = try writer.tensors.createDataset(t.link, type: try dtype.hdf5Type(), shape: shape)
+            try ds.setAttribute("dtype", dtype.rawValue)
+            if inNameOrder { hasher.beginTensor(name: name, dtype: dtype, shape: shape) }
+            open = (t, ds, 0)
+            if count == 0 { try endTensor() }
+        }
+    }
+
+    /// Appends whole rows (slices along the first dimension) of raw little-endian bytes.
+    public func writeRows(_ bytes: UnsafeRawBufferPointer) throws {
+        guard let (t, ds, done) = open else { throw LocusError(file: target, "no tensor is open for writing") }
+        try writer.guarded(object: t.objectPath) {
+            let rowBytes = t.rowByteCount
+            guard rowBytes > 0, bytes.count % rowBytes == 0 else {
+                throw LocusError(file: target, object: t.objectPath, "\(bytes.count) bytes is not a whole number of \(rowBytes)-byte rows")
+            }
+            let k = bytes.count / rowBytes
+            let rows = t.shape.first ?? 1
+            guard done + k <= rows else { throw LocusError(file: target, object: t.objectPath, "more data than the shape \(t.shape) holds") }
+            if t.dtype == .bool, let bad = bytes.firstIndex(where: { $0 > 1 }) {
+                throw LocusError(file: target, object: t.objectPath, "bool element \(done * rowBytes + bad) is \(bytes[bad]), expected 0 or 1")
+            }
+            let type = try t.dtype.hdf5Type()
+            if t.shape.isEmpty || (done == 0 && k == rows) {
+                try ds.write(bytes, memType: type)
+            } else {
+                try ds.write(bytes, memType: type, start: [done] + Array(repeating: 0, count: t.shape.count - 1), count: [k] + t.shape.dropFirst())
+            }
+            if inNameOrder { hasher.update(bytes: bytes) }
+            open = (t, ds, done + k)
+            if done + k == rows { try endTensor() }
+        }
+    }
+
+    /// Writes a whole tensor at once.
+    public func add(name: String, dtype: LocusDType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
+        try beginTensor(name: name, dtype: dtype, shape: shape)
+        if open != nil { try writeRows(bytes) }
+        else if bytes.count != 0 { throw LocusError(file: target, object: "/tensors/\(TensorName.linkName(for: name))", "zero-size tensor given \(bytes.count) bytes") }
+    }
+
+    /// Convenience: a float32 tensor from values, stored as `dtype` (RNE for 16-bit types).
+    public func add(name: String, values: [Float], shape: [Int], dtype: LocusDType = .float32) throws {
+        let bytes = values.withUnsafeBufferPointer { HalfPrecision.encode($0, as: dtype) }
+        try bytes.withUnsafeBytes { try add(name: name, dtype: dtype, shape: shape, bytes: $0) }
+    }
+
+    private func endTensor() throws {
+        guard let (t, _, _) = open else { return }
+        written.append(t)
+        open = nil
+    }
+
+    /// Writes the summaries and fingerprint, closes and commits. Returns the fingerprint.
+    @discardableResult
+    public func finish() throws -> String {
+        let fingerprint: String = try writer.guarded {
+            if let (t, _, _) = open { throw LocusError(file: target, object: t.objectPath, "tensor data is incomplete") }
+            let fp: String
+            if inNameOrder { fp = hasher.finalize() } else {
+                try writer.file.flush()
+                let reader = try CheckpointReader(ArtifactFile.open(writer.output.temporaryPath, expecting: .checkpoint))
+                fp = try reader.computeFingerprint()
+            }
+            try writer.root.setAttribute("fingerprint", fp)
+            try writer.root.setAttribute("tensor-count", Int64(written.count))
+            try writer.root.setAttribute("element-count", Int64(written.reduce(0) { $0 + $1.count }))
+            return fp
+        }
+        try writer.finish()
+        return fingerprint
+    }
+}

@@ -1,0 +1,177 @@
+import SafeTensors
+
+/// safetensors ⇄ Locus conversion, streaming tensor by tensor (and large tensors in row blocks).
+public enum Convert {
+    /// What a safetensors file becomes on import.
+    public struct ImportOptions: Sendable {
+        public var kind: ArtifactKind = .checkpoint
+        /// The checkpoint derived artifacts (scores, mask, task vector) refer to.
+        public var basePath: String?
+        public var estimator: String?
+        public var samples: Int64?
+        public var draws: Int64 = 1
+        public var reduction: ScoreReduction = .sum
+        public var absentTensors: AbsentTensors = .frozen
+        /// Bytes read and written at a time for large tensors; bounds memory use.
+        public var blockBytes: Int = 64 << 20
+        public init() {}
+    }
+
+    static func wrapSafeTensors<R>(_ body: () throws -> R) throws -> R {
+        do { return try body() } catch let e as SafeTensorsError {
+            throw LocusError(file: e.path, object: e.object.map { "tensor '\($0)'" }, e.message)
+        }
+    }
+
+    /// Imports `source` (a .safetensors file) as a Locus artifact at `target`.
+    public static func importSafeTensors(from source: String, to target: String, options: ImportOptions = .init(),
+                                         provenance: Provenance? = nil) throws {
+        let reader = try wrapSafeTensors { try SafeTensorsReader(path: source) }
+        let entries = reader.entries.sorted { TensorName.byteOrder($0.name, $1.name) }
+        for e in entries where LocusDType(safeTensors: e.dtype) == nil {
+            throw LocusError(file: source, object: "tensor '\(e.name)'", "dtype \(e.dtype.rawValue) has no Locus equivalent (supported: \(LocusDType.allCases.map { $0.safeTensors.rawValue }.joined(separator: ", ")))")
+        }
+        var prov = provenance ?? Provenance()
+        prov.inputs.append(.init(role: "source", path: source, fingerprint: nil))
+
+        if options.kind == .checkpoint {
+            let w = try CheckpointWriter(path: target, provenance: prov, metadata: reader.metadata)
+            for e in entries {
+                let dtype = LocusDType(safeTensors: e.dtype)!
+                try w.beginTensor(name: e.name, dtype: dtype, shape: e.shape)
+                if e.byteCount == 0 { continue }
+                let rowBytes = e.shape.isEmpty ? e.byteCount : e.shape.dropFirst().reduce(1, *) * dtype.byteSize
+                let rowsPerBlock = max(1, options.blockBytes / max(rowBytes, 1))
+                var buffer = [UInt8](repeating: 0, count: min(e.byteCount, rowsPerBlock * rowBytes))
+                var offset = 0
+                while offset < e.byteCount {
+                    let n = min(buffer.count, e.byteCount - offset)
+                    try buffer.withUnsafeMutableBytes { b in
+                        let slice = UnsafeMutableRawBufferPointer(rebasing: b[0..<n])
+                        try wrapSafeTensors { try reader.read(e, fromByte: offset, into: slice) }
+                        try w.writeRows(UnsafeRawBufferPointer(slice))
+                    }
+                    offset += n
+                }
+            }
+            try w.finish()
+            return
+        }
+
+        guard let basePath = options.basePath else {
+            throw LocusError(file: source, "importing a \(options.kind.rawValue) needs --base, the checkpoint it belongs to")
+        }
+        let base = try CheckpointReader(path: basePath)
+        let baseFingerprint = try base.fingerprint
+        prov.inputs.append(.init(role: "base", path: basePath, fingerprint: baseFingerprint))
+        try checkAgainstBase(entries.map { ($0.name, $0.shape) }, base: base, source: source)
+
+        switch options.kind {
+        case .scores:
+            guard let estimator = options.estimator, let samples = options.samples else {
+                throw LocusError(file: source, "importing scores needs --estimator and --samples (how the scores were computed)")
+            }
+            let w = try ScoresWriter(path: target, info: .init(baseFingerprint: baseFingerprint, estimator: estimator, samples: samples,
+                                                                draws: options.draws, reduction: options.reduction), provenance: prov)
+            for e in entries {
+                let values = try floats(reader, e, source: source)
+                try w.add(name: e.name, shape: e.shape, values: values)
+            }
+            try w.finish()
+        case .mask:
+            let w = try MaskWriter(path: target, baseFingerprint: baseFingerprint, absentTensors: options.absentTensors, provenance: prov)
+            for e in entries {
+                guard e.dtype == .BOOL || e.dtype == .U8 else {
+                    throw LocusError(file: source, object: "tensor '\(e.name)'", "mask tensors must be BOOL or U8 (0/1), found \(e.dtype.rawValue)")
+                }
+                let bytes = try wrapSafeTensors { try reader.readBytes(e) }
+                if let bad = bytes.firstIndex(where: { $0 > 1 }) {
+                    throw LocusError(file: source, object: "tensor '\(e.name)'", "element \(bad) is \(bytes[bad]), expected 0 or 1")
+                }
+                try w.add(name: e.name, shape: e.shape, bits: bytes.map { $0 == 1 })
+            }
+            try w.finish()
+        case .taskVector:
+            let w = try TaskVectorWriter(path: target, baseFingerprint: baseFingerprint, provenance: prov)
+            for e in entries {
+                let values = try floats(reader, e, source: source)
+                try w.add(name: e.name, shape: e.shape, dense: values, dtype: LocusDType(safeTensors: e.dtype)!)
+            }
+            try w.finish()
+        case .checkpoint, .dataset:
+            throw LocusError(file: source, "cannot import safetensors as a \(options.kind.rawValue)")
+        }
+    }
+
+    static func floats(_ reader: SafeTensorsReader, _ e: SafeTensorsEntry, source: String) throws -> [Float] {
+        guard let dtype = LocusDType(safeTensors: e.dtype), dtype.isFloatingPoint else {
+            throw LocusError(file: source, object: "tensor '\(e.name)'", "expected a floating-point tensor, found \(e.dtype.rawValue)")
+        }
+        let bytes = try wrapSafeTensors { try reader.readBytes(e) }
+        return bytes.withUnsafeBytes { HalfPrecision.decode($0, dtype: dtype) }
+    }
+
+    /// Every name must exist in the base with the same shape; all mismatches are reported at once.
+    public static func checkAgainstBase(_ tensors: [(name: String, shape: [Int])], base: CheckpointReader, source: String) throws {
+        var problems: [String] = []
+        for (name, shape) in tensors {
+            guard let b = base.tensor(named: name) else { problems.append("'\(name)' is not in the base"); continue }
+            if b.shape != shape { problems.append("'\(name)' has shape \(shape), the base has \(b.shape)") }
+        }
+        guard problems.isEmpty else {
+            let shown = problems.prefix(8).joined(separator: "; ")
+            throw LocusError(file: source, "\(problems.count) tensor(s) do not match the base \(base.path): \(shown)\(problems.count > 8 ? "; …" : "")")
+        }
+    }
+
+    /// Exports any tensor-holding Locus artifact to safetensors (see `locus convert --help`).
+    public static func exportSafeTensors(from source: String, to target: String, blockBytes: Int = 64 << 20) throws {
+        let artifact = try ArtifactFile.open(source)
+        try writeAtomically(to: target) { temp in
+            do {
+                try export(artifact, to: temp, blockBytes: blockBytes)
+            } catch let e as SafeTensorsError {
+                throw LocusError(file: target, object: e.object.map { "tensor '\($0)'" }, e.message)
+            }
+        }
+    }
+
+    private static func export(_ artifact: ArtifactFile, to temp: String, blockBytes: Int) throws {
+        var meta: [String: String] = ["locus.kind": artifact.header.kind.rawValue]
+        if let b = artifact.header.baseFingerprint { meta["locus.base-fingerprint"] = b }
+        switch artifact.header.kind {
+        case .checkpoint:
+            let r = try CheckpointReader(artifact)
+            var w = try SafeTensorsWriter(path: temp, tensors: r.tensors.map { .init(name: $0.name, dtype: $0.dtype.safeTensors, shape: $0.shape) },
+                                          metadata: try r.metadata())
+            for t in r.tensors { try r.forEachBlock(t, blockBytes: blockBytes) { try w.write($0) } }
+            try w.finish()
+        case .scores:
+            let r = try ScoresReader(artifact)
+            meta["locus.estimator"] = r.info.estimator
+            meta["locus.samples"] = String(r.info.samples)
+            meta["locus.draws"] = String(r.info.draws)
+            meta["locus.reduction"] = r.info.reduction.rawValue
+            var w = try SafeTensorsWriter(path: temp, tensors: r.tensors.map { .init(name: $0.name, dtype: .F32, shape: $0.shape) }, metadata: meta)
+            for t in r.tensors { try r.read(t).withUnsafeBytes { try w.write($0) } }
+            try w.finish()
+        case .mask:
+            let r = try MaskReader(artifact)
+            meta["locus.absent-tensors"] = r.absentTensors.rawValue
+            var w = try SafeTensorsWriter(path: temp, tensors: r.tensors.map { .init(name: $0.name, dtype: .BOOL, shape: $0.shape) }, metadata: meta)
+            for t in r.tensors { try w.write(try r.read(t).map { $0 ? UInt8(1) : 0 }) }
+            try w.finish()
+        case .taskVector:
+            let r = try TaskVectorReader(artifact)
+            meta["locus.scale"] = String(r.scale)
+            var w = try SafeTensorsWriter(path: temp, tensors: r.tensors.map { .init(name: $0.name, dtype: $0.dtype.safeTensors, shape: $0.shape) }, metadata: meta)
+            for t in r.tensors {
+                let dense = try r.readDense(t)
+                try w.write(dense.withUnsafeBufferPointer { HalfPrecision.encode($0, as: t.dtype) })
+            }
+            try w.finish()
+        case .dataset:
+            throw LocusError(file: artifact.path, "a dataset artifact has no tensors to export to safetensors")
+        }
+    }
+}

@@ -1,0 +1,255 @@
+import HDF5
+
+/// What `locus inspect` shows. Built from attributes and HDF5 metadata only, unless `stats` asks
+/// for the values to be read (then summaries are recomputed and float tensors get min/max/mean).
+public struct InspectReport: Codable, Sendable {
+    public struct Tensor: Codable, Sendable {
+        public var name: String
+        public var shape: [Int]
+        public var dtype: String
+        public var encoding: String
+        public var count: Int
+        public var nnz: Int?
+        public var ones: Int?
+        public var density: Double?
+        public var quantiles: [Double]?
+        public var l2_norm: Double?
+        public var min: Double?
+        public var max: Double?
+        public var mean: Double?
+        public var bytes_on_disk: Int
+        public var logical_bytes: Int
+    }
+    public struct Totals: Codable, Sendable {
+        public var tensor_count = 0
+        public var count = 0
+        public var bytes_on_disk = 0
+        public var logical_bytes = 0
+        public var ones: Int?
+        public var nnz: Int?
+        public var density: Double?
+        public var l2_norm: Double?
+        public var min: Double?
+        public var max: Double?
+        public var sum: Double?
+    }
+    public struct DatasetInfo: Codable, Sendable {
+        public var input_shape: [Int]
+        public var input_dtype: String
+        public var classes: [String]
+        public var splits: [String: Int]
+        public var normalization: Normalization
+    }
+    public var path: String
+    public var kind: String
+    public var encoding_version: String
+    public var producer: String
+    public var created: String
+    public var file_bytes: Int
+    public var fingerprint: String?
+    public var base_fingerprint: String?
+    public var provenance: Provenance?
+    public var estimator: String?
+    public var samples: Int64?
+    public var draws: Int64?
+    public var reduction: String?
+    public var scale: Double?
+    public var absent_tensors: String?
+    public var metadata: [String: String]?
+    public var dataset: DatasetInfo?
+    public var tensors: [Tensor]
+    public var totals: Totals
+}
+
+public enum Inspector {
+    /// Builds the report; `tensor` restricts it to one tensor, `stats` reads values.
+    public static func inspect(_ path: String, tensor only: String? = nil, stats: Bool = false) throws -> InspectReport {
+        let a = try ArtifactFile.open(path)
+        let h = a.header
+        var r = InspectReport(path: path, kind: h.kind.rawValue, encoding_version: h.encodingVersion, producer: h.producer,
+                              created: h.created, file_bytes: a.file.size, fingerprint: nil, base_fingerprint: h.baseFingerprint,
+                              provenance: h.provenance, tensors: [], totals: .init())
+        func wanted(_ name: String) -> Bool { only == nil || only == name }
+        switch h.kind {
+        case .checkpoint:
+            let c = try CheckpointReader(a)
+            r.fingerprint = try c.fingerprint
+            r.metadata = try c.metadata()
+            for t in c.tensors where wanted(t.name) {
+                let ds = try c.dataset(t)
+                var e = InspectReport.Tensor(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, encoding: "dense", count: t.count,
+                                             bytes_on_disk: ds.storageSize, logical_bytes: t.byteCount)
+                if stats, t.dtype.isFloatingPoint, t.count > 0 {
+                    let v = try c.readFloat32(t)
+                    e.min = Double(v.min()!); e.max = Double(v.max()!)
+                    e.mean = v.withUnsafeBufferPointer { Summaries.sum($0) } / Double(t.count)
+                    e.l2_norm = v.withUnsafeBufferPointer { Summaries.sumOfSquares($0) }.squareRoot()
+                }
+                r.tensors.append(e)
+            }
+        case .scores:
+            let s = try ScoresReader(a)
+            r.estimator = s.info.estimator; r.samples = s.info.samples; r.draws = s.info.draws; r.reduction = s.info.reduction.rawValue
+            var lo = Double.infinity, hi = -Double.infinity, sum = 0.0
+            for t in s.tensors where wanted(t.name) {
+                let ds = try s.dataset(t)
+                var e = InspectReport.Tensor(name: t.name, shape: t.shape, dtype: "float32", encoding: "dense", count: t.count,
+                                             bytes_on_disk: ds.storageSize, logical_bytes: t.count * 4)
+                if stats {
+                    let v = try s.read(t)
+                    e.quantiles = v.withUnsafeBufferPointer { Summaries.quantiles($0) }
+                    sum += v.withUnsafeBufferPointer { Summaries.sum($0) }
+                } else {
+                    e.quantiles = try withContext(file: path, object: t.objectPath) { try ds.doubleAttributes("quantiles", maxCount: 5) }
+                    sum += try withContext(file: path, object: t.objectPath) { try ds.doubleAttribute("sum") }
+                }
+                if let q = e.quantiles, let f = q.first, let l = q.last { lo = min(lo, f); hi = max(hi, l) }
+                r.tensors.append(e)
+            }
+            if lo <= hi { r.totals.min = lo; r.totals.max = hi }
+            r.totals.sum = sum
+        case .mask:
+            let m = try MaskReader(a)
+            r.absent_tensors = m.absentTensors.rawValue
+            let g = try a.tensorsGroup()
+            var ones = 0
+            for t in m.tensors where wanted(t.name) {
+                let n = stats ? BitPacking.popcount(try m.readPacked(t)) : t.ones
+                let ds = try withContext(file: path) { try g.openDataset(t.link) }
+                r.tensors.append(.init(name: t.name, shape: t.shape, dtype: "bool", encoding: "packed-bits", count: t.count, ones: n,
+                                       density: t.count == 0 ? 0 : Double(n) / Double(t.count),
+                                       bytes_on_disk: ds.storageSize, logical_bytes: BitPacking.byteCount(bits: t.count)))
+                ones += n
+            }
+            r.totals.ones = ones
+        case .taskVector:
+            let tv = try TaskVectorReader(a)
+            r.scale = tv.scale
+            let g = try a.tensorsGroup()
+            var nnz = 0, squares = 0.0
+            for t in tv.tensors where wanted(t.name) {
+                var n = t.nnz, norm = t.l2Norm
+                if stats {
+                    let (_, v) = try tv.readSparse(t)
+                    n = v.withUnsafeBufferPointer { Summaries.nonzeroCount($0) }
+                    norm = v.withUnsafeBufferPointer { Summaries.sumOfSquares($0) }.squareRoot()
+                }
+                let sub = try withContext(file: path) { try g.openGroup(t.link) }
+                let onDisk = try withContext(file: path) { try sub.childNames().reduce(0) { $0 + (try sub.openDataset($1).storageSize) } }
+                r.tensors.append(.init(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, encoding: t.encoding.rawValue, count: t.count,
+                                       nnz: n, density: t.count == 0 ? 0 : Double(n) / Double(t.count), l2_norm: norm,
+                                       bytes_on_disk: onDisk, logical_bytes: t.count * t.dtype.byteSize))
+                nnz += n; squares += norm * norm
+            }
+            r.totals.nnz = nnz
+            r.totals.l2_norm = squares.squareRoot()
+        case .dataset:
+            let d = try DatasetArtifact.read(a)
+            let dtype: String
+            switch d.inputs { case .uint8: dtype = "uint8"; case .float32: dtype = "float32" }
+            r.dataset = .init(input_shape: d.shape, input_dtype: dtype, classes: d.classes,
+                              splits: d.splits.mapValues(\.count), normalization: d.normalization)
+        }
+        if let only, r.tensors.isEmpty, h.kind != .dataset {
+            throw LocusError(file: path, object: "/tensors", "no tensor named '\(only)'")
+        }
+        r.totals.tensor_count = r.tensors.count
+        r.totals.count = r.tensors.reduce(0) { $0 + $1.count }
+        r.totals.bytes_on_disk = r.tensors.reduce(0) { $0 + $1.bytes_on_disk }
+        r.totals.logical_bytes = r.tensors.reduce(0) { $0 + $1.logical_bytes }
+        if let ones = r.totals.ones { r.totals.density = r.totals.count == 0 ? 0 : Double(ones) / Double(r.totals.count) }
+        if let nnz = r.totals.nnz { r.totals.density = r.totals.count == 0 ? 0 : Double(nnz) / Double(r.totals.count) }
+        return r
+    }
+
+    public static func json(_ r: InspectReport) throws -> String { try JSON.encode(r, pretty: true) }
+
+    /// A compact human-readable rendering.
+    public static func text(_ r: InspectReport) -> String {
+        var lines: [String] = []
+        lines.append("\(r.path): Locus \(r.kind) (encoding \(r.encoding_version)), \(bytes(r.file_bytes)) on disk")
+        lines.append("  producer \(r.producer), created \(r.created)")
+        if let f = r.fingerprint { lines.append("  fingerprint \(f)") }
+        if let f = r.base_fingerprint { lines.append("  base        \(f)") }
+        if let e = r.estimator { lines.append("  estimator \(e), \(r.samples ?? 0) samples × \(r.draws ?? 1) draws, values are \(r.reduction == "sum" ? "sums" : "means")") }
+        if let s = r.scale { lines.append("  scale \(s)") }
+        if let a = r.absent_tensors { lines.append("  tensors without a mask are \(a)") }
+        if let m = r.metadata, !m.isEmpty { lines.append("  metadata " + m.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")) }
+        if let p = r.provenance, !p.command.isEmpty { lines.append("  made by: " + p.command.joined(separator: " ")) }
+        if let d = r.dataset {
+            lines.append("  inputs \(d.input_dtype) \(d.input_shape), \(d.classes.count) classes: \(d.classes.prefix(12).joined(separator: ", "))\(d.classes.count > 12 ? ", …" : "")")
+            lines.append("  splits " + d.splits.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            lines.append("  normalisation (x · \(d.normalization.scale) − \(d.normalization.mean)) / \(d.normalization.std)")
+            return lines.joined(separator: "\n")
+        }
+        var header = ["tensor", "shape", "dtype", "encoding"]
+        let kind = r.kind
+        switch kind {
+        case "mask": header += ["ones", "density"]
+        case "task-vector": header += ["nnz", "density", "l2"]
+        case "scores": header += ["min", "median", "max"]
+        default: if r.tensors.contains(where: { $0.min != nil }) { header += ["min", "max", "mean"] }
+        }
+        header += ["on disk", "ratio"]
+        var rows = [header]
+        for t in r.tensors {
+            var row = [t.name, "[" + t.shape.map(String.init).joined(separator: ",") + "]", t.dtype, t.encoding]
+            switch kind {
+            case "mask": row += ["\(t.ones ?? 0)", percent(t.density)]
+            case "task-vector": row += ["\(t.nnz ?? 0)", percent(t.density), number(t.l2_norm)]
+            case "scores": row += [number(t.quantiles?.first), number(t.quantiles.flatMap { $0.count == 5 ? $0[2] : nil }), number(t.quantiles?.last)]
+            default: if header.contains("mean") { row += [number(t.min), number(t.max), number(t.mean)] }
+            }
+            row += [bytes(t.bytes_on_disk), t.bytes_on_disk == 0 ? "-" : String(format1: Double(t.logical_bytes) / Double(t.bytes_on_disk)) + "×"]
+            rows.append(row)
+        }
+        let widths = (0..<header.count).map { c in rows.map { $0[c].count }.max() ?? 0 }
+        for row in rows {
+            lines.append("  " + row.enumerated().map { c, cell in
+                c == 0 || c == 2 || c == 3 ? cell.padding(widths[c]) : cell.leftPadding(widths[c])
+            }.joined(separator: "  "))
+        }
+        let t = r.totals
+        var total = "  total: \(t.tensor_count) tensors, \(t.count) elements, \(bytes(t.bytes_on_disk)) on disk for \(bytes(t.logical_bytes)) of data"
+        if let ones = t.ones { total += ", \(ones) ones (density \(percent(t.density)))" }
+        if let nnz = t.nnz { total += ", nnz \(nnz) (density \(percent(t.density))), ‖τ‖₂ \(number(t.l2_norm))" }
+        if let lo = t.min, let hi = t.max { total += ", scores in [\(number(lo)), \(number(hi))]" }
+        lines.append(total)
+        return lines.joined(separator: "\n")
+    }
+
+    static func percent(_ x: Double?) -> String { x.map { String(format1: $0 * 100) + "%" } ?? "-" }
+    static func number(_ x: Double?) -> String {
+        guard let x else { return "-" }
+        if x == 0 { return "0" }
+        let a = abs(x)
+        if a >= 1e-3 && a < 1e5 {
+            let s = String(Double((x * 10000).rounded()) / 10000)
+            return s.hasSuffix(".0") ? String(s.dropLast(2)) : s
+        }
+        return scientific(x)
+    }
+    static func scientific(_ x: Double) -> String {
+        let e = Int(floor(log10(abs(x))))
+        let m = x / pow(10, Double(e))
+        return "\(Double((m * 100).rounded()) / 100)e\(e)"
+    }
+    public static func bytes(_ n: Int) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var v = Double(n), u = 0
+        while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+        return u == 0 ? "\(n) B" : String(format1: v) + " " + units[u]
+    }
+}
+
+import Foundation
+
+extension String {
+    /// One decimal place, without Foundation's locale-dependent formatting.
+    init(format1 x: Double) {
+        let r = (x * 10).rounded() / 10
+        self = r.isFinite ? String(r) : String(x)
+    }
+    func padding(_ w: Int) -> String { count >= w ? self : self + String(repeating: " ", count: w - count) }
+    func leftPadding(_ w: Int) -> String { count >= w ? self : String(repeating: " ", count: w - count) + self }
+}

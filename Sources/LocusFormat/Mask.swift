@@ -1,0 +1,161 @@
+import HDF5
+
+/// What a tensor without a mask entry is (spec §4).
+public enum AbsentTensors: String, Sendable, CaseIterable, Codable { case frozen, trainable }
+
+/// One tensor's mask as its metadata describes it.
+public struct MaskTensor: Sendable, Equatable {
+    public var name: String
+    public var link: String
+    public var shape: [Int]
+    public var count: Int
+    public var ones: Int
+    public var objectPath: String { "/tensors/\(link)" }
+    public var density: Double { count == 0 ? 0 : Double(ones) / Double(count) }
+}
+
+/// Writes a mask artifact: bitpacked uint8 per tensor, 1 = trainable / selected.
+public final class MaskWriter {
+    private let writer: ArtifactWriter
+    private var totalCount = 0, totalOnes = 0, tensorCount = 0
+    private var names = Set<String>()
+    public var target: String { writer.target }
+
+    public init(path: String, baseFingerprint: String, absentTensors: AbsentTensors = .frozen, provenance: Provenance? = Provenance()) throws {
+        writer = try ArtifactWriter(target: path, kind: .mask, aligned: false, baseFingerprint: baseFingerprint, provenance: provenance)
+        try writer.guarded { try writer.root.setAttribute("absent-tensors", absentTensors.rawValue) }
+    }
+
+    public func add(name: String, shape: [Int], bits: [Bool]) throws {
+        try add(name: name, shape: shape, packed: BitPacking.pack(bits))
+    }
+
+    /// Adds an already packed mask (spec §1.6 bit order).
+    public func add(name: String, shape: [Int], packed: [UInt8]) throws {
+        let link = TensorName.linkName(for: name)
+        let object = "/tensors/\(link)"
+        try writer.guarded(object: object) {
+            guard names.insert(name).inserted else { throw LocusError(file: target, object: object, "duplicate tensor name") }
+            guard let count = checkedProduct(shape) else { throw LocusError(file: target, object: object, "invalid shape \(shape)") }
+            guard packed.count == BitPacking.byteCount(bits: count) else {
+                throw LocusError(file: target, object: object, "\(packed.count) packed bytes for \(count) bits, expected \(BitPacking.byteCount(bits: count))")
+            }
+            guard BitPacking.paddingIsClear(packed, count: count) else {
+                throw LocusError(file: target, object: object, "padding bits after bit \(count) are set")
+            }
+            let ones = BitPacking.popcount(packed)
+            let ds = try writer.createCompressible(writer.tensors, link, type: .uint8LE, count: packed.count)
+            try packed.withUnsafeBytes { try ds.write($0, memType: .nativeUInt8) }
+            try ds.setAttribute("encoding-type", "packed-bits")
+            try ds.setAttribute("bitorder", "little")
+            try ds.setAttribute("shape", shape.map(Int64.init))
+            try ds.setAttribute("count", Int64(count))
+            try ds.setAttribute("ones", Int64(ones))
+            totalCount += count; totalOnes += ones; tensorCount += 1
+        }
+    }
+
+    public func finish() throws {
+        try writer.guarded {
+            try writer.root.setAttribute("tensor-count", Int64(tensorCount))
+            try writer.root.setAttribute("count", Int64(totalCount))
+            try writer.root.setAttribute("ones", Int64(totalOnes))
+        }
+        try writer.finish()
+    }
+}
+
+/// Reads a mask artifact.
+public final class MaskReader {
+    public let artifact: ArtifactFile
+    public let baseFingerprint: String
+    public let absentTensors: AbsentTensors
+    public let tensors: [MaskTensor]
+    private let group: Group
+    public var path: String { artifact.path }
+
+    public convenience init(path: String) throws { try self.init(ArtifactFile.open(path, expecting: .mask)) }
+
+    public init(_ artifact: ArtifactFile) throws {
+        self.artifact = artifact
+        let path = artifact.path
+        guard let base = artifact.header.baseFingerprint else {
+            throw LocusError(file: path, object: "/@base-fingerprint", "required attribute is missing")
+        }
+        baseFingerprint = base
+        let absentText = try artifact.string(artifact.root, "absent-tensors")
+        guard let absent = AbsentTensors(rawValue: absentText) else {
+            throw LocusError(file: path, object: "/@absent-tensors", "is '\(absentText)', expected 'frozen' or 'trainable'")
+        }
+        absentTensors = absent
+        group = try artifact.tensorsGroup()
+        var list: [MaskTensor] = []
+        for (name, link) in try artifact.tensorLinks() {
+            list.append(try MaskReader.describe(group, artifact: artifact, name: name, link: link))
+        }
+        tensors = list
+    }
+
+    static func describe(_ group: Group, artifact: ArtifactFile, name: String, link: String) throws -> MaskTensor {
+        let path = artifact.path, object = "/tensors/\(link)"
+        guard group.kind(of: link) == .dataset else { throw LocusError(file: path, object: object, "expected a packed-bits dataset") }
+        let ds = try withContext(file: path, object: object) { try group.openDataset(link) }
+        try PackedBits.check(ds, artifact: artifact, object: object, encodingAttribute: true)
+        let shape = try artifact.shapeAttribute(ds)
+        let count = try artifact.int64(ds, "count")
+        guard Int(count) == checkedProduct(shape) else {
+            throw LocusError(file: path, object: object + "@count", "is \(count), expected \(checkedProduct(shape)!) for shape \(shape)")
+        }
+        try PackedBits.checkLength(ds, bits: Int(count), path: path, object: object)
+        let ones = try artifact.int64(ds, "ones")
+        guard ones <= count else { throw LocusError(file: path, object: object + "@ones", "is \(ones), more than count \(count)") }
+        return MaskTensor(name: name, link: link, shape: shape, count: Int(count), ones: Int(ones))
+    }
+
+    public func tensor(named name: String) -> MaskTensor? { tensors.first { $0.name == name } }
+
+    /// The packed bytes, with the padding-bit rule checked.
+    public func readPacked(_ t: MaskTensor) throws -> [UInt8] {
+        let ds = try withContext(file: path, object: t.objectPath) { try group.openDataset(t.link) }
+        return try PackedBits.read(ds, bits: t.count, path: path, object: t.objectPath)
+    }
+
+    public func read(_ t: MaskTensor) throws -> [Bool] { BitPacking.unpack(try readPacked(t), count: t.count) }
+}
+
+/// Reading and checking packed-bits datasets (masks and bitmask task-vector entries).
+enum PackedBits {
+    static func check(_ ds: Dataset, artifact: ArtifactFile, object: String, encodingAttribute: Bool) throws {
+        let path = artifact.path
+        guard LocusDType.matching(ds.type) == .uint8 else {
+            throw LocusError(file: path, object: object, "packed bits must be stored as uint8 (H5T_STD_U8LE)")
+        }
+        guard ds.space.kind == .simple, ds.shape.count == 1 else {
+            throw LocusError(file: path, object: object, "packed bits must be a 1-D dataset, found shape \(ds.shape)")
+        }
+        if encodingAttribute {
+            let enc = try artifact.string(ds, "encoding-type")
+            guard enc == "packed-bits" else { throw LocusError(file: path, object: object + "@encoding-type", "is '\(enc)', expected 'packed-bits'") }
+            let order = try artifact.string(ds, "bitorder")
+            guard order == "little" else { throw LocusError(file: path, object: object + "@bitorder", "is '\(order)', expected 'little'") }
+        }
+    }
+
+    static func checkLength(_ ds: Dataset, bits: Int, path: String, object: String) throws {
+        let expected = BitPacking.byteCount(bits: bits)
+        guard ds.elementCount == expected else {
+            throw LocusError(file: path, object: object, "holds \(ds.elementCount) bytes, expected ceil(\(bits)/8) = \(expected)")
+        }
+        try CheckpointReader.checkStorage(ds, logicalBytes: expected, path: path, object: object)
+    }
+
+    static func read(_ ds: Dataset, bits: Int, path: String, object: String) throws -> [UInt8] {
+        try checkLength(ds, bits: bits, path: path, object: object)
+        var out = [UInt8](repeating: 0, count: ds.elementCount)
+        try withContext(file: path, object: object) { try out.withUnsafeMutableBytes { try ds.read(into: $0, memType: .nativeUInt8) } }
+        guard BitPacking.paddingIsClear(out, count: bits) else {
+            throw LocusError(file: path, object: object, "padding bits after bit \(bits) are set (they must be 0)")
+        }
+        return out
+    }
+}

@@ -1,0 +1,291 @@
+import HDF5
+
+/// Per-tensor encodings of a task vector (spec §5).
+public enum TaskVectorEncoding: String, Sendable, CaseIterable, Codable {
+    case coo, bitmask, dense
+
+    /// The spec's cost rule: the smallest estimated size wins; ties prefer dense, then bitmask.
+    public static func choose(count: Int, stored: Int, valueBytes: Int) -> TaskVectorEncoding {
+        let indexBytes = count <= (1 << 32) ? 4 : 8
+        let dense = Double(valueBytes * count)
+        let bitmask = Double(count) / 8 + Double(valueBytes * stored)
+        let coo = Double((indexBytes + valueBytes) * stored)
+        if dense <= bitmask && dense <= coo { return .dense }
+        if bitmask <= coo { return .bitmask }
+        return .coo
+    }
+}
+
+/// One tensor of a task vector as its metadata describes it.
+public struct TaskVectorTensor: Sendable, Equatable {
+    public var name: String
+    public var link: String
+    public var shape: [Int]
+    public var count: Int
+    public var encoding: TaskVectorEncoding
+    public var dtype: LocusDType
+    public var nnz: Int
+    public var l2Norm: Double
+    public var objectPath: String { "/tensors/\(link)" }
+    public var density: Double { count == 0 ? 0 : Double(nnz) / Double(count) }
+}
+
+/// Writes a task vector; each tensor gets the encoding the spec's cost rule picks.
+public final class TaskVectorWriter {
+    private let writer: ArtifactWriter
+    private var totalCount = 0, totalNNZ = 0, tensorCount = 0, sumSquares = 0.0
+    private var names = Set<String>()
+    public var target: String { writer.target }
+
+    /// `attributes` adds optional root string attributes (e.g. `finetuned-fingerprint`).
+    public init(path: String, baseFingerprint: String, scale: Double = 1, attributes: [String: String] = [:], provenance: Provenance? = Provenance()) throws {
+        guard scale.isFinite else { throw LocusError(file: path, "scale must be finite, got \(scale)") }
+        writer = try ArtifactWriter(target: path, kind: .taskVector, aligned: false, baseFingerprint: baseFingerprint, provenance: provenance)
+        try writer.guarded {
+            try writer.root.setAttribute("scale", scale)
+            for (k, v) in attributes.sorted(by: { $0.key < $1.key }) { try writer.root.setAttribute(k, v) }
+        }
+    }
+
+    /// Adds a tensor from dense values; exact zeros are not stored.
+    public func add(name: String, shape: [Int], dense: [Float], dtype: LocusDType = .float32) throws {
+        var indices: [Int] = []
+        var values: [Float] = []
+        for (i, v) in dense.enumerated() where v != 0 { indices.append(i); values.append(v) }
+        guard checkedProduct(shape) == dense.count else {
+            throw LocusError(file: target, object: "/tensors/\(TensorName.linkName(for: name))", "\(dense.count) values do not fill shape \(shape)")
+        }
+        try add(name: name, shape: shape, indices: indices, values: values, dtype: dtype, dense: dense)
+    }
+
+    /// Adds a tensor from sorted unique flat indices and their values.
+    public func add(name: String, shape: [Int], indices: [Int], values: [Float], dtype: LocusDType = .float32) throws {
+        try add(name: name, shape: shape, indices: indices, values: values, dtype: dtype, dense: nil)
+    }
+
+    private func add(name: String, shape: [Int], indices: [Int], values: [Float], dtype: LocusDType, dense: [Float]?) throws {
+        let link = TensorName.linkName(for: name)
+        let object = "/tensors/\(link)"
+        try writer.guarded(object: object) {
+            guard dtype.isFloatingPoint else { throw LocusError(file: target, object: object, "task-vector values must be floating point, not \(dtype.rawValue)") }
+            guard names.insert(name).inserted else { throw LocusError(file: target, object: object, "duplicate tensor name") }
+            guard let count = checkedProduct(shape) else { throw LocusError(file: target, object: object, "invalid shape \(shape)") }
+            guard indices.count == values.count else { throw LocusError(file: target, object: object, "\(indices.count) indices but \(values.count) values") }
+            for k in indices.indices {
+                guard indices[k] >= 0, indices[k] < count else { throw LocusError(file: target, object: object, "index \(indices[k]) is outside [0, \(count))") }
+                guard k == 0 || indices[k] > indices[k - 1] else { throw LocusError(file: target, object: object, "indices are not strictly increasing at position \(k)") }
+            }
+            if let bad = values.firstIndex(where: { !$0.isFinite }) {
+                throw LocusError(file: target, object: object, "value at flat index \(indices[bad]) is \(values[bad]); task vectors must be finite")
+            }
+            // Statistics of what is stored, after rounding to the value type.
+            let storedBytes = values.withUnsafeBufferPointer { HalfPrecision.encode($0, as: dtype) }
+            let rounded = storedBytes.withUnsafeBytes { HalfPrecision.decode($0, dtype: dtype) }
+            let nnz = rounded.withUnsafeBufferPointer { Summaries.nonzeroCount($0) }
+            let squares = rounded.withUnsafeBufferPointer { Summaries.sumOfSquares($0) }
+
+            let encoding = TaskVectorEncoding.choose(count: count, stored: values.count, valueBytes: dtype.byteSize)
+            let g = try writer.tensors.createGroup(link)
+            let valueType = try dtype.hdf5Type()
+            switch encoding {
+            case .dense:
+                let full = dense ?? {
+                    var d = [Float](repeating: 0, count: count)
+                    for (i, v) in zip(indices, values) { d[i] = v }
+                    return d
+                }()
+                let bytes = full.withUnsafeBufferPointer { HalfPrecision.encode($0, as: dtype) }
+                let ds = try g.createDataset("values", type: valueType, shape: shape)
+                try bytes.withUnsafeBytes { try ds.write($0, memType: valueType) }
+            case .bitmask:
+                var bits = [Bool](repeating: false, count: count)
+                for i in indices { bits[i] = true }
+                let packed = BitPacking.pack(bits)
+                let m = try writer.createCompressible(g, "mask", type: .uint8LE, count: packed.count)
+                try packed.withUnsafeBytes { try m.write($0, memType: .nativeUInt8) }
+                let v = try g.createDataset("values", type: valueType, shape: [values.count])
+                try storedBytes.withUnsafeBytes { try v.write($0, memType: valueType) }
+            case .coo:
+                let wide = count > (1 << 32)
+                let ix = try writer.createCompressible(g, "indices", type: wide ? .uint64LE : .uint32LE, count: indices.count)
+                if wide {
+                    let u = indices.map { UInt64($0) }
+                    try u.withUnsafeBytes { try ix.write($0, memType: .nativeUInt64) }
+                } else {
+                    let u = indices.map { UInt32($0) }
+                    try u.withUnsafeBytes { try ix.write($0, memType: .nativeUInt32) }
+                }
+                let v = try g.createDataset("values", type: valueType, shape: [values.count])
+                try storedBytes.withUnsafeBytes { try v.write($0, memType: valueType) }
+            }
+            try g.setAttribute("encoding-type", encoding.rawValue)
+            try g.setAttribute("shape", shape.map(Int64.init))
+            try g.setAttribute("count", Int64(count))
+            try g.setAttribute("dtype", dtype.rawValue)
+            try g.setAttribute("nnz", Int64(nnz))
+            try g.setAttribute("l2-norm", squares.squareRoot())
+            totalCount += count; totalNNZ += nnz; sumSquares += squares; tensorCount += 1
+        }
+    }
+
+    public func finish() throws {
+        try writer.guarded {
+            try writer.root.setAttribute("tensor-count", Int64(tensorCount))
+            try writer.root.setAttribute("count", Int64(totalCount))
+            try writer.root.setAttribute("nnz", Int64(totalNNZ))
+            try writer.root.setAttribute("l2-norm", sumSquares.squareRoot())
+        }
+        try writer.finish()
+    }
+}
+
+/// Reads a task vector, checking each tensor's layout before allocating for it.
+public final class TaskVectorReader {
+    public let artifact: ArtifactFile
+    public let baseFingerprint: String
+    public let scale: Double
+    public let tensors: [TaskVectorTensor]
+    private let group: Group
+    public var path: String { artifact.path }
+
+    public convenience init(path: String) throws { try self.init(ArtifactFile.open(path, expecting: .taskVector)) }
+
+    public init(_ artifact: ArtifactFile) throws {
+        self.artifact = artifact
+        let path = artifact.path
+        guard let base = artifact.header.baseFingerprint else {
+            throw LocusError(file: path, object: "/@base-fingerprint", "required attribute is missing")
+        }
+        baseFingerprint = base
+        guard artifact.root.hasAttribute("scale") else { throw LocusError(file: path, object: "/@scale", "required attribute is missing") }
+        scale = try withContext(file: path, object: "/@scale") { try artifact.root.doubleAttribute("scale") }
+        guard scale.isFinite else { throw LocusError(file: path, object: "/@scale", "is \(scale), expected a finite number") }
+        group = try artifact.tensorsGroup()
+        var list: [TaskVectorTensor] = []
+        for (name, link) in try artifact.tensorLinks() {
+            list.append(try TaskVectorReader.describe(group, artifact: artifact, name: name, link: link))
+        }
+        tensors = list
+    }
+
+    static func describe(_ group: Group, artifact: ArtifactFile, name: String, link: String) throws -> TaskVectorTensor {
+        let path = artifact.path, object = "/tensors/\(link)"
+        guard group.kind(of: link) == .group else { throw LocusError(file: path, object: object, "expected a group holding one encoded tensor") }
+        let g = try withContext(file: path, object: object) { try group.openGroup(link) }
+        let encText = try artifact.string(g, "encoding-type")
+        guard let encoding = TaskVectorEncoding(rawValue: encText) else {
+            throw LocusError(file: path, object: object + "@encoding-type", "unknown encoding '\(encText)' (expected coo, bitmask or dense)")
+        }
+        let shape = try artifact.shapeAttribute(g)
+        let count = try artifact.int64(g, "count")
+        guard Int(count) == checkedProduct(shape) else {
+            throw LocusError(file: path, object: object + "@count", "is \(count), expected \(checkedProduct(shape)!) for shape \(shape)")
+        }
+        let dtypeText = try artifact.string(g, "dtype")
+        guard let dtype = LocusDType(rawValue: dtypeText), dtype.isFloatingPoint else {
+            throw LocusError(file: path, object: object + "@dtype", "is '\(dtypeText)', expected float32, float64, float16 or bfloat16")
+        }
+        let nnz = try artifact.int64(g, "nnz")
+        guard nnz <= count else { throw LocusError(file: path, object: object + "@nnz", "is \(nnz), more than count \(count)") }
+        guard g.hasAttribute("l2-norm") else { throw LocusError(file: path, object: object + "@l2-norm", "required attribute is missing") }
+        let norm = try withContext(file: path, object: object + "@l2-norm") { try g.doubleAttribute("l2-norm") }
+        let t = TaskVectorTensor(name: name, link: link, shape: shape, count: Int(count), encoding: encoding, dtype: dtype, nnz: Int(nnz), l2Norm: norm)
+        try checkLayout(g, t, path: path)
+        return t
+    }
+
+    /// Dataset presence, types and lengths for the tensor's encoding.
+    static func checkLayout(_ g: Group, _ t: TaskVectorTensor, path: String) throws {
+        let object = t.objectPath
+        func dataset(_ name: String) throws -> Dataset {
+            guard g.kind(of: name) == .dataset else { throw LocusError(file: path, object: "\(object)/\(name)", "required dataset is missing") }
+            return try withContext(file: path, object: "\(object)/\(name)") { try g.openDataset(name) }
+        }
+        let values = try dataset("values")
+        guard t.dtype.accepts(values.type) else {
+            throw LocusError(file: path, object: object + "/values", "HDF5 type does not match dtype '\(t.dtype.rawValue)'")
+        }
+        switch t.encoding {
+        case .dense:
+            guard values.space.dims == t.shape, values.space.kind != .null else {
+                throw LocusError(file: path, object: object + "/values", "has shape \(values.shape), expected \(t.shape)")
+            }
+        case .coo:
+            let ix = try dataset("indices")
+            let m = LocusDType.matching(ix.type)
+            guard m == .uint32 || m == .uint64 else { throw LocusError(file: path, object: object + "/indices", "must be uint32 or uint64") }
+            if m == .uint32 && t.count > (1 << 32) { throw LocusError(file: path, object: object + "/indices", "uint32 indices cannot address \(t.count) elements") }
+            guard ix.shape.count == 1, values.shape.count == 1, ix.elementCount == values.elementCount else {
+                throw LocusError(file: path, object: object, "indices \(ix.shape) and values \(values.shape) must be 1-D of equal length")
+            }
+            guard ix.elementCount <= t.count else { throw LocusError(file: path, object: object + "/indices", "\(ix.elementCount) entries exceed count \(t.count)") }
+        case .bitmask:
+            let m = try dataset("mask")
+            guard LocusDType.matching(m.type) == .uint8, m.shape.count == 1 else {
+                throw LocusError(file: path, object: object + "/mask", "packed bits must be a 1-D uint8 dataset")
+            }
+            try PackedBits.checkLength(m, bits: t.count, path: path, object: object + "/mask")
+            guard values.shape.count == 1, values.elementCount <= t.count else {
+                throw LocusError(file: path, object: object + "/values", "must be 1-D with at most \(t.count) values")
+            }
+        }
+        try CheckpointReader.checkStorage(values, logicalBytes: values.elementCount * t.dtype.byteSize, path: path, object: object + "/values")
+    }
+
+    public func tensor(named name: String) -> TaskVectorTensor? { tensors.first { $0.name == name } }
+
+    /// Stored entries as (sorted flat indices, values), unscaled; invariants checked.
+    public func readSparse(_ t: TaskVectorTensor) throws -> (indices: [Int], values: [Float]) {
+        try TaskVectorReader.readSparse(t, in: group, path: path)
+    }
+
+    static func readSparse(_ t: TaskVectorTensor, in group: Group, path: String) throws -> (indices: [Int], values: [Float]) {
+        let object = t.objectPath
+        return try withContext(file: path, object: object) {
+            let g = try group.openGroup(t.link)
+            let vds = try g.openDataset("values")
+            var values = [Float](repeating: 0, count: vds.elementCount)
+            try values.withUnsafeMutableBytes { try vds.read(into: $0, memType: .nativeFloat) }
+            if let bad = values.firstIndex(where: { !$0.isFinite }) {
+                throw LocusError(file: path, object: object + "/values", "value \(bad) is \(values[bad]); task vectors must be finite")
+            }
+            switch t.encoding {
+            case .dense:
+                var idx: [Int] = [], vals: [Float] = []
+                for (i, v) in values.enumerated() where v != 0 { idx.append(i); vals.append(v) }
+                return (idx, vals)
+            case .coo:
+                let ids = try g.openDataset("indices")
+                var raw = [UInt64](repeating: 0, count: ids.elementCount)
+                try raw.withUnsafeMutableBytes { try ids.read(into: $0, memType: .nativeUInt64) }
+                for k in raw.indices {
+                    guard raw[k] < UInt64(t.count) else {
+                        throw LocusError(file: path, object: object + "/indices", "index \(raw[k]) at position \(k) is out of range [0, \(t.count))")
+                    }
+                    guard k == 0 || raw[k] > raw[k - 1] else {
+                        throw LocusError(file: path, object: object + "/indices", "indices are not strictly increasing at position \(k) (\(raw[k - 1]) then \(raw[k]))")
+                    }
+                }
+                return (raw.map { Int($0) }, values)
+            case .bitmask:
+                let packed = try PackedBits.read(try g.openDataset("mask"), bits: t.count, path: path, object: object + "/mask")
+                let ones = BitPacking.popcount(packed)
+                guard ones == values.count else {
+                    throw LocusError(file: path, object: object + "/values", "holds \(values.count) values but the mask has \(ones) set bits")
+                }
+                var idx: [Int] = []
+                idx.reserveCapacity(ones)
+                for i in 0..<t.count where (packed[i >> 3] >> UInt8(i & 7)) & 1 == 1 { idx.append(i) }
+                return (idx, values)
+            }
+        }
+    }
+
+    /// The tensor as dense float32 values (unscaled).
+    public func readDense(_ t: TaskVectorTensor) throws -> [Float] {
+        let (idx, vals) = try readSparse(t)
+        var out = [Float](repeating: 0, count: t.count)
+        for (i, v) in zip(idx, vals) { out[i] = v }
+        return out
+    }
+}

@@ -1,0 +1,225 @@
+import HDF5
+
+/// One rule violation found by `Validator`.
+public struct Finding: Sendable, Equatable, Codable, CustomStringConvertible {
+    public enum Severity: String, Sendable, Codable { case error, warning }
+    public var severity: Severity
+    public var file: String
+    public var object: String
+    public var message: String
+    public var description: String {
+        (severity == .warning ? "warning: " : "") + LocusError(file: file, object: object, message).description
+    }
+}
+
+/// Checks a file against every rule of spec/FORMAT.md, reading all data (fingerprints, summaries,
+/// index order, padding bits). It reports as many independent violations as it can instead of
+/// stopping at the first.
+public struct Validator {
+    public let path: String
+    public private(set) var findings: [Finding] = []
+
+    public static func validate(_ path: String) -> [Finding] {
+        var v = Validator(path: path)
+        v.run()
+        return v.findings
+    }
+
+    init(path: String) { self.path = path }
+
+    mutating func error(_ object: String, _ message: String) { findings.append(.init(severity: .error, file: path, object: object, message: message)) }
+    mutating func warning(_ object: String, _ message: String) { findings.append(.init(severity: .warning, file: path, object: object, message: message)) }
+    mutating func record(_ e: any Error, object: String) {
+        let le = LocusError.wrap(e, file: path, object: object)
+        findings.append(.init(severity: .error, file: le.file, object: le.object ?? object, message: le.message))
+    }
+
+    /// Runs `body`, turning a thrown error into a finding.
+    mutating func attempt(_ object: String, _ body: (inout Validator) throws -> Void) {
+        do { try body(&self) } catch { record(error, object: object) }
+    }
+
+    mutating func run() {
+        let artifact: ArtifactFile
+        do { artifact = try ArtifactFile.open(path) } catch {
+            let le = LocusError.wrap(error, file: path)
+            findings.append(.init(severity: .error, file: path, object: le.object ?? "/", message: le.message))
+            return
+        }
+        for name in ["producer", "created"] where !artifact.root.hasAttribute(name) {
+            error("/@\(name)", "required attribute is missing")
+        }
+        if [.scores, .mask, .taskVector].contains(artifact.header.kind) {
+            if let fp = artifact.header.baseFingerprint { checkFingerprintSyntax(fp, "/@base-fingerprint") }
+            else { error("/@base-fingerprint", "required attribute is missing") }
+        }
+        attempt("/") { v in try v.checkStorageRules(artifact.root) }
+        switch artifact.header.kind {
+        case .checkpoint: checkCheckpoint(artifact)
+        case .scores: checkScores(artifact)
+        case .mask: checkMask(artifact)
+        case .taskVector: checkTaskVector(artifact)
+        case .dataset: attempt("/") { _ in _ = try DatasetArtifact.read(artifact) }
+        }
+    }
+
+    mutating func checkFingerprintSyntax(_ fp: String, _ object: String) {
+        let hex = fp.dropFirst("sha256:".count)
+        if !fp.hasPrefix("sha256:") || hex.count != 64 || !hex.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) {
+            error(object, "'\(fp)' is not 'sha256:' followed by 64 lowercase hex digits")
+        }
+    }
+
+    /// Filters, byte order and chunking of every dataset in the file (spec §1.1).
+    mutating func checkStorageRules(_ group: Group) throws {
+        for name in try group.childNames() {
+            switch group.kind(of: name) {
+            case .group: try checkStorageRules(try group.openGroup(name))
+            case .dataset:
+                let ds = try group.openDataset(name)
+                let t = ds.type
+                if (t.typeClass == .integer || t.typeClass == .float), t.size > 1, !t.isLittleEndian {
+                    error(ds.path, "numbers must be little-endian")
+                }
+                let dcpl = ds.creationProperties
+                let filters = dcpl.filters
+                if let bad = filters.first(where: { ![1, 2, 3].contains($0) }) {
+                    error(ds.path, "uses HDF5 filter \(bad); only deflate (1), shuffle (2) and fletcher32 (3) are allowed")
+                }
+                if dcpl.layout == .chunked && !filters.contains(3) { warning(ds.path, "chunked data should carry fletcher32") }
+            default: error(group.path == "/" ? "/\(name)" : "\(group.path)/\(name)", "is neither a group nor a dataset")
+            }
+        }
+    }
+
+    mutating func summary(_ obj: some HDF5Object, _ name: String, int expected: Int) {
+        attempt("\(obj.path)@\(name)") { v in
+            guard obj.hasAttribute(name) else { return v.error("\(obj.path)@\(name)", "required attribute is missing") }
+            let got = try obj.int64Attribute(name)
+            if got != Int64(expected) { v.error("\(obj.path)@\(name)", "is \(got), the data gives \(expected)") }
+        }
+    }
+
+    mutating func summary(_ obj: some HDF5Object, _ name: String, double expected: [Double], scalar: Bool = true) {
+        attempt("\(obj.path)@\(name)") { v in
+            guard obj.hasAttribute(name) else { return v.error("\(obj.path)@\(name)", "required attribute is missing") }
+            let got = try obj.doubleAttributes(name, maxCount: 16)
+            if got.count != expected.count || zip(got, expected).contains(where: { !Summaries.close($0, $1) }) {
+                v.error("\(obj.path)@\(name)", "is \(scalar && got.count == 1 ? "\(got[0])" : "\(got)"), the data gives \(scalar && expected.count == 1 ? "\(expected[0])" : "\(expected)")")
+            }
+        }
+    }
+
+    mutating func links(_ a: ArtifactFile) -> [(name: String, link: String)]? {
+        do { return try a.tensorLinks() } catch { record(error, object: "/tensors"); return nil }
+    }
+
+    mutating func checkCheckpoint(_ a: ArtifactFile) {
+        guard let links = links(a) else { return }
+        let group: Group
+        do { group = try a.tensorsGroup() } catch { return record(error, object: "/tensors") }
+        var tensors: [CheckpointTensor] = []
+        for (name, link) in links {
+            attempt("/tensors/\(link)") { v in
+                let t = try CheckpointReader.describe(group, name: name, link: link, path: a.path)
+                tensors.append(t)
+                let ds = try group.openDataset(link)
+                if t.count > 0 {
+                    if ds.creationProperties.layout != .contiguous { v.warning(t.objectPath, "dense tensors should be contiguous (not chunked or compressed)") }
+                    else if let off = ds.dataOffset, off % LocusSpec.alignment != 0 { v.warning(t.objectPath, "data starts at file offset \(off), not a multiple of \(LocusSpec.alignment)") }
+                }
+            }
+        }
+        summary(a.root, "tensor-count", int: links.count)
+        summary(a.root, "element-count", int: tensors.reduce(0) { $0 + $1.count })
+        guard tensors.count == links.count else { return }   // data checks need every tensor to be sound
+        attempt("/") { v in
+            let reader = try CheckpointReader(a)
+            for t in reader.tensors where t.dtype == .bool {
+                let bytes = try reader.readRaw(t)
+                if let bad = bytes.firstIndex(where: { $0 > 1 }) { v.error(t.objectPath, "bool element \(bad) is \(bytes[bad]), expected 0 or 1") }
+            }
+            let computed = try reader.computeFingerprint()
+            if !a.root.hasAttribute("fingerprint") { v.error("/@fingerprint", "required attribute is missing") }
+            else {
+                let stored = try a.root.stringAttribute("fingerprint")
+                if stored != computed { v.error("/@fingerprint", "is \(stored), the data gives \(computed)") }
+            }
+            if a.root.contains("metadata") { _ = try reader.metadata() }
+            if let arch = try reader.architecture() {
+                do { _ = try JSON.decode(JSONValue.self, from: arch) } catch { v.error("/architecture", "is not valid JSON") }
+            }
+        }
+    }
+
+    mutating func checkScores(_ a: ArtifactFile) {
+        let reader: ScoresReader
+        do { reader = try ScoresReader(a) } catch { return record(error, object: "/") }
+        var total = 0.0, lo = Double.infinity, hi = -Double.infinity, count = 0
+        for t in reader.tensors {
+            attempt(t.objectPath) { v in
+                let values = try reader.read(t)
+                if let bad = values.firstIndex(where: { !$0.isFinite || $0 < 0 }) {
+                    v.error(t.objectPath, "score \(bad) is \(values[bad]); scores must be finite and ≥ 0")
+                    return
+                }
+                let (q, s) = values.withUnsafeBufferPointer { (Summaries.quantiles($0), Summaries.sum($0)) }
+                let ds = try reader.dataset(t)
+                v.summary(ds, "quantiles", double: q, scalar: false)
+                v.summary(ds, "sum", double: [s])
+                total += s; count += t.count
+                if let f = q.first, let l = q.last { lo = min(lo, f); hi = max(hi, l) }
+            }
+        }
+        summary(a.root, "tensor-count", int: reader.tensors.count)
+        summary(a.root, "element-count", int: count)
+        summary(a.root, "sum", double: [total])
+        if count > 0 { summary(a.root, "min", double: [lo]); summary(a.root, "max", double: [hi]) }
+    }
+
+    mutating func checkMask(_ a: ArtifactFile) {
+        guard let links = links(a) else { return }
+        do { _ = try a.string(a.root, "absent-tensors") } catch { record(error, object: "/@absent-tensors") }
+        let group: Group
+        do { group = try a.tensorsGroup() } catch { return record(error, object: "/tensors") }
+        var count = 0, ones = 0
+        for (name, link) in links {
+            attempt("/tensors/\(link)") { v in
+                let t = try MaskReader.describe(group, artifact: a, name: name, link: link)
+                let packed = try PackedBits.read(try group.openDataset(link), bits: t.count, path: a.path, object: t.objectPath)
+                let pop = BitPacking.popcount(packed)
+                if pop != t.ones { v.error(t.objectPath + "@ones", "is \(t.ones), the mask has \(pop) set bits") }
+                count += t.count; ones += pop
+            }
+        }
+        summary(a.root, "tensor-count", int: links.count)
+        summary(a.root, "count", int: count)
+        summary(a.root, "ones", int: ones)
+    }
+
+    mutating func checkTaskVector(_ a: ArtifactFile) {
+        guard let links = links(a) else { return }
+        do {
+            let s = try a.root.doubleAttribute("scale")
+            if !s.isFinite { error("/@scale", "is \(s), expected a finite number") }
+        } catch { record(error, object: "/@scale") }
+        let group: Group
+        do { group = try a.tensorsGroup() } catch { return record(error, object: "/tensors") }
+        var count = 0, nnz = 0, squares = 0.0
+        for (name, link) in links {
+            attempt("/tensors/\(link)") { v in
+                let t = try TaskVectorReader.describe(group, artifact: a, name: name, link: link)
+                let (_, values) = try TaskVectorReader.readSparse(t, in: group, path: a.path)
+                let n = values.withUnsafeBufferPointer { Summaries.nonzeroCount($0) }
+                let sq = values.withUnsafeBufferPointer { Summaries.sumOfSquares($0) }
+                if n != t.nnz { v.error(t.objectPath + "@nnz", "is \(t.nnz), the data has \(n) nonzero values") }
+                v.summary(try group.openGroup(link), "l2-norm", double: [sq.squareRoot()])
+                count += t.count; nnz += n; squares += sq
+            }
+        }
+        summary(a.root, "tensor-count", int: links.count)
+        summary(a.root, "count", int: count)
+        summary(a.root, "nnz", int: nnz)
+        summary(a.root, "l2-norm", double: [squares.squareRoot()])
+    }
+}

@@ -1,0 +1,42 @@
+import ArgumentParser
+import LocusFormat
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct Locus: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "locus",
+        abstract: "Task-localized sparse model editing: checkpoints, Fisher scores, masks and sparse task vectors in HDF5.",
+        discussion: """
+        Every artifact is one HDF5 file following spec/FORMAT.md (readable by h5py, h5dump and h5ls without Locus).
+        Outputs are written atomically: a failed command leaves no file behind and never touches an existing one.
+        """,
+        version: LocusSpec.producer,
+        subcommands: [Inspect.self, Validate.self, Convert.self])
+}
+
+/// Prints a user-facing error as one line on stderr and exits with status 1.
+func reportingErrors<R>(_ body: () throws -> R) throws -> R {
+    do { return try body() } catch let e as ExitCode { throw e } catch {
+        let line = LocusError.wrap(error, file: "locus").description
+        FileHandle.standardError.write("locus: error: \(line)\n")
+        throw ExitCode.failure
+    }
+}
+
+struct FileHandle {
+    let fd: Int32
+    static let standardError = FileHandle(fd: 2)
+    static let standardOutput = FileHandle(fd: 1)
+    func write(_ s: String) {
+        var bytes = Array(s.utf8)
+        var off = 0
+        while off < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + off, $0.count - off) }
+            if n <= 0 { return }
+            off += n
+        }
+    }
+}

@@ -1,0 +1,358 @@
+"""`locus convert`: Locus-written artifacts of every kind, read back by h5py / locus_h5 with identical numbers."""
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from conftest import (FIXTURES, METADATA, ST_DTYPES, assert_error, assert_nothing_new, assert_ok, assert_valid,
+                      bf16_type_ok, h5_stored_bytes, locus_h5, snapshot, spec_fingerprint, st_fingerprint, st_read,
+                      st_write)
+
+REL = 1e-6
+H5_TYPES = {"float64": h5py.h5t.IEEE_F64LE, "float32": h5py.h5t.IEEE_F32LE, "int64": h5py.h5t.STD_I64LE,
+            "int32": h5py.h5t.STD_I32LE, "int16": h5py.h5t.STD_I16LE, "int8": h5py.h5t.STD_I8LE,
+            "uint64": h5py.h5t.STD_U64LE, "uint32": h5py.h5t.STD_U32LE, "uint16": h5py.h5t.STD_U16LE,
+            "uint8": h5py.h5t.STD_U8LE, "bool": h5py.h5t.STD_U8LE}
+
+
+def check_h5_type(ds, dtype):
+    tid = ds.id.get_type()
+    if dtype == "bfloat16":
+        assert bf16_type_ok(tid), ds.name
+    elif dtype == "float16":
+        assert tid.get_class() == h5py.h5t.FLOAT and tid.get_size() == 2 and tid.get_order() == h5py.h5t.ORDER_LE
+        assert tid.get_fields() == (15, 10, 5, 0, 10) and tid.get_ebias() == 15, ds.name
+    else:
+        assert tid.equal(H5_TYPES[dtype]), (ds.name, dtype)
+
+
+def tensors_of(path):
+    with h5py.File(path) as f:
+        return {locus_h5.unescape(k): v.name for k, v in f["tensors"].items()}
+
+
+# ------------------------------------------------------------------ checkpoint
+
+def test_checkpoint_bit_exact(locus, converted):
+    st = converted["st"]["base"]
+    path = converted["base"]
+    assert_valid(locus("validate", path))
+    with h5py.File(path) as f:
+        assert f.attrs["kind"] == "checkpoint" and f.attrs["encoding-type"] == "locus"
+        assert f.attrs["encoding-version"].split(".")[0] == "1"
+        links = set(f["tensors"])
+        assert {"head%2Fout.weight", "weird%2Fna.me%25", "%2E"} <= links
+        assert {locus_h5.unescape(k) for k in links} == set(st)
+        for name, (dt, shape, raw) in st.items():
+            ds = f["tensors"][locus_h5.escape(name)]
+            assert isinstance(ds, h5py.Dataset) and ds.shape == shape, name
+            assert ds.attrs["dtype"] == ST_DTYPES[dt][0], name
+            check_h5_type(ds, ST_DTYPES[dt][0])
+            assert h5_stored_bytes(ds) == raw, name
+        assert json.loads(f["metadata"][()]) == METADATA
+        assert f.attrs["tensor-count"] == len(st)
+        assert f.attrs["element-count"] == sum(math.prod(s) for _, s, _ in st.values())
+        assert f.attrs["fingerprint"] == st_fingerprint(st) == spec_fingerprint(path)
+    j = locus("inspect", path, "--json").json()
+    assert j["fingerprint"] == st_fingerprint(st)
+
+
+def test_checkpoint_read_by_locus_h5(converted):
+    want = converted["numpy"]["base"]
+    r = locus_h5.load(converted["base"], bf16_as_bits=True)
+    assert r["metadata"] == METADATA
+    for name, a in want.items():
+        got = r["tensors"][name]
+        if name in ("head/out.weight", "small.bf16", "tv.bf"):
+            assert r["dtypes"][name] == "bfloat16"
+            np.testing.assert_array_equal(got, locus_h5.bf16_bits(a))
+        else:
+            assert got.dtype == a.dtype, name
+            np.testing.assert_array_equal(got, a)
+
+
+def test_checkpoint_back_to_safetensors(locus, converted, tmp_path):
+    back = tmp_path / "back.safetensors"
+    assert_ok(locus("convert", converted["base"], back))
+    meta, tensors = st_read(back)
+    assert meta == METADATA
+    assert tensors == converted["st"]["base"]          # names, dtypes, shapes and bytes
+    again = tmp_path / "again.h5"
+    assert_ok(locus("convert", back, again))
+    with h5py.File(again) as f, h5py.File(converted["base"]) as g:
+        assert f.attrs["fingerprint"] == g.attrs["fingerprint"]
+
+
+def test_checkpoint_from_save_file(locus, tmp_path):
+    """A file written by safetensors.numpy.save_file itself."""
+    rng = np.random.default_rng(5)
+    t = {"layer.0.weight": rng.standard_normal((6, 5)).astype(np.float32),
+         "layer.0.bias": rng.standard_normal(5).astype(np.float16),
+         "steps": np.array([3, 1 << 40, -5], dtype=np.int64), "keep": np.array([True, False]),
+         "scalar": np.array(1.25, np.float32), "nothing": np.zeros((0,), np.float32)}
+    save_file(t, str(tmp_path / "m.safetensors"), metadata={"format": "pt"})
+    assert_ok(locus("convert", tmp_path / "m.safetensors", tmp_path / "m.h5", "--kind", "checkpoint"))
+    assert_valid(locus("validate", tmp_path / "m.h5"))
+    with h5py.File(tmp_path / "m.h5") as f:
+        for name, a in t.items():
+            ds = f["tensors"][name]
+            assert ds.shape == a.shape and ds.dtype == (np.uint8 if a.dtype == bool else a.dtype), name
+            np.testing.assert_array_equal(ds[()], a)
+        assert json.loads(f["metadata"][()]) == {"format": "pt"}
+    assert_ok(locus("convert", tmp_path / "m.h5", tmp_path / "back.safetensors"))
+    back = load_file(str(tmp_path / "back.safetensors"))
+    assert back.keys() == t.keys()
+    for name, a in t.items():
+        assert back[name].dtype == a.dtype and back[name].shape == a.shape, name
+        np.testing.assert_array_equal(back[name], a)
+
+
+def test_fixture_checkpoint_to_safetensors(locus, tmp_path):
+    out = tmp_path / "ck.safetensors"
+    assert_ok(locus("convert", FIXTURES / "checkpoint.h5", out))
+    meta, tensors = st_read(out)
+    assert meta == {"format": "pt", "source": "make_fixtures_h5py"}
+    rev = {v[0]: k for k, v in ST_DTYPES.items()}
+    with h5py.File(FIXTURES / "checkpoint.h5") as f:
+        want = {locus_h5.unescape(k): (rev[ds.attrs["dtype"]], ds.shape, h5_stored_bytes(ds)) for k, ds in f["tensors"].items()}
+        assert tensors == want
+        assert st_fingerprint(tensors) == f.attrs["fingerprint"]
+
+
+# ------------------------------------------------------------------ scores
+
+def test_scores(locus, converted):
+    path, want = converted["scores"], converted["numpy"]["scores"]
+    assert_valid(locus("validate", path))
+    with h5py.File(path) as f, h5py.File(converted["base"]) as b:
+        a = f.attrs
+        assert a["kind"] == "scores" and a["base-fingerprint"] == b.attrs["fingerprint"]
+        assert (a["estimator"], a["samples"], a["draws"], a["reduction"]) == ("fisher-mc", 32, 4, "mean")
+        assert a["tensor-count"] == len(want) and a["element-count"] == sum(v.size for v in want.values())
+        allv = np.concatenate([v.astype(np.float64).reshape(-1) for v in want.values()])
+        assert a["min"] == pytest.approx(allv.min(), rel=REL) and a["max"] == pytest.approx(allv.max(), rel=REL)
+        assert a["sum"] == pytest.approx(allv.sum(), rel=REL)
+        assert tensors_of(path).keys() == want.keys()
+        for name, v in want.items():
+            ds = f["tensors"][locus_h5.escape(name)]
+            assert ds.attrs["dtype"] == "float32" and ds.shape == v.shape
+            check_h5_type(ds, "float32")
+            np.testing.assert_array_equal(ds[()], v.astype(np.float32))   # float16 -> float32 is exact
+            v64 = v.astype(np.float64).reshape(-1)
+            assert ds.attrs["sum"] == pytest.approx(v64.sum(), rel=REL)
+            q = ds.attrs["quantiles"]
+            if v.size:
+                np.testing.assert_allclose(q, np.quantile(v64, [0, .25, .5, .75, 1]), rtol=REL)
+            else:
+                assert np.size(q) == 0
+    r = locus_h5.load(path)
+    for name, v in want.items():
+        np.testing.assert_array_equal(r["tensors"][name], v.astype(np.float32))
+
+
+def test_scores_to_safetensors(locus, converted, tmp_path):
+    out = tmp_path / "s.safetensors"
+    assert_ok(locus("convert", converted["scores"], out))
+    back = load_file(str(out))
+    want = converted["numpy"]["scores"]
+    assert back.keys() == want.keys()
+    for name, v in want.items():
+        assert back[name].dtype == np.float32
+        np.testing.assert_array_equal(back[name], v.astype(np.float32))
+
+
+# ------------------------------------------------------------------ mask
+
+def test_mask(locus, converted):
+    path, want = converted["mask"], converted["numpy"]["mask"]
+    assert_valid(locus("validate", path))
+    with h5py.File(path) as f, h5py.File(converted["base"]) as b:
+        a = f.attrs
+        assert a["kind"] == "mask" and a["base-fingerprint"] == b.attrs["fingerprint"]
+        assert a["absent-tensors"] == "trainable"
+        assert a["tensor-count"] == len(want)
+        assert a["count"] == sum(v.size for v in want.values())
+        assert a["ones"] == sum(int(np.sum(v)) for v in want.values())
+        for name, m in want.items():
+            ds = f["tensors"][locus_h5.escape(name)]
+            assert ds.id.get_type().equal(h5py.h5t.STD_U8LE) and ds.shape == ((m.size + 7) // 8,), name
+            assert ds.attrs["encoding-type"] == "packed-bits" and ds.attrs["bitorder"] == "little"
+            assert list(ds.attrs["shape"]) == list(m.shape) and ds.attrs["count"] == m.size
+            assert ds.attrs["ones"] == int(np.sum(m))
+            assert ds[()].tobytes() == np.packbits(m.astype(bool).reshape(-1), bitorder="little").tobytes(), name
+    r = locus_h5.load(path)
+    for name, m in want.items():
+        np.testing.assert_array_equal(r["tensors"][name], m.astype(bool))
+
+
+def test_mask_to_safetensors(locus, converted, tmp_path):
+    out = tmp_path / "m.safetensors"
+    assert_ok(locus("convert", converted["mask"], out))
+    back = load_file(str(out))
+    want = converted["numpy"]["mask"]
+    assert back.keys() == want.keys()
+    for name, m in want.items():
+        assert back[name].dtype == np.bool_ and back[name].shape == m.shape
+        np.testing.assert_array_equal(back[name], m.astype(bool))
+
+
+def test_fixture_mask_and_scores_to_safetensors(locus, tmp_path):
+    for name, dt in (("mask.h5", np.bool_), ("scores.h5", np.float32)):
+        out = tmp_path / (name + ".safetensors")
+        assert_ok(locus("convert", FIXTURES / name, out))
+        back, want = load_file(str(out)), locus_h5.load(FIXTURES / name)["tensors"]
+        assert back.keys() == want.keys()
+        for k, v in want.items():
+            assert back[k].dtype == dt
+            np.testing.assert_array_equal(back[k], v)
+
+
+# ------------------------------------------------------------------ task vector
+
+def test_task_vector(locus, converted):
+    path, want = converted["task-vector"], converted["numpy"]["task-vector"]
+    st = converted["st"]["task-vector"]
+    assert_valid(locus("validate", path))
+    with h5py.File(path) as f, h5py.File(converted["base"]) as b:
+        a = f.attrs
+        assert a["kind"] == "task-vector" and a["base-fingerprint"] == b.attrs["fingerprint"]
+        assert a["scale"] == 1.0 and a["tensor-count"] == len(want)
+        enc = {}
+        sq = 0.0
+        for name, (dt, shape, raw) in st.items():
+            dtype, npdt = ST_DTYPES[dt]
+            vals = np.frombuffer(raw, dtype=npdt)
+            v64 = (locus_h5.bits_to_float32(vals) if dtype == "bfloat16" else vals).astype(np.float64)
+            g = f["tensors"][locus_h5.escape(name)]
+            assert isinstance(g, h5py.Group), name
+            ga = g.attrs
+            assert ga["dtype"] == dtype and list(ga["shape"]) == list(shape) and ga["count"] == vals.size, name
+            assert ga["nnz"] == np.count_nonzero(v64), name
+            assert ga["l2-norm"] == pytest.approx(np.sqrt(np.sum(v64 ** 2)), rel=REL, abs=1e-300), name
+            sq += float(np.sum(v64 ** 2))
+            enc[name] = ga["encoding-type"]
+            assert enc[name] == locus_h5.choose_encoding(vals.size, int(np.count_nonzero(v64)), vals.itemsize), name
+            check_h5_type(g["values"], dtype)
+            # densify from the stored bits
+            dense = np.zeros(vals.size, dtype=npdt)
+            stored = np.frombuffer(h5_stored_bytes(g["values"]), dtype=npdt)
+            if enc[name] == "coo":
+                idx = g["indices"][()]
+                assert g["indices"].id.get_type().equal(h5py.h5t.STD_U32LE)
+                assert np.all(np.diff(idx.astype(np.int64)) > 0) and (idx.size == 0 or idx[-1] < vals.size)
+                dense[idx] = stored
+            elif enc[name] == "bitmask":
+                sel = np.unpackbits(g["mask"][()], bitorder="little", count=vals.size).astype(bool)
+                dense[sel] = stored
+            else:
+                assert g["values"].shape == shape
+                dense[:] = stored.reshape(-1)
+            assert dense.tobytes() == raw, name      # bit-exact, value dtype kept
+        assert a["nnz"] == sum(int(g.attrs["nnz"]) for g in f["tensors"].values())
+        assert a["count"] == sum(int(g.attrs["count"]) for g in f["tensors"].values())
+        assert a["l2-norm"] == pytest.approx(math.sqrt(sq), rel=REL)
+    # densities 1 %, 10 %, 99 % of float32: the spec's rule predicts coo, bitmask, dense
+    assert (enc["tv.d1"], enc["tv.d10"], enc["tv.d99"]) == ("coo", "bitmask", "dense")
+    # ties: coo == bitmask -> bitmask; bitmask == dense -> dense
+    assert (enc["tie.a"], enc["tie.b"]) == ("bitmask", "dense")
+    assert enc["enc.w"] == "coo" and enc["scale"] == "dense"   # all zero -> empty coo; scalar -> dense
+    r = locus_h5.load(path)
+    for name, v in want.items():
+        exp = locus_h5.bits_to_float32(locus_h5.bf16_bits(v)) if name == "tv.bf" else v
+        np.testing.assert_array_equal(r["tensors"][name], exp)
+
+
+def test_task_vector_inspect(locus, converted):
+    j = locus("inspect", converted["task-vector"], "--json").json()
+    with h5py.File(converted["task-vector"]) as f:
+        t = {x["name"]: x for x in j["tensors"]}
+        for name, g in ((locus_h5.unescape(k), g) for k, g in f["tensors"].items()):
+            assert t[name]["encoding"] == g.attrs["encoding-type"] and t[name]["nnz"] == g.attrs["nnz"]
+            assert t[name]["l2_norm"] == pytest.approx(g.attrs["l2-norm"], rel=REL, abs=1e-300)
+        assert j["totals"]["l2_norm"] == pytest.approx(f.attrs["l2-norm"], rel=REL)
+        assert j["totals"]["nnz"] == f.attrs["nnz"]
+
+
+def test_task_vector_to_safetensors(locus, converted, tmp_path):
+    out = tmp_path / "tv.safetensors"
+    assert_ok(locus("convert", converted["task-vector"], out))
+    meta, tensors = st_read(out)
+    assert tensors == converted["st"]["task-vector"]   # dense, unscaled, value dtype kept (BF16 bits too)
+    with h5py.File(converted["base"]) as b:
+        assert meta["locus.kind"] == "task-vector" and meta["locus.base-fingerprint"] == b.attrs["fingerprint"]
+    assert float(meta["locus.scale"]) == 1.0
+
+
+def test_fixture_task_vector_to_safetensors(locus, tmp_path):
+    """h5py-written: coo with a stored zero, bfloat16 bitmask, float16 dense, scalar; scale 0.5."""
+    out = tmp_path / "tv.safetensors"
+    assert_ok(locus("convert", FIXTURES / "task_vector.h5", out))
+    meta, tensors = st_read(out)
+    assert meta["locus.kind"] == "task-vector" and float(meta["locus.scale"]) == 0.5
+    assert meta["locus.base-fingerprint"] == spec_fingerprint(FIXTURES / "checkpoint.h5")
+    want = locus_h5.load(FIXTURES / "task_vector.h5", scaled=False, bf16_as_bits=True)
+    rev = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
+    assert tensors.keys() == want["tensors"].keys()
+    for name, a in want["tensors"].items():
+        dt, shape, raw = tensors[name]
+        assert (dt, shape) == (rev[want["dtypes"][name]], a.shape), name
+        assert raw == np.asarray(a).tobytes(), name
+
+
+# ------------------------------------------------------------------ what --base pins; invalid values never make an invalid file
+
+def convert_fails_cleanly(locus, args, out, *names):
+    """convert must fail: one stderr line naming one of `names`, no OUT and no temp file."""
+    before = snapshot(out.parent)
+    r = locus("convert", *args)
+    line = assert_error(r, names[0]) if len(names) == 1 else assert_error(r, "")
+    assert any(str(n) in line for n in names), f"error line names none of {names}:\n{r!r}"
+    assert_nothing_new(out.parent, before, out)
+    return line
+
+
+def test_derived_kind_needs_base(locus, converted, tmp_path):
+    out = tmp_path / "s.h5"
+    src = converted["dir"] / "scores.safetensors"
+    convert_fails_cleanly(locus, [src, out, "--kind", "scores", "--estimator", "x", "--samples", "1",
+                                  "--draws", "1", "--reduction", "sum"], out, src, "base")
+
+
+@pytest.mark.parametrize("problem", ["missing-name", "wrong-shape"])
+def test_derived_tensor_must_match_base(locus, converted, tmp_path, problem):
+    t = {"missing-name": {"not.in.base": ("F32", (2,), np.ones(2, np.float32).tobytes())},
+         "wrong-shape": {"enc.w": ("F32", (16, 8), np.ones(128, np.float32).tobytes())}}[problem]
+    src = st_write(tmp_path / "s.safetensors", t)
+    out = tmp_path / "s.h5"
+    line = convert_fails_cleanly(locus, [src, out, "--kind", "scores", "--base", converted["base"], "--estimator",
+                                         "x", "--samples", "1", "--draws", "1", "--reduction", "sum"],
+                                 out, src, converted["base"])
+    assert list(t)[0] in line
+
+
+@pytest.mark.parametrize("kind,dt,values", [
+    ("scores", "F32", [1.0, -2.0]), ("scores", "F32", [1.0, float("nan")]), ("scores", "F32", [float("inf"), 0.0]),
+    ("mask", "U8", [0, 2]), ("task-vector", "F32", [0.0, float("nan")]), ("task-vector", "I64", [0, 3]),
+])
+def test_invalid_values_never_make_an_invalid_file(locus, converted, tmp_path, kind, dt, values):
+    """The contract does not say whether Locus rejects or repairs these; it may only write a valid file."""
+    npdt = ST_DTYPES[dt][1]
+    base_shape = (2,)
+    src = st_write(tmp_path / "x.safetensors", {"tv.probe": (dt, base_shape, np.array(values, npdt).tobytes())})
+    base_st = tmp_path / "b.safetensors"
+    st_write(base_st, {"tv.probe": ("F32", base_shape, np.zeros(2, np.float32).tobytes())})
+    assert_ok(locus("convert", base_st, tmp_path / "b.h5"))
+    out = tmp_path / "x.h5"
+    extra = {"scores": ["--estimator", "x", "--samples", "1", "--draws", "1", "--reduction", "sum"], "mask": [],
+             "task-vector": []}[kind]
+    before = snapshot(tmp_path)
+    r = locus("convert", src, out, "--kind", kind, "--base", tmp_path / "b.h5", *extra)
+    if r.code == 0:
+        assert_valid(locus("validate", out))
+    else:
+        line = assert_error(r, "")
+        assert str(src) in line or str(tmp_path / "b.h5") in line, f"error names neither input:\n{r!r}"
+        assert_nothing_new(tmp_path, before, out)

@@ -149,9 +149,33 @@ public final class CheckpointReader {
         return hasher.finalize()
     }
 
-    /// Calls `body` with consecutive raw blocks of whole rows covering the tensor.
+    /// A map of the file, made on first use; nil when mapping is impossible.
+    private lazy var mapped: MappedFile? = MappedFile(path: path)
+
+    /// The tensor's bytes straight from the file map when its storage is a plain contiguous
+    /// little-endian block inside the file (what Locus writes); nil otherwise.
+    func mappedBytes(_ t: CheckpointTensor) throws -> UnsafeRawBufferPointer? {
+        let ds = try dataset(t)
+        guard ds.creationProperties.layout == .contiguous, ds.creationProperties.filters.isEmpty,
+              ds.type.isLittleEndian || t.dtype.byteSize == 1,
+              let offset = ds.dataOffset, ds.storageSize == t.byteCount else { return nil }
+        return mapped?.slice(offset: offset, count: t.byteCount)
+    }
+
+    /// Calls `body` with consecutive raw blocks of whole rows covering the tensor (straight
+    /// from the file map when possible, else read through HDF5 into one reused buffer).
     public func forEachBlock(_ t: CheckpointTensor, blockBytes: Int = 64 << 20, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         if t.count == 0 { return }
+        if let m = try mappedBytes(t) {
+            var start = 0
+            let step = max(t.rowByteCount, (blockBytes / max(t.rowByteCount, 1)) * t.rowByteCount)
+            while start < m.count {
+                let end = min(m.count, start + step)
+                try body(UnsafeRawBufferPointer(rebasing: m[start..<end]))
+                start = end
+            }
+            return
+        }
         if t.shape.isEmpty || t.byteCount <= blockBytes {
             let bytes = try readRaw(t)
             return try bytes.withUnsafeBytes { try body($0) }
@@ -178,6 +202,8 @@ public final class CheckpointReader {
 public final class CheckpointWriter {
     private let writer: ArtifactWriter
     private var hasher = FingerprintHasher()
+    /// Blocks at least this big are hashed on a second thread while HDF5 writes them.
+    static let concurrentHashBytes = 1 << 20
     private var written: [CheckpointTensor] = []
     private var names = Set<String>()
     private var inNameOrder = true
@@ -225,12 +251,20 @@ public final class CheckpointWriter {
                 throw LocusError(file: target, object: t.objectPath, "bool element \(done * rowBytes + bad) is \(bytes[bad]), expected 0 or 1")
             }
             let type = try t.dtype.hdf5Type()
-            if t.shape.isEmpty || (done == 0 && k == rows) {
-                try ds.write(bytes, memType: type)
-            } else {
-                try ds.write(bytes, memType: type, start: [done] + Array(repeating: 0, count: t.shape.count - 1), count: [k] + t.shape.dropFirst())
+            let write = {
+                if t.shape.isEmpty || (done == 0 && k == rows) {
+                    try ds.write(bytes, memType: type)
+                } else {
+                    try ds.write(bytes, memType: type, start: [done] + Array(repeating: 0, count: t.shape.count - 1), count: [k] + t.shape.dropFirst())
+                }
             }
-            if inNameOrder { hasher.update(bytes: bytes) }
+            if inNameOrder && bytes.count >= CheckpointWriter.concurrentHashBytes {
+                // Hashing costs about as much as writing; on two cores they overlap.
+                try Concurrently.run({ self.hasher.update(bytes: bytes) }, write)
+            } else {
+                try write()
+                if inNameOrder { hasher.update(bytes: bytes) }
+            }
             open = (t, ds, done + k)
             if done + k == rows { try endTensor() }
         }

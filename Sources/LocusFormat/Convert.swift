@@ -36,20 +36,29 @@ public enum Convert {
 
         if options.kind == .checkpoint {
             let w = try CheckpointWriter(path: target, provenance: prov, metadata: reader.metadata)
+            // The source is read through a memory map (no copy) when possible, else with pread
+            // into one reused buffer; either way in blocks of whole rows of at most blockBytes.
+            let map = MappedFile(path: source)
+            var buffer: [UInt8] = []
             for e in entries {
                 let dtype = LocusDType(safeTensors: e.dtype)!
                 try w.beginTensor(name: e.name, dtype: dtype, shape: e.shape)
                 if e.byteCount == 0 { continue }
                 let rowBytes = e.shape.isEmpty ? e.byteCount : e.shape.dropFirst().reduce(1, *) * dtype.byteSize
-                let rowsPerBlock = max(1, options.blockBytes / max(rowBytes, 1))
-                var buffer = [UInt8](repeating: 0, count: min(e.byteCount, rowsPerBlock * rowBytes))
+                let step = min(e.byteCount, max(1, options.blockBytes / max(rowBytes, 1)) * rowBytes)
+                let mapped = map?.slice(offset: reader.dataSectionOffset + e.dataBegin, count: e.byteCount)
+                if mapped == nil && buffer.count < step { buffer = [UInt8](repeating: 0, count: step) }
                 var offset = 0
                 while offset < e.byteCount {
-                    let n = min(buffer.count, e.byteCount - offset)
-                    try buffer.withUnsafeMutableBytes { b in
-                        let slice = UnsafeMutableRawBufferPointer(rebasing: b[0..<n])
-                        try wrapSafeTensors { try reader.read(e, fromByte: offset, into: slice) }
-                        try w.writeRows(UnsafeRawBufferPointer(slice))
+                    let n = min(step, e.byteCount - offset)
+                    if let mapped {
+                        try w.writeRows(UnsafeRawBufferPointer(rebasing: mapped[offset..<(offset + n)]))
+                    } else {
+                        try buffer.withUnsafeMutableBytes { b in
+                            let slice = UnsafeMutableRawBufferPointer(rebasing: b[0..<n])
+                            try wrapSafeTensors { try reader.read(e, fromByte: offset, into: slice) }
+                            try w.writeRows(UnsafeRawBufferPointer(slice))
+                        }
                     }
                     offset += n
                 }

@@ -95,6 +95,14 @@ def _json_ds(f, name):
 
 # ---------------------------------------------------------------- fingerprint (§1.5)
 
+_LEAF = 1 << 20
+
+
+def _tensor_digest(raw):
+    """SHA-256 of the SHA-256 digests of the 1 MiB leaves of a tensor's raw bytes (§1.5)."""
+    return hashlib.sha256(b"".join(hashlib.sha256(raw[i:i + _LEAF]).digest() for i in range(0, len(raw), _LEAF))).digest()
+
+
 def fingerprint(path_or_file):
     """Fingerprint (§1.5) of the /tensors of a checkpoint, given a path or an open h5py.File."""
     if not isinstance(path_or_file, (h5py.File, h5py.Group)):
@@ -105,7 +113,7 @@ def fingerprint(path_or_file):
     for name, ds in items:
         dtype = _s(ds.attrs["dtype"])
         h.update(f"{name}\n{dtype}\n{','.join(str(d) for d in ds.shape)}\n".encode("utf-8"))
-        h.update(np.asarray(_read_raw(ds), dtype=_NUMPY[dtype]).tobytes())  # bool: 0/1 bytes; bfloat16: bits
+        h.update(_tensor_digest(np.asarray(_read_raw(ds), dtype=_NUMPY[dtype]).tobytes()))  # bool: 0/1 bytes; bfloat16: bits
     return "sha256:" + h.hexdigest()
 
 

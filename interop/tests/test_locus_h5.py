@@ -1,4 +1,5 @@
 """Pure-Python tests of interop/python/locus_h5.py and of the FORMAT.md snippets (no Swift binary needed)."""
+import hashlib
 import importlib.util
 import os
 import re
@@ -89,6 +90,19 @@ def test_fingerprint_independent_of_write_order_and_layout(tmp_path):
             n.attrs["dtype"] = ds.attrs["dtype"]
     fa, fb, fc = (locus_h5.fingerprint(tmp_path / n) for n in ("a.h5", "b.h5", "c.h5"))
     assert fa == fb == fc
+
+
+@pytest.mark.parametrize("nbytes", [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 5 * (1 << 19)])
+def test_fingerprint_leaves(tmp_path, nbytes):
+    """§1.5 tensor digest over 1 MiB leaves, computed independently here, at the leaf boundaries."""
+    a = np.random.default_rng(nbytes).integers(0, 256, nbytes, dtype=np.uint8)
+    locus_h5.write_checkpoint(tmp_path / "a.h5", {"t": a})
+    raw = a.tobytes()
+    leaves = [raw[i:i + (1 << 20)] for i in range(0, len(raw), 1 << 20)]
+    assert len(leaves) == -(-nbytes // (1 << 20))
+    digest = hashlib.sha256(b"".join(hashlib.sha256(x).digest() for x in leaves)).digest()
+    want = "sha256:" + hashlib.sha256(b"locus-fingerprint-v1\n" + f"t\nuint8\n{nbytes}\n".encode() + digest).hexdigest()
+    assert locus_h5.fingerprint(tmp_path / "a.h5") == spec_fingerprint(tmp_path / "a.h5") == want
 
 
 @pytest.mark.parametrize("change", ["value", "dtype", "shape", "name"])

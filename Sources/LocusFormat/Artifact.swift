@@ -112,8 +112,10 @@ public final class ArtifactFile {
 
     /// The `/tensors` group.
     public func tensorsGroup() throws -> Group {
-        guard root.kind(of: "tensors") == .group else {
-            throw LocusError(file: path, object: "/tensors", "required group is missing")
+        switch root.kind(of: "tensors") {
+        case .group: break
+        case nil: throw LocusError(file: path, object: "/tensors", "required group is missing")
+        default: throw LocusError(file: path, object: "/tensors", "must be a group, found another kind of object")
         }
         return try withContext(file: path) { try root.openGroup("tensors") }
     }
@@ -122,12 +124,12 @@ public final class ArtifactFile {
     public func tensorLinks() throws -> [(name: String, link: String)] {
         let g = try tensorsGroup()
         let links = try withContext(file: path) { try g.childNames() }
-        var seen = Set<String>()
+        var seen = Set<[UInt8]>()
         var out: [(name: String, link: String)] = []
         for link in links {
             let name = TensorName.name(forLink: link)
-            guard !name.isEmpty else { throw LocusError(file: path, object: "/tensors/\(link)", "empty tensor name") }
-            guard seen.insert(name).inserted else {
+            if let problem = TensorName.problem(with: name) { throw LocusError(file: path, object: "/tensors/\(link)", problem) }
+            guard seen.insert(TensorName.key(name)).inserted else {
                 throw LocusError(file: path, object: "/tensors/\(link)", "decodes to the tensor name '\(name)' of another link")
             }
             out.append((name, link))

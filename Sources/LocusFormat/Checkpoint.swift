@@ -67,7 +67,8 @@ public final class CheckpointReader {
         let stored = ds.storageSize
         switch ds.creationProperties.layout {
         case .contiguous:
-            guard stored == logicalBytes else {
+            // 0 = never written: HDF5 reads the fill value (zeros), which is a valid tensor.
+            guard stored == logicalBytes || stored == 0 else {
                 throw LocusError(file: path, object: object, "stores \(stored) bytes on disk, expected \(logicalBytes) for its shape and type")
             }
         case .chunked:
@@ -80,7 +81,7 @@ public final class CheckpointReader {
         }
     }
 
-    public func tensor(named name: String) -> CheckpointTensor? { tensors.first { $0.name == name } }
+    public func tensor(named name: String) -> CheckpointTensor? { tensors.first { TensorName.same($0.name, name) } }
 
     func dataset(_ t: CheckpointTensor) throws -> Dataset { try withContext(file: path) { try group.openDataset(t.link) } }
 
@@ -205,7 +206,7 @@ public final class CheckpointWriter {
     /// Blocks at least this big are hashed on a second thread while HDF5 writes them.
     static let concurrentHashBytes = 1 << 20
     private var written: [CheckpointTensor] = []
-    private var names = Set<String>()
+    private var names = Set<[UInt8]>()
     private var inNameOrder = true
     private var open: (tensor: CheckpointTensor, dataset: Dataset, rowsDone: Int)?
     public var target: String { writer.target }
@@ -223,8 +224,8 @@ public final class CheckpointWriter {
         let object = "/tensors/\(TensorName.linkName(for: name))"
         try writer.guarded(object: object) {
             guard open == nil else { throw LocusError(file: target, object: object, "previous tensor '\(open!.tensor.name)' is incomplete") }
-            guard !name.isEmpty else { throw LocusError(file: target, object: "/tensors", "empty tensor name") }
-            guard names.insert(name).inserted else { throw LocusError(file: target, object: object, "duplicate tensor name '\(name)'") }
+            if let problem = TensorName.problem(with: name) { throw LocusError(file: target, object: object, problem) }
+            guard names.insert(TensorName.key(name)).inserted else { throw LocusError(file: target, object: object, "duplicate tensor name '\(name)'") }
             guard let count = checkedProduct(shape) else { throw LocusError(file: target, object: object, "invalid shape \(shape)") }
             if let last = written.last, !TensorName.byteOrder(last.name, name) { inNameOrder = false }
             let t = CheckpointTensor(name: name, link: TensorName.linkName(for: name), dtype: dtype, shape: shape, count: count)

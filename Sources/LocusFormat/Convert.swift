@@ -28,6 +28,9 @@ public enum Convert {
                                          provenance: Provenance? = nil) throws {
         let reader = try wrapSafeTensors { try SafeTensorsReader(path: source) }
         let entries = reader.entries.sorted { TensorName.byteOrder($0.name, $1.name) }
+        for e in entries {
+            if let problem = TensorName.problem(with: e.name) { throw LocusError(file: source, object: "tensor '\(e.name)'", problem) }
+        }
         for e in entries where LocusDType(safeTensors: e.dtype) == nil {
             throw LocusError(file: source, object: "tensor '\(e.name)'", "dtype \(e.dtype.rawValue) has no Locus equivalent (supported: \(LocusDType.allCases.map { $0.safeTensors.rawValue }.joined(separator: ", ")))")
         }
@@ -117,7 +120,11 @@ public enum Convert {
             throw LocusError(file: source, object: "tensor '\(e.name)'", "expected a floating-point tensor, found \(e.dtype.rawValue)")
         }
         let bytes = try wrapSafeTensors { try reader.readBytes(e) }
-        return bytes.withUnsafeBytes { HalfPrecision.decode($0, dtype: dtype) }
+        let values = bytes.withUnsafeBytes { HalfPrecision.decode($0, dtype: dtype) }
+        if let bad = values.firstIndex(where: { !$0.isFinite }) {
+            throw LocusError(file: source, object: "tensor '\(e.name)'", "element \(bad) is \(values[bad]); values must be finite")
+        }
+        return values
     }
 
     /// Every name must exist in the base with the same shape; all mismatches are reported at once.

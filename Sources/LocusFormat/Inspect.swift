@@ -59,6 +59,30 @@ public struct InspectReport: Codable, Sendable {
     public var dataset: DatasetInfo?
     public var tensors: [Tensor]
     public var totals: Totals
+
+    /// Keys that every report carries are written as null when unknown; kind-specific ones only when they apply.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(path, forKey: .path)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(encoding_version, forKey: .encoding_version)
+        try c.encode(producer, forKey: .producer)
+        try c.encode(created, forKey: .created)
+        try c.encode(file_bytes, forKey: .file_bytes)
+        try c.encode(provenance, forKey: .provenance)
+        if kind == ArtifactKind.checkpoint.rawValue { try c.encode(fingerprint, forKey: .fingerprint) }
+        else if kind != ArtifactKind.dataset.rawValue { try c.encode(base_fingerprint, forKey: .base_fingerprint) }
+        try c.encodeIfPresent(estimator, forKey: .estimator)
+        try c.encodeIfPresent(samples, forKey: .samples)
+        try c.encodeIfPresent(draws, forKey: .draws)
+        try c.encodeIfPresent(reduction, forKey: .reduction)
+        try c.encodeIfPresent(scale, forKey: .scale)
+        try c.encodeIfPresent(absent_tensors, forKey: .absent_tensors)
+        try c.encodeIfPresent(metadata, forKey: .metadata)
+        try c.encodeIfPresent(dataset, forKey: .dataset)
+        try c.encode(tensors, forKey: .tensors)
+        try c.encode(totals, forKey: .totals)
+    }
 }
 
 public enum Inspector {
@@ -69,7 +93,7 @@ public enum Inspector {
         var r = InspectReport(path: path, kind: h.kind.rawValue, encoding_version: h.encodingVersion, producer: h.producer,
                               created: h.created, file_bytes: a.file.size, fingerprint: nil, base_fingerprint: h.baseFingerprint,
                               provenance: h.provenance, tensors: [], totals: .init())
-        func wanted(_ name: String) -> Bool { only == nil || only == name }
+        func wanted(_ name: String) -> Bool { only.map { TensorName.same($0, name) } ?? true }
         switch h.kind {
         case .checkpoint:
             let c = try CheckpointReader(a)

@@ -18,7 +18,7 @@ public struct MaskTensor: Sendable, Equatable {
 public final class MaskWriter {
     private let writer: ArtifactWriter
     private var totalCount = 0, totalOnes = 0, tensorCount = 0
-    private var names = Set<String>()
+    private var names = Set<[UInt8]>()
     public var target: String { writer.target }
 
     public init(path: String, baseFingerprint: String, absentTensors: AbsentTensors = .frozen, provenance: Provenance? = Provenance()) throws {
@@ -35,7 +35,8 @@ public final class MaskWriter {
         let link = TensorName.linkName(for: name)
         let object = "/tensors/\(link)"
         try writer.guarded(object: object) {
-            guard names.insert(name).inserted else { throw LocusError(file: target, object: object, "duplicate tensor name") }
+            if let problem = TensorName.problem(with: name) { throw LocusError(file: target, object: object, problem) }
+            guard names.insert(TensorName.key(name)).inserted else { throw LocusError(file: target, object: object, "duplicate tensor name") }
             guard let count = checkedProduct(shape) else { throw LocusError(file: target, object: object, "invalid shape \(shape)") }
             guard packed.count == BitPacking.byteCount(bits: count) else {
                 throw LocusError(file: target, object: object, "\(packed.count) packed bytes for \(count) bits, expected \(BitPacking.byteCount(bits: count))")
@@ -112,7 +113,7 @@ public final class MaskReader {
         return MaskTensor(name: name, link: link, shape: shape, count: Int(count), ones: Int(ones))
     }
 
-    public func tensor(named name: String) -> MaskTensor? { tensors.first { $0.name == name } }
+    public func tensor(named name: String) -> MaskTensor? { tensors.first { TensorName.same($0.name, name) } }
 
     /// The packed bytes, with the padding-bit rule checked.
     public func readPacked(_ t: MaskTensor) throws -> [UInt8] {

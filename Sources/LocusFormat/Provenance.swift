@@ -48,6 +48,12 @@ public struct Provenance: Codable, Sendable, Equatable {
         public var path: String
         public var fingerprint: String?
         public init(role: String, path: String, fingerprint: String?) { self.role = role; self.path = path; self.fingerprint = fingerprint }
+        public func encode(to encoder: any Encoder) throws {   // an unknown fingerprint is written as null, not left out
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(role, forKey: .role)
+            try c.encode(path, forKey: .path)
+            try c.encode(fingerprint, forKey: .fingerprint)
+        }
     }
     public var command: [String]
     public var inputs: [Input]

@@ -30,7 +30,7 @@ public final class ScoresWriter {
     private let writer: ArtifactWriter
     private var count = 0, tensorCount = 0
     private var minimum = Double.infinity, maximum = -Double.infinity, total = 0.0
-    private var names = Set<String>()
+    private var names = Set<[UInt8]>()
     public var target: String { writer.target }
 
     public init(path: String, info: ScoresInfo, provenance: Provenance? = Provenance()) throws {
@@ -49,7 +49,8 @@ public final class ScoresWriter {
     public func add(name: String, shape: [Int], values: [Float]) throws {
         let link = TensorName.linkName(for: name)
         try writer.guarded(object: "/tensors/\(link)") {
-            guard names.insert(name).inserted else { throw LocusError(file: target, object: "/tensors/\(link)", "duplicate tensor name") }
+            if let problem = TensorName.problem(with: name) { throw LocusError(file: target, object: "/tensors/\(link)", problem) }
+            guard names.insert(TensorName.key(name)).inserted else { throw LocusError(file: target, object: "/tensors/\(link)", "duplicate tensor name") }
             guard checkedProduct(shape) == values.count else {
                 throw LocusError(file: target, object: "/tensors/\(link)", "\(values.count) values do not fill shape \(shape)")
             }
@@ -114,7 +115,7 @@ public final class ScoresReader {
         tensors = list
     }
 
-    public func tensor(named name: String) -> ScoreTensor? { tensors.first { $0.name == name } }
+    public func tensor(named name: String) -> ScoreTensor? { tensors.first { TensorName.same($0.name, name) } }
 
     public func read(_ t: ScoreTensor) throws -> [Float] {
         var out = [Float](repeating: 0, count: t.count)

@@ -34,7 +34,7 @@ public struct TaskVectorTensor: Sendable, Equatable {
 public final class TaskVectorWriter {
     private let writer: ArtifactWriter
     private var totalCount = 0, totalNNZ = 0, tensorCount = 0, sumSquares = 0.0
-    private var names = Set<String>()
+    private var names = Set<[UInt8]>()
     public var target: String { writer.target }
 
     /// `attributes` adds optional root string attributes (e.g. `finetuned-fingerprint`).
@@ -68,7 +68,8 @@ public final class TaskVectorWriter {
         let object = "/tensors/\(link)"
         try writer.guarded(object: object) {
             guard dtype.isFloatingPoint else { throw LocusError(file: target, object: object, "task-vector values must be floating point, not \(dtype.rawValue)") }
-            guard names.insert(name).inserted else { throw LocusError(file: target, object: object, "duplicate tensor name") }
+            if let problem = TensorName.problem(with: name) { throw LocusError(file: target, object: object, problem) }
+            guard names.insert(TensorName.key(name)).inserted else { throw LocusError(file: target, object: object, "duplicate tensor name") }
             guard let count = checkedProduct(shape) else { throw LocusError(file: target, object: object, "invalid shape \(shape)") }
             guard indices.count == values.count else { throw LocusError(file: target, object: object, "\(indices.count) indices but \(values.count) values") }
             for k in indices.indices {
@@ -232,7 +233,7 @@ public final class TaskVectorReader {
         try CheckpointReader.checkStorage(values, logicalBytes: values.elementCount * t.dtype.byteSize, path: path, object: object + "/values")
     }
 
-    public func tensor(named name: String) -> TaskVectorTensor? { tensors.first { $0.name == name } }
+    public func tensor(named name: String) -> TaskVectorTensor? { tensors.first { TensorName.same($0.name, name) } }
 
     /// Stored entries as (sorted flat indices, values), unscaled; invariants checked.
     public func readSparse(_ t: TaskVectorTensor) throws -> (indices: [Int], values: [Float]) {

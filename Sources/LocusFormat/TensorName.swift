@@ -37,6 +37,19 @@ public enum TensorName {
         }
     }
 
+    /// Names are compared as UTF-8 bytes: Swift's `==` treats canonically equivalent strings
+    /// (precomposed and decomposed accents) as equal, but they are different state-dict keys.
+    public static func key(_ name: String) -> [UInt8] { Array(name.utf8) }
+    public static func same(_ a: String, _ b: String) -> Bool { a.utf8.elementsEqual(b.utf8) }
+
+    /// Why `name` cannot be a Locus tensor name (spec §1.3), or nil if it can.
+    public static func problem(with name: String) -> String? {
+        if name.isEmpty { return "empty tensor name" }
+        if name.utf8.contains(0) { return "tensor name contains a NUL byte" }
+        if name.utf8.contains(10) { return "tensor name contains a newline" }
+        return nil
+    }
+
     /// The order the fingerprint and Locus writers use: ascending bytes of the UTF-8 name.
     public static func byteOrder(_ a: String, _ b: String) -> Bool { a.utf8.lexicographicallyPrecedes(b.utf8) }
 }

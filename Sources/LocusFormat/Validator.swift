@@ -110,6 +110,8 @@ public struct Validator {
         }
     }
 
+    func failed(since index: Int) -> Bool { findings[index...].contains { $0.severity == .error } }
+
     mutating func links(_ a: ArtifactFile) -> [(name: String, link: String)]? {
         do { return try a.tensorLinks() } catch { record(error, object: "/tensors"); return nil }
     }
@@ -156,6 +158,7 @@ public struct Validator {
         let reader: ScoresReader
         do { reader = try ScoresReader(a) } catch { return record(error, object: "/") }
         var total = 0.0, lo = Double.infinity, hi = -Double.infinity, count = 0
+        let before = findings.count
         for t in reader.tensors {
             attempt(t.objectPath) { v in
                 let values = try reader.read(t)
@@ -171,6 +174,7 @@ public struct Validator {
                 if let f = q.first, let l = q.last { lo = min(lo, f); hi = max(hi, l) }
             }
         }
+        guard !failed(since: before) else { return }   // totals over broken tensors would only add noise
         summary(a.root, "tensor-count", int: reader.tensors.count)
         summary(a.root, "element-count", int: count)
         summary(a.root, "sum", double: [total])
@@ -183,6 +187,7 @@ public struct Validator {
         let group: Group
         do { group = try a.tensorsGroup() } catch { return record(error, object: "/tensors") }
         var count = 0, ones = 0
+        let before = findings.count
         for (name, link) in links {
             attempt("/tensors/\(link)") { v in
                 let t = try MaskReader.describe(group, artifact: a, name: name, link: link)
@@ -192,6 +197,7 @@ public struct Validator {
                 count += t.count; ones += pop
             }
         }
+        guard !failed(since: before) else { return }
         summary(a.root, "tensor-count", int: links.count)
         summary(a.root, "count", int: count)
         summary(a.root, "ones", int: ones)
@@ -199,13 +205,17 @@ public struct Validator {
 
     mutating func checkTaskVector(_ a: ArtifactFile) {
         guard let links = links(a) else { return }
-        do {
-            let s = try a.root.doubleAttribute("scale")
-            if !s.isFinite { error("/@scale", "is \(s), expected a finite number") }
-        } catch { record(error, object: "/@scale") }
+        if !a.root.hasAttribute("scale") { error("/@scale", "required attribute is missing") }
+        else {
+            do {
+                let s = try a.root.doubleAttribute("scale")
+                if !s.isFinite { error("/@scale", "is \(s), expected a finite number") }
+            } catch { record(error, object: "/@scale") }
+        }
         let group: Group
         do { group = try a.tensorsGroup() } catch { return record(error, object: "/tensors") }
         var count = 0, nnz = 0, squares = 0.0
+        let before = findings.count
         for (name, link) in links {
             attempt("/tensors/\(link)") { v in
                 let t = try TaskVectorReader.describe(group, artifact: a, name: name, link: link)
@@ -217,6 +227,7 @@ public struct Validator {
                 count += t.count; nnz += n; squares += sq
             }
         }
+        guard !failed(since: before) else { return }
         summary(a.root, "tensor-count", int: links.count)
         summary(a.root, "count", int: count)
         summary(a.root, "nnz", int: nnz)

@@ -31,7 +31,7 @@ public final class SafeTensorsReader: Sendable {
     public let fileByteCount: Int
 
     private let fileDescriptor: Int32
-    private let indexByName: [String: Int]
+    private let indexByName: [[UInt8]: Int]  // keyed by UTF-8 bytes: names are compared exactly
 
     /// Opens `path` and reads and fully validates its header. No tensor data is read.
     /// - Parameter maxHeaderBytes: headers longer than this are rejected before being read, so a
@@ -57,8 +57,8 @@ public final class SafeTensorsReader: Sendable {
         self.dataSectionOffset = 8 + loaded.headerByteCount
         self.dataSectionByteCount = loaded.fileByteCount - 8 - loaded.headerByteCount
         self.fileByteCount = loaded.fileByteCount
-        var indexByName: [String: Int] = [:]
-        for (index, entry) in loaded.header.entries.enumerated() { indexByName[entry.name] = index }
+        var indexByName: [[UInt8]: Int] = [:]
+        for (index, entry) in loaded.header.entries.enumerated() { indexByName[Array(entry.name.utf8)] = index }
         self.indexByName = indexByName
     }
 
@@ -68,7 +68,7 @@ public final class SafeTensorsReader: Sendable {
 
     /// The entry for `name`, or nil if the file has no such tensor.
     public func entry(named name: String) -> SafeTensorsEntry? {
-        indexByName[name].map { entries[$0] }
+        indexByName[Array(name.utf8)].map { entries[$0] }
     }
 
     /// Reads the tensor's bytes into `buffer`, whose size must be exactly `entry.byteCount`.
@@ -128,7 +128,7 @@ public final class SafeTensorsReader: Sendable {
     /// Entries are plain values, so one from another reader (or another file) could be passed
     /// in; only offsets this reader validated may be used to read.
     private func checkBelongsToFile(_ entry: SafeTensorsEntry) throws {
-        guard let index = indexByName[entry.name], entries[index] == entry else {
+        guard let index = indexByName[Array(entry.name.utf8)], entries[index] == entry else {
             throw SafeTensorsError.tensor(
                 path, entry.name, "the entry does not belong to this file (it comes from another reader)")
         }

@@ -95,14 +95,14 @@ public struct SafeTensorsWriter {
     ) throws(SafeTensorsError) -> EncodedHeader {
         var entries: [SafeTensorsEntry] = []
         entries.reserveCapacity(tensors.count)
-        var positionByName: [String: Int] = [:]
+        var positionByName: [[UInt8]: Int] = [:]  // exact bytes, not canonical equivalence
         var offset = 0
         for (position, spec) in tensors.enumerated() {
             func fail(_ message: String) -> SafeTensorsError { .tensor(path, spec.name, message) }
             if spec.name == HeaderValidation.metadataKey {
                 throw fail("the name \(HeaderValidation.metadataKey) is reserved for the header's metadata")
             }
-            if let earlier = positionByName.updateValue(position, forKey: spec.name) {
+            if let earlier = positionByName.updateValue(position, forKey: Array(spec.name.utf8)) {
                 throw fail("duplicate tensor name (tensors \(earlier) and \(position) of the list)")
             }
             if let index = spec.shape.firstIndex(where: { $0 < 0 }) {

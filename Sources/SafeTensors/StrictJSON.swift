@@ -239,14 +239,14 @@ struct StrictJSONParser {
         // Swift compares strings by canonical equivalence, so "é" precomposed and decomposed
         // count as the same key here. That is stricter than byte comparison, on purpose: two
         // such tensor names would collide in any String-keyed lookup, so they are rejected.
-        var seenKeys = Set<String>()
+        var seenKeys = Set<[UInt8]>()  // bytes, not Swift string equality (which merges NFC/NFD forms)
         while true {
             guard peek() == UInt8(ascii: "\"") else {
                 throw syntaxError("expected a string key, found \(describeByte(at: position))")
             }
             let keyOffset = position
             let key = try parseString()
-            guard seenKeys.insert(key).inserted else {
+            guard seenKeys.insert(Array(key.utf8)).inserted else {
                 throw JSONParseError(
                     kind: .duplicateKey(key: key, path: path), byteOffset: keyOffset,
                     message: "duplicate key \(quoted(key)) in \(describePath(path)) at byte \(keyOffset)")

@@ -41,6 +41,8 @@ def escape(name):
     """Tensor name -> HDF5 link name (§1.3)."""
     if not name:
         raise ValueError("tensor names must be non-empty")
+    if "\0" in name or "\n" in name:
+        raise ValueError(f"tensor name {name!r} contains a NUL byte or a newline (§1.3)")
     return "%2E" if name == "." else name.replace("%", "%25").replace("/", "%2F")
 
 

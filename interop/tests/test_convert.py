@@ -364,7 +364,7 @@ def test_invalid_values_never_make_an_invalid_file(locus, converted, tmp_path, k
 # byte order differs from Unicode canonical order for "w.e\u0301x" < "w.\u00e9a"; names with '%' and '/' escape
 UNICODE_NAMES = ["w.e\u0301x", "w.\u00e9a", "w.\U0001F600", "w.\uFFFD", "w.\uFF21", "w.Z", "w.a", "w.%2F", "w.%",
                  "w/x", "W"]
-ODD_NAMES = ["a\nb", "..", " ", "a\\b", "%2E", ".", "%", "x/", "/x", "%25"]
+ODD_NAMES = ["a\tb", "..", " ", "a\\b", "%2E", ".", "%", "x/", "/x", "%25"]
 # NFC and NFD spellings of one word: canonically equivalent, but different bytes, so different state-dict keys
 NFC_NFD = ["w.caf\u00e9", "w.cafe\u0301"]
 
@@ -399,6 +399,17 @@ def test_empty_name_rejected(locus, tmp_path):
     before = snapshot(tmp_path)
     line = assert_error(locus("convert", src, out), "")
     assert str(src) in line or str(out) in line
+    assert_nothing_new(tmp_path, before, out)
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "x\n"])
+def test_name_with_newline_refused(locus, tmp_path, bad):
+    """§1.3: names MUST NOT contain a newline (it would make the fingerprint stream ambiguous)."""
+    src = st_write(tmp_path / "n.safetensors", {bad: ("F32", (1,), b"\0\0\0\0")})
+    out = tmp_path / "n.h5"
+    before = snapshot(tmp_path)
+    r = locus("convert", src, out)
+    assert r.code != 0 and "newline" in r.err and str(src) in r.err, repr(r)
     assert_nothing_new(tmp_path, before, out)
 
 
@@ -500,7 +511,8 @@ def test_only_allowed_filters_and_hdf5_1_10(locus, converted, tmp_path):
 
 def test_should_layout(locus, converted, tmp_path):
     """SHOULDs of §2 / §1.6 / §5 (what Locus writes): contiguous 4096-aligned checkpoint tensors; packed and index
-    datasets over 4 KiB chunked with shuffle + deflate + fletcher32."""
+    datasets over 4 KiB chunked with deflate + fletcher32, plus shuffle for multi-byte indices (shuffle is a no-op on
+    single bytes, so packed bits do without)."""
     rng = np.random.default_rng(10)
     st_write(tmp_path / "b.safetensors", {"big": ("F32", (40000,), rng.standard_normal(40000).astype(np.float32).tobytes())})
     assert_ok(locus("convert", tmp_path / "b.safetensors", tmp_path / "b.h5"))
@@ -514,12 +526,12 @@ def test_should_layout(locus, converted, tmp_path):
         ds = f["tensors/big"]
         assert ds.chunks is None and _filters(ds) == set() and ds.id.get_offset() % 4096 == 0
     problems = []
-    for path, obj in ((tmp_path / "m.h5", "tensors/big"), (tmp_path / "t.h5", "tensors/big/indices")):
+    for path, obj, want in ((tmp_path / "m.h5", "tensors/big", {1, 3}), (tmp_path / "t.h5", "tensors/big/indices", {1, 2, 3})):
         with h5py.File(path) as f:
             ds = f[obj]
             assert ds.nbytes > 4096
-            if ds.chunks is None or _filters(ds) != {1, 2, 3}:
-                problems.append(f"{path.name}:/{obj}: chunks {ds.chunks}, filters {sorted(_filters(ds))}, want [1, 2, 3]")
+            if ds.chunks is None or _filters(ds) != want:
+                problems.append(f"{path.name}:/{obj}: chunks {ds.chunks}, filters {sorted(_filters(ds))}, want {sorted(want)}")
     assert not problems, problems
 
 
@@ -570,3 +582,19 @@ def test_any_hdf5_layout_is_read(locus, tmp_path, unwritten):
     assert st_fingerprint(got) == want_fp
     assert got["chunked"][2] == t["chunked"].tobytes() and got["unwritten"][2] == bytes(60)
     assert got["chunked.bf16"][0] == "BF16" and got["chunked.bf16"][2] == locus_h5.bf16_bits(t["chunked.bf16"]).tobytes()
+
+
+def test_fingerprint_leaf_boundaries(locus, tmp_path):
+    """§1.5: tensors of exactly 1 MiB, 1 MiB + 1 byte and several leaves; Locus agrees with Python and back."""
+    rng = np.random.default_rng(13)
+    st = {"one.leaf": ("U8", (1 << 20,), rng.integers(0, 256, 1 << 20, dtype=np.uint8).tobytes()),
+          "leaf.plus.one": ("U8", ((1 << 20) + 1,), rng.integers(0, 256, (1 << 20) + 1, dtype=np.uint8).tobytes()),
+          "three.leaves": ("F32", (640, 1024), rng.standard_normal((640, 1024)).astype(np.float32).tobytes()),
+          "bf16.two.leaves": ("BF16", (600, 1000), locus_h5.bf16_bits(rng.standard_normal((600, 1000))).tobytes()),
+          "tiny": ("I64", (1,), np.array([7], np.int64).tobytes())}
+    src = st_write(tmp_path / "big.safetensors", st)
+    assert_ok(locus("convert", src, tmp_path / "big.h5"))
+    want = st_fingerprint(st)
+    assert spec_fingerprint(tmp_path / "big.h5") == want
+    assert locus("inspect", tmp_path / "big.h5", "--json").json()["fingerprint"] == want
+    assert_valid(locus("validate", tmp_path / "big.h5"))

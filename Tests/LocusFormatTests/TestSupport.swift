@@ -1,0 +1,235 @@
+import CHDF5
+import Foundation
+import HDF5
+import LocusFormat
+import XCTest
+
+/// Deterministic generator so failures reproduce (SplitMix64).
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(truncatingIfNeeded: next()) } }
+    /// Uniform in [0, 1).
+    mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
+    mutating func floats(_ n: Int, in range: ClosedRange<Float>) -> [Float] {
+        (0..<n).map { _ in range.lowerBound + Float(unit()) * (range.upperBound - range.lowerBound) }
+    }
+}
+
+/// Each test gets a fresh directory, removed in tearDown.
+class LocusTestCase: XCTestCase {
+    private(set) var directory = ""
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("LocusFormatTests-\(UUID().uuidString)", isDirectory: true).path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        if !directory.isEmpty { try? FileManager.default.removeItem(atPath: directory) }
+        try super.tearDownWithError()
+    }
+
+    func path(_ name: String) -> String { directory + "/" + name }
+
+    /// Every entry of the test directory, hidden ones included, sorted.
+    func listing() throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: directory).sorted() }
+
+    func copy(_ from: String, _ to: String) throws -> String {
+        let dst = path(to)
+        try FileManager.default.copyItem(atPath: from, toPath: dst)
+        return dst
+    }
+
+    /// Requires `body` to throw a LocusError (one line, naming `file` when given) and returns it.
+    @discardableResult
+    func expectLocusError(mentioning file: String? = nil, _ body: () throws -> Void,
+                          sourceFile: StaticString = #filePath, line: UInt = #line) -> LocusError? {
+        do {
+            try body()
+            XCTFail("expected a LocusError, nothing was thrown", file: sourceFile, line: line)
+        } catch let e as LocusError {
+            XCTAssertFalse(e.description.contains("\n"), "description must be one line: \(e)", file: sourceFile, line: line)
+            XCTAssertFalse(e.message.isEmpty, file: sourceFile, line: line)
+            if let file {
+                XCTAssertTrue(e.description.contains(file), "'\(e)' does not name \(file)", file: sourceFile, line: line)
+            }
+            return e
+        } catch {
+            XCTFail("expected a LocusError, got \(type(of: error)): \(error)", file: sourceFile, line: line)
+        }
+        return nil
+    }
+
+    /// Validation must find nothing at all (no errors, no warnings) in what Locus writes.
+    func assertClean(_ p: String, allowWarnings: Bool = false, file: StaticString = #filePath, line: UInt = #line) {
+        let findings = Validator.validate(p)
+        let relevant = allowWarnings ? findings.filter { $0.severity == .error } : findings
+        XCTAssertEqual(relevant, [], "findings: \(findings.map(\.description))", file: file, line: line)
+    }
+
+    /// Validation must report an error whose object is `object` (or, with `prefix`, starts with it).
+    @discardableResult
+    func assertFinding(_ p: String, object: String, prefix: Bool = false, contains fragment: String? = nil,
+                       file: StaticString = #filePath, line: UInt = #line) -> [Finding] {
+        let findings = Validator.validate(p)
+        let errors = findings.filter { $0.severity == .error }
+        let hit = errors.contains { f in
+            (prefix ? f.object.hasPrefix(object) : f.object == object) && (fragment.map { f.message.contains($0) } ?? true)
+        }
+        XCTAssertTrue(hit, "no error at \(object)\(fragment.map { " mentioning '\($0)'" } ?? ""); findings: \(findings.map(\.description))",
+                      file: file, line: line)
+        for f in findings {
+            XCTAssertEqual(f.file, p, file: file, line: line)
+            XCTAssertFalse(f.description.contains("\n"), file: file, line: line)
+        }
+        return findings
+    }
+}
+
+func writeBytes(_ bytes: [UInt8], to path: String) throws {
+    try Data(bytes).write(to: URL(fileURLWithPath: path))
+}
+
+func readBytes(_ path: String) throws -> [UInt8] {
+    [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+}
+
+/// Opens a finished file read-write, lets `body` change it through the HDF5 wrapper, closes it.
+func modifyHDF5(_ path: String, _ body: (Group) throws -> Void) throws {
+    let f = try File.open(path, mode: .readWrite)
+    try body(try f.root)
+    try f.close()
+}
+
+/// Removes the link `name` from `group` (the wrapper has no delete; tests use the C API).
+func deleteLink(_ group: Group, _ name: String) {
+    precondition(H5Ldelete(group.id, name, locus_H5P_DEFAULT()) >= 0, "H5Ldelete \(name)")
+}
+
+extension Dataset {
+    func writeValues<T>(_ values: [T], memType: Datatype) throws {
+        try values.withUnsafeBytes { try write($0, memType: memType) }
+    }
+    func writeValues<T>(_ values: [T], memType: Datatype, start: Int) throws {
+        try values.withUnsafeBytes { try write($0, memType: memType, start: [start], count: [values.count]) }
+    }
+    func readUInt64() throws -> [UInt64] {
+        var out = [UInt64](repeating: 0, count: elementCount)
+        try out.withUnsafeMutableBytes { try read(into: $0, memType: .nativeUInt64) }
+        return out
+    }
+}
+
+// MARK: - Independent SHA-256 and fingerprint (spec §1.5), for checking the library's
+
+enum SHA256Reference {
+    private static let k: [UInt32] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+    ]
+
+    static func hex(_ message: [UInt8]) -> String {
+        var h: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
+        var data = message
+        let bitLength = UInt64(message.count) * 8
+        data.append(0x80)
+        while data.count % 64 != 56 { data.append(0) }
+        for i in (0..<8).reversed() { data.append(UInt8(truncatingIfNeeded: bitLength >> (8 * UInt64(i)))) }
+        func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
+        var w = [UInt32](repeating: 0, count: 64)
+        for chunk in stride(from: 0, to: data.count, by: 64) {
+            for t in 0..<16 {
+                let b = chunk + 4 * t
+                w[t] = UInt32(data[b]) << 24 | UInt32(data[b + 1]) << 16 | UInt32(data[b + 2]) << 8 | UInt32(data[b + 3])
+            }
+            for t in 16..<64 {
+                let s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3)
+                let s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10)
+                w[t] = w[t - 16] &+ s0 &+ w[t - 7] &+ s1
+            }
+            var (a, b, c, d, e, f, g, hh) = (h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7])
+            for t in 0..<64 {
+                let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
+                let ch = (e & f) ^ (~e & g)
+                let t1 = hh &+ s1 &+ ch &+ k[t] &+ w[t]
+                let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
+                let maj = (a & b) ^ (a & c) ^ (b & c)
+                let t2 = s0 &+ maj
+                (hh, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
+            }
+            h[0] &+= a; h[1] &+= b; h[2] &+= c; h[3] &+= d; h[4] &+= e; h[5] &+= f; h[6] &+= g; h[7] &+= hh
+        }
+        return h.map { String(format: "%08x", $0) }.joined()
+    }
+}
+
+/// A tensor as raw little-endian bytes, the way tests describe what they write.
+struct RawTensor {
+    var name: String
+    var dtype: LocusDType
+    var shape: [Int]
+    var bytes: [UInt8]
+    var count: Int { shape.reduce(1, *) }
+}
+
+/// The fingerprint of spec §1.5, computed from scratch.
+func referenceFingerprint(_ tensors: [RawTensor]) -> String {
+    var stream = Array("locus-fingerprint-v1\n".utf8)
+    for t in tensors.sorted(by: { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }) {
+        stream += Array("\(t.name)\n\(t.dtype.rawValue)\n\(t.shape.map(String.init).joined(separator: ","))\n".utf8)
+        stream += t.bytes
+    }
+    return "sha256:" + SHA256Reference.hex(stream)
+}
+
+/// Random raw contents valid for `dtype` (bool: 0/1 bytes).
+func randomTensor(_ name: String, _ dtype: LocusDType, _ shape: [Int], _ rng: inout SplitMix64) -> RawTensor {
+    let n = shape.reduce(1, *)
+    var bytes = rng.bytes(n * dtype.byteSize)
+    if dtype == .bool { bytes = bytes.map { $0 & 1 } }
+    return RawTensor(name: name, dtype: dtype, shape: shape, bytes: bytes)
+}
+
+/// Writes `tensors` (in the given order) as a checkpoint; returns the fingerprint finish() reports.
+@discardableResult
+func writeCheckpoint(_ path: String, _ tensors: [RawTensor], metadata: [String: String]? = nil, architecture: String? = nil) throws -> String {
+    let w = try CheckpointWriter(path: path, metadata: metadata, architecture: architecture)
+    for t in tensors { try t.bytes.withUnsafeBytes { try w.add(name: t.name, dtype: t.dtype, shape: t.shape, bytes: $0) } }
+    return try w.finish()
+}
+
+func floatBytes(_ values: [Float]) -> [UInt8] { values.withUnsafeBytes { Array($0) } }
+
+/// numpy.quantile(v.astype(float64), [0, .25, .5, .75, 1]) (linear interpolation), from a sort.
+func referenceQuantiles(_ values: [Float]) -> [Double] {
+    guard !values.isEmpty else { return [] }
+    let s = values.map(Double.init).sorted()
+    return [0.0, 0.25, 0.5, 0.75, 1.0].map { q in
+        let pos = q * Double(s.count - 1)
+        let lo = Int(pos.rounded(.down)), hi = Int(pos.rounded(.up))
+        return s[lo] + (s[hi] - s[lo]) * (pos - Double(lo))
+    }
+}
+
+func assertClose(_ a: [Double], _ b: [Double], relative: Double = 1e-9, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(a.count, b.count, "\(a) vs \(b)", file: file, line: line)
+    for (x, y) in zip(a, b) {
+        XCTAssertLessThanOrEqual(abs(x - y), relative * max(abs(x), abs(y)) + 1e-300, "\(a) vs \(b)", file: file, line: line)
+    }
+}

@@ -5,6 +5,8 @@ import PackageDescription
 //   CHDF5 (C shim over libhdf5)  →  HDF5 (safe wrapper, knows nothing of Locus)
 //   SafeTensors (strict reader/writer, knows nothing of Locus)
 //   LocusFormat (the Locus layout: kinds, rules, validation, conversion)
+//   CZlib → LocusData (IDX / CSV(.gz) import, splits, task derivation → dataset artifacts)
+//   CBLAS (OpenBLAS loaded at run time) → LocusEngine (tensors, layers, models, training)
 //   locus (thin command-line front end)
 let package = Package(
     name: "Locus",
@@ -23,16 +25,22 @@ let package = Package(
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
         .target(name: "HDF5", dependencies: ["CHDF5"]),
         .target(name: "SafeTensors"),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "LocusData", dependencies: ["LocusFormat", "CZlib"]),
+        .target(name: "CBLAS", linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "LocusEngine", dependencies: ["LocusFormat", "CBLAS"]),
         .target(name: "LocusFormat", dependencies: [
             "HDF5", "SafeTensors",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "locus", dependencies: [
-            "LocusFormat",
+            "LocusFormat", "LocusData", "LocusEngine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "HDF5Tests", dependencies: ["HDF5"]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
         .testTarget(name: "LocusFormatTests", dependencies: ["LocusFormat", "HDF5", "SafeTensors"]),
+        .testTarget(name: "LocusDataTests", dependencies: ["LocusData", "LocusFormat"]),
+        .testTarget(name: "LocusEngineTests", dependencies: ["LocusEngine", "LocusFormat"]),
     ]
 )

@@ -10,6 +10,46 @@ final class CheckpointTests: LocusTestCase {
         XCTAssertEqual(SHA256Reference.hex(Array("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         XCTAssertEqual(SHA256Reference.hex(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)),
                        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        // Vectors computed with the h5py/hashlib snippet of spec §1.5.
+        XCTAssertEqual(referenceTensorDigest([]), SHA256Reference.digest([]), "no leaves: SHA-256 of the empty string")
+        let pattern = (0..<2_500_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        XCTAssertEqual(referenceTensorDigest(pattern).map { String(format: "%02x", $0) }.joined(),
+                       "7902ef3924054291bd98bebae8caa6c68d02eb25125acefda6c9e0314f42405c")
+        let a = RawTensor(name: "a", dtype: .int16, shape: [2, 3], bytes: (0..<6).flatMap { [UInt8($0), 0] })
+        let b = RawTensor(name: "b", dtype: .float32, shape: [4], bytes: floatBytes([1.5, -2, 3, 4]))
+        XCTAssertEqual(referenceFingerprint([b, a]), "sha256:a5870ca0061846d8bcc6f173b3a639309783e3b18f75218bbc792defb8b4c4e8")
+    }
+
+    /// A tensor of several 1 MiB leaves, written in row blocks that straddle leaf boundaries
+    /// (some big enough to be hashed concurrently with the write), fingerprints like one shot.
+    func testMultiLeafTensorStreamedAcrossLeafBoundaries() throws {
+        let rows = 2500, cols = 1000
+        let bytes = (0..<(rows * cols)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        let big = RawTensor(name: "big", dtype: .uint8, shape: [rows, cols], bytes: bytes)
+        let small = RawTensor(name: "a.small", dtype: .float32, shape: [2], bytes: floatBytes([1, 2]))
+        let reference = referenceFingerprint([small, big])
+
+        let oneShot = try writeCheckpoint(path("one.locus"), [small, big])
+        XCTAssertEqual(oneShot, reference)
+
+        let w = try CheckpointWriter(path: path("rows.locus"))
+        try small.bytes.withUnsafeBytes { try w.add(name: small.name, dtype: .float32, shape: [2], bytes: $0) }
+        try w.beginTensor(name: "big", dtype: .uint8, shape: [rows, cols])
+        var start = 0
+        for n in [700, 1100, 300, 400] {
+            try bytes.withUnsafeBytes { b in try w.writeRows(UnsafeRawBufferPointer(rebasing: b[(start * cols)..<((start + n) * cols)])) }
+            start += n
+        }
+        XCTAssertEqual(try w.finish(), reference)
+
+        for name in ["one.locus", "rows.locus"] {
+            let r = try CheckpointReader(path: path(name))
+            XCTAssertEqual(try r.fingerprint, reference)
+            XCTAssertEqual(try r.computeFingerprint(), reference)
+            XCTAssertEqual(try r.computeFingerprint(blockBytes: 300_000), reference, "leaves assembled from small blocks")
+            XCTAssertEqual(try r.readRaw(r.tensor(named: "big")!), bytes)
+        }
+        assertClean(path("rows.locus"))
     }
 
     /// One tensor of every dtype plus the awkward shapes and names of spec §1.3.
@@ -35,7 +75,8 @@ final class CheckpointTests: LocusTestCase {
 
     func testRoundTripOfEveryDTypeShapeAndName() throws {
         let p = path("model.locus")
-        let tensors = sampleTensors()
+        // In name order (out-of-order writes are covered by testFingerprintIsIndependentOfInsertionOrder).
+        let tensors = sampleTensors().sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
         let metadata = ["format": "pt", "note": "ünïcode \"quoted\"\nnewline"]
         let architecture = #"{"type": "mlp", "layers": [784, 128, 10]}"#
         let fp = try writeCheckpoint(p, tensors, metadata: metadata, architecture: architecture)
@@ -110,7 +151,7 @@ final class CheckpointTests: LocusTestCase {
         let p = path("floats.locus")
         var rng = SplitMix64(seed: 3)
         let values = rng.floats(40, in: -300...300) + [0, -0.0, 1e-6, 65_504, -2.5e-5, 3.0e38]
-        let doubles: [Double] = (0..<values.count).map { Double(values[$0]) + 1e-9 * Double($0) } + []
+        let doubles: [Double] = (0..<values.count).map { Double(values[$0]) + 1e-9 * Double($0) }
         let w = try CheckpointWriter(path: p)
         try w.add(name: "bf", values: values, shape: [values.count], dtype: .bfloat16)
         try w.add(name: "f16", values: values, shape: [2, values.count / 2], dtype: .float16)
@@ -271,10 +312,13 @@ final class CheckpointTests: LocusTestCase {
         let p = path("nfc.locus")
         let nfc = RawTensor(name: "caf\u{E9}", dtype: .uint8, shape: [1], bytes: [1])
         let nfd = RawTensor(name: "cafe\u{301}", dtype: .uint8, shape: [1], bytes: [2])
-        let fp = try writeCheckpoint(p, [nfc, nfd])
+        XCTAssertTrue(TensorName.byteOrder(nfd.name, nfc.name))
+        let fp = try writeCheckpoint(p, [nfd, nfc])   // in name order: only the names are under test
         XCTAssertEqual(fp, referenceFingerprint([nfc, nfd]))
         let r = try CheckpointReader(path: p)
         XCTAssertEqual(r.tensors.count, 2)
+        XCTAssertEqual(try r.readRaw(try XCTUnwrap(r.tensor(named: nfc.name))), [1])
+        XCTAssertEqual(try r.readRaw(try XCTUnwrap(r.tensor(named: nfd.name))), [2])
         assertClean(p)
     }
 }

@@ -144,38 +144,51 @@ enum SHA256Reference {
         0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
     ]
 
-    static func hex(_ message: [UInt8]) -> String {
+    static func hex(_ message: [UInt8]) -> String { digest(message).map { String(format: "%02x", $0) }.joined() }
+
+    static func digest(_ message: [UInt8]) -> [UInt8] { message.withUnsafeBytes { digest($0) } }
+
+    static func digest(_ message: UnsafeRawBufferPointer) -> [UInt8] {
         var h: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
-        var data = message
+        // Whole blocks come straight from the message; the padded tail is built separately.
+        let wholeBlocks = message.count / 64
+        var tail = Array(message[(wholeBlocks * 64)...])
         let bitLength = UInt64(message.count) * 8
-        data.append(0x80)
-        while data.count % 64 != 56 { data.append(0) }
-        for i in (0..<8).reversed() { data.append(UInt8(truncatingIfNeeded: bitLength >> (8 * UInt64(i)))) }
+        tail.append(0x80)
+        while tail.count % 64 != 56 { tail.append(0) }
+        for i in (0..<8).reversed() { tail.append(UInt8(truncatingIfNeeded: bitLength >> (8 * UInt64(i)))) }
         func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
         var w = [UInt32](repeating: 0, count: 64)
-        for chunk in stride(from: 0, to: data.count, by: 64) {
-            for t in 0..<16 {
-                let b = chunk + 4 * t
-                w[t] = UInt32(data[b]) << 24 | UInt32(data[b + 1]) << 16 | UInt32(data[b + 2]) << 8 | UInt32(data[b + 3])
+        k.withUnsafeBufferPointer { k in
+            w.withUnsafeMutableBufferPointer { w in
+                func compress(_ block: UnsafeRawBufferPointer) {
+                    for t in 0..<16 {
+                        w[t] = UInt32(block[4 * t]) << 24 | UInt32(block[4 * t + 1]) << 16 | UInt32(block[4 * t + 2]) << 8 | UInt32(block[4 * t + 3])
+                    }
+                    for t in 16..<64 {
+                        let s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3)
+                        let s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10)
+                        w[t] = w[t - 16] &+ s0 &+ w[t - 7] &+ s1
+                    }
+                    var (a, b, c, d, e, f, g, hh) = (h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7])
+                    for t in 0..<64 {
+                        let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
+                        let ch = (e & f) ^ (~e & g)
+                        let t1 = hh &+ s1 &+ ch &+ k[t] &+ w[t]
+                        let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
+                        let maj = (a & b) ^ (a & c) ^ (b & c)
+                        let t2 = s0 &+ maj
+                        (hh, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
+                    }
+                    h[0] &+= a; h[1] &+= b; h[2] &+= c; h[3] &+= d; h[4] &+= e; h[5] &+= f; h[6] &+= g; h[7] &+= hh
+                }
+                for i in 0..<wholeBlocks { compress(UnsafeRawBufferPointer(rebasing: message[(i * 64)..<(i * 64 + 64)])) }
+                tail.withUnsafeBytes { t in
+                    for i in stride(from: 0, to: t.count, by: 64) { compress(UnsafeRawBufferPointer(rebasing: t[i..<(i + 64)])) }
+                }
             }
-            for t in 16..<64 {
-                let s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3)
-                let s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10)
-                w[t] = w[t - 16] &+ s0 &+ w[t - 7] &+ s1
-            }
-            var (a, b, c, d, e, f, g, hh) = (h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7])
-            for t in 0..<64 {
-                let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
-                let ch = (e & f) ^ (~e & g)
-                let t1 = hh &+ s1 &+ ch &+ k[t] &+ w[t]
-                let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
-                let maj = (a & b) ^ (a & c) ^ (b & c)
-                let t2 = s0 &+ maj
-                (hh, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
-            }
-            h[0] &+= a; h[1] &+= b; h[2] &+= c; h[3] &+= d; h[4] &+= e; h[5] &+= f; h[6] &+= g; h[7] &+= hh
         }
-        return h.map { String(format: "%08x", $0) }.joined()
+        return h.flatMap { v in (0..<4).map { UInt8(truncatingIfNeeded: v >> (24 - 8 * UInt32($0))) } }
     }
 }
 
@@ -188,12 +201,24 @@ struct RawTensor {
     var count: Int { shape.reduce(1, *) }
 }
 
+/// The tensor digest of spec §1.5: SHA-256 of the SHA-256 digests of 1 MiB leaves (none for no bytes).
+func referenceTensorDigest(_ bytes: [UInt8]) -> [UInt8] {
+    let leaf = 1 << 20
+    var digests: [UInt8] = []
+    bytes.withUnsafeBytes { b in
+        for start in stride(from: 0, to: b.count, by: leaf) {
+            digests += SHA256Reference.digest(UnsafeRawBufferPointer(rebasing: b[start..<min(b.count, start + leaf)]))
+        }
+    }
+    return SHA256Reference.digest(digests)
+}
+
 /// The fingerprint of spec §1.5, computed from scratch.
 func referenceFingerprint(_ tensors: [RawTensor]) -> String {
     var stream = Array("locus-fingerprint-v1\n".utf8)
     for t in tensors.sorted(by: { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }) {
         stream += Array("\(t.name)\n\(t.dtype.rawValue)\n\(t.shape.map(String.init).joined(separator: ","))\n".utf8)
-        stream += t.bytes
+        stream += referenceTensorDigest(t.bytes)
     }
     return "sha256:" + SHA256Reference.hex(stream)
 }
@@ -232,4 +257,19 @@ func assertClose(_ a: [Double], _ b: [Double], relative: Double = 1e-9, file: St
     for (x, y) in zip(a, b) {
         XCTAssertLessThanOrEqual(abs(x - y), relative * max(abs(x), abs(y)) + 1e-300, "\(a) vs \(b)", file: file, line: line)
     }
+}
+
+func writeFixedStringC(_ obj: hid_t, _ name: String, _ value: String) throws {
+    let bytes = Array(value.utf8)
+    let t = H5Tcopy(locus_H5T_C_S1())
+    defer { H5Tclose(t) }
+    H5Tset_size(t, bytes.count + 2)
+    H5Tset_strpad(t, H5T_STR_NULLPAD)
+    let space = H5Screate(H5S_SCALAR)
+    defer { H5Sclose(space) }
+    let a = H5Acreate2(obj, name, t, space, locus_H5P_DEFAULT(), locus_H5P_DEFAULT())
+    guard a >= 0 else { throw LocusError(file: "?", "H5Acreate2 \(name) failed") }
+    defer { H5Aclose(a) }
+    var buf = bytes + [0, 0]
+    guard H5Awrite(a, t, &buf) >= 0 else { throw LocusError(file: "?", "H5Awrite \(name) failed") }
 }

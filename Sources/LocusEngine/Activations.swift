@@ -1,0 +1,87 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// max(x, 0).
+public final class ReLU: Layer {
+    public let spec: LayerSpec
+    public private(set) var lastInput: Tensor?
+    public private(set) var lastOutputGradient: Tensor?
+    init(spec: LayerSpec) { self.spec = spec }
+    public func outputShape(for input: [Int]) throws -> [Int] { input }
+
+    public func forward(_ x: Tensor, mode: Mode) -> Tensor {
+        lastInput = x
+        return Tensor(shape: x.shape) { y in x.data.withUnsafeBufferPointer { s in for i in 0..<s.count { y[i] = max(s[i], 0) } } }
+    }
+    public func backward(_ gy: Tensor) -> Tensor {
+        lastOutputGradient = gy
+        let x = lastInput!
+        return Tensor(shape: gy.shape) { g in x.data.withUnsafeBufferPointer { s in gy.data.withUnsafeBufferPointer { d in
+            for i in 0..<s.count { g[i] = s[i] > 0 ? d[i] : 0 } } } }
+    }
+}
+
+/// The exact GELU, x · Φ(x) = x/2 · (1 + erf(x/√2)) (PyTorch's default, not the tanh approximation).
+public final class GELU: Layer {
+    public let spec: LayerSpec
+    public private(set) var lastInput: Tensor?
+    public private(set) var lastOutputGradient: Tensor?
+    init(spec: LayerSpec) { self.spec = spec }
+    public func outputShape(for input: [Int]) throws -> [Int] { input }
+
+    public func forward(_ x: Tensor, mode: Mode) -> Tensor {
+        lastInput = x
+        return Tensor(shape: x.shape) { y in x.data.withUnsafeBufferPointer { s in
+            for i in 0..<s.count { y[i] = 0.5 * s[i] * (1 + erff(s[i] * 0.70710678118654752)) } } }
+    }
+    public func backward(_ gy: Tensor) -> Tensor {
+        lastOutputGradient = gy
+        let x = lastInput!
+        // d/dx x·Φ(x) = Φ(x) + x·φ(x)
+        return Tensor(shape: gy.shape) { g in x.data.withUnsafeBufferPointer { s in gy.data.withUnsafeBufferPointer { d in
+            for i in 0..<s.count {
+                let v = s[i]
+                let cdf = 0.5 * (1 + erff(v * 0.70710678118654752))
+                let pdf = expf(-0.5 * v * v) * 0.39894228040143268
+                g[i] = d[i] * (cdf + v * pdf)
+            } } } }
+    }
+}
+
+/// [B, d1, d2, …] → [B, d1·d2·…].
+public final class Flatten: Layer {
+    public let spec: LayerSpec
+    public private(set) var lastInput: Tensor?
+    public private(set) var lastOutputGradient: Tensor?
+    init(spec: LayerSpec) { self.spec = spec }
+    public func outputShape(for input: [Int]) throws -> [Int] { [input.reduce(1, *)] }
+    public func forward(_ x: Tensor, mode: Mode) -> Tensor { lastInput = x; return x.reshaped([x.rows, x.rowSize]) }
+    public func backward(_ gy: Tensor) -> Tensor { lastOutputGradient = gy; return gy.reshaped(lastInput!.shape) }
+}
+
+/// Inverted dropout: in training, zero each element with probability p and scale the rest by
+/// 1/(1−p); in evaluation, the identity. The mask comes from a seeded generator.
+public final class Dropout: Layer {
+    public let spec: LayerSpec
+    public let p: Float
+    private var rng: SeededRandom
+    private var keep: [Float] = []
+    public private(set) var lastInput: Tensor?
+    public private(set) var lastOutputGradient: Tensor?
+    init(spec: LayerSpec, p: Float, seed: UInt64) { self.spec = spec; self.p = p; rng = SeededRandom(seed: seed) }
+    public func outputShape(for input: [Int]) throws -> [Int] { input }
+
+    public func forward(_ x: Tensor, mode: Mode) -> Tensor {
+        lastInput = x
+        guard mode == .train, p > 0 else { keep = []; return x }
+        let scale = 1 / (1 - p)
+        keep = (0..<x.count).map { _ in rng.unitFloat() < p ? 0 : scale }
+        return Tensor(shape: x.shape) { y in for i in 0..<y.count { y[i] = x.data[i] * keep[i] } }
+    }
+    public func backward(_ gy: Tensor) -> Tensor {
+        lastOutputGradient = gy
+        guard !keep.isEmpty else { return gy }
+        return Tensor(shape: gy.shape) { g in for i in 0..<g.count { g[i] = gy.data[i] * keep[i] } }
+    }
+}

@@ -1,0 +1,90 @@
+/// A model description stored in a checkpoint's `/architecture` (spec §2.1): a sequential body
+/// plus named linear classification heads on its output, one per task.
+public struct Architecture: Codable, Equatable, Sendable {
+    public struct Head: Codable, Equatable, Sendable {
+        public var name: String
+        public var in_features: Int
+        public var out_features: Int
+        /// Class names, when known (from the dataset the head was made for).
+        public var classes: [String]?
+        public init(name: String, in_features: Int, out_features: Int, classes: [String]? = nil) {
+            self.name = name; self.in_features = in_features; self.out_features = out_features; self.classes = classes
+        }
+    }
+
+    public var format = "locus-sequential"
+    public var version = 1
+    /// Per-sample input shape, e.g. [1, 28, 28] or [784].
+    public var input: [Int]
+    /// The preset the body came from, if any (informational).
+    public var preset: String?
+    public var layers: [LayerSpec]
+    public var heads: [Head]
+
+    public init(input: [Int], preset: String? = nil, layers: [LayerSpec], heads: [Head]) {
+        self.input = input; self.preset = preset; self.layers = layers; self.heads = heads
+    }
+
+    /// An MLP: flatten, then Linear + ReLU per hidden width.
+    public static func mlp(input: [Int], hidden: [Int], classes: Int, head: String = "default", classNames: [String]? = nil) -> Architecture {
+        var layers: [LayerSpec] = [.flatten]
+        var width = input.reduce(1, *)
+        for h in hidden { layers += [.linear(width, h), .relu]; width = h }
+        return Architecture(input: input, preset: "mlp", layers: layers,
+                            heads: [Head(name: head, in_features: width, out_features: classes, classes: classNames)])
+    }
+
+    /// A LeNet-style CNN: two 5×5 conv + ReLU + 2×2 max-pool stages (the first padded to keep the
+    /// size), then a hidden Linear + ReLU. `channels` and `hidden` set the widths.
+    public static func lenet(input: [Int], channels: [Int] = [6, 16], hidden: [Int] = [120, 84], classes: Int,
+                             head: String = "default", classNames: [String]? = nil) throws -> Architecture {
+        guard input.count == 3 else { throw EngineError("lenet needs an image input [C, H, W], got \(input)") }
+        guard channels.count == 2 else { throw EngineError("lenet needs two conv widths, got \(channels)") }
+        var layers: [LayerSpec] = [.conv2d(input[0], channels[0], kernel: 5, padding: 2), .relu, .maxPool2d(2),
+                                   .conv2d(channels[0], channels[1], kernel: 5), .relu, .maxPool2d(2), .flatten]
+        let arch0 = Architecture(input: input, layers: layers, heads: [])
+        var width = try arch0.featureShape().reduce(1, *)
+        for h in hidden { layers += [.linear(width, h), .relu]; width = h }
+        return Architecture(input: input, preset: "lenet", layers: layers,
+                            heads: [Head(name: head, in_features: width, out_features: classes, classes: classNames)])
+    }
+
+    /// Per-sample shape the body produces; throws with the offending layer on any mismatch.
+    public func featureShape() throws -> [Int] {
+        var shape = input
+        for (i, spec) in layers.enumerated() {
+            let layer = try spec.build(prefix: "layers.\(i)", seed: 0)
+            do { shape = try layer.outputShape(for: shape) } catch let e as EngineError {
+                throw EngineError("architecture: layer \(i) (\(spec.type)): \(e.description)")
+            }
+        }
+        return shape
+    }
+
+    /// Checks the whole description: known layers, shapes that chain, heads that fit the features.
+    public func validate() throws {
+        guard format == "locus-sequential", version == 1 else {
+            throw EngineError("architecture: unknown format \(format) version \(version) (expected locus-sequential 1)")
+        }
+        guard !input.isEmpty, input.allSatisfy({ $0 > 0 }) else { throw EngineError("architecture: input shape \(input) is invalid") }
+        let features = try featureShape()
+        var seen = Set<String>()
+        for h in heads {
+            guard Architecture.isValidHeadName(h.name) else {
+                throw EngineError("architecture: head name '\(h.name)' must be letters, digits, '_' or '-'")
+            }
+            guard seen.insert(h.name).inserted else { throw EngineError("architecture: duplicate head '\(h.name)'") }
+            guard features == [h.in_features] else {
+                throw EngineError("architecture: head '\(h.name)' takes \(h.in_features) features but the body gives \(features)")
+            }
+            guard h.out_features >= 1 else { throw EngineError("architecture: head '\(h.name)' has no classes") }
+            if let c = h.classes, c.count != h.out_features {
+                throw EngineError("architecture: head '\(h.name)' names \(c.count) classes for \(h.out_features) outputs")
+            }
+        }
+    }
+
+    public static func isValidHeadName(_ s: String) -> Bool {
+        !s.isEmpty && s.unicodeScalars.allSatisfy { ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) || $0 == "_" || $0 == "-" }
+    }
+}

@@ -1,0 +1,39 @@
+import CBLAS
+
+/// Matrix products through OpenBLAS (loaded at run time; see CBLAS/include/locus_blas.h for why).
+public enum BLAS {
+    /// Loads OpenBLAS; call before any product so a missing library is a clear error, not a crash.
+    public static func ensureLoaded() throws {
+        var buffer = [CChar](repeating: 0, count: 512)
+        if locus_blas_load(&buffer, buffer.count) != 0 {
+            throw EngineError(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+    }
+
+    /// The OpenBLAS kernel in use (e.g. "SkylakeX").
+    public static var core: String { String(cString: locus_blas_core()) }
+    /// The OPENBLAS_CORETYPE Locus chose, or "" when the environment already had one (or the CPU is unknown).
+    public static var coreChosenByLocus: String { String(cString: locus_blas_core_chosen()) }
+    public static var threads: Int { Int(locus_blas_threads()) }
+    public static func setThreads(_ n: Int) { locus_blas_set_threads(Int32(n)) }
+
+    /// Row-major C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C.
+    @inline(__always)
+    public static func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
+                            a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                            beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if m == 0 || n == 0 { return }
+        if k == 0 {   // BLAS leaves C alone only when beta == 1; make the empty sum explicit
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
+            return
+        }
+        locus_sgemm(transA ? Int32(LOCUS_BLAS_TRANS) : Int32(LOCUS_BLAS_NO_TRANS), transB ? Int32(LOCUS_BLAS_TRANS) : Int32(LOCUS_BLAS_NO_TRANS),
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+}
+
+/// An engine failure a user can act on (shape mismatch, bad architecture, NaN loss).
+public struct EngineError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ message: String) { description = message }
+}

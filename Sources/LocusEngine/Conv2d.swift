@@ -1,0 +1,162 @@
+/// 2-D convolution over [B, C, H, W] with a square kernel, stride and zero padding; weight
+/// [out, in, k, k] as in PyTorch. Computed as one GEMM over the im2col matrix of the whole batch.
+public final class Conv2d: Layer {
+    public let spec: LayerSpec
+    public let weight: Parameter
+    public let bias: Parameter?
+    public let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int
+    public private(set) var lastInput: Tensor?
+    public private(set) var lastOutputGradient: Tensor?
+    /// im2col of the last input: [C·k·k, B·Ho·Wo]; column b·L + l holds sample b's patch l.
+    public private(set) var lastColumns: [Float] = []
+    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+    var patch: Int { inChannels * kernel * kernel }
+
+    init(spec: LayerSpec, prefix: String, inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int, bias: Bool, seed: UInt64) {
+        self.spec = spec; self.inChannels = inChannels; self.outChannels = outChannels
+        self.kernel = kernel; self.stride = stride; self.padding = padding
+        var rng = SeededRandom(seed: seed)
+        let bound = 1 / Float(inChannels * kernel * kernel).squareRoot()   // PyTorch's default bounds
+        weight = Parameter(name: "\(prefix).weight", value: Tensor(shape: [outChannels, inChannels, kernel, kernel]) { w in
+            for i in 0..<w.count { w[i] = rng.uniform(-bound, bound) } })
+        self.bias = bias ? Parameter(name: "\(prefix).bias", value: Tensor(shape: [outChannels]) { b in
+            for i in 0..<b.count { b[i] = rng.uniform(-bound, bound) } }) : nil
+    }
+
+    func outputSize(_ h: Int, _ w: Int) -> (Int, Int) {
+        ((h + 2 * padding - kernel) / stride + 1, (w + 2 * padding - kernel) / stride + 1)
+    }
+
+    public func outputShape(for input: [Int]) throws -> [Int] {
+        guard input.count == 3, input[0] == inChannels else {
+            throw EngineError("\(weight.name): expects [\(inChannels), H, W] per sample, got \(input)")
+        }
+        guard input[1] + 2 * padding >= kernel, input[2] + 2 * padding >= kernel else {
+            throw EngineError("\(weight.name): input \(input[1])×\(input[2]) is smaller than the \(kernel)×\(kernel) kernel")
+        }
+        let (ho, wo) = outputSize(input[1], input[2])
+        return [outChannels, ho, wo]
+    }
+
+    public func forward(_ x: Tensor, mode: Mode) -> Tensor {
+        let b = x.rows, h = x.shape[2], w = x.shape[3]
+        let (ho, wo) = outputSize(h, w)
+        let l = ho * wo, n = b * l
+        lastInput = x
+        lastColumns = Conv2d.im2col(x, channels: inChannels, kernel: kernel, stride: stride, padding: padding)
+        var y2 = [Float](repeating: 0, count: outChannels * n)
+        let wt = weight.effective
+        wt.data.withUnsafeBufferPointer { wp in lastColumns.withUnsafeBufferPointer { cp in y2.withUnsafeMutableBufferPointer { yp in
+            BLAS.gemm(m: outChannels, n: n, k: patch, a: wp.baseAddress!, lda: patch, b: cp.baseAddress!, ldb: n, c: yp.baseAddress!, ldc: n)
+        } } }
+        let biasValues = bias?.value.data
+        // [O, B·L] → [B, O, L], adding the bias.
+        return Tensor(shape: [b, outChannels, ho, wo]) { out in
+            y2.withUnsafeBufferPointer { src in
+                for o in 0..<outChannels {
+                    let bo = biasValues?[o] ?? 0
+                    for s in 0..<b {
+                        let from = o * n + s * l, to = (s * outChannels + o) * l
+                        for i in 0..<l { out[to + i] = src[from + i] + bo }
+                    }
+                }
+            }
+        }
+    }
+
+    public func backward(_ gy: Tensor) -> Tensor {
+        guard let x = lastInput else { preconditionFailure("Conv2d.backward before forward") }
+        lastOutputGradient = gy
+        let b = x.rows, h = x.shape[2], w = x.shape[3]
+        let (ho, wo) = outputSize(h, w)
+        let l = ho * wo, n = b * l
+        // [B, O, L] → [O, B·L]
+        var g2 = [Float](unsafeUninitializedCapacity: outChannels * n) { buf, c in
+            gy.data.withUnsafeBufferPointer { src in
+                for s in 0..<b { for o in 0..<outChannels {
+                    let from = (s * outChannels + o) * l, to = o * n + s * l
+                    for i in 0..<l { buf[to + i] = src[from + i] }
+                } }
+            }
+            c = outChannels * n
+        }
+        if let bias {
+            bias.grad.data.withUnsafeMutableBufferPointer { db in g2.withUnsafeBufferPointer { g in
+                for o in 0..<outChannels { var s: Float = 0; for i in 0..<n { s += g[o * n + i] }; db[o] += s }
+            } }
+        }
+        // dW += G · colsᵀ
+        var gw = weight.forwardScale == nil ? weight.grad : Tensor(zeros: weight.value.shape)
+        g2.withUnsafeBufferPointer { gp in lastColumns.withUnsafeBufferPointer { cp in gw.data.withUnsafeMutableBufferPointer { out in
+            BLAS.gemm(transB: true, m: outChannels, n: patch, k: n, a: gp.baseAddress!, lda: n, b: cp.baseAddress!, ldb: n,
+                      beta: 1, c: out.baseAddress!, ldc: patch)
+        } } }
+        if let s = weight.forwardScale {
+            weight.grad.data.withUnsafeMutableBufferPointer { d in for i in 0..<d.count { d[i] += gw.data[i] * s[i] } }
+        } else {
+            weight.grad = gw
+        }
+        // dcols = W_effᵀ · G, then fold back.
+        var gcols = [Float](repeating: 0, count: patch * n)
+        let wt = weight.effective
+        wt.data.withUnsafeBufferPointer { wp in g2.withUnsafeBufferPointer { gp in gcols.withUnsafeMutableBufferPointer { out in
+            BLAS.gemm(transA: true, m: patch, n: n, k: outChannels, a: wp.baseAddress!, lda: patch, b: gp.baseAddress!, ldb: n,
+                      c: out.baseAddress!, ldc: n)
+        } } }
+        return Conv2d.col2im(gcols, shape: x.shape, kernel: kernel, stride: stride, padding: padding)
+    }
+
+    /// [B, C, H, W] → [C·k·k, B·Ho·Wo] (zero padding).
+    static func im2col(_ x: Tensor, channels c: Int, kernel k: Int, stride: Int, padding p: Int) -> [Float] {
+        let b = x.shape[0], h = x.shape[2], w = x.shape[3]
+        let ho = (h + 2 * p - k) / stride + 1, wo = (w + 2 * p - k) / stride + 1
+        let l = ho * wo, n = b * l
+        return [Float](unsafeUninitializedCapacity: c * k * k * n) { cols, count in
+            x.data.withUnsafeBufferPointer { src in
+                for ch in 0..<c { for kh in 0..<k { for kw in 0..<k {
+                    let row = ((ch * k + kh) * k + kw) * n
+                    for s in 0..<b {
+                        let plane = (s * c + ch) * h * w
+                        for oh in 0..<ho {
+                            let ih = oh * stride - p + kh
+                            let base = row + s * l + oh * wo
+                            if ih < 0 || ih >= h { for ow in 0..<wo { cols[base + ow] = 0 }; continue }
+                            let line = plane + ih * w
+                            for ow in 0..<wo {
+                                let iw = ow * stride - p + kw
+                                cols[base + ow] = (iw >= 0 && iw < w) ? src[line + iw] : 0
+                            }
+                        }
+                    }
+                } } }
+            }
+            count = c * k * k * n
+        }
+    }
+
+    /// Adjoint of im2col: sums each column entry back into the input position it came from.
+    static func col2im(_ cols: [Float], shape: [Int], kernel k: Int, stride: Int, padding p: Int) -> Tensor {
+        let b = shape[0], c = shape[1], h = shape[2], w = shape[3]
+        let ho = (h + 2 * p - k) / stride + 1, wo = (w + 2 * p - k) / stride + 1
+        let l = ho * wo, n = b * l
+        var out = Tensor(zeros: shape)
+        out.data.withUnsafeMutableBufferPointer { dst in cols.withUnsafeBufferPointer { src in
+            for ch in 0..<c { for kh in 0..<k { for kw in 0..<k {
+                let row = ((ch * k + kh) * k + kw) * n
+                for s in 0..<b {
+                    let plane = (s * c + ch) * h * w
+                    for oh in 0..<ho {
+                        let ih = oh * stride - p + kh
+                        if ih < 0 || ih >= h { continue }
+                        let base = row + s * l + oh * wo, line = plane + ih * w
+                        for ow in 0..<wo {
+                            let iw = ow * stride - p + kw
+                            if iw >= 0 && iw < w { dst[line + iw] += src[base + ow] }
+                        }
+                    }
+                }
+            } } }
+        } }
+        return out
+    }
+}

@@ -1,0 +1,47 @@
+/// A trainable tensor with its gradient. `forwardScale`, when set, multiplies the value in the
+/// forward pass (TaLoS calibration scales dropped weights by 0.1 between rounds); gradients are
+/// then with respect to the unscaled value.
+public final class Parameter {
+    public let name: String
+    public var value: Tensor
+    public var grad: Tensor
+    public var forwardScale: [Float]?
+
+    public init(name: String, value: Tensor) {
+        self.name = name; self.value = value; self.grad = Tensor(zeros: value.shape)
+    }
+
+    /// The value the forward pass uses.
+    public var effective: Tensor {
+        guard let s = forwardScale else { return value }
+        var t = value
+        t.data.withUnsafeMutableBufferPointer { v in s.withUnsafeBufferPointer { m in for i in 0..<v.count { v[i] *= m[i] } } }
+        return t
+    }
+
+    public func zeroGrad() {
+        grad.data.withUnsafeMutableBufferPointer { g in for i in 0..<g.count { g[i] = 0 } }
+    }
+}
+
+public enum Mode: Sendable { case train, eval }
+
+/// One layer: forward and backward side by side. A layer remembers what its backward pass needs
+/// from the last forward (`lastInput`) and the gradient it last received (`lastOutputGradient`),
+/// which is what per-sample gradient statistics are built from.
+public protocol Layer: AnyObject {
+    /// The architecture entry this layer was built from.
+    var spec: LayerSpec { get }
+    var parameters: [Parameter] { get }
+    var lastInput: Tensor? { get }
+    var lastOutputGradient: Tensor? { get }
+    /// Per-sample output shape for a per-sample input shape; throws on a mismatch.
+    func outputShape(for input: [Int]) throws -> [Int]
+    func forward(_ x: Tensor, mode: Mode) -> Tensor
+    /// Accumulates parameter gradients and returns the gradient with respect to the input.
+    func backward(_ gy: Tensor) -> Tensor
+}
+
+extension Layer {
+    public var parameters: [Parameter] { [] }
+}

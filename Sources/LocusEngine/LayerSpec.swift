@@ -1,0 +1,71 @@
+/// One entry of a model description, named after the PyTorch module and its arguments
+/// (`{"type": "linear", "in_features": 784, "out_features": 256}`), so the same JSON reads as the
+/// `torch.nn.Sequential` it describes.
+public struct LayerSpec: Codable, Equatable, Sendable {
+    public var type: String
+    public var in_features: Int?
+    public var out_features: Int?
+    public var in_channels: Int?
+    public var out_channels: Int?
+    public var kernel_size: Int?
+    public var stride: Int?
+    public var padding: Int?
+    public var bias: Bool?
+    public var normalized_shape: Int?
+    public var eps: Double?
+    public var p: Double?
+
+    public init(type: String) { self.type = type }
+
+    public static func linear(_ i: Int, _ o: Int, bias: Bool = true) -> LayerSpec {
+        var s = LayerSpec(type: "linear"); s.in_features = i; s.out_features = o; s.bias = bias; return s
+    }
+    public static func conv2d(_ i: Int, _ o: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true) -> LayerSpec {
+        var s = LayerSpec(type: "conv2d"); s.in_channels = i; s.out_channels = o; s.kernel_size = kernel
+        s.stride = stride; s.padding = padding; s.bias = bias; return s
+    }
+    public static func maxPool2d(_ k: Int, stride: Int? = nil) -> LayerSpec { var s = LayerSpec(type: "maxpool2d"); s.kernel_size = k; s.stride = stride ?? k; return s }
+    public static func avgPool2d(_ k: Int, stride: Int? = nil) -> LayerSpec { var s = LayerSpec(type: "avgpool2d"); s.kernel_size = k; s.stride = stride ?? k; return s }
+    public static func layerNorm(_ n: Int, eps: Double = 1e-5) -> LayerSpec { var s = LayerSpec(type: "layernorm"); s.normalized_shape = n; s.eps = eps; return s }
+    public static func dropout(_ p: Double) -> LayerSpec { var s = LayerSpec(type: "dropout"); s.p = p; return s }
+    public static let relu = LayerSpec(type: "relu")
+    public static let gelu = LayerSpec(type: "gelu")
+    public static let flatten = LayerSpec(type: "flatten")
+
+    public static let knownTypes = ["linear", "conv2d", "relu", "gelu", "maxpool2d", "avgpool2d", "flatten", "layernorm", "dropout"]
+
+    func require(_ v: Int?, _ field: String, min: Int = 1) throws -> Int {
+        guard let v else { throw EngineError("layer '\(type)' needs '\(field)'") }
+        guard v >= min else { throw EngineError("layer '\(type)': '\(field)' is \(v), expected ≥ \(min)") }
+        return v
+    }
+
+    /// Builds the layer; `prefix` names its parameters (`layers.3`), `seed` initialises them
+    /// like PyTorch's defaults (same distributions, our own generator).
+    public func build(prefix: String, seed: UInt64) throws -> any Layer {
+        switch type {
+        case "linear":
+            return Linear(spec: self, prefix: prefix, inFeatures: try require(in_features, "in_features"),
+                          outFeatures: try require(out_features, "out_features"), bias: bias ?? true, seed: seed)
+        case "conv2d":
+            return Conv2d(spec: self, prefix: prefix, inChannels: try require(in_channels, "in_channels"),
+                          outChannels: try require(out_channels, "out_channels"), kernel: try require(kernel_size, "kernel_size"),
+                          stride: try require(stride ?? 1, "stride"), padding: try require(padding ?? 0, "padding", min: 0),
+                          bias: bias ?? true, seed: seed)
+        case "relu": return ReLU(spec: self)
+        case "gelu": return GELU(spec: self)
+        case "flatten": return Flatten(spec: self)
+        case "maxpool2d", "avgpool2d":
+            let k = try require(kernel_size, "kernel_size")
+            return Pool2d(spec: self, max: type == "maxpool2d", kernel: k, stride: try require(stride ?? k, "stride"))
+        case "layernorm":
+            return LayerNorm(spec: self, prefix: prefix, features: try require(normalized_shape, "normalized_shape"), eps: Float(eps ?? 1e-5))
+        case "dropout":
+            let p = self.p ?? 0.5
+            guard p >= 0, p < 1 else { throw EngineError("dropout: p is \(p), expected 0 ≤ p < 1") }
+            return Dropout(spec: self, p: Float(p), seed: seed)
+        default:
+            throw EngineError("unknown layer type '\(type)' (known: \(LayerSpec.knownTypes.joined(separator: ", ")))")
+        }
+    }
+}

@@ -1,0 +1,122 @@
+import Foundation
+import LocusFormat
+
+/// A sequential body shared by every task and one linear head per task. Parameter names follow
+/// PyTorch: a module holding `layers = nn.Sequential(...)` and `heads = nn.ModuleDict(...)` has
+/// exactly these state-dict keys (`layers.1.weight`, `heads.digits.weight`).
+public final class Model {
+    public private(set) var architecture: Architecture
+    public let body: [any Layer]
+    public private(set) var heads: [String: Linear] = [:]
+    /// Fingerprint of the checkpoint this model was loaded from (nil for a new model).
+    public private(set) var sourceFingerprint: String?
+
+    public init(_ architecture: Architecture, seed: UInt64) throws {
+        try architecture.validate()
+        try BLAS.ensureLoaded()
+        self.architecture = architecture
+        body = try architecture.layers.enumerated().map { i, spec in
+            try spec.build(prefix: "layers.\(i)", seed: SeededRandom.derivedSeed(seed, UInt64(i)))
+        }
+        for (j, h) in architecture.heads.enumerated() {
+            heads[h.name] = Model.makeHead(h, seed: SeededRandom.derivedSeed(seed, 1_000_000 + UInt64(j)))
+        }
+    }
+
+    static func makeHead(_ h: Architecture.Head, seed: UInt64) -> Linear {
+        Linear(spec: .linear(h.in_features, h.out_features), prefix: "heads.\(h.name)", inFeatures: h.in_features,
+               outFeatures: h.out_features, bias: true, seed: seed)
+    }
+
+    public var headNames: [String] { architecture.heads.map(\.name) }
+
+    public func head(_ name: String) throws -> Linear {
+        guard let h = heads[name] else {
+            throw EngineError("the model has no head '\(name)' (heads: \(headNames.isEmpty ? "none" : headNames.joined(separator: ", ")))")
+        }
+        return h
+    }
+
+    /// Adds a freshly initialised head for a new task.
+    public func addHead(_ name: String, classes: Int, classNames: [String]? = nil, seed: UInt64) throws {
+        guard heads[name] == nil else { throw EngineError("the model already has a head '\(name)'") }
+        let features = try architecture.featureShape()
+        guard features.count == 1 else { throw EngineError("the body's output \(features) is not a feature vector") }
+        let spec = Architecture.Head(name: name, in_features: features[0], out_features: classes, classes: classNames)
+        var next = architecture
+        next.heads.append(spec)
+        try next.validate()
+        architecture = next
+        heads[name] = Model.makeHead(spec, seed: seed)
+    }
+
+    public var bodyParameters: [Parameter] { body.flatMap(\.parameters) }
+    /// Every parameter: body first, then heads in architecture order.
+    public var parameters: [Parameter] { bodyParameters + architecture.heads.flatMap { heads[$0.name]!.parameters } }
+
+    public func parameter(named name: String) -> Parameter? { parameters.first { $0.name == name } }
+
+    /// Features of the body for a batch [B, input…].
+    public func features(_ x: Tensor, mode: Mode) -> Tensor {
+        var h = x
+        for layer in body { h = layer.forward(h, mode: mode) }
+        return h
+    }
+
+    public func forward(_ x: Tensor, head: String, mode: Mode) throws -> Tensor {
+        let hd = try self.head(head)
+        return hd.forward(features(x, mode: mode), mode: mode)
+    }
+
+    /// Backpropagates d loss / d logits through the head and (unless `headOnly`) the body.
+    public func backward(_ gLogits: Tensor, head: String, headOnly: Bool = false) throws {
+        var g = try self.head(head).backward(gLogits)
+        if headOnly { return }
+        for layer in body.reversed() { g = layer.backward(g) }
+    }
+
+    public func zeroGrad() { parameters.forEach { $0.zeroGrad() } }
+
+    // MARK: checkpoints
+
+    /// Loads a checkpoint written by `save` (or any checkpoint whose `/architecture` describes its tensors).
+    public static func load(_ path: String) throws -> Model {
+        let reader = try CheckpointReader(path: path)
+        guard let text = try reader.architecture() else {
+            throw LocusError(file: path, object: "/architecture", "the checkpoint has no model description; create models with `locus init`")
+        }
+        let arch: Architecture
+        do { arch = try JSONDecoder().decode(Architecture.self, from: Data(text.utf8)) } catch {
+            throw LocusError(file: path, object: "/architecture", "is not a Locus model description: \(error)")
+        }
+        let model: Model
+        do { model = try Model(arch, seed: 0) } catch let e as EngineError { throw LocusError(file: path, object: "/architecture", e.description) }
+        var missing: [String] = []
+        for p in model.parameters {
+            guard let t = reader.tensor(named: p.name) else { missing.append(p.name); continue }
+            guard t.shape == p.value.shape else {
+                throw LocusError(file: path, object: t.objectPath, "has shape \(t.shape), the architecture needs \(p.value.shape)")
+            }
+            guard t.dtype.isFloatingPoint else { throw LocusError(file: path, object: t.objectPath, "is \(t.dtype.rawValue), expected a float tensor") }
+            p.value = Tensor(shape: t.shape, data: try reader.readFloat32(t))
+        }
+        if !missing.isEmpty {
+            throw LocusError(file: path, object: "/tensors", "missing \(missing.count) parameter(s) the architecture needs: \(missing.prefix(6).joined(separator: ", "))")
+        }
+        model.sourceFingerprint = try reader.fingerprint
+        return model
+    }
+
+    /// Writes the model as a Locus checkpoint (float32) with its architecture; returns the fingerprint.
+    @discardableResult
+    public func save(_ path: String, provenance: Provenance = Provenance()) throws -> String {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        let arch = String(decoding: try enc.encode(architecture), as: UTF8.self)
+        let w = try CheckpointWriter(path: path, provenance: provenance, architecture: arch)
+        for p in parameters.sorted(by: { TensorName.byteOrder($0.name, $1.name) }) {
+            try w.add(name: p.name, values: p.value.data, shape: p.value.shape)
+        }
+        return try w.finish()
+    }
+}

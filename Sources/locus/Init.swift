@@ -1,0 +1,70 @@
+import ArgumentParser
+import Foundation
+import LocusFormat
+import LocusEngine
+
+struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create a new model checkpoint from a preset or an architecture file.",
+        discussion: """
+        Presets:
+          mlp    flatten → (Linear → ReLU) per --hidden width → head
+          lenet  Conv5×5(pad 2) → ReLU → MaxPool2 → Conv5×5 → ReLU → MaxPool2 → flatten → (Linear → ReLU) per --hidden → head
+        Parameters are named like a PyTorch module with `layers = nn.Sequential(...)` and `heads = nn.ModuleDict(...)`
+        (`layers.1.weight` [out, in], conv [out, in, k, k], `heads.NAME.weight`), so a checkpoint exported with
+        `locus convert` loads into that module with load_state_dict unchanged. Initialisation uses PyTorch's default
+        distributions (U(±1/√fan_in) for weights and biases, LayerNorm 1/0) from Locus's own seeded generator.
+        --data DATA takes the input shape, class count and class names from a dataset artifact.
+
+        Example: locus init --preset mlp --hidden 256,256 --data digits.h5 --head digits -o mlp.h5
+        """)
+
+    @Option(name: .shortAndLong, help: "Output checkpoint (.h5).") var output: String
+    @Option(help: "mlp or lenet (ignored with --config).") var preset: String = "mlp"
+    @Option(help: "Architecture JSON file (the /architecture format of spec/FORMAT.md §2.1) instead of a preset.") var config: String?
+    @Option(help: "A dataset artifact to take input shape, classes and class names from.") var data: String?
+    @Option(help: "Per-sample input shape, e.g. 1,28,28.") var input: IntList?
+    @Option(help: "Number of classes of the first head.") var classes: Int?
+    @Option(help: "Name of the first head.") var head: String = "default"
+    @Option(help: "Hidden widths of the MLP / of LeNet's dense part.") var hidden: IntList?
+    @Option(help: "LeNet's two conv widths.") var channels: IntList = IntList([6, 16])
+    @Option(help: "Seed of the initialisation.") var seed: UInt64 = 0
+
+    func run() throws {
+        try reportingErrors {
+            var inputShape = input?.values, classCount = classes
+            var classNames: [String]?
+            if let data {
+                let d = try DatasetArtifact.read(data)
+                inputShape = inputShape ?? Array(d.shape.dropFirst())
+                classCount = classCount ?? d.classes.count
+                classNames = d.classes.count == classCount ? d.classes : nil
+            }
+            let arch: Architecture
+            if let config {
+                let text = try String(contentsOfFile: config, encoding: .utf8)
+                arch = try engine(file: config) {
+                    let a = try JSONDecoder().decode(Architecture.self, from: Data(text.utf8))
+                    try a.validate()
+                    return a
+                }
+            } else {
+                guard let inputShape else { throw LocusError(file: output, "give --input (e.g. 1,28,28) or --data") }
+                guard let classCount else { throw LocusError(file: output, "give --classes or --data") }
+                arch = try engine(file: output) {
+                    switch preset {
+                    case "mlp": return Architecture.mlp(input: inputShape, hidden: hidden?.values ?? [256, 256], classes: classCount, head: head, classNames: classNames)
+                    case "lenet": return try Architecture.lenet(input: inputShape, channels: channels.values, hidden: hidden?.values ?? [120, 84],
+                                                                classes: classCount, head: head, classNames: classNames)
+                    default: throw EngineError("unknown preset '\(preset)' (mlp, lenet)")
+                    }
+                }
+            }
+            let model = try engine(file: output) { try Model(arch, seed: seed) }
+            let fp = try model.save(output, provenance: provenance(inputs: data.map { [.init(role: "data", path: $0, fingerprint: nil)] } ?? [],
+                                                                   parameters: ["seed": .integer(Int64(seed)), "preset": .string(arch.preset ?? "config")]))
+            let n = model.parameters.reduce(0) { $0 + $1.value.count }
+            print("\(output): \(arch.preset ?? "custom") model, \(n) parameters, heads: \(model.headNames.joined(separator: ", ")), \(fp)")
+        }
+    }
+}

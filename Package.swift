@@ -37,6 +37,8 @@ let package = Package(
             "LocusFormat", "LocusData", "LocusEngine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // Benchmarks that need the engine's internals; the scripts around them live in bench/.
+        .executableTarget(name: "locus-bench", dependencies: ["LocusEngine"], path: "bench/swift"),
         .testTarget(name: "HDF5Tests", dependencies: ["HDF5"]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
         .testTarget(name: "LocusFormatTests", dependencies: ["LocusFormat", "HDF5", "SafeTensors"]),

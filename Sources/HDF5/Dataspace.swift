@@ -42,6 +42,10 @@ public final class Dataspace: @unchecked Sendable {
 
     /// Selects the block `[start, start + count)` of a simple dataspace.
     public func selectHyperslab(start: [Int], count: [Int]) throws {
+        let rank = dims.count
+        guard start.count == rank, count.count == rank else {
+            throw HDF5Error(file: nil, object: nil, operation: "select hyperslab", stack: "start \(start) and count \(count) must have \(rank) entries, the dataspace's rank")
+        }
         var s = start.map { hsize_t($0) }, c = count.map { hsize_t($0) }
         try HDF5Library.check(status: H5Sselect_hyperslab(id, H5S_SELECT_SET, &s, nil, &c, nil), "select hyperslab")
     }

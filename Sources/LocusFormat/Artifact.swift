@@ -129,6 +129,7 @@ public final class ArtifactFile {
         for link in links {
             let name = TensorName.name(forLink: link)
             if let problem = TensorName.problem(with: name) { throw LocusError(file: path, object: "/tensors/\(link)", problem) }
+            guard TensorName.decodesToValidUTF8(link) else { throw LocusError(file: path, object: "/tensors/\(link)", "link name does not decode to valid UTF-8") }
             guard seen.insert(TensorName.key(name)).inserted else {
                 throw LocusError(file: path, object: "/tensors/\(link)", "decodes to the tensor name '\(name)' of another link")
             }

@@ -40,7 +40,7 @@ public final class AtomicOutput {
 
     /// Makes the temporary file the target. Call only after every handle on it is closed.
     public func commit() throws {
-        precondition(!finished, "AtomicOutput committed twice")
+        guard !finished else { throw LocusError(file: target, "the output was already abandoned or committed (an earlier step failed)") }
         let fd = open(temporaryPath, O_RDONLY)
         guard fd >= 0 else { throw LocusError(file: target, "cannot reopen the temporary output: \(String(cString: strerror(errno)))") }
         let synced = fsync(fd)

@@ -177,8 +177,16 @@ public final class CheckpointReader {
             }
             return
         }
+        try CheckpointReader.readBlocks(try dataset(t), t, blockBytes: blockBytes, path: path, body)
+    }
+
+    /// Reads a tensor dataset through HDF5 in blocks of whole rows into one reused buffer.
+    static func readBlocks(_ ds: Dataset, _ t: CheckpointTensor, blockBytes: Int, path: String, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        if t.count == 0 { return }
+        let type = try t.dtype.hdf5Type()
         if t.shape.isEmpty || t.byteCount <= blockBytes {
-            let bytes = try readRaw(t)
+            var bytes = [UInt8](repeating: 0, count: t.byteCount)
+            try withContext(file: path, object: t.objectPath) { try bytes.withUnsafeMutableBytes { try ds.read(into: $0, memType: type) } }
             return try bytes.withUnsafeBytes { try body($0) }
         }
         let rows = t.shape[0], rowBytes = t.rowByteCount
@@ -189,7 +197,9 @@ public final class CheckpointReader {
             let k = min(perBlock, rows - r)
             try buffer.withUnsafeMutableBytes { b in
                 let slice = UnsafeMutableRawBufferPointer(rebasing: b[0..<(k * rowBytes)])
-                try readRows(t, start: r, count: k, into: slice)
+                try withContext(file: path, object: t.objectPath) {
+                    try ds.read(into: slice, memType: type, start: [r] + Array(repeating: 0, count: t.shape.count - 1), count: [k] + t.shape.dropFirst())
+                }
                 try body(UnsafeRawBufferPointer(slice))
             }
             r += k
@@ -239,7 +249,7 @@ public final class CheckpointWriter {
 
     /// Appends whole rows (slices along the first dimension) of raw little-endian bytes.
     public func writeRows(_ bytes: UnsafeRawBufferPointer) throws {
-        guard let (t, ds, done) = open else { throw LocusError(file: target, "no tensor is open for writing") }
+        guard let (t, ds, done) = open else { return try writer.guarded { throw LocusError(file: target, "no tensor is open for writing") } }
         try writer.guarded(object: t.objectPath) {
             let rowBytes = t.rowByteCount
             guard rowBytes > 0, bytes.count % rowBytes == 0 else {
@@ -273,9 +283,14 @@ public final class CheckpointWriter {
 
     /// Writes a whole tensor at once.
     public func add(name: String, dtype: LocusDType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
+        try writer.guarded {
+            let expected = (checkedProduct(shape) ?? -1) * dtype.byteSize
+            guard bytes.count == expected else {
+                throw LocusError(file: target, object: "/tensors/\(TensorName.linkName(for: name))", "\(bytes.count) bytes given for shape \(shape) of \(dtype.rawValue) (\(expected) expected)")
+            }
+        }
         try beginTensor(name: name, dtype: dtype, shape: shape)
         if open != nil { try writeRows(bytes) }
-        else if bytes.count != 0 { throw LocusError(file: target, object: "/tensors/\(TensorName.linkName(for: name))", "zero-size tensor given \(bytes.count) bytes") }
     }
 
     /// Convenience: a float32 tensor from values, stored as `dtype` (RNE for 16-bit types).
@@ -297,9 +312,13 @@ public final class CheckpointWriter {
             if let (t, _, _) = open { throw LocusError(file: target, object: t.objectPath, "tensor data is incomplete") }
             let fp: String
             if inNameOrder { fp = hasher.finalize() } else {
-                try writer.file.flush()
-                let reader = try CheckpointReader(ArtifactFile.open(writer.output.temporaryPath, expecting: .checkpoint))
-                fp = try reader.computeFingerprint()
+                // Tensors came out of name order: hash them again, in order, from the open file.
+                var h = FingerprintHasher()
+                for t in written.sorted(by: { TensorName.byteOrder($0.name, $1.name) }) {
+                    h.beginTensor(name: t.name, dtype: t.dtype, shape: t.shape)
+                    try CheckpointReader.readBlocks(try writer.tensors.openDataset(t.link), t, blockBytes: 64 << 20, path: target) { h.update(bytes: $0) }
+                }
+                fp = h.finalize()
             }
             try writer.root.setAttribute("fingerprint", fp)
             try writer.root.setAttribute("tensor-count", Int64(written.count))

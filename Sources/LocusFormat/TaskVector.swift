@@ -82,6 +82,9 @@ public final class TaskVectorWriter {
             // Statistics of what is stored, after rounding to the value type.
             let storedBytes = values.withUnsafeBufferPointer { HalfPrecision.encode($0, as: dtype) }
             let rounded = storedBytes.withUnsafeBytes { HalfPrecision.decode($0, dtype: dtype) }
+            if let bad = rounded.firstIndex(where: { !$0.isFinite }) {
+                throw LocusError(file: target, object: object, "value \(values[bad]) at flat index \(indices[bad]) overflows \(dtype.rawValue)")
+            }
             let nnz = rounded.withUnsafeBufferPointer { Summaries.nonzeroCount($0) }
             let squares = rounded.withUnsafeBufferPointer { Summaries.sumOfSquares($0) }
 

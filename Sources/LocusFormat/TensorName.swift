@@ -17,6 +17,16 @@ public enum TensorName {
     /// Percent-decodes a link name (like Python's `urllib.parse.unquote`: malformed escapes stay as they are).
     public static func name(forLink link: String) -> String {
         guard link.contains("%") else { return link }
+        return String(decoding: percentDecode(link), as: UTF8.self)
+    }
+
+    /// Whether a link name percent-decodes to valid UTF-8 (spec §1.3).
+    public static func decodesToValidUTF8(_ link: String) -> Bool {
+        guard link.contains("%") else { return true }
+        return String(validating: percentDecode(link), as: UTF8.self) != nil
+    }
+
+    private static func percentDecode(_ link: String) -> [UInt8] {
         var bytes: [UInt8] = []
         let u = Array(link.utf8)
         var i = 0
@@ -25,7 +35,7 @@ public enum TensorName {
                 bytes.append(h << 4 | l); i += 3
             } else { bytes.append(u[i]); i += 1 }
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return bytes
     }
 
     private static func hex(_ c: UInt8) -> UInt8? {

@@ -22,6 +22,19 @@ final class AtomicityTests: LocusTestCase {
         else { XCTAssertFalse(FileManager.default.fileExists(atPath: target), file: file, line: line) }
     }
 
+    /// Runs `failing` (which must throw) while `writer` is still alive, and requires that the
+    /// temporary file is already gone when the error arrives — not only once the writer is released.
+    private func whileAlive<W>(_ writer: W, file: StaticString = #filePath, line: UInt = #line,
+                               _ failing: (W) throws -> Void) throws {
+        try withExtendedLifetime(writer) {
+            do { try failing(writer) } catch {
+                let temporaries = try listing().filter { $0.contains(".locus-tmp-") }
+                XCTAssertEqual(temporaries, [], "temporary file still present after: \(error)", file: file, line: line)
+                throw error
+            }
+        }
+    }
+
     func testDuplicateCheckpointTensor() throws {
         for existing in [false, true] {
             try assertFailedWriteLeavesNothing(existingTarget: existing) { target in
@@ -29,7 +42,7 @@ final class AtomicityTests: LocusTestCase {
                 try [UInt8](repeating: 0, count: 4).withUnsafeBytes { try w.add(name: "a", dtype: .float32, shape: [1], bytes: $0) }
                 // The temporary file exists while the write is in progress…
                 XCTAssertEqual(try self.listing().filter { $0.contains("locus-tmp") }.count, 1)
-                try withExtendedLifetime(w) {
+                try whileAlive(w) { w in
                     try [UInt8](repeating: 0, count: 4).withUnsafeBytes { try w.add(name: "a", dtype: .float32, shape: [1], bytes: $0) }
                 }
             }
@@ -39,7 +52,7 @@ final class AtomicityTests: LocusTestCase {
     func testBoolByteTwo() throws {
         try assertFailedWriteLeavesNothing(existingTarget: true) { target in
             let w = try CheckpointWriter(path: target)
-            try withExtendedLifetime(w) {
+            try whileAlive(w) { w in
                 try [UInt8]([1, 0, 2]).withUnsafeBytes { try w.add(name: "mask", dtype: .bool, shape: [3], bytes: $0) }
             }
         }
@@ -50,7 +63,7 @@ final class AtomicityTests: LocusTestCase {
             try assertFailedWriteLeavesNothing(existingTarget: existing) { target in
                 let w = try TaskVectorWriter(path: target, baseFingerprint: someFingerprint)
                 try w.add(name: "ok", shape: [2], dense: [1, 0])
-                try withExtendedLifetime(w) { try w.add(name: "bad", shape: [3], dense: [1, .nan, 0]) }
+                try whileAlive(w) { w in try w.add(name: "bad", shape: [3], dense: [1, .nan, 0]) }
             }
         }
     }
@@ -58,11 +71,11 @@ final class AtomicityTests: LocusTestCase {
     func testNegativeScoreAndBadMask() throws {
         try assertFailedWriteLeavesNothing(existingTarget: true) { target in
             let w = try ScoresWriter(path: target, info: .init(baseFingerprint: someFingerprint, estimator: "talos", samples: 1))
-            try withExtendedLifetime(w) { try w.add(name: "s", shape: [1], values: [-1]) }
+            try whileAlive(w) { w in try w.add(name: "s", shape: [1], values: [-1]) }
         }
         try assertFailedWriteLeavesNothing(existingTarget: true) { target in
             let w = try MaskWriter(path: target, baseFingerprint: someFingerprint)
-            try withExtendedLifetime(w) { try w.add(name: "m", shape: [9], packed: [0xFF]) }
+            try whileAlive(w) { w in try w.add(name: "m", shape: [9], packed: [0xFF]) }
         }
         try assertFailedWriteLeavesNothing(existingTarget: true) { target in
             let bad = LabelledData(inputs: .uint8([1, 2]), shape: [2, 1], labels: [0, 5], classes: ["a"], splits: [:])
@@ -73,11 +86,32 @@ final class AtomicityTests: LocusTestCase {
     func testEmptyAndInvalidNames() throws {
         try assertFailedWriteLeavesNothing(existingTarget: false) { target in
             let w = try CheckpointWriter(path: target)
-            try withExtendedLifetime(w) { try [UInt8]([1]).withUnsafeBytes { try w.add(name: "", dtype: .uint8, shape: [1], bytes: $0) } }
+            try whileAlive(w) { w in try [UInt8]([1]).withUnsafeBytes { try w.add(name: "", dtype: .uint8, shape: [1], bytes: $0) } }
         }
         try assertFailedWriteLeavesNothing(existingTarget: false) { target in
             let w = try MaskWriter(path: target, baseFingerprint: someFingerprint)
-            try withExtendedLifetime(w) { try w.add(name: "", shape: [1], bits: [true]) }
+            try whileAlive(w) { w in try w.add(name: "", shape: [1], bits: [true]) }
+        }
+    }
+
+    func testNamesWithNewlineOrNULAreRefusedByEveryWriter() throws {
+        for name in ["a\nb", "nul\u{0}"] {
+            try assertFailedWriteLeavesNothing(existingTarget: true) { target in
+                let w = try CheckpointWriter(path: target)
+                try whileAlive(w) { w in try [UInt8]([1]).withUnsafeBytes { try w.add(name: name, dtype: .uint8, shape: [1], bytes: $0) } }
+            }
+            try assertFailedWriteLeavesNothing(existingTarget: false) { target in
+                let w = try ScoresWriter(path: target, info: .init(baseFingerprint: someFingerprint, estimator: "e", samples: 1))
+                try whileAlive(w) { w in try w.add(name: name, shape: [1], values: [1]) }
+            }
+            try assertFailedWriteLeavesNothing(existingTarget: false) { target in
+                let w = try MaskWriter(path: target, baseFingerprint: someFingerprint)
+                try whileAlive(w) { w in try w.add(name: name, shape: [1], bits: [true]) }
+            }
+            try assertFailedWriteLeavesNothing(existingTarget: false) { target in
+                let w = try TaskVectorWriter(path: target, baseFingerprint: someFingerprint)
+                try whileAlive(w) { w in try w.add(name: name, shape: [1], dense: [1]) }
+            }
         }
     }
 
@@ -86,7 +120,7 @@ final class AtomicityTests: LocusTestCase {
     func testZeroSizeTensorGivenBytesAbandonsTheOutput() throws {
         try assertFailedWriteLeavesNothing(existingTarget: true) { target in
             let w = try CheckpointWriter(path: target)
-            try withExtendedLifetime(w) {
+            try whileAlive(w) { w in
                 try [UInt8](repeating: 0, count: 8).withUnsafeBytes { try w.add(name: "z", dtype: .float32, shape: [0, 2], bytes: $0) }
             }
         }

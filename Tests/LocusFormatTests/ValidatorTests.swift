@@ -1,3 +1,4 @@
+import CHDF5
 import Foundation
 import HDF5
 import LocusFormat
@@ -183,6 +184,47 @@ final class ValidatorTests: LocusTestCase {
         let p = try checkpoint()
         try modifyHDF5(p) { root in try root.setAttribute("tensor-count", Int64(4)) }
         assertFinding(p, object: "/@tensor-count")
+    }
+
+    /// Renames `/tensors/<from>` to the raw link-name bytes `to`, then re-stamps a self-consistent
+    /// fingerprint so that only the name can be at fault.
+    private func renameTensorLink(_ p: String, from: String, to bytes: [UInt8]) throws {
+        try modifyHDF5(p) { root in
+            let g = try tensors(root)
+            let cName = bytes.map { CChar(bitPattern: $0) } + [0]
+            XCTAssertGreaterThanOrEqual(H5Lmove(g.id, from, g.id, cName, locus_H5P_DEFAULT(), locus_H5P_DEFAULT()), 0)
+        }
+        // (A raw non-UTF-8 link cannot even be opened through the lossily decoded name.)
+        if let fp = try? CheckpointReader(path: p).computeFingerprint() {
+            try modifyHDF5(p) { root in try root.setAttribute("fingerprint", fp) }
+        }
+    }
+
+    func testLinkDecodingToANewlineOrNULIsReported() throws {
+        for (i, link) in ["a%0Ab", "%00"].enumerated() {
+            let p = try checkpoint()
+            try modifyHDF5(p) { root in
+                let g = try tensors(root)
+                XCTAssertGreaterThanOrEqual(H5Lmove(g.id, "w", g.id, link, locus_H5P_DEFAULT(), locus_H5P_DEFAULT()), 0)
+            }
+            assertFinding(p, object: "/tensors/\(link)")
+            expectLocusError(mentioning: p) { _ = try CheckpointReader(path: p) }
+            try FileManager.default.removeItem(atPath: p)
+            _ = i
+        }
+    }
+
+    /// Spec §1.3: names MUST be valid UTF-8. A link whose decoded bytes are not UTF-8 (escaped
+    /// `%FF`, or a raw 0xFF byte in the link) must be reported, not silently turned into U+FFFD.
+    func testLinkDecodingToInvalidUTF8IsReported() throws {
+        for (i, bytes) in [Array("%FF".utf8), Array("a".utf8) + [0xFF]].enumerated() {
+            let p = try checkpoint()
+            try renameTensorLink(p, from: "w", to: bytes)
+            let findings = Validator.validate(p)
+            XCTAssertTrue(findings.contains { $0.severity == .error && $0.object.hasPrefix("/tensors/") },
+                          "case \(i): no error for a tensor name that is not UTF-8; findings: \(findings.map(\.description))")
+            try FileManager.default.removeItem(atPath: p)
+        }
     }
 
     // MARK: Scores

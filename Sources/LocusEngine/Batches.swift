@@ -49,19 +49,21 @@ public struct Batches {
     /// Inputs [B, sampleShape…] and labels of the given sample ids.
     public func batch(_ ids: ArraySlice<Int>) -> (x: Tensor, y: [Int]) {
         let per = sampleShape.reduce(1, *)
+        let channels = max(mean.count, inverseStd.count)
+        let plane = channels > 1 ? channelSize : per
+        // x ↦ x·(scale/std) − mean/std, one multiply-add per element, per channel plane.
+        let mul = (0..<channels).map { scale * inverseStd[inverseStd.count > 1 ? $0 : 0] }
+        let add = (0..<channels).map { -mean[mean.count > 1 ? $0 : 0] * inverseStd[inverseStd.count > 1 ? $0 : 0] }
         let x = Tensor(shape: [ids.count] + sampleShape) { out in
             for (r, id) in ids.enumerated() {
                 let src = id * per, dst = r * per
-                switch data.inputs {
-                case .uint8(let a):
-                    a.withUnsafeBufferPointer { s in
-                        for j in 0..<per { let ch = mean.count > 1 ? j / channelSize : 0
-                            out[dst + j] = (Float(s[src + j]) * scale - mean[ch]) * inverseStd[inverseStd.count > 1 ? ch : 0] }
-                    }
-                case .float32(let a):
-                    a.withUnsafeBufferPointer { s in
-                        for j in 0..<per { let ch = mean.count > 1 ? j / channelSize : 0
-                            out[dst + j] = (s[src + j] * scale - mean[ch]) * inverseStd[inverseStd.count > 1 ? ch : 0] }
+                for c in 0..<(per / plane) {
+                    let (m, a, o) = (mul[c], add[c], c * plane)
+                    switch data.inputs {
+                    case .uint8(let v):
+                        v.withUnsafeBufferPointer { s in for j in 0..<plane { out[dst + o + j] = Float(s[src + o + j]) * m + a } }
+                    case .float32(let v):
+                        v.withUnsafeBufferPointer { s in for j in 0..<plane { out[dst + o + j] = s[src + o + j] * m + a } }
                     }
                 }
             }

@@ -106,7 +106,17 @@ public final class Conv2d: Layer {
         return Conv2d.col2im(gcols, shape: x.shape, kernel: kernel, stride: stride, padding: padding)
     }
 
-    /// [B, C, H, W] → [C·k·k, B·Ho·Wo] (zero padding).
+    /// Output columns `ow` whose input column `ow·stride − p + kw` lies inside [0, w).
+    @inline(__always)
+    static func validColumns(kw: Int, stride: Int, padding p: Int, width w: Int, outWidth wo: Int) -> Range<Int> {
+        func ceilDiv(_ a: Int, _ b: Int) -> Int { a <= 0 ? 0 : (a + b - 1) / b }
+        let lo = min(wo, ceilDiv(p - kw, stride))          // first ow with ow·stride ≥ p − kw
+        let hi = min(wo, ceilDiv(w + p - kw, stride))      // first ow with ow·stride − p + kw ≥ w
+        return lo..<max(lo, hi)
+    }
+
+    /// [B, C, H, W] → [C·k·k, B·Ho·Wo] (zero padding). The padded borders are filled separately
+    /// so the inner copy has no branch.
     static func im2col(_ x: Tensor, channels c: Int, kernel k: Int, stride: Int, padding p: Int) -> [Float] {
         let b = x.shape[0], h = x.shape[2], w = x.shape[3]
         let ho = (h + 2 * p - k) / stride + 1, wo = (w + 2 * p - k) / stride + 1
@@ -115,17 +125,18 @@ public final class Conv2d: Layer {
             x.data.withUnsafeBufferPointer { src in
                 for ch in 0..<c { for kh in 0..<k { for kw in 0..<k {
                     let row = ((ch * k + kh) * k + kw) * n
+                    let valid = validColumns(kw: kw, stride: stride, padding: p, width: w, outWidth: wo)
                     for s in 0..<b {
                         let plane = (s * c + ch) * h * w
                         for oh in 0..<ho {
                             let ih = oh * stride - p + kh
                             let base = row + s * l + oh * wo
                             if ih < 0 || ih >= h { for ow in 0..<wo { cols[base + ow] = 0 }; continue }
-                            let line = plane + ih * w
-                            for ow in 0..<wo {
-                                let iw = ow * stride - p + kw
-                                cols[base + ow] = (iw >= 0 && iw < w) ? src[line + iw] : 0
-                            }
+                            for ow in 0..<valid.lowerBound { cols[base + ow] = 0 }
+                            let line = plane + ih * w - p + kw
+                            if stride == 1 { for ow in valid { cols[base + ow] = src[line + ow] } }
+                            else { for ow in valid { cols[base + ow] = src[line + ow * stride] } }
+                            for ow in valid.upperBound..<wo { cols[base + ow] = 0 }
                         }
                     }
                 } } }
@@ -143,16 +154,15 @@ public final class Conv2d: Layer {
         out.data.withUnsafeMutableBufferPointer { dst in cols.withUnsafeBufferPointer { src in
             for ch in 0..<c { for kh in 0..<k { for kw in 0..<k {
                 let row = ((ch * k + kh) * k + kw) * n
+                let valid = validColumns(kw: kw, stride: stride, padding: p, width: w, outWidth: wo)
                 for s in 0..<b {
                     let plane = (s * c + ch) * h * w
                     for oh in 0..<ho {
                         let ih = oh * stride - p + kh
                         if ih < 0 || ih >= h { continue }
-                        let base = row + s * l + oh * wo, line = plane + ih * w
-                        for ow in 0..<wo {
-                            let iw = ow * stride - p + kw
-                            if iw >= 0 && iw < w { dst[line + iw] += src[base + ow] }
-                        }
+                        let base = row + s * l + oh * wo, line = plane + ih * w - p + kw
+                        if stride == 1 { for ow in valid { dst[line + ow] += src[base + ow] } }
+                        else { for ow in valid { dst[line + ow * stride] += src[base + ow] } }
                     }
                 }
             } } }

@@ -8,34 +8,46 @@ public protocol Optimizer: AnyObject {
     func step(_ parameters: [Parameter], lr: Float)
 }
 
+/// Per-parameter optimizer state, held by reference so updates happen in place.
+final class Moments {
+    var first: [Float]
+    var second: [Float]
+    var steps = 0
+    init(count: Int, second: Bool) {
+        first = [Float](repeating: 0, count: count)
+        self.second = second ? [Float](repeating: 0, count: count) : []
+    }
+}
+
 /// SGD with momentum, dampening, Nesterov and (coupled) weight decay — torch.optim.SGD:
 /// d = g + λp; buf = d on the first step, else μ·buf + (1−δ)·d; d = d + μ·buf (Nesterov) or buf; p −= lr·d.
 public final class SGD: Optimizer {
     public let momentum: Float, dampening: Float, weightDecay: Float, nesterov: Bool
-    private var buffers: [ObjectIdentifier: [Float]] = [:]
+    private var state: [ObjectIdentifier: Moments] = [:]
 
     public init(momentum: Float = 0, dampening: Float = 0, weightDecay: Float = 0, nesterov: Bool = false) {
         self.momentum = momentum; self.dampening = dampening; self.weightDecay = weightDecay; self.nesterov = nesterov
     }
 
     public func step(_ parameters: [Parameter], lr: Float) {
+        let (mu, damp, wd) = (momentum, 1 - dampening, weightDecay)
         for p in parameters {
-            let key = ObjectIdentifier(p)
-            var buf = buffers[key] ?? []
-            let first = buf.isEmpty
-            if momentum != 0 && first { buf = [Float](repeating: 0, count: p.value.count) }
-            let (mu, damp, wd, nest) = (momentum, dampening, weightDecay, nesterov)
-            p.value.data.withUnsafeMutableBufferPointer { w in p.grad.data.withUnsafeBufferPointer { g in buf.withUnsafeMutableBufferPointer { b in
-                for i in 0..<w.count {
-                    var d = g[i] + wd * w[i]
-                    if mu != 0 {
-                        b[i] = first ? d : mu * b[i] + (1 - damp) * d
-                        d = nest ? d + mu * b[i] : b[i]
-                    }
-                    w[i] -= lr * d
-                }
+            guard mu != 0 else {
+                p.value.data.withUnsafeMutableBufferPointer { w in p.grad.data.withUnsafeBufferPointer { g in
+                    for i in 0..<w.count { w[i] -= lr * (g[i] + wd * w[i]) }
+                } }
+                continue
+            }
+            let s = state[ObjectIdentifier(p)] ?? { let m = Moments(count: p.value.count, second: false); state[ObjectIdentifier(p)] = m; return m }()
+            let first = s.steps == 0
+            s.steps += 1
+            // Separate loops per case keep each one branch-free, so they vectorise.
+            p.value.data.withUnsafeMutableBufferPointer { w in p.grad.data.withUnsafeBufferPointer { g in s.first.withUnsafeMutableBufferPointer { b in
+                if first { for i in 0..<w.count { b[i] = g[i] + wd * w[i] } }
+                else { for i in 0..<w.count { b[i] = mu * b[i] + damp * (g[i] + wd * w[i]) } }
+                if nesterov { for i in 0..<w.count { w[i] -= lr * ((g[i] + wd * w[i]) + mu * b[i]) } }
+                else { for i in 0..<w.count { w[i] -= lr * b[i] } }
             } } }
-            if momentum != 0 { buffers[key] = buf }
         }
     }
 }
@@ -44,7 +56,7 @@ public final class SGD: Optimizer {
 /// p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε).
 public final class AdamW: Optimizer {
     public let beta1: Float, beta2: Float, eps: Float, weightDecay: Float
-    private var state: [ObjectIdentifier: (m: [Float], v: [Float], t: Int)] = [:]
+    private var state: [ObjectIdentifier: Moments] = [:]
 
     public init(beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8, weightDecay: Float = 0.01) {
         self.beta1 = beta1; self.beta2 = beta2; self.eps = eps; self.weightDecay = weightDecay
@@ -52,23 +64,21 @@ public final class AdamW: Optimizer {
 
     public func step(_ parameters: [Parameter], lr: Float) {
         for p in parameters {
-            let key = ObjectIdentifier(p)
-            var s = state[key] ?? ([Float](repeating: 0, count: p.value.count), [Float](repeating: 0, count: p.value.count), 0)
-            s.t += 1
-            let bc1 = 1 - Float(pow(Double(beta1), Double(s.t))), bc2 = 1 - Float(pow(Double(beta2), Double(s.t)))
-            let stepSize = lr / bc1, rootBC2 = bc2.squareRoot()
+            let s = state[ObjectIdentifier(p)] ?? { let m = Moments(count: p.value.count, second: true); state[ObjectIdentifier(p)] = m; return m }()
+            s.steps += 1
+            let bc1 = 1 - Float(pow(Double(beta1), Double(s.steps))), bc2 = 1 - Float(pow(Double(beta2), Double(s.steps)))
+            let stepSize = lr / bc1, inverseRootBC2 = 1 / bc2.squareRoot()
             let (b1, b2, e, decay) = (beta1, beta2, eps, 1 - lr * weightDecay)
             p.value.data.withUnsafeMutableBufferPointer { w in p.grad.data.withUnsafeBufferPointer { g in
-                s.m.withUnsafeMutableBufferPointer { m in s.v.withUnsafeMutableBufferPointer { v in
+                s.first.withUnsafeMutableBufferPointer { m in s.second.withUnsafeMutableBufferPointer { v in
                     for i in 0..<w.count {
                         w[i] *= decay
                         m[i] = b1 * m[i] + (1 - b1) * g[i]
                         v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
-                        w[i] -= stepSize * m[i] / (v[i].squareRoot() / rootBC2 + e)
+                        w[i] -= stepSize * m[i] / (v[i].squareRoot() * inverseRootBC2 + e)
                     }
                 } }
             } }
-            state[key] = s
         }
     }
 }

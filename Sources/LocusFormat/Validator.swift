@@ -149,7 +149,14 @@ public struct Validator {
             }
             if a.root.contains("metadata") { _ = try reader.metadata() }
             if let arch = try reader.architecture() {
-                do { _ = try JSON.decode(JSONValue.self, from: arch) } catch { v.error("/architecture", "is not valid JSON") }
+                switch try? JSON.decode(JSONValue.self, from: arch) {
+                case .object(let o)?:
+                    if o["format"] != .string("locus-sequential") || o["version"] != .integer(1) {
+                        v.error("/architecture", "format/version must be \"locus-sequential\" / 1 (spec §2.1)")
+                    }
+                case nil: v.error("/architecture", "is not valid JSON")
+                default: v.error("/architecture", "must be a JSON object (spec §2.1)")
+                }
             }
         }
     }

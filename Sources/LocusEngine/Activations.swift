@@ -70,6 +70,8 @@ public final class Dropout: Layer {
     public private(set) var lastInput: Tensor?
     public private(set) var lastOutputGradient: Tensor?
     init(spec: LayerSpec, p: Float, seed: UInt64) { self.spec = spec; self.p = p; rng = SeededRandom(seed: seed) }
+    /// Restarts the mask generator (training seeds it from its own seed).
+    public func reseed(_ seed: UInt64) { rng = SeededRandom(seed: seed) }
     public func outputShape(for input: [Int]) throws -> [Int] { input }
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {

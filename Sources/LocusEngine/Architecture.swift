@@ -14,6 +14,19 @@ public struct Architecture: Codable, Equatable, Sendable {
 
     public var format = "locus-sequential"
     public var version = 1
+
+    enum CodingKeys: String, CodingKey { case format, version, input, preset, layers, heads }
+
+    /// `format` and `version` may be left out of hand-written descriptions; they default to the current ones.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        format = try c.decodeIfPresent(String.self, forKey: .format) ?? "locus-sequential"
+        version = try c.decodeIfPresent(Int.self, forKey: .version) ?? 1
+        input = try c.decode([Int].self, forKey: .input)
+        preset = try c.decodeIfPresent(String.self, forKey: .preset)
+        layers = try c.decode([LayerSpec].self, forKey: .layers)
+        heads = try c.decodeIfPresent([Head].self, forKey: .heads) ?? []
+    }
     /// Per-sample input shape, e.g. [1, 28, 28] or [784].
     public var input: [Int]
     /// The preset the body came from, if any (informational).
@@ -53,8 +66,10 @@ public struct Architecture: Codable, Equatable, Sendable {
     public func featureShape() throws -> [Int] {
         var shape = input
         for (i, spec) in layers.enumerated() {
-            let layer = try spec.build(prefix: "layers.\(i)", seed: 0)
-            do { shape = try layer.outputShape(for: shape) } catch let e as EngineError {
+            do {
+                let layer = try spec.build(prefix: "layers.\(i)", seed: 0)
+                shape = try layer.outputShape(for: shape)
+            } catch let e as EngineError {
                 throw EngineError("architecture: layer \(i) (\(spec.type)): \(e.description)")
             }
         }

@@ -25,7 +25,7 @@ public struct Batches {
             throw LocusError(file: file, object: "/inputs", "samples have shape \(per), the model expects \(inputShape)")
         }
         if let classes {
-            if let bad = indices.first(where: { data.labels[$0] >= Int64(classes) }) {
+            if let bad = indices.first(where: { data.labels[$0] >= Int64(classes) || data.labels[$0] < 0 }) {
                 throw LocusError(file: file, object: "/labels", "label \(data.labels[bad]) of sample \(bad) is out of range for a head with \(classes) classes")
             }
         }

@@ -49,7 +49,7 @@ public final class Conv2d: Layer {
         wt.data.withUnsafeBufferPointer { wp in lastColumns.withUnsafeBufferPointer { cp in y2.withUnsafeMutableBufferPointer { yp in
             BLAS.gemm(m: outChannels, n: n, k: patch, a: wp.baseAddress!, lda: patch, b: cp.baseAddress!, ldb: n, c: yp.baseAddress!, ldc: n)
         } } }
-        let biasValues = bias?.value.data
+        let biasValues = bias?.effective.data
         // [O, B·L] → [B, O, L], adding the bias.
         return Tensor(shape: [b, outChannels, ho, wo]) { out in
             y2.withUnsafeBufferPointer { src in
@@ -82,7 +82,7 @@ public final class Conv2d: Layer {
         }
         if let bias {
             bias.grad.data.withUnsafeMutableBufferPointer { db in g2.withUnsafeBufferPointer { g in
-                for o in 0..<outChannels { var s: Float = 0; for i in 0..<n { s += g[o * n + i] }; db[o] += s }
+                for o in 0..<outChannels { var s: Float = 0; for i in 0..<n { s += g[o * n + i] }; db[o] += s * (bias.forwardScale?[o] ?? 1) }
             } }
         }
         // dW += G · colsᵀ

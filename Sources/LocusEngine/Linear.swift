@@ -30,7 +30,7 @@ public final class Linear: Layer {
         let w = weight.effective
         // Start from the broadcast bias (or zeros) and let the product accumulate onto it.
         var y = Tensor(zeros: [batch, outFeatures])
-        if let b = bias?.value.data {
+        if let b = bias?.effective.data {
             y.data.withUnsafeMutableBufferPointer { out in for r in 0..<batch { for j in 0..<outFeatures { out[r * outFeatures + j] = b[j] } } }
         }
         x.data.withUnsafeBufferPointer { xp in w.data.withUnsafeBufferPointer { wp in y.data.withUnsafeMutableBufferPointer { yp in
@@ -53,8 +53,9 @@ public final class Linear: Layer {
             Linear.accumulateWeightGrad(gy, x, into: &weight.grad, outFeatures: outFeatures, inFeatures: inFeatures, batch: batch)
         }
         if let bias {
+            let s = bias.forwardScale
             bias.grad.data.withUnsafeMutableBufferPointer { db in gy.data.withUnsafeBufferPointer { g in
-                for r in 0..<batch { for j in 0..<outFeatures { db[j] += g[r * outFeatures + j] } }
+                for r in 0..<batch { for j in 0..<outFeatures { db[j] += g[r * outFeatures + j] * (s?[j] ?? 1) } }
             } }
         }
         let w = weight.effective

@@ -57,15 +57,19 @@ public final class Model {
     public func parameter(named name: String) -> Parameter? { parameters.first { $0.name == name } }
 
     /// Features of the body for a batch [B, input…].
-    public func features(_ x: Tensor, mode: Mode) -> Tensor {
-        var h = x
+    public func features(_ x: Tensor, mode: Mode) throws -> Tensor {
+        let sample = Array(x.shape.dropFirst())
+        guard sample == architecture.input || (sample.reduce(1, *) == architecture.input.reduce(1, *) && (sample.count == 1 || architecture.input.count == 1)) else {
+            throw EngineError("input samples have shape \(sample), the model expects \(architecture.input)")
+        }
+        var h = x.reshaped([x.rows] + architecture.input)
         for layer in body { h = layer.forward(h, mode: mode) }
         return h
     }
 
     public func forward(_ x: Tensor, head: String, mode: Mode) throws -> Tensor {
         let hd = try self.head(head)
-        return hd.forward(features(x, mode: mode), mode: mode)
+        return hd.forward(try features(x, mode: mode), mode: mode)
     }
 
     /// Backpropagates d loss / d logits through the head and (unless `headOnly`) the body.

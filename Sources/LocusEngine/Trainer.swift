@@ -56,11 +56,17 @@ public enum Training {
     /// `validation` after every epoch. A non-finite loss stops training with an error that says when.
     public static func fit(_ model: Model, head: String, train: Batches, validation: Batches?, config: TrainingConfig,
                            progress: ((Progress) -> Void)? = nil) throws -> [EpochReport] {
-        guard config.epochs >= 1, config.batchSize >= 1, config.learningRate > 0 else {
-            throw EngineError("epochs and batch size must be ≥ 1 and the learning rate > 0")
-        }
+        guard config.epochs >= 1, config.batchSize >= 1 else { throw EngineError("epochs and batch size must be ≥ 1") }
+        guard config.learningRate > 0, config.learningRate.isFinite else { throw EngineError("the learning rate must be > 0, got \(config.learningRate)") }
+        guard config.momentum >= 0, config.weightDecay >= 0 else { throw EngineError("momentum and weight decay must be ≥ 0") }
+        guard (0...1).contains(config.labelSmoothing) else { throw EngineError("label smoothing must be in [0, 1], got \(config.labelSmoothing)") }
+        guard (0...1).contains(config.warmupFraction) else { throw EngineError("warm-up must be a fraction in [0, 1], got \(config.warmupFraction)") }
+        if let c = config.clipNorm, !(c > 0) { throw EngineError("--clip-norm must be > 0, got \(c)") }
         let headLayer = try model.head(head)
         if config.deterministic { BLAS.setThreads(1) }
+        for (i, layer) in model.body.enumerated() { (layer as? Dropout)?.reseed(SeededRandom.derivedSeed(config.seed, 0xD0_0000 + UInt64(i))) }
+        // A frozen body runs in evaluation mode (no dropout), as it will when the head is used.
+        let bodyMode: Mode = config.trainBody ? .train : .eval
         let params = (config.trainBody ? model.bodyParameters : []) + headLayer.parameters
         let optimizer: any Optimizer = config.optimizer == .sgd
             ? SGD(momentum: config.momentum, weightDecay: config.weightDecay, nesterov: config.nesterov)
@@ -79,7 +85,7 @@ public enum Training {
                 let ids = order[(s * config.batchSize)..<min(order.count, (s + 1) * config.batchSize)]
                 let (x, y) = train.batch(ids)
                 model.zeroGrad()
-                let logits = try model.forward(x, head: head, mode: .train)
+                let logits = headLayer.forward(try model.features(x, mode: bodyMode), mode: .train)
                 let r = loss(logits, labels: y)
                 guard r.loss.isFinite else {
                     throw EngineError("the loss became \(r.loss) at epoch \(epoch + 1), step \(s + 1) (learning rate \(schedule.rate(at: globalStep))); training stopped and nothing was written — try a lower learning rate or --clip-norm")
@@ -115,6 +121,7 @@ public enum Training {
     }
 
     public static func evaluate(_ model: Model, head: String, on data: Batches, batchSize: Int = 256) throws -> Evaluation {
+        guard batchSize >= 1 else { throw EngineError("batch size must be ≥ 1, got \(batchSize)") }
         let h = try model.head(head)
         let classes = h.outFeatures
         var lossSum = 0.0, correct = 0

@@ -42,12 +42,14 @@ struct Init: ParsableCommand {
             }
             let arch: Architecture
             if let config {
-                let text = try String(contentsOfFile: config, encoding: .utf8)
-                arch = try engine(file: config) {
-                    let a = try JSONDecoder().decode(Architecture.self, from: Data(text.utf8))
-                    try a.validate()
-                    return a
+                guard let text = try? String(contentsOfFile: config, encoding: .utf8) else {
+                    throw LocusError(file: config, "cannot read the architecture file")
                 }
+                let decoded: Architecture
+                do { decoded = try JSONDecoder().decode(Architecture.self, from: Data(text.utf8)) } catch {
+                    throw LocusError(file: config, "is not an architecture description (spec/FORMAT.md §2.1): \(describe(error))")
+                }
+                arch = try engine(file: config) { try decoded.validate(); return decoded }
             } else {
                 guard let inputShape else { throw LocusError(file: output, "give --input (e.g. 1,28,28) or --data") }
                 guard let classCount else { throw LocusError(file: output, "give --classes or --data") }

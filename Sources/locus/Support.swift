@@ -43,6 +43,17 @@ func engine<R>(file: String, _ body: () throws -> R) throws -> R {
     do { return try body() } catch let e as EngineError { throw LocusError(file: file, e.description) }
 }
 
+/// A one-line account of a JSON decoding error.
+func describe(_ error: any Error) -> String {
+    switch error {
+    case DecodingError.keyNotFound(let key, let ctx): return "missing key '\(key.stringValue)' at \(path(ctx.codingPath))"
+    case DecodingError.typeMismatch(_, let ctx), DecodingError.valueNotFound(_, let ctx): return "\(ctx.debugDescription) at \(path(ctx.codingPath))"
+    case DecodingError.dataCorrupted(let ctx): return "invalid JSON (\(ctx.debugDescription)) at \(path(ctx.codingPath))"
+    default: return "\(error)"
+    }
+}
+private func path(_ keys: [any CodingKey]) -> String { keys.isEmpty ? "the top level" : keys.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".") }
+
 func fmt(_ x: Double, _ digits: Int = 4) -> String {
     let p = pow(10.0, Double(digits))
     return String((x * p).rounded() / p)

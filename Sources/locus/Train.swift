@@ -25,7 +25,7 @@ struct Train: ParsableCommand {
     @Flag(help: "Create --head for this dataset's classes if the model does not have it.") var addHead = false
     @Flag(help: "Train only the head (the body stays frozen).") var linearProbe = false
     @Option(help: "Split to train on.") var split: String = "train"
-    @Option(help: "Split to evaluate on after each epoch ('' for none).") var valSplit: String = "val"
+    @Option(help: "Split to evaluate on after each epoch (default: 'val' when the data has it; '' for none).") var valSplit: String?
     @Option(help: "Epochs.") var epochs: Int = 1
     @Option(help: "Batch size.") var batchSize: Int = 64
     @Option(help: "Peak learning rate.") var lr: Float = 1e-3
@@ -55,7 +55,8 @@ struct Train: ParsableCommand {
             let classes = try m.head(head).outFeatures
             let input = m.architecture.input
             let train = try Batches(d, split: split, inputShape: input, classes: classes, file: data)
-            let val = valSplit.isEmpty || d.splits[valSplit] == nil ? nil : try Batches(d, split: valSplit, inputShape: input, classes: classes, file: data)
+            let valName = valSplit ?? (d.splits["val"] != nil ? "val" : "")
+            let val = valName.isEmpty ? nil : try Batches(d, split: valName, inputShape: input, classes: classes, file: data)
             var c = TrainingConfig()
             c.epochs = epochs; c.batchSize = batchSize; c.learningRate = lr; c.optimizer = optimizer; c.momentum = momentum
             c.nesterov = nesterov; c.weightDecay = weightDecay; c.schedule = schedule; c.warmupFraction = warmup
@@ -79,7 +80,7 @@ struct Train: ParsableCommand {
             if json { print(try jsonText(reports)) } else {
                 for r in reports {
                     var line = "epoch \(r.epoch): train loss \(fmt(r.trainLoss)) acc \(fmt(r.trainAccuracy))"
-                    if let a = r.validationAccuracy, let l = r.validationLoss { line += ", \(valSplit) loss \(fmt(l)) acc \(fmt(a))" }
+                    if let a = r.validationAccuracy, let l = r.validationLoss { line += ", \(valName) loss \(fmt(l)) acc \(fmt(a))" }
                     line += ", \(Int(r.samplesPerSecond)) samples/s"
                     print(line)
                 }

@@ -78,7 +78,7 @@ final class CheckpointTests: LocusTestCase {
         // In name order (out-of-order writes are covered by testFingerprintIsIndependentOfInsertionOrder).
         let tensors = sampleTensors().sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
         let metadata = ["format": "pt", "note": "ünïcode \"quoted\"\nnewline"]
-        let architecture = #"{"type": "mlp", "layers": [784, 128, 10]}"#
+        let architecture = #"{"format": "locus-sequential", "version": 1, "input": [784], "layers": [], "heads": []}"#
         let fp = try writeCheckpoint(p, tensors, metadata: metadata, architecture: architecture)
         XCTAssertEqual(try listing(), ["model.locus"])
 

@@ -10,6 +10,8 @@ public final class Conv2d: Layer {
     /// im2col of the last input: [C·k·k, B·Ho·Wo]; column b·L + l holds sample b's patch l.
     public private(set) var lastColumns: [Float] = []
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+    /// False for the first layer of a model (see Linear.computesInputGradient).
+    public var computesInputGradient = true
     var patch: Int { inChannels * kernel * kernel }
 
     init(spec: LayerSpec, prefix: String, inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int, bias: Bool, seed: UInt64) {
@@ -44,7 +46,8 @@ public final class Conv2d: Layer {
         let l = ho * wo, n = b * l
         lastInput = x
         lastColumns = Conv2d.im2col(x, channels: inChannels, kernel: kernel, stride: stride, padding: padding)
-        var y2 = [Float](repeating: 0, count: outChannels * n)
+        // BLAS with beta = 0 overwrites C, so no zero-fill first.
+        var y2 = [Float](unsafeUninitializedCapacity: outChannels * n) { _, c in c = outChannels * n }
         let wt = weight.effective
         wt.data.withUnsafeBufferPointer { wp in lastColumns.withUnsafeBufferPointer { cp in y2.withUnsafeMutableBufferPointer { yp in
             BLAS.gemm(m: outChannels, n: n, k: patch, a: wp.baseAddress!, lda: patch, b: cp.baseAddress!, ldb: n, c: yp.baseAddress!, ldc: n)
@@ -96,8 +99,9 @@ public final class Conv2d: Layer {
         } else {
             weight.grad = gw
         }
+        guard computesInputGradient else { return Tensor(zeros: [0]) }
         // dcols = W_effᵀ · G, then fold back.
-        var gcols = [Float](repeating: 0, count: patch * n)
+        var gcols = [Float](unsafeUninitializedCapacity: patch * n) { _, c in c = patch * n }
         let wt = weight.effective
         wt.data.withUnsafeBufferPointer { wp in g2.withUnsafeBufferPointer { gp in gcols.withUnsafeMutableBufferPointer { out in
             BLAS.gemm(transA: true, m: patch, n: n, k: outChannels, a: wp.baseAddress!, lda: patch, b: gp.baseAddress!, ldb: n,

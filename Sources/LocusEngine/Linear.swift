@@ -7,6 +7,9 @@ public final class Linear: Layer {
     public private(set) var lastInput: Tensor?
     public private(set) var lastOutputGradient: Tensor?
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+    /// False for the first layer of a model: nobody needs the gradient of the input data, and it
+    /// costs as much as the weight gradient.
+    public var computesInputGradient = true
 
     init(spec: LayerSpec, prefix: String, inFeatures: Int, outFeatures: Int, bias: Bool, seed: UInt64) {
         self.spec = spec; self.inFeatures = inFeatures; self.outFeatures = outFeatures
@@ -58,6 +61,7 @@ public final class Linear: Layer {
                 for r in 0..<batch { for j in 0..<outFeatures { db[j] += g[r * outFeatures + j] * (s?[j] ?? 1) } }
             } }
         }
+        guard computesInputGradient else { return Tensor(zeros: [0]) }
         let w = weight.effective
         var gx = Tensor(shape: [batch, inFeatures]) { _ in }
         gy.data.withUnsafeBufferPointer { g in w.data.withUnsafeBufferPointer { wp in gx.data.withUnsafeMutableBufferPointer { out in

@@ -15,13 +15,19 @@ public final class Model {
         try architecture.validate()
         try BLAS.ensureLoaded()
         self.architecture = architecture
-        body = try architecture.layers.enumerated().map { i, spec in
+        let layers = try architecture.layers.enumerated().map { i, spec in
             try spec.build(prefix: "layers.\(i)", seed: SeededRandom.derivedSeed(seed, UInt64(i)))
         }
+        body = layers
+        firstTrainable = layers.firstIndex { !$0.parameters.isEmpty }
+        if let i = firstTrainable { (layers[i] as? Linear)?.computesInputGradient = false; (layers[i] as? Conv2d)?.computesInputGradient = false }
         for (j, h) in architecture.heads.enumerated() {
             heads[h.name] = Model.makeHead(h, seed: SeededRandom.derivedSeed(seed, 1_000_000 + UInt64(j)))
         }
     }
+
+    /// Index of the first body layer with parameters: backpropagation stops there.
+    let firstTrainable: Int?
 
     static func makeHead(_ h: Architecture.Head, seed: UInt64) -> Linear {
         Linear(spec: .linear(h.in_features, h.out_features), prefix: "heads.\(h.name)", inFeatures: h.in_features,
@@ -76,7 +82,8 @@ public final class Model {
     public func backward(_ gLogits: Tensor, head: String, headOnly: Bool = false) throws {
         var g = try self.head(head).backward(gLogits)
         if headOnly { return }
-        for layer in body.reversed() { g = layer.backward(g) }
+        guard let stop = firstTrainable else { return }
+        for layer in body[stop...].reversed() { g = layer.backward(g) }
     }
 
     public func zeroGrad() { parameters.forEach { $0.zeroGrad() } }

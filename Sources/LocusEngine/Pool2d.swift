@@ -21,28 +21,46 @@ public final class Pool2d: Layer {
         lastInput = x
         let planes = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
         let ho = (h - kernel) / stride + 1, wo = (w - kernel) / stride + 1
-        if isMax { argmax = [Int32](repeating: 0, count: planes * ho * wo) }
-        let inv = 1 / Float(kernel * kernel)
-        return Tensor(shape: [x.shape[0], x.shape[1], ho, wo]) { y in x.data.withUnsafeBufferPointer { src in
+        let (k, st) = (kernel, stride)
+        if !isMax {
+            let inv = 1 / Float(k * k)
+            return Tensor(shape: [x.shape[0], x.shape[1], ho, wo]) { y in x.data.withUnsafeBufferPointer { src in
+                for pl in 0..<planes { for oh in 0..<ho { for ow in 0..<wo {
+                    let top = pl * h * w + oh * st * w + ow * st
+                    var sum: Float = 0
+                    for kh in 0..<k { for kw in 0..<k { sum += src[top + kh * w + kw] } }
+                    y[(pl * ho + oh) * wo + ow] = sum * inv
+                } } }
+            } }
+        }
+        // Max: remember where each maximum came from (offset within the plane) for backward.
+        var arg = [Int32](repeating: 0, count: planes * ho * wo)
+        let y = Tensor(shape: [x.shape[0], x.shape[1], ho, wo]) { y in x.data.withUnsafeBufferPointer { src in arg.withUnsafeMutableBufferPointer { am in
             for pl in 0..<planes {
                 let base = pl * h * w
-                for oh in 0..<ho { for ow in 0..<wo {
-                    let o = (pl * ho + oh) * wo + ow
-                    if isMax {
-                        var best = -Float.infinity, at = 0
-                        for kh in 0..<kernel { for kw in 0..<kernel {
-                            let i = base + (oh * stride + kh) * w + ow * stride + kw
-                            if src[i] > best || (src[i].isNaN && !best.isNaN) { best = src[i]; at = i }
-                        } }
-                        y[o] = best; argmax[o] = Int32(at - base)
-                    } else {
-                        var s: Float = 0
-                        for kh in 0..<kernel { for kw in 0..<kernel { s += src[base + (oh * stride + kh) * w + ow * stride + kw] } }
-                        y[o] = s * inv
+                for oh in 0..<ho {
+                    let row = base + oh * st * w
+                    for ow in 0..<wo {
+                        let o = (pl * ho + oh) * wo + ow
+                        var at = row + ow * st, best = src[at]
+                        if k == 2 {   // the common case, unrolled
+                            let c1 = at + 1, c2 = at + w, c3 = at + w + 1
+                            if src[c1] > best { best = src[c1]; at = c1 }
+                            if src[c2] > best { best = src[c2]; at = c2 }
+                            if src[c3] > best { best = src[c3]; at = c3 }
+                        } else {
+                            for kh in 0..<k { for kw in 0..<k {
+                                let i = row + ow * st + kh * w + kw
+                                if src[i] > best { best = src[i]; at = i }
+                            } }
+                        }
+                        y[o] = best; am[o] = Int32(at - base)
                     }
-                } }
+                }
             }
-        } }
+        } } }
+        argmax = arg
+        return y
     }
 
     public func backward(_ gy: Tensor) -> Tensor {

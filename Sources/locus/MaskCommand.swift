@@ -1,0 +1,122 @@
+import ArgumentParser
+import Foundation
+import LocusFormat
+import LocusEngine
+
+extension KeepRule: ExpressibleByArgument {}
+extension MaskScope: ExpressibleByArgument {}
+
+struct MaskCommand: ParsableCommand {
+    enum Method: String, ExpressibleByArgument, CaseIterable { case talos, random, magnitude }
+
+    static let configuration = CommandConfiguration(
+        commandName: "mask",
+        abstract: "Build a bitpacked mask of trainable parameters (1 = fine-tuned), by TaLoS calibration or a baseline.",
+        discussion: """
+        --method talos (default) calibrates on DATA in --rounds rounds (4) with target densities d^(r/R)
+          (e.g. 56.2 %, 31.6 %, 17.8 %, 10 % for d = 0.1). Every round re-scores the scoring set; entries that
+          dropped out are multiplied by 0.1 in the forward pass and can never come back. The threshold is the
+          k-th smallest score among entries still in play, k = ⌊density · total⌋: with --keep lowest (default,
+          TaLoS) the least sensitive parameters become trainable; --keep highest makes pruning-style masks.
+        --from-scores SCORES selects once from a stored scores file (no data needed, no rounds).
+        --method random | magnitude are baselines with the same count (magnitude scores are |w|).
+        Ties: equal scores are broken by position (tensors in model order, C order inside a tensor), so the
+        number of ones is exactly ⌊density · n⌋ (globally, or per tensor with --scope local) on every machine.
+        Tensors that are not scored (heads, activations' neighbours excluded with --exclude) have no mask entry;
+        --absent-tensors records whether they count as frozen (default) or trainable.
+
+        Examples:
+          locus mask model.h5 task.h5 --head task --density 0.1 -o mask.h5
+          locus mask model.h5 --from-scores scores.h5 --sparsity 0.9 -o mask.h5
+          locus mask model.h5 --method random --density 0.1 --seed 3 -o random.h5
+        """)
+
+    @Argument(help: "Model checkpoint.") var model: String
+    @Argument(help: "Dataset artifact (for --method talos without --from-scores).") var data: String?
+    @Option(name: .shortAndLong, help: "Output mask file.") var output: String
+    @Option(help: "talos, random or magnitude.") var method: Method = .talos
+    @Option(help: "Fraction of the scored parameters that become trainable, in (0, 1].") var density: Double?
+    @Option(help: "1 − density (give one of the two).") var sparsity: Double?
+    @Option(help: "Calibration rounds.") var rounds: Int = 4
+    @Option(help: "lowest (TaLoS) or highest.") var keep: KeepRule = .lowest
+    @Option(help: "global or local threshold.") var scope: MaskScope = .global
+    @Option(help: "Select once from this scores file instead of calibrating.") var fromScores: String?
+    @Option(help: "What tensors without a mask entry are.") var absentTensors: AbsentTensors = .frozen
+    @OptionGroup var scoring: ScoringSetOptions
+    @Flag(help: "No progress output.") var quiet = false
+
+    func targetDensity() throws -> Double {
+        switch (density, sparsity) {
+        case (let d?, nil): guard d > 0, d <= 1 else { throw LocusError(file: output, "--density must be in (0, 1], got \(d)") }; return d
+        case (nil, let s?): guard s >= 0, s < 1 else { throw LocusError(file: output, "--sparsity must be in [0, 1), got \(s)") }; return 1 - s
+        case (nil, nil): throw LocusError(file: output, "give --density (fraction trainable) or --sparsity")
+        default: throw LocusError(file: output, "give only one of --density and --sparsity")
+        }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let d = try targetDensity()
+            let m = try Model.load(model)
+            let params = try scoring.parameters(m)
+            guard !params.isEmpty else { throw LocusError(file: model, "no parameters left to mask after --exclude") }
+            var selected: [[Bool]]
+            var params2 = params
+            var info: [String: JSONValue] = ["method": .string(method.rawValue), "density": .number(d), "keep": .string(keep.rawValue), "scope": .string(scope.rawValue)]
+            var inputs: [Provenance.Input] = [.init(role: "model", path: model, fingerprint: m.sourceFingerprint)]
+            if let fromScores {
+                let s = try ScoresReader(path: fromScores)
+                guard s.info.baseFingerprint == m.sourceFingerprint else {
+                    throw LocusError(file: fromScores, object: "/@base-fingerprint", "belongs to another model than \(model)")
+                }
+                let byName = Dictionary(uniqueKeysWithValues: s.tensors.map { ($0.name, $0) })
+                params2 = params.filter { byName[$0.name] != nil }
+                guard !params2.isEmpty else { throw LocusError(file: fromScores, "scores none of the model's scored tensors") }
+                let scores = try params2.map { try s.read(byName[$0.name]!) }
+                if let (t, _) = scores.enumerated().first(where: { $0.element.contains { !$0.isFinite } }) {
+                    throw LocusError(file: fromScores, object: "/tensors/\(params2[t].name)", "holds non-finite scores")
+                }
+                selected = Selection.select(scores: scores, eligible: nil, density: d, keep: keep, scope: scope)
+                inputs.append(.init(role: "scores", path: fromScores, fingerprint: s.info.baseFingerprint))
+                info["from_scores"] = .string(fromScores)
+            } else {
+                switch method {
+                case .random:
+                    selected = Selection.random(shapes: params.map(\.value.count), density: d, scope: scope, seed: scoring.seed)
+                    info["seed"] = .integer(Int64(scoring.seed))
+                case .magnitude:
+                    selected = Selection.select(scores: params.map { $0.value.data.map(abs) }, eligible: nil, density: d, keep: keep, scope: scope)
+                case .talos:
+                    guard let data else { throw LocusError(file: output, "TaLoS calibration needs DATA (or use --from-scores)") }
+                    let ds = try DatasetArtifact.read(data)
+                    let set = try Batches(ds, split: scoring.split, inputShape: m.architecture.input,
+                                          classes: try engine(file: model) { try m.head(scoring.head).outFeatures }, file: data)
+                    var o = Calibration.Options(density: d); o.rounds = rounds; o.keep = keep; o.scope = scope
+                    let bar = ProgressBar(quiet: quiet)
+                    let result = try engine(file: data) {
+                        try Calibration.run(parameters: params, options: o, score: {
+                            let scorer = try Scorer(model: m, head: scoring.head, estimator: scoring.estimator, draws: scoring.draws, seed: scoring.seed, parameters: params)
+                            try scorer.run(over: set, batchSize: scoring.batchSize, maxBatches: scoring.batches) { i, n in
+                                bar.update("scoring", fraction: Double(i) / Double(n), detail: "batch \(i)/\(n)")
+                            }
+                            return scorer.sums
+                        }, progress: { r in
+                            bar.finish()
+                            if !quiet { FileHandle.standardError.write("round \(r.round)/\(o.rounds): target density \(fmt(r.targetDensity * 100, 2)) %, \(r.ones) of \(r.total) trainable\n") }
+                        })
+                    }
+                    selected = result.mask
+                    for (k, v) in scoring.provenance { info[k] = v }
+                    info["rounds"] = .integer(Int64(rounds))
+                    inputs.append(.init(role: "data", path: data, fingerprint: nil))
+                }
+            }
+            let w = try MaskWriter(path: output, baseFingerprint: m.sourceFingerprint ?? "", absentTensors: absentTensors,
+                                   provenance: provenance(inputs: inputs, parameters: info))
+            for (p, bits) in zip(params2, selected) { try w.add(name: p.name, shape: p.value.shape, bits: bits) }
+            try w.finish()
+            let ones = selected.reduce(0) { $0 + $1.filter { $0 }.count }, total = params2.reduce(0) { $0 + $1.value.count }
+            print("\(output): \(ones) of \(total) scored parameters trainable (\(fmt(Double(ones) / Double(total) * 100, 3)) %), \(params2.count) tensors; absent tensors are \(absentTensors.rawValue)")
+        }
+    }
+}

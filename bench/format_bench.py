@@ -102,8 +102,11 @@ def main():
         on_disk = sum(t["bytes_on_disk"] for t in rep["tensors"])
         fsize = os.path.getsize(mh5)
         n = len(rep["tensors"])
+        # Overhead = everything in the file that is not packed-bit data (headers, attributes, chunk
+        # indexes), per tensor. The packed data itself is deflated, so it can be below ceil(n/8).
         out["mask"] = dict(tensors=n, packed_bytes=packed, dataset_bytes_on_disk=on_disk, file_bytes=fsize,
-                           file_overhead_per_tensor=(fsize - packed) / n,
+                           metadata_bytes_per_tensor=(fsize - on_disk) / n,
+                           file_over_packed=fsize / packed,
                            dataset_bytes_over_packed=on_disk / packed)
     print(json.dumps(out, indent=2))
     if a.json:

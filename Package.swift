@@ -6,7 +6,8 @@ import PackageDescription
 //   SafeTensors (strict reader/writer, knows nothing of Locus)
 //   LocusFormat (the Locus layout: kinds, rules, validation, conversion)
 //   CZlib → LocusData (IDX / CSV(.gz) import, splits, task derivation → dataset artifacts)
-//   CBLAS (OpenBLAS loaded at run time) → LocusEngine (tensors, layers, models, training)
+//   CBLAS (OpenBLAS loaded at run time) → LocusEngine (tensors, layers, models, training, scoring, masks)
+//   LocusMerge (task-vector arithmetic on files: diff, apply, merge)
 //   locus (thin command-line front end)
 let package = Package(
     name: "Locus",
@@ -29,12 +30,13 @@ let package = Package(
         .target(name: "LocusData", dependencies: ["LocusFormat", "CZlib"]),
         .target(name: "CBLAS", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "LocusEngine", dependencies: ["LocusFormat", "CBLAS"]),
+        .target(name: "LocusMerge", dependencies: ["LocusFormat"]),
         .target(name: "LocusFormat", dependencies: [
             "HDF5", "SafeTensors",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "locus", dependencies: [
-            "LocusFormat", "LocusData", "LocusEngine",
+            "LocusFormat", "LocusData", "LocusEngine", "LocusMerge",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmarks that need the engine's internals; the scripts around them live in bench/.

@@ -7,6 +7,8 @@ public struct TrainingConfig: Codable, Sendable {
     public var learningRate: Float = 1e-3
     public var optimizer: OptimizerKind = .adamw
     public var momentum: Float = 0.9
+    /// SGD dampening δ (sparse SGDM only; dense SGD uses 0 like torch's default).
+    public var dampening: Float = 0
     public var nesterov = false
     public var weightDecay: Float = 0
     public var schedule: LearningRateSchedule.Shape = .cosine
@@ -56,21 +58,49 @@ public enum Training {
     /// `validation` after every epoch. A non-finite loss stops training with an error that says when.
     public static func fit(_ model: Model, head: String, train: Batches, validation: Batches?, config: TrainingConfig,
                            progress: ((Progress) -> Void)? = nil) throws -> [EpochReport] {
+        try check(config)
+        let headLayer = try model.head(head)
+        let params = (config.trainBody ? model.bodyParameters : []) + headLayer.parameters
+        let optimizer: any Optimizer = config.optimizer == .sgd
+            ? SGD(momentum: config.momentum, weightDecay: config.weightDecay, nesterov: config.nesterov)
+            : AdamW(weightDecay: config.weightDecay)
+        return try loop(model, head: head, train: train, validation: validation, config: config, trainable: params,
+                        bodyMode: config.trainBody ? .train : .eval, headOnly: !config.trainBody,
+                        step: { optimizer.step(params, lr: $0) }, progress: progress)
+    }
+
+    /// Sparse fine-tuning: only the entries `masks` allow change, with SparseSGDM (`config.optimizer == .sgd`)
+    /// or masked AdamW (AdaptW). The head trains densely when `trainHead`, else stays frozen.
+    public static func fitSparse(_ model: Model, head: String, train: Batches, validation: Batches?, config: TrainingConfig,
+                                 masks: [(Parameter, ParameterMask)], trainHead: Bool,
+                                 progress: ((Progress) -> Void)? = nil) throws -> [EpochReport] {
+        try check(config)
+        let headLayer = try model.head(head)
+        let active = masks.filter { !$0.1.isFrozen } + (trainHead ? headLayer.parameters.map { ($0, ParameterMask.dense) } : [])
+        guard !active.isEmpty else { throw EngineError("the mask leaves nothing trainable") }
+        let sgd = SparseSGDM(momentum: config.momentum, dampening: config.dampening, weightDecay: config.weightDecay, nesterov: config.nesterov)
+        let adam = MaskedAdamW(weightDecay: config.weightDecay)
+        return try loop(model, head: head, train: train, validation: validation, config: config, trainable: active.map(\.0),
+                        bodyMode: .train, headOnly: false,
+                        step: { lr in config.optimizer == .sgd ? sgd.step(active, lr: lr) : adam.step(active, lr: lr) }, progress: progress)
+    }
+
+    static func check(_ config: TrainingConfig) throws {
         guard config.epochs >= 1, config.batchSize >= 1 else { throw EngineError("epochs and batch size must be ≥ 1") }
         guard config.learningRate > 0, config.learningRate.isFinite else { throw EngineError("the learning rate must be > 0, got \(config.learningRate)") }
         guard config.momentum >= 0, config.weightDecay >= 0 else { throw EngineError("momentum and weight decay must be ≥ 0") }
         guard (0...1).contains(config.labelSmoothing) else { throw EngineError("label smoothing must be in [0, 1], got \(config.labelSmoothing)") }
         guard (0...1).contains(config.warmupFraction) else { throw EngineError("warm-up must be a fraction in [0, 1], got \(config.warmupFraction)") }
         if let c = config.clipNorm, !(c > 0) { throw EngineError("--clip-norm must be > 0, got \(c)") }
+    }
+
+    /// The epoch loop shared by dense and sparse training; `step` applies one optimizer update.
+    static func loop(_ model: Model, head: String, train: Batches, validation: Batches?, config: TrainingConfig,
+                     trainable params: [Parameter], bodyMode: Mode, headOnly: Bool,
+                     step: (Float) -> Void, progress: ((Progress) -> Void)?) throws -> [EpochReport] {
         let headLayer = try model.head(head)
         if config.deterministic { BLAS.setThreads(1) }
         for (i, layer) in model.body.enumerated() { (layer as? Dropout)?.reseed(SeededRandom.derivedSeed(config.seed, 0xD0_0000 + UInt64(i))) }
-        // A frozen body runs in evaluation mode (no dropout), as it will when the head is used.
-        let bodyMode: Mode = config.trainBody ? .train : .eval
-        let params = (config.trainBody ? model.bodyParameters : []) + headLayer.parameters
-        let optimizer: any Optimizer = config.optimizer == .sgd
-            ? SGD(momentum: config.momentum, weightDecay: config.weightDecay, nesterov: config.nesterov)
-            : AdamW(weightDecay: config.weightDecay)
         let steps = (train.count + config.batchSize - 1) / config.batchSize
         let schedule = LearningRateSchedule(base: config.learningRate, shape: config.schedule,
                                             warmup: Int(config.warmupFraction * Float(steps * config.epochs)), total: steps * config.epochs)
@@ -90,9 +120,9 @@ public enum Training {
                 guard r.loss.isFinite else {
                     throw EngineError("the loss became \(r.loss) at epoch \(epoch + 1), step \(s + 1) (learning rate \(schedule.rate(at: globalStep))); training stopped and nothing was written — try a lower learning rate or --clip-norm")
                 }
-                try model.backward(r.gradient, head: head, headOnly: !config.trainBody)
+                try model.backward(r.gradient, head: head, headOnly: headOnly)
                 if let maxNorm = config.clipNorm { clipGradients(params, maxNorm: maxNorm) }
-                optimizer.step(params, lr: schedule.rate(at: globalStep))
+                step(schedule.rate(at: globalStep))
                 globalStep += 1
                 lossSum += Double(r.loss) * Double(ids.count)
                 correct += r.correct

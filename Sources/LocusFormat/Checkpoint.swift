@@ -140,6 +140,18 @@ public final class CheckpointReader {
         return out
     }
 
+    /// A floating-point tensor as float64 (exact for every float dtype).
+    public func readFloat64(_ t: CheckpointTensor) throws -> [Double] {
+        guard t.dtype.isFloatingPoint else {
+            throw LocusError(file: path, object: t.objectPath, "dtype \(t.dtype.rawValue) is not floating point")
+        }
+        var out = [Double](repeating: 0, count: t.count)
+        try withContext(file: path, object: t.objectPath) {
+            try out.withUnsafeMutableBytes { try dataset(t).read(into: $0, memType: .nativeDouble) }
+        }
+        return out
+    }
+
     /// Recomputes the fingerprint from the data (spec §1.5), streaming in blocks of rows.
     public func computeFingerprint(blockBytes: Int = 64 << 20) throws -> String {
         var hasher = FingerprintHasher()

@@ -115,6 +115,18 @@ public final class MaskReader {
 
     public func tensor(named name: String) -> MaskTensor? { tensors.first { TensorName.same($0.name, name) } }
 
+    /// The mask fingerprint (spec §4): §1.5 over the packed-bits datasets taken as uint8 tensors of
+    /// shape [ceil(count/8)], so it identifies exactly which entries are selected.
+    public func fingerprint() throws -> String {
+        var h = FingerprintHasher()
+        for t in tensors {
+            let packed = try readPacked(t)
+            h.beginTensor(name: t.name, dtype: .uint8, shape: [packed.count])
+            packed.withUnsafeBytes { h.update(bytes: $0) }
+        }
+        return h.finalize()
+    }
+
     /// The packed bytes, with the padding-bit rule checked.
     public func readPacked(_ t: MaskTensor) throws -> [UInt8] {
         let ds = try withContext(file: path, object: t.objectPath) { try group.openDataset(t.link) }

@@ -38,12 +38,14 @@ public final class TaskVectorWriter {
     public var target: String { writer.target }
 
     /// `attributes` adds optional root string attributes (e.g. `finetuned-fingerprint`).
-    public init(path: String, baseFingerprint: String, scale: Double = 1, attributes: [String: String] = [:], provenance: Provenance? = Provenance()) throws {
+    public init(path: String, baseFingerprint: String, scale: Double = 1, attributes: [String: String] = [:],
+                numbers: [String: Double] = [:], provenance: Provenance? = Provenance()) throws {
         guard scale.isFinite else { throw LocusError(file: path, "scale must be finite, got \(scale)") }
         writer = try ArtifactWriter(target: path, kind: .taskVector, aligned: false, baseFingerprint: baseFingerprint, provenance: provenance)
         try writer.guarded {
             try writer.root.setAttribute("scale", scale)
             for (k, v) in attributes.sorted(by: { $0.key < $1.key }) { try writer.root.setAttribute(k, v) }
+            for (k, v) in numbers.sorted(by: { $0.key < $1.key }) { try writer.root.setAttribute(k, v) }
         }
     }
 
@@ -55,15 +57,34 @@ public final class TaskVectorWriter {
         guard checkedProduct(shape) == dense.count else {
             throw LocusError(file: target, object: "/tensors/\(TensorName.linkName(for: name))", "\(dense.count) values do not fill shape \(shape)")
         }
-        try add(name: name, shape: shape, indices: indices, values: values, dtype: dtype, dense: dense)
+        try add(name: name, shape: shape, indices: indices, values: values.map(Double.init), dtype: dtype, dense: dense)
     }
 
     /// Adds a tensor from sorted unique flat indices and their values.
     public func add(name: String, shape: [Int], indices: [Int], values: [Float], dtype: LocusDType = .float32) throws {
+        try add(name: name, shape: shape, indices: indices, values: values.map(Double.init), dtype: dtype, dense: nil)
+    }
+
+    /// Adds a tensor from sorted unique flat indices and float64 values (stored as `dtype`; exact for float64).
+    public func add(name: String, shape: [Int], indices: [Int], values64 values: [Double], dtype: LocusDType) throws {
         try add(name: name, shape: shape, indices: indices, values: values, dtype: dtype, dense: nil)
     }
 
-    private func add(name: String, shape: [Int], indices: [Int], values: [Float], dtype: LocusDType, dense: [Float]?) throws {
+    static func encode(_ values: [Double], as dtype: LocusDType) -> [UInt8] {
+        if dtype == .float64 {
+            return values.withUnsafeBytes { Array($0) }   // little-endian hosts only (as everywhere in Locus)
+        }
+        return values.map(Float.init).withUnsafeBufferPointer { HalfPrecision.encode($0, as: dtype) }
+    }
+
+    static func decode(_ bytes: [UInt8], dtype: LocusDType) -> [Double] {
+        if dtype == .float64 {
+            return (0..<(bytes.count / 8)).map { i in bytes.withUnsafeBytes { Double(bitPattern: UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))) } }
+        }
+        return bytes.withUnsafeBytes { HalfPrecision.decode($0, dtype: dtype) }.map(Double.init)
+    }
+
+    private func add(name: String, shape: [Int], indices: [Int], values: [Double], dtype: LocusDType, dense: [Float]?) throws {
         let link = TensorName.linkName(for: name)
         let object = "/tensors/\(link)"
         try writer.guarded(object: object) {
@@ -80,25 +101,22 @@ public final class TaskVectorWriter {
                 throw LocusError(file: target, object: object, "value at flat index \(indices[bad]) is \(values[bad]); task vectors must be finite")
             }
             // Statistics of what is stored, after rounding to the value type.
-            let storedBytes = values.withUnsafeBufferPointer { HalfPrecision.encode($0, as: dtype) }
-            let rounded = storedBytes.withUnsafeBytes { HalfPrecision.decode($0, dtype: dtype) }
+            let storedBytes = TaskVectorWriter.encode(values, as: dtype)
+            let rounded = TaskVectorWriter.decode(storedBytes, dtype: dtype)
             if let bad = rounded.firstIndex(where: { !$0.isFinite }) {
                 throw LocusError(file: target, object: object, "value \(values[bad]) at flat index \(indices[bad]) overflows \(dtype.rawValue)")
             }
-            let nnz = rounded.withUnsafeBufferPointer { Summaries.nonzeroCount($0) }
-            let squares = rounded.withUnsafeBufferPointer { Summaries.sumOfSquares($0) }
+            let nnz = rounded.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
+            let squares = rounded.reduce(0.0) { $0 + $1 * $1 }
 
             let encoding = TaskVectorEncoding.choose(count: count, stored: values.count, valueBytes: dtype.byteSize)
             let g = try writer.tensors.createGroup(link)
             let valueType = try dtype.hdf5Type()
             switch encoding {
             case .dense:
-                let full = dense ?? {
-                    var d = [Float](repeating: 0, count: count)
-                    for (i, v) in zip(indices, values) { d[i] = v }
-                    return d
-                }()
-                let bytes = full.withUnsafeBufferPointer { HalfPrecision.encode($0, as: dtype) }
+                var full = [Double](repeating: 0, count: count)
+                if let dense { for i in 0..<count { full[i] = Double(dense[i]) } } else { for (i, v) in zip(indices, values) { full[i] = v } }
+                let bytes = TaskVectorWriter.encode(full, as: dtype)
                 let ds = try g.createDataset("values", type: valueType, shape: shape)
                 try bytes.withUnsafeBytes { try ds.write($0, memType: valueType) }
             case .bitmask:
@@ -240,22 +258,28 @@ public final class TaskVectorReader {
 
     /// Stored entries as (sorted flat indices, values), unscaled; invariants checked.
     public func readSparse(_ t: TaskVectorTensor) throws -> (indices: [Int], values: [Float]) {
+        let (i, v) = try TaskVectorReader.readSparse(t, in: group, path: path)
+        return (i, v.map(Float.init))
+    }
+
+    /// Stored entries with float64 values (exact for every value dtype).
+    public func readSparse64(_ t: TaskVectorTensor) throws -> (indices: [Int], values: [Double]) {
         try TaskVectorReader.readSparse(t, in: group, path: path)
     }
 
-    static func readSparse(_ t: TaskVectorTensor, in group: Group, path: String) throws -> (indices: [Int], values: [Float]) {
+    static func readSparse(_ t: TaskVectorTensor, in group: Group, path: String) throws -> (indices: [Int], values: [Double]) {
         let object = t.objectPath
         return try withContext(file: path, object: object) {
             let g = try group.openGroup(t.link)
             let vds = try g.openDataset("values")
-            var values = [Float](repeating: 0, count: vds.elementCount)
-            try values.withUnsafeMutableBytes { try vds.read(into: $0, memType: .nativeFloat) }
+            var values = [Double](repeating: 0, count: vds.elementCount)
+            try values.withUnsafeMutableBytes { try vds.read(into: $0, memType: .nativeDouble) }
             if let bad = values.firstIndex(where: { !$0.isFinite }) {
                 throw LocusError(file: path, object: object + "/values", "value \(bad) is \(values[bad]); task vectors must be finite")
             }
             switch t.encoding {
             case .dense:
-                var idx: [Int] = [], vals: [Float] = []
+                var idx: [Int] = [], vals: [Double] = []
                 for (i, v) in values.enumerated() where v != 0 { idx.append(i); vals.append(v) }
                 return (idx, vals)
             case .coo:

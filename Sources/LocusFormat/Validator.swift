@@ -212,6 +212,13 @@ public struct Validator {
 
     mutating func checkTaskVector(_ a: ArtifactFile) {
         guard let links = links(a) else { return }
+        for name in ["finetuned-fingerprint", "mask-fingerprint"] where a.root.hasAttribute(name) {
+            if let fp = try? a.root.stringAttribute(name) { checkFingerprintSyntax(fp, "/@\(name)") } else { error("/@\(name)", "must be a string") }
+        }
+        if a.root.hasAttribute("task-accuracy") {
+            let acc = try? a.root.doubleAttribute("task-accuracy")
+            if acc == nil || !(0...1).contains(acc!) { error("/@task-accuracy", "must be a number in [0, 1]") }
+        }
         if !a.root.hasAttribute("scale") { error("/@scale", "required attribute is missing") }
         else {
             do {
@@ -227,8 +234,8 @@ public struct Validator {
             attempt("/tensors/\(link)") { v in
                 let t = try TaskVectorReader.describe(group, artifact: a, name: name, link: link)
                 let (_, values) = try TaskVectorReader.readSparse(t, in: group, path: a.path)
-                let n = values.withUnsafeBufferPointer { Summaries.nonzeroCount($0) }
-                let sq = values.withUnsafeBufferPointer { Summaries.sumOfSquares($0) }
+                let n = values.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
+                let sq = values.reduce(0.0) { $0 + $1 * $1 }
                 if n != t.nnz { v.error(t.objectPath + "@nnz", "is \(t.nnz), the data has \(n) nonzero values") }
                 v.summary(try group.openGroup(link), "l2-norm", double: [sq.squareRoot()])
                 count += t.count; nnz += n; squares += sq

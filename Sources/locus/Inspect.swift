@@ -10,17 +10,25 @@ struct Inspect: ParsableCommand {
         recomputes the summaries (and adds min / max / mean / L2 norm for checkpoint tensors).
         Columns: 'on disk' is the bytes HDF5 stores for the tensor; 'ratio' is logical bytes ÷ bytes on disk
         (the dense size for task vectors, ceil(n/8) for masks).
+        --plot writes an SVG: per-tensor density bars for a mask or task vector (with the overall density);
+        for scores a histogram of log10(score) over all values (zeros in a separate bar; the values are read
+        one tensor at a time) and a per-tensor box chart of the stored quantiles on the same axis.
+
+        Example: locus inspect mask.h5 --plot mask.svg
         """)
 
     @Argument(help: "A Locus artifact (.h5).") var file: String
     @Flag(help: "Read the values and recompute summaries instead of trusting stored attributes.") var stats = false
     @Option(help: "Show only this tensor.") var tensor: String?
     @Flag(help: "Print the report as JSON.") var json = false
+    @Option(help: ArgumentHelp("Also write an SVG plot of a mask, scores or task-vector file (atomically).", valueName: "out.svg"))
+    var plot: String?
 
     func run() throws {
         try reportingErrors {
             let report = try Inspector.inspect(file, tensor: tensor, stats: stats || tensor != nil)
-            print(json ? try Inspector.json(report) : Inspector.text(report))
+            if let plot { try InspectPlot.write(try InspectPlot.svg(report), to: plot) }
+            print(json ? try Inspector.json(report) : Inspector.text(report) + (plot.map { "\n  plot written to \($0)" } ?? ""))
         }
     }
 }

@@ -96,7 +96,7 @@ final class CheckpointTests: LocusTestCase {
         XCTAssertEqual(try r.metadata(), metadata)
         XCTAssertEqual(try r.architecture(), architecture)
         XCTAssertEqual(r.artifact.header.kind, .checkpoint)
-        XCTAssertEqual(r.artifact.header.encodingVersion, "1.0")
+        XCTAssertEqual(r.artifact.header.encodingVersion, LocusSpec.encodingVersion)
         XCTAssertNil(r.artifact.header.baseFingerprint)
 
         // Fingerprint: returned, stored, recomputed and computed from scratch all agree.
@@ -110,7 +110,7 @@ final class CheckpointTests: LocusTestCase {
         let f = try File.open(p)
         let root = try f.root
         XCTAssertEqual(try root.stringAttribute("encoding-type"), "locus")
-        XCTAssertEqual(try root.stringAttribute("encoding-version"), "1.0")
+        XCTAssertEqual(try root.stringAttribute("encoding-version"), LocusSpec.encodingVersion)
         XCTAssertEqual(try root.stringAttribute("kind"), "checkpoint")
         XCTAssertEqual(try root.int64Attribute("tensor-count"), Int64(tensors.count))
         XCTAssertEqual(try root.int64Attribute("element-count"), Int64(tensors.reduce(0) { $0 + $1.count }))

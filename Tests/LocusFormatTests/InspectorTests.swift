@@ -10,7 +10,7 @@ final class InspectorTests: LocusTestCase {
     private func assertCommon(_ r: InspectReport, _ p: String, kind: String, file: StaticString = #filePath, line: UInt = #line) throws {
         XCTAssertEqual(r.path, p, file: file, line: line)
         XCTAssertEqual(r.kind, kind, file: file, line: line)
-        XCTAssertEqual(r.encoding_version, "1.0", file: file, line: line)
+        XCTAssertEqual(r.encoding_version, LocusSpec.encodingVersion, file: file, line: line)
         XCTAssertEqual(r.producer, LocusSpec.producer, file: file, line: line)
         XCTAssertNotNil(r.created.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"#, options: .regularExpression), r.created, file: file, line: line)
         XCTAssertEqual(r.file_bytes, try fileSize(p), file: file, line: line)

@@ -1,0 +1,440 @@
+import Foundation
+
+/// SVG plots for `locus inspect --plot`: plain SVG text, no dependencies.
+///
+///   mask          one horizontal bar per tensor, length = density (ones / count), plus the overall density
+///   task-vector   the same from nnz / count
+///   scores        a histogram of log10(score) over all tensors (zeros in a separate "= 0" bar), read tensor
+///                 by tensor so memory stays O(largest tensor), and per-tensor boxes (min · q25 · median ·
+///                 q75 · max from the quantiles in the report) on the same axis
+///
+/// Every per-tensor row is a `<g class="tensor" data-name="…">` so tools and tests can find them;
+/// density bars are `<rect class="bar">`, histogram bins `<rect class="bin">`, boxes `<g class="box">`.
+public enum InspectPlot {
+    public static let plottableKinds = [ArtifactKind.mask.rawValue, ArtifactKind.scores.rawValue, ArtifactKind.taskVector.rawValue]
+    /// Width of every plot in pixels; the height follows from the number of tensors.
+    public static let width = 960.0
+    public static let histogramBins = 40
+
+    /// The SVG text for `report` (from `Inspector.inspect`). For scores the values are read again from
+    /// `report.path`, one tensor at a time, for the histogram.
+    public static func svg(_ report: InspectReport) throws -> String {
+        switch report.kind {
+        case ArtifactKind.mask.rawValue, ArtifactKind.taskVector.rawValue:
+            return densityChart(report)
+        case ArtifactKind.scores.rawValue:
+            let h = try ScoreHistogram.read(report.path, tensors: report.tensors.map(\.name), quantiles: report.tensors.map(\.quantiles),
+                                            bins: histogramBins)
+            return scoresChart(report, h)
+        default:
+            throw LocusError(file: report.path, "no plot for kind \(report.kind) (plots exist for \(plottableKinds.joined(separator: ", ")) files)")
+        }
+    }
+
+    /// Writes `svg` to `path` atomically (temporary file, fsync, rename).
+    public static func write(_ svg: String, to path: String) throws {
+        try writeAtomically(to: path) { tmp in
+            do { try Data(svg.utf8).write(to: URL(fileURLWithPath: tmp)) } catch {
+                throw LocusError(file: path, "cannot write the plot: \(error.localizedDescription)")
+            }
+        }
+    }
+
+    // MARK: - density bars (mask, task vector)
+
+    static func densityChart(_ r: InspectReport) -> String {
+        let isMask = r.kind == ArtifactKind.mask.rawValue
+        let what = isMask ? "ones" : "nnz"
+        let t = r.totals
+        let hits = (isMask ? t.ones : t.nnz) ?? 0
+        let overall = t.count == 0 ? 0 : Double(hits) / Double(t.count)
+        func hitsOf(_ e: InspectReport.Tensor) -> Int { (isMask ? e.ones : e.nnz) ?? 0 }
+        let labels = r.tensors.map { e in e.count == 0 ? "0/0  empty" : "\(hitsOf(e))/\(e.count)  \(Inspector.percent(e.density))" }
+
+        var subtitle = isMask ? "bar = ones / elements of each tensor (1 = trainable)"
+                              : "bar = non-zeros / elements of each tensor"
+        if let a = r.absent_tensors { subtitle += "; tensors without a mask are \(a)" }
+        if let s = r.scale { subtitle += "; scale \(Inspector.number(s))" }
+        if let l2 = t.l2_norm { subtitle += "; ‖τ‖₂ \(Inspector.number(l2))" }
+
+        let layout = RowLayout(names: r.tensors.map(\.name), rightLabels: labels)
+        let rowH = 22.0, barH = 14.0
+        let top = 96.0
+        let bottom = top + Double(r.tensors.count) * rowH
+        var svg = SVG(height: bottom + 52)
+        svg.title(fileName(r.path) + " — \(r.kind): \(r.tensors.count) tensor\(r.tensors.count == 1 ? "" : "s"), "
+                  + "\(what) \(hits) of \(t.count) (\(Inspector.percent(overall)))")
+        svg.subtitle(subtitle)
+        // Axis: 0 … 100 %.
+        for p in stride(from: 0, through: 100, by: 25) {
+            let x = layout.plotX + Double(p) / 100 * layout.plotW
+            svg.line(x, top - 4, x, bottom, stroke: p == 0 ? "#9aa4ae" : "#dde2e7")
+            svg.text(x, top - 10, "\(p)%", size: 11, anchor: "middle", fill: "#555")
+        }
+        svg.text(layout.plotX + layout.plotW / 2, top - 28, "density", size: 12, anchor: "middle", fill: "#333")
+        for (i, e) in r.tensors.enumerated() {
+            let y = top + Double(i) * rowH
+            svg.open("g", ["class": "tensor", "data-name": e.name])
+            svg.raw("<title>\(xmlEscape(e.name)): \(xmlEscape(labels[i]))</title>")
+            if i % 2 == 0 { svg.rect(layout.margin, y, width - 2 * layout.margin, rowH, fill: "#f5f7f9") }
+            svg.text(layout.plotX - 8, y + rowH / 2 + 4, layout.fitName(e.name), size: 12, anchor: "end", fill: "#222", mono: true)
+            let by = y + (rowH - barH) / 2
+            svg.rect(layout.plotX, by, layout.plotW, barH, fill: "#e3e8ed")
+            let d = min(1, max(0, e.density ?? 0))
+            svg.rect(layout.plotX, by, d * layout.plotW, barH, fill: isMask ? "#4c78a8" : "#54a24b", attributes: ["class": "bar"])
+            svg.text(layout.plotX + layout.plotW + 8, y + rowH / 2 + 4, labels[i], size: 12, fill: "#222", mono: true,
+                     attributes: ["class": "value"])
+            svg.close("g")
+        }
+        // The overall density.
+        let ox = layout.plotX + min(1, max(0, overall)) * layout.plotW
+        svg.line(ox, top - 4, ox, bottom + 4, stroke: "#d62728", width: 1.5, dash: "5,3", attributes: ["class": "overall"])
+        let label = "overall \(Inspector.percent(overall))"
+        let lw = Double(label.count) * SVG.charWidth(11)
+        let lx = min(max(ox, layout.plotX + lw / 2), layout.plotX + layout.plotW - lw / 2)
+        svg.text(lx, bottom + 18, label, size: 11, anchor: "middle", fill: "#d62728", weight: "bold")
+        return svg.render()
+    }
+
+    // MARK: - scores: histogram and quantile boxes
+
+    static func scoresChart(_ r: InspectReport, _ h: ScoreHistogram) -> String {
+        let medians = r.tensors.map { e -> String in
+            guard let q = e.quantiles, q.count == 5 else { return "empty" }
+            return "median " + Inspector.number(q[2])
+        }
+        let layout = RowLayout(names: r.tensors.map(\.name), rightLabels: medians, minimumPlotX: 96)
+        let zeroW = 34.0, gap = 16.0
+        let zeroX = layout.plotX, axisX = layout.plotX + zeroW + gap, axisW = layout.plotW - zeroW - gap
+        let (lo, hi) = h.displayRange
+        func xOf(_ v: Double) -> Double {
+            if v <= 0 { return zeroX + zeroW / 2 }
+            return axisX + min(1, max(0, (log10(v) - lo) / (hi - lo))) * axisW
+        }
+
+        let histTop = 104.0, histH = 200.0, histBottom = histTop + histH
+        let boxTop = histBottom + 96, rowH = 20.0
+        let bottom = boxTop + Double(r.tensors.count) * rowH
+        var svg = SVG(height: bottom + 28)
+
+        var title = fileName(r.path) + " — scores"
+        if let e = r.estimator {
+            title += ": \(e), \(r.samples ?? 0) samples × \(r.draws ?? 1) draw\((r.draws ?? 1) == 1 ? "" : "s"), \(r.reduction == "mean" ? "means" : "sums")"
+        }
+        svg.title(title)
+        var sub = "\(h.total) values in \(r.tensors.count) tensor\(r.tensors.count == 1 ? "" : "s"); = 0: \(h.zeros)"
+        if h.total > 0 { sub += " (\(Inspector.percent(Double(h.zeros) / Double(h.total))))" }
+        if let a = h.minPositive, let b = h.maxPositive { sub += "; non-zero from \(Inspector.number(a)) to \(Inspector.number(b))" }
+        if h.invalid > 0 { sub += "; \(h.invalid) negative or non-finite values not shown" }
+        svg.subtitle(sub)
+
+        // Histogram: y axis (counts), then bars.
+        let maxCount = max(1, h.counts.max() ?? 0, h.zeros)
+        let step = niceStep(Double(maxCount) / 4, integer: true)
+        let yMax = (Double(maxCount) / step).rounded(.up) * step
+        func yOf(_ c: Double) -> Double { histBottom - c / yMax * histH }
+        svg.text(layout.plotX, histTop - 22, "histogram of log10(score) over all tensors (\(h.counts.count) bins; zeros apart)",
+                 size: 12, fill: "#333", weight: "bold")
+        for c in stride(from: 0.0, through: yMax, by: step) {
+            let y = yOf(c)
+            svg.line(zeroX, y, layout.plotX + layout.plotW, y, stroke: c == 0 ? "#9aa4ae" : "#e3e8ed")
+            svg.text(zeroX - 6, y + 4, compactCount(c), size: 11, anchor: "end", fill: "#555")
+        }
+        svg.text(zeroX - 52, histTop + histH / 2, "values per bin", size: 11, anchor: "middle", fill: "#555",
+                 attributes: ["transform": "rotate(-90 \(SVG.f(zeroX - 52)) \(SVG.f(histTop + histH / 2)))"])
+        // The zero bar.
+        svg.open("g", ["class": "zero"])
+        svg.raw("<title>= 0: \(h.zeros) values</title>")
+        svg.rect(zeroX + 4, yOf(Double(h.zeros)), zeroW - 8, Double(h.zeros) / yMax * histH, fill: "#8c8c8c", attributes: ["class": "bin"])
+        svg.text(zeroX + zeroW / 2, yOf(Double(h.zeros)) - 4, compactCount(Double(h.zeros)), size: 10, anchor: "middle", fill: "#444")
+        svg.close("g")
+        svg.text(zeroX + zeroW / 2, histBottom + 16, "= 0", size: 11, anchor: "middle", fill: "#555")
+        // Bins over the non-zero range.
+        let bw = axisW / Double(max(1, h.counts.count))
+        for (i, c) in h.counts.enumerated() {
+            let a = h.lo + Double(i) * (h.hi - h.lo) / Double(h.counts.count), b = a + (h.hi - h.lo) / Double(h.counts.count)
+            let x0 = axisX + (a - lo) / (hi - lo) * axisW
+            svg.open("g", [:])
+            svg.raw("<title>\(Inspector.number(pow(10, a))) … \(Inspector.number(pow(10, b))): \(c) values</title>")
+            svg.rect(x0 + 0.5, yOf(Double(c)), max(0.5, bw - 1), Double(c) / yMax * histH, fill: "#4c78a8", attributes: ["class": "bin"])
+            svg.close("g")
+        }
+        if h.counts.isEmpty {
+            svg.text(axisX + axisW / 2, histTop + histH / 2, "no non-zero scores", size: 13, anchor: "middle", fill: "#777")
+        }
+        // Log x axis, shared with the boxes below.
+        let ticks = logTicks(lo, hi)
+        for (x, label) in ticks {
+            let px = axisX + (x - lo) / (hi - lo) * axisW
+            svg.line(px, histBottom, px, histBottom + 4, stroke: "#555")
+            svg.line(px, boxTop - 6, px, bottom, stroke: "#e3e8ed")
+            svg.text(px, histBottom + 16, label, size: 11, anchor: "middle", fill: "#555")
+            svg.text(px, boxTop - 10, label, size: 11, anchor: "middle", fill: "#555")
+        }
+        svg.line(axisX, histBottom, axisX + axisW, histBottom, stroke: "#9aa4ae")
+        svg.text(axisX + axisW / 2, histBottom + 34, "score (log scale)", size: 12, anchor: "middle", fill: "#333")
+
+        // Per-tensor boxes.
+        svg.text(layout.plotX, boxTop - 38, "per tensor: min ├ 25% ▌median▐ 75% ┤ max (stored quantiles), same axis",
+                 size: 12, fill: "#333", weight: "bold")
+        svg.line(zeroX + zeroW + gap / 2, boxTop - 6, zeroX + zeroW + gap / 2, bottom, stroke: "#c4cbd2", dash: "2,3")
+        svg.text(zeroX + zeroW / 2, boxTop - 10, "0", size: 11, anchor: "middle", fill: "#555")
+        for (i, e) in r.tensors.enumerated() {
+            let y = boxTop + Double(i) * rowH, mid = y + rowH / 2
+            svg.open("g", ["class": "tensor", "data-name": e.name])
+            let qText = e.quantiles.map { $0.map { Inspector.number($0) }.joined(separator: " · ") } ?? "-"
+            svg.raw("<title>\(xmlEscape(e.name)): \(xmlEscape(qText))</title>")
+            if i % 2 == 0 { svg.rect(layout.margin, y, width - 2 * layout.margin, rowH, fill: "#f5f7f9") }
+            svg.text(layout.plotX - 8, mid + 4, layout.fitName(e.name), size: 12, anchor: "end", fill: "#222", mono: true)
+            if let q = e.quantiles, q.count == 5 {
+                let xs = q.map(xOf)
+                svg.open("g", ["class": "box"])
+                svg.line(xs[0], mid, xs[4], mid, stroke: "#555")
+                svg.line(xs[0], mid - 5, xs[0], mid + 5, stroke: "#555")
+                svg.line(xs[4], mid - 5, xs[4], mid + 5, stroke: "#555")
+                svg.rect(xs[1], mid - 6, max(1, xs[3] - xs[1]), 12, fill: "#a6c8e8", stroke: "#4c78a8")
+                svg.line(xs[2], mid - 7, xs[2], mid + 7, stroke: "#1f3b5a", width: 2.5)
+                svg.close("g")
+            }
+            svg.text(layout.plotX + layout.plotW + 8, mid + 4, medians[i], size: 12, fill: "#222", mono: true, attributes: ["class": "value"])
+            svg.close("g")
+        }
+        return svg.render()
+    }
+
+    // MARK: - helpers
+
+    static func fileName(_ path: String) -> String { path.split(separator: "/").last.map(String.init) ?? path }
+
+    /// 1, 2, 2.5, 5 × 10^k at or above `raw` (≥ 1 when `integer`).
+    static func niceStep(_ raw: Double, integer: Bool = false) -> Double {
+        guard raw > 0, raw.isFinite else { return 1 }
+        let p = pow(10, floor(log10(raw)))
+        let step = [1, 2, 2.5, 5, 10].map { $0 * p }.first { $0 >= raw } ?? 10 * p
+        return integer ? max(1, step.rounded(.up)) : step
+    }
+
+    /// Tick positions (in log10 units) and labels for the range [lo, hi]: whole decades when there are at
+    /// least two, otherwise finer steps.
+    static func logTicks(_ lo: Double, _ hi: Double) -> [(Double, String)] {
+        let span = hi - lo
+        var step = niceStep(span / 6)
+        if step >= 1 { step = step.rounded(.up) }
+        var out: [(Double, String)] = []
+        var k = (lo / step).rounded(.up) * step
+        while k <= hi + 1e-9 && out.count < 20 {
+            let label: String
+            if step >= 1 || abs(k - k.rounded()) < 1e-9 {
+                let e = Int(k.rounded())
+                label = (-2...3).contains(e) ? Inspector.number(pow(10, Double(e))) : "1e\(e)"
+            } else {
+                label = Inspector.number(pow(10, k))
+            }
+            out.append((k, label))
+            k += step
+        }
+        return out
+    }
+
+    static func compactCount(_ c: Double) -> String {
+        let units: [(Double, String)] = [(1e9, "G"), (1e6, "M"), (1e3, "k")]
+        for (v, u) in units where c >= v {
+            let x = c / v
+            let s = x >= 100 ? String(Int(x.rounded())) : String(format1: x)
+            return (s.hasSuffix(".0") ? String(s.dropLast(2)) : s) + u
+        }
+        return String(Int(c))
+    }
+}
+
+/// The histogram of log10(score) over a scores file, built by reading one tensor at a time.
+public struct ScoreHistogram: Sendable, Equatable {
+    /// Values equal to 0.
+    public var zeros = 0
+    /// Counts of positive values in equal-width bins of log10(score) over [lo, hi]; empty when no value is positive.
+    public var counts: [Int] = []
+    /// log10 of the smallest and largest positive value.
+    public var lo = 0.0, hi = 0.0
+    public var minPositive: Double?, maxPositive: Double?
+    /// Negative or non-finite values (never in a valid file).
+    public var invalid = 0
+    public var total: Int { zeros + invalid + counts.reduce(0, +) }
+
+    /// The x range to draw: [lo, hi], widened when it is a single point or empty.
+    public var displayRange: (Double, Double) {
+        if counts.isEmpty { return (-1, 1) }
+        return hi > lo ? (lo, hi) : (lo - 0.5, hi + 0.5)
+    }
+
+    /// Reads the tensors `names` of the scores file at `path`. The positive range comes from the stored
+    /// quantiles where a tensor's minimum is positive, and from the values otherwise; if the values turn out
+    /// to lie outside it (stale attributes), the binning is redone with the range the values show.
+    public static func read(_ path: String, tensors names: [String], quantiles: [[Double]?], bins: Int = 40) throws -> ScoreHistogram {
+        let s = try ScoresReader(path: path)
+        let byName = Dictionary(s.tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let tensors = try names.map { n in
+            guard let t = byName[n] ?? s.tensor(named: n) else { throw LocusError(file: path, object: "/tensors", "no tensor named '\(n)'") }
+            return t
+        }
+        func positiveRange(_ v: [Float]) -> (Double, Double)? {
+            var lo = Float.infinity, hi: Float = 0
+            for x in v where x > 0 && x.isFinite { lo = min(lo, x); hi = max(hi, x) }
+            return hi > 0 ? (Double(lo), Double(hi)) : nil
+        }
+        // Pass 1: the positive range.
+        var lo = Double.infinity, hi = 0.0
+        for (t, q) in zip(tensors, quantiles) where t.count > 0 {
+            if let q, q.count == 5, q[0] > 0, q[4].isFinite {
+                lo = min(lo, q[0]); hi = max(hi, q[4])
+            } else if let r = positiveRange(try s.read(t)) {
+                lo = min(lo, r.0); hi = max(hi, r.1)
+            }
+        }
+        // Pass 2: the counts (at most twice, see above).
+        for _ in 0..<2 {
+            var h = ScoreHistogram()
+            if hi > 0 {
+                h.minPositive = lo; h.maxPositive = hi
+                h.lo = log10(lo); h.hi = log10(hi)
+                h.counts = [Int](repeating: 0, count: bins)
+            }
+            let width = h.hi - h.lo
+            var seenLo = Double.infinity, seenHi = 0.0
+            for t in tensors where t.count > 0 {
+                let v = try s.read(t)
+                v.withUnsafeBufferPointer { p in
+                    for x in p {
+                        if x == 0 { h.zeros += 1; continue }
+                        guard x > 0, x.isFinite else { h.invalid += 1; continue }
+                        let d = Double(x)
+                        seenLo = min(seenLo, d); seenHi = max(seenHi, d)
+                        guard !h.counts.isEmpty else { continue }
+                        let i = width > 0 ? Int((log10(d) - h.lo) / width * Double(bins)) : bins / 2
+                        h.counts[min(bins - 1, max(0, i))] += 1
+                    }
+                }
+            }
+            if seenHi == 0 || (seenLo >= lo && seenHi <= hi) { return h }
+            lo = seenLo; hi = seenHi
+        }
+        throw LocusError(file: path, "the scores changed while they were being read")
+    }
+}
+
+/// Where the name column, plot area and right-hand label column go for a list of tensors.
+struct RowLayout {
+    let margin = 16.0
+    let plotX: Double, plotW: Double
+    let nameChars: Int
+
+    init(names: [String], rightLabels: [String], minimumPlotX: Double = 0) {
+        let cw = SVG.charWidth(12)
+        let right = Double(min(28, rightLabels.map(\.count).max() ?? 0)) * cw + 16
+        let available = InspectPlot.width - 2 * margin - right
+        // Names get at most 48 characters and never squeeze the plot below 55 % of the width.
+        let longest = min(48, names.map(\.count).max() ?? 0)
+        let maxChars = Int((available * 0.45 - 12) / cw)
+        nameChars = max(8, min(longest, maxChars))
+        plotX = max(minimumPlotX, margin + Double(nameChars) * cw + 12)
+        plotW = InspectPlot.width - margin - right - plotX
+    }
+
+    /// The name, shortened in the middle with "…" when it does not fit.
+    func fitName(_ name: String) -> String {
+        guard name.count > nameChars else { return name }
+        let keep = nameChars - 1, head = keep / 2, tail = keep - head
+        return String(name.prefix(head)) + "…" + String(name.suffix(tail))
+    }
+}
+
+/// A minimal SVG document builder. All text goes through `xmlEscape`.
+struct SVG {
+    let height: Double
+    private var parts: [String] = []
+    static let sans = "DejaVu Sans, Verdana, Arial, Helvetica, sans-serif"
+    static let mono = "DejaVu Sans Mono, Menlo, Consolas, monospace"
+
+    init(height: Double) { self.height = height.rounded(.up) }
+
+    /// Advance of one monospace character at `size` px (DejaVu Sans Mono: 0.602 em).
+    static func charWidth(_ size: Double) -> Double { size * 0.61 }
+
+    static func f(_ x: Double) -> String {
+        let r = (x * 10).rounded() / 10
+        let s = String(r)
+        return s.hasSuffix(".0") ? String(s.dropLast(2)) : s
+    }
+
+    private static func attrs(_ a: [String: String]) -> String {
+        a.sorted { $0.key < $1.key }.map { " \($0.key)=\"\(xmlEscape($0.value))\"" }.joined()
+    }
+
+    mutating func raw(_ s: String) { parts.append(s) }
+    mutating func open(_ tag: String, _ a: [String: String]) { parts.append("<\(tag)\(SVG.attrs(a))>") }
+    mutating func close(_ tag: String) { parts.append("</\(tag)>") }
+
+    mutating func rect(_ x: Double, _ y: Double, _ w: Double, _ h: Double, fill: String, stroke: String? = nil,
+                       attributes: [String: String] = [:]) {
+        var a = attributes
+        a["x"] = SVG.f(x); a["y"] = SVG.f(y); a["width"] = SVG.f(max(0, w)); a["height"] = SVG.f(max(0, h)); a["fill"] = fill
+        if let stroke { a["stroke"] = stroke }
+        parts.append("<rect\(SVG.attrs(a))/>")
+    }
+
+    mutating func line(_ x1: Double, _ y1: Double, _ x2: Double, _ y2: Double, stroke: String, width: Double = 1, dash: String? = nil,
+                       attributes: [String: String] = [:]) {
+        var a = attributes
+        a["x1"] = SVG.f(x1); a["y1"] = SVG.f(y1); a["x2"] = SVG.f(x2); a["y2"] = SVG.f(y2)
+        a["stroke"] = stroke; a["stroke-width"] = SVG.f(width)
+        if let dash { a["stroke-dasharray"] = dash }
+        parts.append("<line\(SVG.attrs(a))/>")
+    }
+
+    mutating func text(_ x: Double, _ y: Double, _ s: String, size: Double, anchor: String = "start", fill: String = "#000",
+                       weight: String? = nil, mono: Bool = false, attributes: [String: String] = [:]) {
+        var a = attributes
+        a["x"] = SVG.f(x); a["y"] = SVG.f(y); a["font-size"] = SVG.f(size); a["fill"] = fill
+        if anchor != "start" { a["text-anchor"] = anchor }
+        if let weight { a["font-weight"] = weight }
+        if mono { a["font-family"] = SVG.mono }
+        parts.append("<text\(SVG.attrs(a))>\(xmlEscape(s))</text>")
+    }
+
+    mutating func title(_ s: String) {
+        parts.append("<title>\(xmlEscape(s))</title>")
+        text(16, 30, s, size: 16, fill: "#111", weight: "bold")
+    }
+    mutating func subtitle(_ s: String) { text(16, 52, s, size: 12, fill: "#555") }
+
+    func render() -> String {
+        let w = SVG.f(InspectPlot.width), h = SVG.f(height)
+        return """
+        <?xml version="1.0" encoding="UTF-8"?>
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(w)" height="\(h)" viewBox="0 0 \(w) \(h)" font-family="\(SVG.sans)">
+        <rect x="0" y="0" width="\(w)" height="\(h)" fill="#ffffff"/>
+        \(parts.joined(separator: "\n"))
+        </svg>
+
+        """
+    }
+}
+
+/// Escapes text for XML content and attribute values; characters XML 1.0 cannot hold become U+FFFD.
+func xmlEscape(_ s: String) -> String {
+    var out = ""
+    out.reserveCapacity(s.utf8.count)
+    for u in s.unicodeScalars {
+        switch u {
+        case "&": out += "&amp;"
+        case "<": out += "&lt;"
+        case ">": out += "&gt;"
+        case "\"": out += "&quot;"
+        case "'": out += "&apos;"
+        case "\t", "\n", "\r": out.unicodeScalars.append(u)
+        default:
+            let v = u.value
+            if v < 0x20 || (0xFFFE...0xFFFF).contains(v) { out += "\u{FFFD}" } else { out.unicodeScalars.append(u) }
+        }
+    }
+    return out
+}

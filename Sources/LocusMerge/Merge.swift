@@ -1,0 +1,247 @@
+import Foundation
+import LocusFormat
+
+/// Merging methods (ANCHORS §3). Where the TIES/DARE/Breadcrumbs papers and mergekit differ, the
+/// default follows the paper and the other is an option.
+public enum MergeMethod: String, Sendable, CaseIterable, Codable {
+    case taskArithmetic = "task-arithmetic", ties, dare, breadcrumbs, fisher, tall, consensus
+}
+
+public struct MergeOptions: Sendable {
+    public var method: MergeMethod = .taskArithmetic
+    /// λ: the merged direction is scaled by it (task arithmetic, TIES, DARE, Breadcrumbs, TALL, consensus).
+    public var lambda: Double = 1
+    /// Per-vector weights w_t (default 1 each); negative negates a task.
+    public var weights: [Double]? = nil
+    /// TIES: fraction of entries kept per vector (top-k by |τ|), and whether the ranking is over the
+    /// whole model (paper) or per tensor (mergekit).
+    public var tiesDensity: Double = 0.2
+    public var tiesScope: Scope = .global
+    /// DARE: drop rate p, rescale by 1/(1−p) (paper) or not, then task arithmetic or TIES.
+    public var dareDropRate: Double = 0.9
+    public var dareRescale = true
+    public var dareThen: MergeMethod = .taskArithmetic
+    public var seed: UInt64 = 0
+    /// Breadcrumbs: drop the top γ fraction of |τ|, keep the next β, per row (paper) or per tensor (mergekit).
+    public var breadcrumbsBeta: Double = 0.2
+    public var breadcrumbsGamma: Double = 0.1
+    public var breadcrumbsScope: Scope = .row
+    /// Fisher: scores files (one per task vector), floor, and dividing by each file's sample count.
+    public var fisherScores: [String] = []
+    public var fisherFloor: Double = 1e-6
+    public var fisherNormalize = false
+    /// TALL / consensus: λ_t of the mask rule and consensus's k.
+    public var tallLambda: Double = 0.4
+    public var consensusK = 2
+    /// Output dtype (default: each tensor's base dtype).
+    public var dtype: LocusDType? = nil
+    public var force = false
+    public init() {}
+
+    public enum Scope: String, Sendable, CaseIterable, Codable { case global, tensor, row }
+}
+
+/// Out-of-core merging of task vectors stored in files into a base checkpoint.
+///
+/// Memory: the merge walks the base tensor by tensor; for one tensor it holds the base values,
+/// one float32 accumulator (two more for TIES), and the stored entries of one task vector at a
+/// time. Peak memory is therefore about (4 + 16·d·k') × the largest tensor's element count bytes
+/// — independent of the number of tensors and of model size beyond the largest tensor. Global
+/// TIES thresholds come from an exact two-pass histogram over the vectors' values, not from
+/// loading them.
+public enum Merger {
+    public struct Input {
+        public let path: String
+        public let reader: TaskVectorReader
+        public var byName: [String: TaskVectorTensor]
+    }
+
+    /// Opens and checks everything before any output exists: fingerprints (refused unless `force`),
+    /// names and shapes against the base (every mismatch listed), finite values are checked as read.
+    public static func open(base: CheckpointReader, taskVectors: [String], force: Bool, warn: (String) -> Void) throws -> [Input] {
+        guard !taskVectors.isEmpty else { throw LocusError(file: base.path, "no task vectors to merge") }
+        let fp = try base.fingerprint
+        var inputs: [Input] = []
+        var problems: [String] = []
+        for path in taskVectors {
+            let r = try TaskVectorReader(path: path)
+            if r.baseFingerprint != fp {
+                if force { warn("\(path) was made from another base (\(r.baseFingerprint)); merging anyway (--force)") }
+                else { problems.append("\(path): base fingerprint \(r.baseFingerprint) is not \(base.path)'s \(fp)") }
+            }
+            for t in r.tensors {
+                guard let b = base.tensor(named: t.name) else { problems.append("\(path): tensor '\(t.name)' is not in the base"); continue }
+                if b.shape != t.shape { problems.append("\(path): '\(t.name)' has shape \(t.shape), the base has \(b.shape)") }
+                if !b.dtype.isFloatingPoint { problems.append("\(path): '\(t.name)' targets a \(b.dtype.rawValue) tensor") }
+            }
+            inputs.append(Input(path: path, reader: r, byName: Dictionary(uniqueKeysWithValues: r.tensors.map { ($0.name, $0) })))
+        }
+        guard problems.isEmpty else {
+            throw LocusError(file: base.path, "\(problems.count) problem(s) with the task vectors (use --force only for fingerprint mismatches): \(problems.prefix(8).joined(separator: "; "))\(problems.count > 8 ? "; …" : "")")
+        }
+        return inputs
+    }
+
+    /// One task vector's entries for one tensor, scaled by its file's `scale`; empty when absent.
+    static func entries(_ input: Input, _ name: String) throws -> (idx: [Int], val: [Float]) {
+        guard let t = input.byName[name] else { return ([], []) }
+        let (i, v) = try input.reader.readSparse64(t)
+        let s = input.reader.scale
+        return (i, v.map { Float($0 * s) })
+    }
+
+    /// The merged direction τ_m of one tensor (without λ) for the linear methods, or nil for Fisher.
+    static func mergedDirection(_ name: String, count: Int, rowLength: Int, inputs: [Input], options o: MergeOptions,
+                                tiesThresholds: [Float]?, tallMasks: inout [[Bool]]?) throws -> [Float] {
+        let w = o.weights ?? Array(repeating: 1, count: inputs.count)
+        switch o.method {
+        case .taskArithmetic:
+            var acc = [Float](repeating: 0, count: count)
+            for (t, input) in inputs.enumerated() {
+                let (idx, val) = try entries(input, name)
+                let wt = Float(w[t])
+                for (i, v) in zip(idx, val) { acc[i] += wt * v }
+            }
+            return acc
+        case .ties, .dare:
+            var perVector: [(idx: [Int], val: [Float])] = []
+            for (t, input) in inputs.enumerated() {
+                var (idx, val) = try entries(input, name)
+                let wt = Float(w[t])
+                val = val.map { $0 * wt }
+                if o.method == .dare { (idx, val) = dareDrop(idx, val, vector: t, tensor: name, options: o) }
+                if o.method == .ties || o.dareThen == .ties {
+                    let thr: Float
+                    if o.tiesScope == .global, let g = tiesThresholds { thr = g[t] }
+                    else { thr = ExactTopK.threshold(values: val.map(abs), keep: Int(o.tiesDensity * Double(count))) }
+                    var ki: [Int] = [], kv: [Float] = []
+                    for (i, v) in zip(idx, val) where abs(v) >= thr && v != 0 { ki.append(i); kv.append(v) }
+                    (idx, val) = (ki, kv)
+                }
+                perVector.append((idx, val))
+            }
+            if o.method == .dare && o.dareThen == .taskArithmetic {
+                var acc = [Float](repeating: 0, count: count)
+                for (idx, val) in perVector { for (i, v) in zip(idx, val) { acc[i] += v } }
+                return acc
+            }
+            // TIES: elect the sign of the summed trimmed vectors, then the mean of the agreeing entries.
+            var total = [Float](repeating: 0, count: count)
+            for (idx, val) in perVector { for (i, v) in zip(idx, val) { total[i] += v } }
+            var sum = [Float](repeating: 0, count: count), n = [Int32](repeating: 0, count: count)
+            for (idx, val) in perVector {
+                for (i, v) in zip(idx, val) where (v > 0 && total[i] > 0) || (v < 0 && total[i] < 0) { sum[i] += v; n[i] += 1 }
+            }
+            for i in 0..<count { sum[i] = n[i] > 0 ? sum[i] / Float(n[i]) : 0 }
+            return sum
+        case .breadcrumbs:
+            var acc = [Float](repeating: 0, count: count)
+            for (t, input) in inputs.enumerated() {
+                let (idx, val) = try entries(input, name)
+                var dense = [Float](repeating: 0, count: count)
+                for (i, v) in zip(idx, val) { dense[i] = v }
+                let segment = o.breadcrumbsScope == .row ? max(1, rowLength) : count
+                var start = 0
+                while start < count {
+                    let end = min(count, start + segment)
+                    let part = Array(dense[start..<end])
+                    let keep = Breadcrumbs.keep(part, beta: o.breadcrumbsBeta, gamma: o.breadcrumbsGamma)
+                    for j in 0..<part.count where keep[j] { acc[start + j] += Float(w[t]) * part[j] }
+                    start = end
+                }
+            }
+            return acc
+        case .tall, .consensus:
+            var vectors: [[Float]] = []
+            var mtl = [Float](repeating: 0, count: count)
+            for (t, input) in inputs.enumerated() {
+                let (idx, val) = try entries(input, name)
+                var dense = [Float](repeating: 0, count: count)
+                for (i, v) in zip(idx, val) { dense[i] = Float(w[t]) * v }
+                for i in 0..<count { mtl[i] += dense[i] }
+                vectors.append(dense)
+            }
+            // m_t = 1[|τ_t| ≥ λ_t |τ_MTL − τ_t|]
+            let lam = Float(o.tallLambda)
+            let masks = vectors.map { v in (0..<count).map { i in v[i] != 0 && abs(v[i]) >= lam * abs(mtl[i] - v[i]) } }
+            tallMasks = masks
+            if o.method == .tall { return mtl }
+            var out = [Float](repeating: 0, count: count)
+            for i in 0..<count where masks.reduce(0, { $0 + ($1[i] ? 1 : 0) }) >= o.consensusK { out[i] = mtl[i] }
+            return out
+        case .fisher:
+            preconditionFailure("fisher is not a linear merge")
+        }
+    }
+
+    /// DARE: keep each stored entry with probability 1 − p (seeded by vector, tensor name and
+    /// position), rescaled by 1/(1 − p) unless disabled.
+    static func dareDrop(_ idx: [Int], _ val: [Float], vector: Int, tensor: String, options o: MergeOptions) -> ([Int], [Float]) {
+        let keep = dareKeepMask(count: idx.count, vector: vector, tensor: tensor, options: o)
+        let scale = o.dareRescale ? Float(1 / (1 - o.dareDropRate)) : 1
+        var ki: [Int] = [], kv: [Float] = []
+        for j in idx.indices where keep[j] { ki.append(idx[j]); kv.append(val[j] * scale) }
+        return (ki, kv)
+    }
+
+    /// The keep decisions for the stored entries of one vector's tensor, in index order.
+    public static func dareKeepMask(count: Int, vector: Int, tensor: String, options o: MergeOptions) -> [Bool] {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325   // FNV-1a of the tensor name: streams do not depend on tensor order
+        for b in tensor.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+        var rng = MergeRandom(seed: o.seed ^ h ^ (UInt64(vector) &* 0x9E37_79B9_7F4A_7C15))
+        return (0..<count).map { _ in rng.unit() >= o.dareDropRate }
+    }
+}
+
+/// SplitMix64 (same generator as the engine's), kept here so LocusMerge needs no engine.
+struct MergeRandom {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func unit() -> Double { Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
+}
+
+/// Breadcrumbs on one segment: rank by |τ| descending, drop the top γ fraction, keep the next β.
+enum Breadcrumbs {
+    static func keep(_ v: [Float], beta: Double, gamma: Double) -> [Bool] {
+        let n = v.count
+        let order = v.indices.sorted { abs(v[$0]) != abs(v[$1]) ? abs(v[$0]) > abs(v[$1]) : $0 < $1 }
+        let drop = Int(gamma * Double(n)), take = Int(beta * Double(n))
+        var out = [Bool](repeating: false, count: n)
+        for r in drop..<min(n, drop + take) where v[order[r]] != 0 { out[order[r]] = true }
+        return out
+    }
+}
+
+/// The k-th largest of non-negative values, exactly, with a histogram on the float bit patterns
+/// (monotone for non-negative floats) and a second pass over the one bucket that holds it.
+public enum ExactTopK {
+    /// Threshold t such that "value ≥ t" keeps the top `keep` values (more on ties); +∞ for keep ≤ 0.
+    public static func threshold(values: [Float], keep: Int) -> Float {
+        guard keep > 0 else { return .infinity }
+        guard keep < values.count else { return 0 }
+        return threshold(passes: { body in body(values) }, keep: keep)
+    }
+
+    /// Streaming form: `passes` feeds all values (in chunks) to the closure; it is called twice.
+    public static func threshold(passes: (([Float]) -> Void) -> Void, keep: Int) -> Float {
+        guard keep > 0 else { return .infinity }
+        var hist = [Int](repeating: 0, count: 1 << 16)
+        var total = 0
+        passes { chunk in for v in chunk { hist[Int(v.bitPattern >> 16)] += 1; total += 1 } }
+        guard keep < total else { return 0 }
+        // Walk buckets from the largest values down to the one holding the keep-th largest.
+        var above = 0, bucket = hist.count - 1
+        while bucket > 0 && above + hist[bucket] < keep { above += hist[bucket]; bucket -= 1 }
+        var inBucket: [Float] = []
+        passes { chunk in for v in chunk where Int(v.bitPattern >> 16) == bucket { inBucket.append(v) } }
+        inBucket.sort(by: >)
+        return inBucket[keep - above - 1]
+    }
+}

@@ -5,13 +5,13 @@
 
 SHELL := /bin/bash
 PYTHON ?= python3
-APT_PACKAGES := libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev pkg-config
+APT_PACKAGES := libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist
 PIP_PACKAGES := h5py numpy safetensors pytest
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBUG_BIN := .build/debug/locus
 RELEASE_BIN := .build/release/locus
 
-.PHONY: deps deps-apt deps-pip build release test test-swift test-interop demo bench fixtures clean
+.PHONY: deps deps-apt deps-pip build release test test-demo test-interop demo bench fixtures clean
 
 deps: deps-apt deps-pip
 
@@ -35,13 +35,21 @@ release: deps-apt
 test: deps
 	swift build --build-tests
 	swift test
+	$(MAKE) test-demo
 	$(MAKE) test-interop
+
+# The demo pipeline, shrunk (2 tasks, 1 epoch, small grids), end to end with the debug build.
+test-demo:
+	rm -rf out/demo-small && mkdir -p out
+	OUT=out/demo-small SCALE=small LOCUS=$(CURDIR)/$(DEBUG_BIN) bash examples/talos_demo.sh > out/demo-small.log 2>&1 || (tail -30 out/demo-small.log; exit 1)
+	test -s out/demo-small/results.md && echo "demo pipeline (small): ok, see out/demo-small/results.md"
 
 test-interop:
 	LOCUS_BIN=$(CURDIR)/$(DEBUG_BIN) $(PYTHON) -m pytest -q interop/tests
 
 demo: deps release
-	bash examples/demo.sh $(RELEASE_BIN)
+	bash examples/format_tour.sh $(RELEASE_BIN)
+	LOCUS=$(CURDIR)/$(RELEASE_BIN) OUT=out/demo bash examples/talos_demo.sh
 
 bench: deps release
 	bash bench/run.sh $(RELEASE_BIN)

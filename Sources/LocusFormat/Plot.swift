@@ -49,7 +49,9 @@ public enum InspectPlot {
         let hits = (isMask ? t.ones : t.nnz) ?? 0
         let overall = t.count == 0 ? 0 : Double(hits) / Double(t.count)
         func hitsOf(_ e: InspectReport.Tensor) -> Int { (isMask ? e.ones : e.nnz) ?? 0 }
-        let labels = r.tensors.map { e in e.count == 0 ? "0/0  empty" : "\(hitsOf(e))/\(e.count)  \(Inspector.percent(e.density))" }
+        let counts = r.tensors.map { e in "\(hitsOf(e))/\(e.count)" }
+        let percents = r.tensors.map { e in e.count == 0 ? "empty" : Inspector.percent(e.density) }
+        let labels = zip(counts, percents).map { $0 + "  " + $1 }
 
         var subtitle = isMask ? "bar = ones / elements of each tensor (1 = trainable)"
                               : "bar = non-zeros / elements of each tensor"
@@ -82,8 +84,10 @@ public enum InspectPlot {
             svg.rect(layout.plotX, by, layout.plotW, barH, fill: "#e3e8ed")
             let d = min(1, max(0, e.density ?? 0))
             svg.rect(layout.plotX, by, d * layout.plotW, barH, fill: isMask ? "#4c78a8" : "#54a24b", attributes: ["class": "bar"])
-            svg.text(layout.plotX + layout.plotW + 8, y + rowH / 2 + 4, labels[i], size: 12, fill: "#222", mono: true,
-                     attributes: ["class": "value"])
+            svg.text(layout.plotX + layout.plotW + 8, y + rowH / 2 + 4, counts[i], size: 12, fill: "#555", mono: true,
+                     attributes: ["class": "count"])
+            svg.text(width - layout.margin - 4, y + rowH / 2 + 4, percents[i], size: 12, anchor: "end", fill: "#111", mono: true,
+                     attributes: ["class": "percent"])
             svg.close("g")
         }
         // The overall density.
@@ -122,9 +126,11 @@ public enum InspectPlot {
             title += ": \(e), \(r.samples ?? 0) samples × \(r.draws ?? 1) draw\((r.draws ?? 1) == 1 ? "" : "s"), \(r.reduction == "mean" ? "means" : "sums")"
         }
         svg.title(title)
-        var sub = "\(h.total) values in \(r.tensors.count) tensor\(r.tensors.count == 1 ? "" : "s"); = 0: \(h.zeros)"
+        let positive = h.counts.reduce(0, +)
+        var sub = "\(h.total) values in \(r.tensors.count) tensor\(r.tensors.count == 1 ? "" : "s"): \(h.zeros) zero"
         if h.total > 0 { sub += " (\(Inspector.percent(Double(h.zeros) / Double(h.total))))" }
-        if let a = h.minPositive, let b = h.maxPositive { sub += "; non-zero from \(Inspector.number(a)) to \(Inspector.number(b))" }
+        sub += ", \(positive) non-zero"
+        if let a = h.minPositive, let b = h.maxPositive { sub += " from \(Inspector.number(a)) to \(Inspector.number(b))" }
         if h.invalid > 0 { sub += "; \(h.invalid) negative or non-finite values not shown" }
         svg.subtitle(sub)
 
@@ -133,7 +139,7 @@ public enum InspectPlot {
         let step = niceStep(Double(maxCount) / 4, integer: true)
         let yMax = (Double(maxCount) / step).rounded(.up) * step
         func yOf(_ c: Double) -> Double { histBottom - c / yMax * histH }
-        svg.text(layout.plotX, histTop - 22, "histogram of log10(score) over all tensors (\(h.counts.count) bins; zeros apart)",
+        svg.text(layout.margin, histTop - 22, "histogram of log10(score) over all tensors (\(h.counts.count) bins; zeros apart)",
                  size: 12, fill: "#333", weight: "bold")
         for c in stride(from: 0.0, through: yMax, by: step) {
             let y = yOf(c)
@@ -175,7 +181,7 @@ public enum InspectPlot {
         svg.text(axisX + axisW / 2, histBottom + 34, "score (log scale)", size: 12, anchor: "middle", fill: "#333")
 
         // Per-tensor boxes.
-        svg.text(layout.plotX, boxTop - 38, "per tensor: min ├ 25% ▌median▐ 75% ┤ max (stored quantiles), same axis",
+        svg.text(layout.margin, boxTop - 38, "per tensor (stored quantiles, same axis): whiskers min … max, box 25 % … 75 %, dark bar = median",
                  size: 12, fill: "#333", weight: "bold")
         svg.line(zeroX + zeroW + gap / 2, boxTop - 6, zeroX + zeroW + gap / 2, bottom, stroke: "#c4cbd2", dash: "2,3")
         svg.text(zeroX + zeroW / 2, boxTop - 10, "0", size: 11, anchor: "middle", fill: "#555")
@@ -214,26 +220,54 @@ public enum InspectPlot {
         return integer ? max(1, step.rounded(.up)) : step
     }
 
-    /// Tick positions (in log10 units) and labels for the range [lo, hi]: whole decades when there are at
-    /// least two, otherwise finer steps.
+    /// Tick positions (in log10 units) and labels for [lo, hi]: whole decades when the range spans two or more,
+    /// otherwise 1-2-5 (or finer) multiples of powers of ten, and linear ticks for a very narrow range.
     static func logTicks(_ lo: Double, _ hi: Double) -> [(Double, String)] {
         let span = hi - lo
-        var step = niceStep(span / 6)
-        if step >= 1 { step = step.rounded(.up) }
         var out: [(Double, String)] = []
-        var k = (lo / step).rounded(.up) * step
-        while k <= hi + 1e-9 && out.count < 20 {
-            let label: String
-            if step >= 1 || abs(k - k.rounded()) < 1e-9 {
+        if span >= 2 {
+            let step = max(1, niceStep(span / 8).rounded(.up))
+            var k = (lo / step).rounded(.up) * step
+            while k <= hi + 1e-9 {
                 let e = Int(k.rounded())
-                label = (-2...3).contains(e) ? Inspector.number(pow(10, Double(e))) : "1e\(e)"
-            } else {
-                label = Inspector.number(pow(10, k))
+                out.append((Double(e), (-3...3).contains(e) ? tickLabel(pow(10, Double(e))) : "1e\(e)"))
+                k += step
             }
-            out.append((k, label))
-            k += step
+            return out
         }
+        for mantissas in [[1.0, 2, 5], [1, 2, 3, 5, 7], [1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9]] {
+            out = []
+            for e in Int(floor(lo))...Int(ceil(hi)) {
+                for m in mantissas {
+                    let x = log10(m) + Double(e)
+                    if x >= lo - 1e-9 && x <= hi + 1e-9 { out.append((x, tickLabel(m * pow(10, Double(e))))) }
+                }
+            }
+            if out.count >= 3 { return out }
+        }
+        let a = pow(10, lo), b = pow(10, hi), step = niceStep((b - a) / 4)
+        out = []
+        var v = (a / step).rounded(.up) * step
+        while v <= b * (1 + 1e-12) && out.count < 12 { out.append((log10(v), tickLabel(v))); v += step }
         return out
+    }
+
+    /// A short label: at most 3 significant digits.
+    static func tickLabel(_ v: Double) -> String {
+        guard v > 0, v.isFinite else { return Inspector.number(v) }
+        let e = Int(floor(log10(v)))
+        let p = pow(10, Double(e - 2))
+        let r = (v / p).rounded() * p
+        if e >= -3 && e < 5 {
+            let digits = max(0, 2 - e)
+            var s = String(format: "%.\(digits)f", r)
+            if s.contains(".") { while s.hasSuffix("0") { s.removeLast() }; if s.hasSuffix(".") { s.removeLast() } }
+            return s
+        }
+        var m = String(format: "%.2f", r / pow(10, Double(e)))
+        while m.hasSuffix("0") { m.removeLast() }
+        if m.hasSuffix(".") { m.removeLast() }
+        return "\(m)e\(e)"
     }
 
     static func compactCount(_ c: Double) -> String {
@@ -329,7 +363,7 @@ struct RowLayout {
 
     init(names: [String], rightLabels: [String], minimumPlotX: Double = 0) {
         let cw = SVG.charWidth(12)
-        let right = Double(min(28, rightLabels.map(\.count).max() ?? 0)) * cw + 16
+        let right = Double(min(32, rightLabels.map(\.count).max() ?? 0)) * cw + 16
         let available = InspectPlot.width - 2 * margin - right
         // Names get at most 48 characters and never squeeze the plot below 55 % of the width.
         let longest = min(48, names.map(\.count).max() ?? 0)

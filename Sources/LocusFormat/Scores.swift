@@ -123,6 +123,9 @@ public final class ScoresReader {
             let ds = try group.openDataset(t.link)
             try out.withUnsafeMutableBytes { try ds.read(into: $0, memType: .nativeFloat) }
         }
+        if let bad = out.firstIndex(where: { !$0.isFinite || $0 < 0 }) {
+            throw LocusError(file: path, object: t.objectPath, "score \(bad) is \(out[bad]); scores must be finite and ≥ 0")
+        }
         return out
     }
 

@@ -48,7 +48,7 @@ struct MaskCommand: ParsableCommand {
     func targetDensity() throws -> Double {
         switch (density, sparsity) {
         case (let d?, nil): guard d > 0, d <= 1 else { throw LocusError(file: output, "--density must be in (0, 1], got \(d)") }; return d
-        case (nil, let s?): guard s >= 0, s < 1 else { throw LocusError(file: output, "--sparsity must be in [0, 1), got \(s)") }; return 1 - s
+        case (nil, let s?): guard s >= 0, s < 1 else { throw LocusError(file: output, "--sparsity must be in [0, 1), got \(s)") }; return ((1 - s) * 1e12).rounded() / 1e12   // 1 − 0.9 is 0.0999…98 in binary; keep ⌊d·n⌋ what users expect
         case (nil, nil): throw LocusError(file: output, "give --density (fraction trainable) or --sparsity")
         default: throw LocusError(file: output, "give only one of --density and --sparsity")
         }
@@ -65,12 +65,16 @@ struct MaskCommand: ParsableCommand {
             var info: [String: JSONValue] = ["method": .string(method.rawValue), "density": .number(d), "keep": .string(keep.rawValue), "scope": .string(scope.rawValue)]
             var inputs: [Provenance.Input] = [.init(role: "model", path: model, fingerprint: m.sourceFingerprint)]
             if let fromScores {
+                guard method == .talos else { throw LocusError(file: fromScores, "--from-scores selects by stored scores; it cannot be combined with --method \(method.rawValue)") }
                 let s = try ScoresReader(path: fromScores)
                 guard s.info.baseFingerprint == m.sourceFingerprint else {
                     throw LocusError(file: fromScores, object: "/@base-fingerprint", "belongs to another model than \(model)")
                 }
                 let byName = Dictionary(uniqueKeysWithValues: s.tensors.map { ($0.name, $0) })
                 params2 = params.filter { byName[$0.name] != nil }
+                for p in params2 where byName[p.name]!.shape != p.value.shape {
+                    throw LocusError(file: fromScores, object: byName[p.name]!.objectPath, "has shape \(byName[p.name]!.shape), the model's parameter \(p.value.shape)")
+                }
                 guard !params2.isEmpty else { throw LocusError(file: fromScores, "scores none of the model's scored tensors") }
                 let scores = try params2.map { try s.read(byName[$0.name]!) }
                 if let (t, _) = scores.enumerated().first(where: { $0.element.contains { !$0.isFinite } }) {

@@ -64,6 +64,8 @@ struct Score: ParsableCommand {
                 try Scorer(model: m, head: scoring.head, estimator: scoring.estimator, draws: scoring.draws, seed: scoring.seed, parameters: params)
             }
             let fingerprint = m.sourceFingerprint ?? ""
+            // Deterministic estimators have one "draw" per input whatever --draws says (spec §3).
+            let recordedDraws = scoring.estimator.isSampled ? scoring.draws : 1
             if append {
                 let old = try ScoresReader(path: output)
                 guard old.info.estimator == scoring.estimator.rawValue else {
@@ -72,11 +74,12 @@ struct Score: ParsableCommand {
                 guard old.info.baseFingerprint == fingerprint else {
                     throw LocusError(file: output, object: "/@base-fingerprint", "belongs to another model (\(old.info.baseFingerprint)), not \(model) (\(fingerprint))")
                 }
-                guard old.info.draws == Int64(scoring.draws), old.info.reduction == .sum else {
+                guard old.info.draws == Int64(recordedDraws), old.info.reduction == .sum else {
                     throw LocusError(file: output, "was made with \(old.info.draws) draws and reduction \(old.info.reduction.rawValue); append needs the same draws and sums")
                 }
-                guard old.tensors.map(\.name) == params.map(\.name).sorted(by: TensorName.byteOrder) else {
-                    throw LocusError(file: output, "scores a different set of tensors than this run")
+                guard old.tensors.map(\.name) == params.map(\.name).sorted(by: TensorName.byteOrder),
+                      params.allSatisfy({ p in old.tensor(named: p.name)?.shape == p.value.shape }) else {
+                    throw LocusError(file: output, "scores a different set of tensors (or shapes) than this run")
                 }
                 let byName = Dictionary(uniqueKeysWithValues: old.tensors.map { ($0.name, $0) })
                 try scorer.resume(sums: params.map { try old.read(byName[$0.name]!) }, samples: Int(old.info.samples))
@@ -90,7 +93,7 @@ struct Score: ParsableCommand {
             }
             bar.finish()
             let w = try ScoresWriter(path: output, info: .init(baseFingerprint: fingerprint, estimator: scoring.estimator.rawValue,
-                                                                samples: Int64(scorer.samples), draws: Int64(scoring.draws), reduction: .sum),
+                                                                samples: Int64(scorer.samples), draws: Int64(recordedDraws), reduction: .sum),
                                      provenance: provenance(inputs: [.init(role: "model", path: model, fingerprint: fingerprint), .init(role: "data", path: data, fingerprint: nil)],
                                                             parameters: scoring.provenance))
             for (p, s) in zip(scorer.parameters, scorer.sums) { try w.add(name: p.name, shape: p.value.shape, values: s) }

@@ -62,7 +62,7 @@ public enum Training {
         let headLayer = try model.head(head)
         let params = (config.trainBody ? model.bodyParameters : []) + headLayer.parameters
         let optimizer: any Optimizer = config.optimizer == .sgd
-            ? SGD(momentum: config.momentum, weightDecay: config.weightDecay, nesterov: config.nesterov)
+            ? SGD(momentum: config.momentum, dampening: config.dampening, weightDecay: config.weightDecay, nesterov: config.nesterov)
             : AdamW(weightDecay: config.weightDecay)
         return try loop(model, head: head, train: train, validation: validation, config: config, trainable: params,
                         bodyMode: config.trainBody ? .train : .eval, headOnly: !config.trainBody,

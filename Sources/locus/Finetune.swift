@@ -35,24 +35,7 @@ struct Finetune: ParsableCommand {
     @Option(help: "The task's head.") var head: String = "default"
     @Flag(help: "Train the head too (densely) instead of keeping it frozen.") var trainHead = false
     @Flag(help: "Use the mask even though it was made from another base.") var force = false
-    @Option(help: "Split to train on.") var split: String = "train"
-    @Option(help: "Split for the task's own accuracy (default 'val' when present).") var valSplit: String?
-    @Option(help: "Epochs.") var epochs: Int = 1
-    @Option(help: "Batch size.") var batchSize: Int = 64
-    @Option(help: "Peak learning rate.") var lr: Float = 1e-3
-    @Option(help: "sgd (SparseSGDM) or adamw (masked AdamW).") var optimizer: OptimizerKind = .adamw
-    @Option(help: "Momentum (sgd).") var momentum: Float = 0.9
-    @Option(help: "Dampening (sgd).") var dampening: Float = 0
-    @Flag(help: "Nesterov momentum (sgd).") var nesterov = false
-    @Option(help: "Weight decay.") var weightDecay: Float = 0
-    @Option(help: "cosine or constant after warm-up.") var schedule: LearningRateSchedule.Shape = .cosine
-    @Option(help: "Warm-up as a fraction of all steps.") var warmup: Float = 0
-    @Option(help: "Clip the global gradient norm.") var clipNorm: Float?
-    @Option(help: "Label smoothing ε.") var labelSmoothing: Float = 0
-    @Option(help: "Seed of shuffling and dropout.") var seed: UInt64 = 0
-    @Flag(help: "One BLAS thread: bit-identical results.") var deterministic = false
-    @Flag(help: "No progress bar.") var quiet = false
-    @Flag(help: "Print the per-epoch report as JSON.") var json = false
+    @OptionGroup var training: TrainingOptions
 
     func run() throws {
         try reportingErrors {
@@ -89,16 +72,11 @@ struct Finetune: ParsableCommand {
 
             let d = try DatasetArtifact.read(data)
             let classes = headLayer.outFeatures
-            let train = try Batches(d, split: split, inputShape: m.architecture.input, classes: classes, file: data)
-            let valName = valSplit ?? (d.splits["val"] != nil ? "val" : "")
+            let train = try Batches(d, split: training.split, inputShape: m.architecture.input, classes: classes, file: data)
+            let valName = training.validationSplit(d)
             let val = valName.isEmpty ? nil : try Batches(d, split: valName, inputShape: m.architecture.input, classes: classes, file: data)
-            var c = TrainingConfig()
-            c.epochs = epochs; c.batchSize = batchSize; c.learningRate = lr; c.optimizer = optimizer; c.momentum = momentum
-            c.nesterov = nesterov; c.weightDecay = weightDecay; c.schedule = schedule; c.warmupFraction = warmup
-            c.clipNorm = clipNorm; c.labelSmoothing = labelSmoothing; c.seed = seed; c.deterministic = deterministic
-            guard dampening >= 0, dampening <= 1 else { throw LocusError(file: output, "--dampening must be in [0, 1]") }
-            c.dampening = dampening
-            let bar = ProgressBar(quiet: quiet)
+            let c = try training.config()
+            let bar = training.progressBar()
             let reports = try engine(file: data) {
                 try Training.fitSparse(m, head: head, train: train, validation: val, config: c, masks: masks, trainHead: trainHead) { p in
                     bar.update("epoch \(p.epoch)/\(p.epochs)", fraction: Double(p.step) / Double(p.stepsPerEpoch), detail: "loss \(fmt(p.loss))")
@@ -107,13 +85,10 @@ struct Finetune: ParsableCommand {
             bar.finish()
             let accuracy = reports.last?.validationAccuracy
             let maskFP = try mr.fingerprint()
-            var params2: [String: JSONValue] = [
-                "head": .string(head), "train_head": .bool(trainHead), "epochs": .integer(Int64(epochs)), "batch_size": .integer(Int64(batchSize)),
-                "lr": .number(Double(lr)), "optimizer": .string(optimizer == .sgd ? "sparse-sgdm" : "masked-adamw"), "momentum": .number(Double(momentum)),
-                "dampening": .number(Double(dampening)), "nesterov": .bool(nesterov), "weight_decay": .number(Double(weightDecay)),
-                "schedule": .string(schedule.rawValue), "warmup": .number(Double(warmup)), "seed": .integer(Int64(seed)),
-                "trainable_entries": .integer(Int64(ones)), "mask_fingerprint": .string(maskFP),
-            ]
+            var params2 = training.parameters
+            params2["optimizer"] = .string(training.optimizer == .sgd ? "sparse-sgdm" : "masked-adamw")
+            params2["head"] = .string(head); params2["train_head"] = .bool(trainHead)
+            params2["trainable_entries"] = .integer(Int64(ones)); params2["mask_fingerprint"] = .string(maskFP)
             if let accuracy { params2["task_accuracy"] = .number(accuracy); params2["task_split"] = .string(valName) }
             let inputs: [Provenance.Input] = [.init(role: "base", path: base, fingerprint: baseFP), .init(role: "mask", path: mask, fingerprint: maskFP),
                                               .init(role: "data", path: data, fingerprint: nil)]
@@ -124,16 +99,9 @@ struct Finetune: ParsableCommand {
                 if let accuracy { numbers["task-accuracy"] = accuracy; attrs["task-split"] = valName }
                 let s = try TaskArithmetic.diff(base: base, finetuned: output, output: taskVector, attributes: attrs, numbers: numbers,
                                                 provenance: provenance(inputs: inputs + [.init(role: "finetuned", path: output, fingerprint: ftFP)], parameters: params2))
-                if !json { print("\(taskVector): task vector, \(s.nnz) nonzero of \(s.count) entries in \(s.tensors) tensors") }
+                if !training.json { print("\(taskVector): task vector, \(s.nnz) nonzero of \(s.count) entries in \(s.tensors) tensors") }
             }
-            if json { print(try jsonText(reports)) } else {
-                for r in reports {
-                    var line = "epoch \(r.epoch): train loss \(fmt(r.trainLoss)) acc \(fmt(r.trainAccuracy))"
-                    if let a = r.validationAccuracy, let l = r.validationLoss { line += ", \(valName) loss \(fmt(l)) acc \(fmt(a))" }
-                    print(line + ", \(Int(r.samplesPerSecond)) samples/s")
-                }
-                print("\(output): \(ones) trainable entries, \(ftFP)")
-            }
+            try training.report(reports, validation: valName, trailer: "\(output): \(ones) trainable entries, \(ftFP)")
         }
     }
 }

@@ -58,3 +58,58 @@ func fmt(_ x: Double, _ digits: Int = 4) -> String {
     let p = pow(10.0, Double(digits))
     return String((x * p).rounded() / p)
 }
+
+/// The training options `train` and `finetune` share.
+struct TrainingOptions: ParsableArguments {
+    @Option(help: "Split to train on.") var split: String = "train"
+    @Option(help: "Split to evaluate on after each epoch (default: 'val' when the data has it; '' for none).") var valSplit: String?
+    @Option(help: "Epochs.") var epochs: Int = 1
+    @Option(help: "Batch size.") var batchSize: Int = 64
+    @Option(help: "Peak learning rate.") var lr: Float = 1e-3
+    @Option(help: "sgd or adamw (masked variants in finetune).") var optimizer: OptimizerKind = .adamw
+    @Option(help: "SGD momentum.") var momentum: Float = 0.9
+    @Option(help: "SGD dampening.") var dampening: Float = 0
+    @Flag(help: "SGD with Nesterov momentum.") var nesterov = false
+    @Option(help: "Weight decay (coupled for sgd, decoupled for adamw).") var weightDecay: Float = 0
+    @Option(help: "cosine or constant after warm-up.") var schedule: LearningRateSchedule.Shape = .cosine
+    @Option(help: "Warm-up as a fraction of all steps.") var warmup: Float = 0
+    @Option(help: "Clip the global gradient norm to this value.") var clipNorm: Float?
+    @Option(help: "Label smoothing ε.") var labelSmoothing: Float = 0
+    @Option(help: "Seed of shuffling, dropout and new heads.") var seed: UInt64 = 0
+    @Flag(help: "One BLAS thread: bit-identical results run to run.") var deterministic = false
+    @Flag(help: "No progress bar.") var quiet = false
+    @Flag(help: "Print the per-epoch report as JSON.") var json = false
+
+    func config(trainBody: Bool = true) throws -> TrainingConfig {
+        guard dampening >= 0, dampening <= 1 else { throw LocusError(file: "--dampening", "must be in [0, 1], got \(dampening)") }
+        var c = TrainingConfig()
+        c.epochs = epochs; c.batchSize = batchSize; c.learningRate = lr; c.optimizer = optimizer; c.momentum = momentum
+        c.dampening = dampening; c.nesterov = nesterov; c.weightDecay = weightDecay; c.schedule = schedule
+        c.warmupFraction = warmup; c.clipNorm = clipNorm; c.labelSmoothing = labelSmoothing; c.seed = seed
+        c.trainBody = trainBody; c.deterministic = deterministic
+        return c
+    }
+
+    /// The validation split to use: the one asked for, else 'val' when the data has one.
+    func validationSplit(_ d: LabelledData) -> String { valSplit ?? (d.splits["val"] != nil ? "val" : "") }
+
+    var parameters: [String: JSONValue] {
+        ["epochs": .integer(Int64(epochs)), "batch_size": .integer(Int64(batchSize)), "lr": .number(Double(lr)),
+         "optimizer": .string(optimizer.rawValue), "momentum": .number(Double(momentum)), "dampening": .number(Double(dampening)),
+         "nesterov": .bool(nesterov), "weight_decay": .number(Double(weightDecay)), "schedule": .string(schedule.rawValue),
+         "warmup": .number(Double(warmup)), "clip_norm": clipNorm.map { .number(Double($0)) } ?? .null,
+         "label_smoothing": .number(Double(labelSmoothing)), "seed": .integer(Int64(seed)), "deterministic": .bool(deterministic)]
+    }
+
+    func progressBar() -> ProgressBar { ProgressBar(quiet: quiet) }
+
+    func report(_ reports: [EpochReport], validation: String, trailer: String) throws {
+        if json { print(try jsonText(reports)); return }
+        for r in reports {
+            var line = "epoch \(r.epoch): train loss \(fmt(r.trainLoss)) acc \(fmt(r.trainAccuracy))"
+            if let a = r.validationAccuracy, let l = r.validationLoss { line += ", \(validation) loss \(fmt(l)) acc \(fmt(a))" }
+            print(line + ", \(Int(r.samplesPerSecond)) samples/s")
+        }
+        print(trailer)
+    }
+}

@@ -21,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         // SHA-256 for base fingerprints (BoringSSL-backed on Linux: hashing a checkpoint must not be the bottleneck).
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // YAML merge recipes (`locus merge --config`), mergekit's format.
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
@@ -38,6 +40,7 @@ let package = Package(
         .executableTarget(name: "locus", dependencies: [
             "LocusFormat", "LocusData", "LocusEngine", "LocusMerge",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Yams", package: "Yams"),
         ]),
         // Benchmarks that need the engine's internals; the scripts around them live in bench/.
         .executableTarget(name: "locus-bench", dependencies: ["LocusEngine"], path: "bench/swift"),
@@ -46,5 +49,6 @@ let package = Package(
         .testTarget(name: "LocusFormatTests", dependencies: ["LocusFormat", "HDF5", "SafeTensors"]),
         .testTarget(name: "LocusDataTests", dependencies: ["LocusData", "LocusFormat"]),
         .testTarget(name: "LocusEngineTests", dependencies: ["LocusEngine", "LocusFormat"]),
+        .testTarget(name: "LocusMergeTests", dependencies: ["LocusMerge", "LocusFormat"]),
     ]
 )

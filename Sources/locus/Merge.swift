@@ -54,10 +54,11 @@ struct Merge: ParsableCommand {
         Example: locus merge base.h5 t1.h5 t2.h5 --method ties --alpha-grid 0:1.5:0.1 --eval d1.h5 d2.h5 -o merged.h5
         """)
 
-    @Argument(help: "Base checkpoint.") var base: String
-    @Argument(help: "Task vectors.") var taskVectors: [String]
+    @Argument(help: ArgumentHelp("Base checkpoint (or give --config).", valueName: "base")) var baseArgument: String?
+    @Argument(help: ArgumentHelp("Task vectors.", valueName: "task-vector")) var taskVectorArguments: [String] = []
+    @Option(help: "A mergekit-style YAML recipe (base_model, models, merge_method, parameters, dtype) instead of the arguments and method options.") var config: String?
     @Option(name: .shortAndLong, help: "Output checkpoint.") var output: String
-    @Option(help: "Merging method.") var method: MergeMethod = .taskArithmetic
+    @Option(name: .customLong("method"), help: "Merging method.") var methodOption: MergeMethod = .taskArithmetic
     @Option(help: "λ, the scale of the merged direction (ignored with --alpha-grid).") var lambda: Double = 1
     @Option(help: "Comma-separated weight per task vector.") var weights: String?
     @Option(help: "TIES: fraction kept per vector.") var tiesDensity: Double = 0.2
@@ -86,7 +87,7 @@ struct Merge: ParsableCommand {
 
     func options() throws -> MergeOptions {
         var o = MergeOptions()
-        o.method = method; o.lambda = lambda; o.tiesDensity = tiesDensity; o.tiesScope = tiesScope
+        o.method = methodOption; o.lambda = lambda; o.tiesDensity = tiesDensity; o.tiesScope = tiesScope
         o.dareDropRate = dareDrop; o.dareRescale = !noDareRescale; o.dareThen = dareThen; o.seed = seed
         o.breadcrumbsBeta = beta; o.breadcrumbsGamma = gamma; o.breadcrumbsScope = breadcrumbsScope
         o.fisherScores = fisherScores; o.fisherFloor = fisherFloor; o.fisherNormalize = fisherNormalize
@@ -101,7 +102,18 @@ struct Merge: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            var o = try options()
+            let base: String, taskVectors: [String]
+            var o: MergeOptions
+            if let config {
+                guard baseArgument == nil, taskVectorArguments.isEmpty else { throw LocusError(file: config, "give either --config or BASE and task vectors, not both") }
+                (base, taskVectors, o) = try MergeRecipe.load(config).resolve(recipePath: config)
+                o.force = force
+            } else {
+                guard let b = baseArgument, !taskVectorArguments.isEmpty else { throw LocusError(file: output, "give BASE and at least one task vector (or --config)") }
+                base = b; taskVectors = taskVectorArguments
+                o = try options()
+            }
+            let method = o.method
             let warn: (String) -> Void = { FileHandle.standardError.write("locus: warning: \($0)\n") }
             var table: [AlphaSearch.Row] = []
             if let grid = alphaGrid {
@@ -120,17 +132,19 @@ struct Merge: ParsableCommand {
             var params: [String: JSONValue] = ["method": .string(method.rawValue), "lambda": .number(o.lambda)]
             if let w = o.weights { params["weights"] = .array(w.map { .number($0) }) }
             switch method {
-            case .ties: params["ties_density"] = .number(tiesDensity); params["ties_scope"] = .string(tiesScope.rawValue)
-            case .dare: params["dare_drop"] = .number(dareDrop); params["dare_rescale"] = .bool(!noDareRescale); params["dare_then"] = .string(dareThen.rawValue); params["seed"] = .integer(Int64(seed))
-            case .breadcrumbs: params["beta"] = .number(beta); params["gamma"] = .number(gamma); params["scope"] = .string(breadcrumbsScope.rawValue)
-            case .fisher: params["fisher_floor"] = .number(fisherFloor); params["fisher_normalize"] = .bool(fisherNormalize)
-            case .tall, .consensus: params["tall_lambda"] = .number(tallLambda); params["consensus_k"] = .integer(Int64(consensusK))
+            case .ties: params["ties_density"] = .number(o.tiesDensity); params["ties_scope"] = .string(o.tiesScope.rawValue)
+            case .dare: params["dare_drop"] = .number(o.dareDropRate); params["dare_rescale"] = .bool(o.dareRescale); params["dare_then"] = .string(o.dareThen.rawValue); params["seed"] = .integer(Int64(o.seed))
+                if o.dareThen == .ties { params["ties_density"] = .number(o.tiesDensity); params["ties_scope"] = .string(o.tiesScope.rawValue) }
+            case .breadcrumbs: params["beta"] = .number(o.breadcrumbsBeta); params["gamma"] = .number(o.breadcrumbsGamma); params["scope"] = .string(o.breadcrumbsScope.rawValue)
+            case .fisher: params["fisher_floor"] = .number(o.fisherFloor); params["fisher_normalize"] = .bool(o.fisherNormalize)
+            case .tall, .consensus: params["tall_lambda"] = .number(o.tallLambda); params["consensus_k"] = .integer(Int64(o.consensusK))
             case .taskArithmetic: break
             }
+            if let config { params["config"] = .string(config) }
             if alphaGrid != nil { params["alpha_search"] = .array(table.map { .object(["alpha": .number($0.alpha), "average_normalized": .number($0.averageNormalized)]) }) }
             var inputs: [Provenance.Input] = [.init(role: "base", path: base, fingerprint: try CheckpointReader(path: base).fingerprint)]
             for t in taskVectors { inputs.append(.init(role: "task-vector", path: t, fingerprint: try TaskVectorReader(path: t).baseFingerprint)) }
-            for s in fisherScores { inputs.append(.init(role: "scores", path: s, fingerprint: nil)) }
+            for s in o.fisherScores { inputs.append(.init(role: "scores", path: s, fingerprint: nil)) }
             let r = try Merger.merge(base: base, taskVectors: taskVectors, output: output, options: o, tallDirectory: tallDir, warn: warn,
                                      provenance: provenance(inputs: inputs, parameters: params))
             print("\(output): \(method.rawValue) of \(taskVectors.count) task vectors (λ = \(o.lambda)), \(r.tensorsMerged) tensors merged, \(r.tensorsCopied) copied, \(r.fingerprint)")

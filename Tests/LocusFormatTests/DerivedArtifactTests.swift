@@ -247,7 +247,7 @@ final class TaskVectorTests: LocusTestCase {
             ("scalar", [], [2.5]),
             ("empty", [0, 4], []),
         ]
-        let w = try TaskVectorWriter(path: p, baseFingerprint: someFingerprint, scale: 0.5, attributes: ["finetuned-fingerprint": "sha256:x"])
+        let w = try TaskVectorWriter(path: p, baseFingerprint: someFingerprint, scale: 0.5, attributes: ["finetuned-fingerprint": someFingerprint])
         for (n, s, v) in tensors { try w.add(name: n, shape: s, dense: v) }
         try w.finish()
 
@@ -255,7 +255,7 @@ final class TaskVectorTests: LocusTestCase {
         XCTAssertEqual(r.scale, 0.5)
         XCTAssertEqual(r.baseFingerprint, someFingerprint)
         let f = try File.open(p)
-        XCTAssertEqual(try f.root.stringAttribute("finetuned-fingerprint"), "sha256:x")
+        XCTAssertEqual(try f.root.stringAttribute("finetuned-fingerprint"), someFingerprint)
         let g = try f.root.openGroup("tensors")
         var totalSquares = 0.0, totalNNZ = 0, totalCount = 0
         for (n, s, v) in tensors {

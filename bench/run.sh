@@ -5,3 +5,18 @@ cd "$(dirname "$0")/.."
 LOCUS=${1:-.build/release/locus}
 mkdir -p bench/out
 python3 bench/format_bench.py "$LOCUS" --json bench/out/format.json
+
+# Fashion-MNIST as a dataset artifact (Debian package dataset-fashion-mnist), made once into bench/out/.
+LOCUS_BENCH=${LOCUS_BENCH:-$(dirname "$LOCUS")/locus-bench}
+FASHION=bench/out/fashion.h5
+FASHION_IDX=/usr/share/datasets/fashion-mnist
+if [ ! -f "$FASHION" ]; then
+  if [ ! -f "$FASHION_IDX/train-images-idx3-ubyte.gz" ]; then
+    echo "bench/run.sh: $FASHION_IDX is missing: apt-get install dataset-fashion-mnist" >&2
+    exit 1
+  fi
+  "$LOCUS" data import "$FASHION_IDX/train-images-idx3-ubyte.gz" "$FASHION_IDX/train-labels-idx1-ubyte.gz" \
+    "$FASHION_IDX/t10k-images-idx3-ubyte.gz" "$FASHION_IDX/t10k-labels-idx1-ubyte.gz" -o "$FASHION"
+fi
+# TaLoS scoring: efficient vs per-sample (same engine), vs the seed's PyTorch loop, vs one training epoch.
+python3 bench/score_bench.py "$LOCUS" "$LOCUS_BENCH" "$FASHION" --json bench/out/score.json

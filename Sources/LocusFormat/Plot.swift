@@ -128,7 +128,10 @@ public enum InspectPlot {
         svg.title(title)
         let positive = h.counts.reduce(0, +)
         var sub = "\(h.total) values in \(r.tensors.count) tensor\(r.tensors.count == 1 ? "" : "s"): \(h.zeros) zero"
-        if h.total > 0 { sub += " (\(Inspector.percent(Double(h.zeros) / Double(h.total))))" }
+        if h.total > 0 {
+            let f = Double(h.zeros) / Double(h.total)
+            sub += " (\(f > 0 && f < 0.0005 ? "<0.1%" : Inspector.percent(f)))"
+        }
         sub += ", \(positive) non-zero"
         if let a = h.minPositive, let b = h.maxPositive { sub += " from \(Inspector.number(a)) to \(Inspector.number(b))" }
         if h.invalid > 0 { sub += "; \(h.invalid) negative or non-finite values not shown" }
@@ -151,7 +154,8 @@ public enum InspectPlot {
         // The zero bar.
         svg.open("g", ["class": "zero"])
         svg.raw("<title>= 0: \(h.zeros) values</title>")
-        svg.rect(zeroX + 4, yOf(Double(h.zeros)), zeroW - 8, Double(h.zeros) / yMax * histH, fill: "#8c8c8c", attributes: ["class": "bin"])
+        let zh = h.zeros == 0 ? 0 : max(1.5, Double(h.zeros) / yMax * histH)
+        svg.rect(zeroX + 4, histBottom - zh, zeroW - 8, zh, fill: "#8c8c8c", attributes: ["class": "bin"])
         svg.text(zeroX + zeroW / 2, yOf(Double(h.zeros)) - 4, compactCount(Double(h.zeros)), size: 10, anchor: "middle", fill: "#444")
         svg.close("g")
         svg.text(zeroX + zeroW / 2, histBottom + 16, "= 0", size: 11, anchor: "middle", fill: "#555")
@@ -162,7 +166,9 @@ public enum InspectPlot {
             let x0 = axisX + (a - lo) / (hi - lo) * axisW
             svg.open("g", [:])
             svg.raw("<title>\(Inspector.number(pow(10, a))) … \(Inspector.number(pow(10, b))): \(c) values</title>")
-            svg.rect(x0 + 0.5, yOf(Double(c)), max(0.5, bw - 1), Double(c) / yMax * histH, fill: "#4c78a8", attributes: ["class": "bin"])
+            // A bin that holds anything stays visible (at least 1.5 px) however tall the others are.
+            let bh = c == 0 ? 0 : max(1.5, Double(c) / yMax * histH)
+            svg.rect(x0 + 0.5, histBottom - bh, max(0.5, bw - 1), bh, fill: "#4c78a8", attributes: ["class": "bin"])
             svg.close("g")
         }
         if h.counts.isEmpty {

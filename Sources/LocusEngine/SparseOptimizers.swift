@@ -48,10 +48,13 @@ public final class SparseSGDM {
             var buf = buffers.removeValue(forKey: key) ?? []   // take it out: no copy on write
             p.value.data.withUnsafeMutableBufferPointer { w in p.grad.data.withUnsafeBufferPointer { g in buf.withUnsafeMutableBufferPointer { b in
                 // Apply the rule to entry i of the parameter, using slot j of the buffer, with mask value m.
+                // m = 0 leaves w (and its buffer slot) untouched rather than adding 0: that keeps −0.0
+                // and survives a non-finite gradient, so frozen entries stay bit-identical.
                 @inline(__always) func update(_ i: Int, _ j: Int, _ m: Float) {
-                    let d = (g[i] + wd * w[i]) * m
+                    guard m != 0 else { if mu != 0 { b[j] = 0 }; return }
+                    let d = g[i] + wd * w[i]
                     if mu == 0 { w[i] -= lr * d; return }
-                    b[j] = (first ? d : mu * b[j] + damp * d) * m
+                    b[j] = first ? d : mu * b[j] + damp * d
                     w[i] -= lr * (nest ? d + mu * b[j] : b[j])
                 }
                 switch mask {
@@ -93,8 +96,9 @@ public final class MaskedAdamW {
                     @inline(__always) func update(_ i: Int, _ j: Int, _ m: Float) {
                         m1[j] = b1 * m1[j] + (1 - b1) * g[i]
                         v[j] = b2 * v[j] + (1 - b2) * g[i] * g[i]
-                        w[i] -= decay * (m * w[i])
-                        w[i] -= m * (stepSize * m1[j] / (v[j].squareRoot() * inverseRootBC2 + e))
+                        guard m != 0 else { return }   // frozen: untouched, bit for bit (even −0.0)
+                        w[i] -= decay * w[i]
+                        w[i] -= stepSize * m1[j] / (v[j].squareRoot() * inverseRootBC2 + e)
                     }
                     switch mask {
                     case .dense: for i in 0..<w.count { update(i, i, 1) }

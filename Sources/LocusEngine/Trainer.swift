@@ -76,7 +76,10 @@ public enum Training {
                                  progress: ((Progress) -> Void)? = nil) throws -> [EpochReport] {
         try check(config)
         let headLayer = try model.head(head)
-        let active = masks.filter { !$0.1.isFrozen } + (trainHead ? headLayer.parameters.map { ($0, ParameterMask.dense) } : [])
+        // A trained head is dense; any mask entries for it are superseded (never listed twice).
+        let headIDs = Set(headLayer.parameters.map(ObjectIdentifier.init))
+        let active = masks.filter { !$0.1.isFrozen && !(trainHead && headIDs.contains(ObjectIdentifier($0.0))) }
+            + (trainHead ? headLayer.parameters.map { ($0, ParameterMask.dense) } : [])
         guard !active.isEmpty else { throw EngineError("the mask leaves nothing trainable") }
         let sgd = SparseSGDM(momentum: config.momentum, dampening: config.dampening, weightDecay: config.weightDecay, nesterov: config.nesterov)
         let adam = MaskedAdamW(weightDecay: config.weightDecay)

@@ -77,6 +77,9 @@ public final class TaskVectorWriter {
         return values.map(Float.init).withUnsafeBufferPointer { HalfPrecision.encode($0, as: dtype) }
     }
 
+    /// Values of encoded bytes, for checking what would be stored.
+    public static func decodeForCheck(_ bytes: [UInt8], dtype: LocusDType) -> [Double] { decode(bytes, dtype: dtype) }
+
     static func decode(_ bytes: [UInt8], dtype: LocusDType) -> [Double] {
         if dtype == .float64 {
             return (0..<(bytes.count / 8)).map { i in bytes.withUnsafeBytes { Double(bitPattern: UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))) } }

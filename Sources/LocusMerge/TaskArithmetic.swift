@@ -74,7 +74,12 @@ public enum TaskArithmetic {
         var summary = Summary(tensors: 0, count: 0, nnz: 0)
         for (k, (t, tau)) in taus.enumerated() {
             var idx: [Int] = [], vals: [Double] = []
-            for (i, v) in tau.enumerated() where v != 0 && (keep?[k][i] ?? true) { idx.append(i); vals.append(v) }
+            // A zero difference can still be a change of sign bit (−0.0 → +0.0); keep it as an explicit
+            // zero (spec §5 allows them) so apply reproduces the bits.
+            let b32 = try base.readFloat32(base.tensor(named: t.name)!), f32 = try ft.readFloat32(t)
+            for (i, v) in tau.enumerated() where (v != 0 || (keep == nil && b32[i].bitPattern != f32[i].bitPattern)) && (keep?[k][i] ?? true) {
+                idx.append(i); vals.append(v)
+            }
             summary.count += t.count
             if idx.isEmpty { continue }   // an unchanged tensor is simply absent (= zero)
             let dtype = t.dtype == .float64 ? .float64 : try valueType(base, ft, t, idx, vals)
@@ -88,8 +93,15 @@ public enum TaskArithmetic {
     /// float32 when it reproduces θ_ft from θ_base exactly (in the base's own precision), else float64.
     static func valueType(_ base: CheckpointReader, _ ft: CheckpointReader, _ t: CheckpointTensor, _ idx: [Int], _ vals: [Double]) throws -> LocusDType {
         let b = try base.readFloat32(base.tensor(named: t.name)!), f = try ft.readFloat32(t)
-        for (i, v) in zip(idx, vals) where Float(b[i]) + Float(v) != f[i] { return .float64 }
-        return .float32
+        var needs64 = false
+        for (i, v) in zip(idx, vals) where Float(b[i]) + Float(v) != f[i] {
+            needs64 = true
+            // apply computes θ_base + τ in float64 and rounds; that must give θ_ft back exactly.
+            if Float(Double(b[i]) + v) != f[i] {
+                throw LocusError(file: ft.path, object: t.objectPath, "entry \(i) changed from \(b[i]) to \(f[i]): the difference is not representable exactly even in float64 (exponent gap too wide)")
+            }
+        }
+        return needs64 ? .float64 : .float32
     }
 
     /// Marks the `count` entries of largest |value| (ties: earlier position first).
@@ -145,8 +157,10 @@ public enum TaskArithmetic {
             case .float64: out = values.withUnsafeBytes { Array($0) }
             default: out = values.map { Float($0) }.withUnsafeBufferPointer { HalfPrecision.encode($0, as: t.dtype) }
             }
-            if let bad = values.firstIndex(where: { !$0.isFinite }) {
-                throw LocusError(file: output, object: t.objectPath, "entry \(bad) is not finite after applying the task vector")
+            // Checked in the output precision: a finite float64 can still overflow float32 / 16-bit types.
+            let stored = t.dtype == .float64 ? values : TaskVectorWriter.decodeForCheck(out, dtype: t.dtype)
+            if let bad = stored.firstIndex(where: { !$0.isFinite }) {
+                throw LocusError(file: output, object: t.objectPath, "entry \(bad) is not finite in \(t.dtype.rawValue) after applying the task vector")
             }
             try out.withUnsafeBytes { try w.add(name: t.name, dtype: t.dtype, shape: t.shape, bytes: $0) }
         }

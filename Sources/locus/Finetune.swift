@@ -39,6 +39,9 @@ struct Finetune: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            if taskVector != nil, (output as NSString).standardizingPath == (base as NSString).standardizingPath {
+                throw LocusError(file: output, "is BASE itself: with --task-vector the base must stay as it is (write the fine-tuned model elsewhere)")
+            }
             let m = try Model.load(base)
             let baseFP = m.sourceFingerprint ?? ""
             let mr = try MaskReader(path: mask)

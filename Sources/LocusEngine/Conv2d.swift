@@ -74,7 +74,7 @@ public final class Conv2d: Layer {
         let (ho, wo) = outputSize(h, w)
         let l = ho * wo, n = b * l
         // [B, O, L] → [O, B·L]
-        var g2 = [Float](unsafeUninitializedCapacity: outChannels * n) { buf, c in
+        let g2 = [Float](unsafeUninitializedCapacity: outChannels * n) { buf, c in
             gy.data.withUnsafeBufferPointer { src in
                 for s in 0..<b { for o in 0..<outChannels {
                     let from = (s * outChannels + o) * l, to = o * n + s * l
@@ -83,6 +83,20 @@ public final class Conv2d: Layer {
             }
             c = outChannels * n
         }
+        if GradientAccumulation.enabled { accumulateParameterGradients(g2, n: n) }
+        guard computesInputGradient else { return Tensor(zeros: [0]) }
+        // dcols = W_effᵀ · G, then fold back.
+        var gcols = [Float](unsafeUninitializedCapacity: patch * n) { _, c in c = patch * n }
+        let wt = weight.effective
+        wt.data.withUnsafeBufferPointer { wp in g2.withUnsafeBufferPointer { gp in gcols.withUnsafeMutableBufferPointer { out in
+            BLAS.gemm(transA: true, m: patch, n: n, k: outChannels, a: wp.baseAddress!, lda: patch, b: gp.baseAddress!, ldb: n,
+                      c: out.baseAddress!, ldc: n)
+        } } }
+        return Conv2d.col2im(gcols, shape: x.shape, kernel: kernel, stride: stride, padding: padding)
+    }
+
+    /// db += Σ G over positions; dW += G · colsᵀ (times the forward scale).
+    private func accumulateParameterGradients(_ g2: [Float], n: Int) {
         if let bias {
             bias.grad.data.withUnsafeMutableBufferPointer { db in g2.withUnsafeBufferPointer { g in
                 for o in 0..<outChannels { var s: Float = 0; for i in 0..<n { s += g[o * n + i] }; db[o] += s * (bias.forwardScale?[o] ?? 1) }
@@ -99,15 +113,6 @@ public final class Conv2d: Layer {
         } else {
             weight.grad = gw
         }
-        guard computesInputGradient else { return Tensor(zeros: [0]) }
-        // dcols = W_effᵀ · G, then fold back.
-        var gcols = [Float](unsafeUninitializedCapacity: patch * n) { _, c in c = patch * n }
-        let wt = weight.effective
-        wt.data.withUnsafeBufferPointer { wp in g2.withUnsafeBufferPointer { gp in gcols.withUnsafeMutableBufferPointer { out in
-            BLAS.gemm(transA: true, m: patch, n: n, k: outChannels, a: wp.baseAddress!, lda: patch, b: gp.baseAddress!, ldb: n,
-                      c: out.baseAddress!, ldc: n)
-        } } }
-        return Conv2d.col2im(gcols, shape: x.shape, kernel: kernel, stride: stride, padding: padding)
     }
 
     /// Output columns `ow` whose input column `ow·stride − p + kw` lies inside [0, w).

@@ -26,6 +26,13 @@ public final class Parameter {
 
 public enum Mode: Sendable { case train, eval }
 
+/// Set while scoring: backward passes then only propagate gradients (each layer keeps its input
+/// and output gradient) and skip accumulating parameter gradients, which scoring never reads.
+/// A task-local value, so concurrent work elsewhere is unaffected.
+public enum GradientAccumulation {
+    @TaskLocal public static var enabled = true
+}
+
 /// One layer: forward and backward side by side. A layer remembers what its backward pass needs
 /// from the last forward (`lastInput`) and the gradient it last received (`lastOutputGradient`),
 /// which is what per-sample gradient statistics are built from.

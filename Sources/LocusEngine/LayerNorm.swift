@@ -69,10 +69,10 @@ public final class LayerNorm: Layer {
             }
         } }
         let sw = weight.forwardScale, sb = bias.forwardScale
-        for j in 0..<d {
+        if GradientAccumulation.enabled { for j in 0..<d {
             weight.grad.data[j] += dg[j] * (sw?[j] ?? 1)
             bias.grad.data[j] += db[j] * (sb?[j] ?? 1)
-        }
+        } }
         return gx
     }
 }

@@ -47,7 +47,19 @@ public final class Linear: Layer {
         guard let x = lastInput else { preconditionFailure("Linear.backward before forward") }
         lastOutputGradient = gy
         let batch = x.rows
-        // dW += gyᵀ x (times the forward scale, since y used W ⊙ s); db += Σ_rows gy; dx = gy W_eff.
+        if GradientAccumulation.enabled { accumulateParameterGradients(gy, x, batch: batch) }
+        guard computesInputGradient else { return Tensor(zeros: [0]) }
+        let w = weight.effective
+        var gx = Tensor(shape: [batch, inFeatures]) { _ in }
+        gy.data.withUnsafeBufferPointer { g in w.data.withUnsafeBufferPointer { wp in gx.data.withUnsafeMutableBufferPointer { out in
+            BLAS.gemm(m: batch, n: inFeatures, k: outFeatures, a: g.baseAddress!, lda: outFeatures, b: wp.baseAddress!, ldb: inFeatures,
+                      c: out.baseAddress!, ldc: inFeatures)
+        } } }
+        return gx.reshaped(x.shape)
+    }
+
+    private func accumulateParameterGradients(_ gy: Tensor, _ x: Tensor, batch: Int) {
+        // dW += gyᵀ x (times the forward scale, since y used W ⊙ s); db += Σ_rows gy.
         if let s = weight.forwardScale {
             var g = Tensor(zeros: weight.value.shape)
             Linear.accumulateWeightGrad(gy, x, into: &g, outFeatures: outFeatures, inFeatures: inFeatures, batch: batch)
@@ -61,14 +73,6 @@ public final class Linear: Layer {
                 for r in 0..<batch { for j in 0..<outFeatures { db[j] += g[r * outFeatures + j] * (s?[j] ?? 1) } }
             } }
         }
-        guard computesInputGradient else { return Tensor(zeros: [0]) }
-        let w = weight.effective
-        var gx = Tensor(shape: [batch, inFeatures]) { _ in }
-        gy.data.withUnsafeBufferPointer { g in w.data.withUnsafeBufferPointer { wp in gx.data.withUnsafeMutableBufferPointer { out in
-            BLAS.gemm(m: batch, n: inFeatures, k: outFeatures, a: g.baseAddress!, lda: outFeatures, b: wp.baseAddress!, ldb: inFeatures,
-                      c: out.baseAddress!, ldc: inFeatures)
-        } } }
-        return gx.reshaped(x.shape)
     }
 
     static func accumulateWeightGrad(_ gy: Tensor, _ x: Tensor, into g: inout Tensor, outFeatures: Int, inFeatures: Int, batch: Int) {

@@ -112,7 +112,8 @@ public final class Scorer {
         let logits = try model.forward(x, head: head, mode: .eval)
         let b = logits.rows, c = logits.rowSize
         for g in outputGradients(logits: logits, labels: labels) {
-            try model.backward(Tensor(shape: [b, c], data: g), head: head)
+            // Only each layer's input and output gradient are needed, not the batch-summed parameter gradients.
+            try GradientAccumulation.$enabled.withValue(false) { try model.backward(Tensor(shape: [b, c], data: g), head: head) }
             for (i, p) in parameters.enumerated() { try addSquaredPerSampleGradient(of: p, into: &sums[i], batch: b) }
         }
         samples += b

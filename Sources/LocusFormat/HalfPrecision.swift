@@ -22,6 +22,33 @@ public enum HalfPrecision {
     @inline(__always)
     public static func float(fromFloat16 bits: UInt16) -> Float { Float(Float16(bitPattern: bits)) }
 
+    /// bfloat16 bits of a float64, rounded once (to nearest, ties to even) — going through float32
+    /// first would round twice.
+    public static func bfloat16Bits(double x: Double) -> UInt16 {
+        let f = Float(x)
+        guard x.isFinite, f.isFinite else { return bfloat16Bits(f) }
+        let b = bfloat16Bits(f)
+        var best = b, bestErr = abs(Double(float(fromBFloat16: b)) - x)
+        for c in [b &- 1, b &+ 1] where (c ^ b) & 0x8000 == 0 {
+            let v = Double(float(fromBFloat16: c))
+            guard v.isFinite else { continue }
+            let e = abs(v - x)
+            if e < bestErr || (e == bestErr && c & 1 == 0) { best = c; bestErr = e }
+        }
+        return best
+    }
+
+    /// Encodes float64 values as little-endian bytes of `dtype` with a single rounding.
+    public static func encode(_ values: [Double], as dtype: LocusDType) -> [UInt8] {
+        switch dtype {
+        case .float64: return values.withUnsafeBytes { Array($0) }
+        case .float32: return values.map { Float($0) }.withUnsafeBufferPointer { encode($0, as: .float32) }
+        case .float16: return values.map { Float16($0).bitPattern.littleEndian }.withUnsafeBytes { Array($0) }   // Double → Float16 is one correctly rounded step
+        case .bfloat16: return values.map { bfloat16Bits(double: $0).littleEndian }.withUnsafeBytes { Array($0) }
+        default: preconditionFailure("encode: \(dtype) is not a floating-point type")
+        }
+    }
+
     /// Encodes float32 values as little-endian bytes of `dtype` (a floating-point type).
     public static func encode(_ values: UnsafeBufferPointer<Float>, as dtype: LocusDType) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: values.count * dtype.byteSize)

@@ -70,12 +70,7 @@ public final class TaskVectorWriter {
         try add(name: name, shape: shape, indices: indices, values: values, dtype: dtype, dense: nil)
     }
 
-    static func encode(_ values: [Double], as dtype: LocusDType) -> [UInt8] {
-        if dtype == .float64 {
-            return values.withUnsafeBytes { Array($0) }   // little-endian hosts only (as everywhere in Locus)
-        }
-        return values.map(Float.init).withUnsafeBufferPointer { HalfPrecision.encode($0, as: dtype) }
-    }
+    static func encode(_ values: [Double], as dtype: LocusDType) -> [UInt8] { HalfPrecision.encode(values, as: dtype) }
 
     /// Values of encoded bytes, for checking what would be stored.
     public static func decodeForCheck(_ bytes: [UInt8], dtype: LocusDType) -> [Double] { decode(bytes, dtype: dtype) }

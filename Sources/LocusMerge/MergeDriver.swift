@@ -19,6 +19,12 @@ extension Merger {
             throw LocusError(file: output, "\(w.count) weights for \(inputs.count) task vectors")
         }
         guard o.lambda.isFinite else { throw LocusError(file: output, "λ must be finite") }
+        if let d = o.dtype, !d.isFloatingPoint { throw LocusError(file: output, "--dtype must be a floating-point type, not \(d.rawValue)") }
+        guard o.tiesScope != .row else { throw LocusError(file: output, "TIES trims globally or per tensor (--ties-scope global|tensor), not per row") }
+        guard o.breadcrumbsScope != .global else { throw LocusError(file: output, "Breadcrumbs ranks per row or per tensor (--breadcrumbs-scope row|tensor), not globally") }
+        guard o.dareThen == .taskArithmetic || o.dareThen == .ties else { throw LocusError(file: output, "--dare-then must be task-arithmetic or ties") }
+        guard o.fisherFloor > 0 else { throw LocusError(file: output, "--fisher-floor must be > 0 (a zero floor can make Σ F = 0)") }
+        guard o.tallLambda >= 0 else { throw LocusError(file: output, "--tall-lambda must be ≥ 0") }
         switch o.method {
         case .ties, .dare:
             guard o.tiesDensity > 0, o.tiesDensity <= 1 else { throw LocusError(file: output, "TIES density must be in (0, 1]") }
@@ -109,8 +115,10 @@ extension Merger {
         if let bad = values.firstIndex(where: { !$0.isFinite }) {
             throw LocusError(file: output, object: t.objectPath, "merged entry \(bad) is not finite")
         }
-        let bytes: [UInt8] = dtype == .float64 ? values.withUnsafeBytes { Array($0) }
-            : values.map { Float($0) }.withUnsafeBufferPointer { HalfPrecision.encode($0, as: dtype) }
+        let bytes = HalfPrecision.encode(values, as: dtype)
+        if let bad = TaskVectorWriter.decodeForCheck(bytes, dtype: dtype).firstIndex(where: { !$0.isFinite }) {
+            throw LocusError(file: output, object: t.objectPath, "merged entry \(bad) overflows \(dtype.rawValue)")
+        }
         try bytes.withUnsafeBytes { try w.add(name: t.name, dtype: dtype, shape: t.shape, bytes: $0) }
     }
 
@@ -124,8 +132,13 @@ extension Merger {
             let (idx, val) = try entries(input, t.name)
             for (i, v) in zip(idx, val) { theta[i] += Double(v) }
             var f: [Float]
-            if let st = scores[k].tensor(named: t.name) { f = try scores[k].read(st) } else { f = [Float](repeating: 1, count: t.count) }
-            let norm = o.fisherNormalize && scores[k].info.samples > 0 && scores[k].info.reduction == .sum ? 1 / Double(scores[k].info.samples) : 1
+            var norm = 1.0
+            if let st = scores[k].tensor(named: t.name) {
+                f = try scores[k].read(st)
+                if o.fisherNormalize && scores[k].info.samples > 0 && scores[k].info.reduction == .sum { norm = 1 / Double(scores[k].info.samples) }
+            } else {
+                f = [Float](repeating: 1, count: t.count)   // not scored: plain averaging for this model
+            }
             for i in 0..<t.count {
                 let fi = max(Double(f[i]) * norm, o.fisherFloor) * w[k]
                 num[i] += fi * theta[i]; den[i] += fi

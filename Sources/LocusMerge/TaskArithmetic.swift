@@ -155,7 +155,7 @@ public enum TaskArithmetic {
             let out: [UInt8]
             switch t.dtype {
             case .float64: out = values.withUnsafeBytes { Array($0) }
-            default: out = values.map { Float($0) }.withUnsafeBufferPointer { HalfPrecision.encode($0, as: t.dtype) }
+            default: out = HalfPrecision.encode(values, as: t.dtype)   // one rounding from float64
             }
             // Checked in the output precision: a finite float64 can still overflow float32 / 16-bit types.
             let stored = t.dtype == .float64 ? values : TaskVectorWriter.decodeForCheck(out, dtype: t.dtype)

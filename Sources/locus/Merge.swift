@@ -15,7 +15,7 @@ struct AlphaGrid: ExpressibleByArgument {
         let p = argument.split(separator: ":").compactMap { Double($0) }
         guard p.count == 3, p[2] > 0, p[1] >= p[0] else { return nil }
         let n = Int(((p[1] - p[0]) / p[2]).rounded()) + 1
-        values = (0..<n).map { (p[0] + Double($0) * p[2] * 1e9).rounded() / 1e9 }
+        values = (0..<n).map { ((p[0] + Double($0) * p[2]) * 1e9).rounded() / 1e9 }
     }
 }
 
@@ -133,7 +133,7 @@ struct Merge: ParsableCommand {
             if let w = o.weights { params["weights"] = .array(w.map { .number($0) }) }
             switch method {
             case .ties: params["ties_density"] = .number(o.tiesDensity); params["ties_scope"] = .string(o.tiesScope.rawValue)
-            case .dare: params["dare_drop"] = .number(o.dareDropRate); params["dare_rescale"] = .bool(o.dareRescale); params["dare_then"] = .string(o.dareThen.rawValue); params["seed"] = .integer(Int64(o.seed))
+            case .dare: params["dare_drop"] = .number(o.dareDropRate); params["dare_rescale"] = .bool(o.dareRescale); params["dare_then"] = .string(o.dareThen.rawValue); params["seed"] = .integer(Int64(bitPattern: o.seed))
                 if o.dareThen == .ties { params["ties_density"] = .number(o.tiesDensity); params["ties_scope"] = .string(o.tiesScope.rawValue) }
             case .breadcrumbs: params["beta"] = .number(o.breadcrumbsBeta); params["gamma"] = .number(o.breadcrumbsGamma); params["scope"] = .string(o.breadcrumbsScope.rawValue)
             case .fisher: params["fisher_floor"] = .number(o.fisherFloor); params["fisher_normalize"] = .bool(o.fisherNormalize)
@@ -143,7 +143,7 @@ struct Merge: ParsableCommand {
             if let config { params["config"] = .string(config) }
             if alphaGrid != nil { params["alpha_search"] = .array(table.map { .object(["alpha": .number($0.alpha), "average_normalized": .number($0.averageNormalized)]) }) }
             var inputs: [Provenance.Input] = [.init(role: "base", path: base, fingerprint: try CheckpointReader(path: base).fingerprint)]
-            for t in taskVectors { inputs.append(.init(role: "task-vector", path: t, fingerprint: try TaskVectorReader(path: t).baseFingerprint)) }
+            for t in taskVectors { inputs.append(.init(role: "task-vector", path: t, fingerprint: nil)) }
             for s in o.fisherScores { inputs.append(.init(role: "scores", path: s, fingerprint: nil)) }
             let r = try Merger.merge(base: base, taskVectors: taskVectors, output: output, options: o, tallDirectory: tallDir, warn: warn,
                                      provenance: provenance(inputs: inputs, parameters: params))

@@ -1,0 +1,388 @@
+"""Independent numpy reference of every `locus merge` method (ANCHORS §3, `locus merge --help`).
+
+Reads the HDF5 files with h5py only (spec/FORMAT.md §2, §3, §5), computes in float64 and rounds to the
+output dtype once, with round-to-nearest-even (RNE). No Locus code and no locus_h5 reader is used.
+
+Where the result depends on a *decision* (TIES trim threshold, Breadcrumbs ranking, TALL mask
+inequality) the magnitudes compared are the float32 numbers Locus compares
+(float32(value · scale) · float32(weight)), so that ties created by rounding are the same ties; every
+sum, mean and the final θ0 + λ·τ are float64. DARE's generator is re-implemented from its
+documentation: SplitMix64 seeded with seed ^ FNV-1a(tensor name) ^ vector·0x9E3779B97F4A7C15,
+unit = (next >> 11)·2⁻⁵³, keep when unit ≥ p, one draw per stored entry in index order.
+"""
+import math
+from urllib.parse import unquote
+
+import h5py
+import numpy as np
+
+FLOATS = ("float64", "float32", "float16", "bfloat16")
+M64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+# ------------------------------------------------------------------ reading (spec only)
+
+def _is_bf16(ds):
+    t = ds.id.get_type()
+    return t.get_class() == h5py.h5t.FLOAT and t.get_size() == 2 and t.get_fields()[1] == 7
+
+
+def _read_values(ds):
+    """Dataset → float64 (bfloat16 bits read with the file type, widened exactly)."""
+    if _is_bf16(ds):
+        bits = np.empty(ds.shape, dtype="<u2")
+        if bits.size:
+            ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, bits, mtype=ds.id.get_type())
+        return (bits.astype("<u4") << np.uint32(16)).view("<f4").astype(np.float64)
+    return np.asarray(ds[()]).astype(np.float64)
+
+
+def read_raw(ds):
+    if _is_bf16(ds):
+        bits = np.empty(ds.shape, dtype="<u2")
+        if bits.size:
+            ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, bits, mtype=ds.id.get_type())
+        return bits.tobytes()
+    return np.ascontiguousarray(ds[()]).tobytes()
+
+
+def _s(v):
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def read_checkpoint(path):
+    """name → dict(dtype, shape, value (float64 array of the shape, floats only), raw bytes), in file order."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        for link, ds in f["tensors"].items():
+            dtype = _s(ds.attrs["dtype"])
+            out[unquote(link)] = {"dtype": dtype, "shape": tuple(ds.shape), "raw": read_raw(ds),
+                                  "value": _read_values(ds).reshape(ds.shape) if dtype in FLOATS else None}
+    return out
+
+
+def read_task_vector(path):
+    """dict(scale, base, tensors: name → dict(shape, count, encoding, dtype, idx, val)).
+
+    idx/val are the entries the merge walks, in index order: coo → every stored index (explicit zeros
+    included), bitmask → every set bit, dense → the non-zero entries (what Locus's reader returns)."""
+    with h5py.File(path, "r") as f:
+        scale = float(f.attrs["scale"])
+        base = _s(f.attrs["base-fingerprint"])
+        tensors = {}
+        for link, g in f["tensors"].items():
+            shape = tuple(int(d) for d in g.attrs["shape"])
+            n, enc = int(g.attrs["count"]), _s(g.attrs["encoding-type"])
+            vals = _read_values(g["values"]).reshape(-1)
+            if enc == "coo":
+                idx = g["indices"][()].astype(np.int64)
+            elif enc == "bitmask":
+                idx = np.flatnonzero(np.unpackbits(g["mask"][()], bitorder="little", count=n))
+            else:
+                idx = np.flatnonzero(vals != 0)
+                vals = vals[idx]
+            tensors[unquote(link)] = {"shape": shape, "count": n, "encoding": enc, "dtype": _s(g.attrs["dtype"]),
+                                      "idx": idx.astype(np.int64), "val": vals}
+    return {"scale": scale, "base": base, "tensors": tensors}
+
+
+def read_scores(path):
+    with h5py.File(path, "r") as f:
+        return {"samples": int(f.attrs["samples"]), "reduction": _s(f.attrs["reduction"]),
+                "tensors": {unquote(k): ds[()].astype(np.float64) for k, ds in f["tensors"].items()}}
+
+
+def read_mask(path):
+    with h5py.File(path, "r") as f:
+        return {unquote(k): np.unpackbits(ds[()], bitorder="little", count=int(ds.attrs["count"])).astype(bool)
+                .reshape(tuple(int(d) for d in ds.attrs["shape"])) for k, ds in f["tensors"].items()}
+
+
+# ------------------------------------------------------------------ rounding
+
+_FMT = {"float16": (11, -24, 65504.0), "bfloat16": (8, -133, float.fromhex("0x1.fep127"))}
+
+
+def round_to(x, dtype):
+    """float64 → nearest value of `dtype` (RNE, subnormals, overflow → ±inf), returned as float64."""
+    x = np.asarray(x, dtype=np.float64)
+    if dtype == "float64":
+        return x.copy()
+    if dtype == "float32":
+        return x.astype(np.float32).astype(np.float64)
+    p, qmin, big = _FMT[dtype]
+    _, e = np.frexp(x)                                 # |x| = m·2^e, m ∈ [0.5, 1)
+    q = np.maximum(e.astype(np.int64) - p, qmin)       # exponent of the last kept bit
+    r = np.ldexp(np.rint(np.ldexp(x, -q)), q)          # rint = RNE, exact in float64
+    with np.errstate(over="ignore"):
+        return np.where(np.abs(r) > big, np.copysign(np.inf, x), r)
+
+
+def neighbours(r, dtype):
+    """The `dtype` values just below and just above r (r must be a value of `dtype`)."""
+    if dtype == "float16":
+        h = np.float16(r)
+        return float(np.nextafter(h, np.float16(-np.inf))), float(np.nextafter(h, np.float16(np.inf)))
+    if dtype == "bfloat16":
+        f = np.float32(r)
+        return _bf16_step(f, -1), _bf16_step(f, 1)
+    t = np.float32 if dtype == "float32" else np.float64
+    return float(np.nextafter(t(r), t(-np.inf))), float(np.nextafter(t(r), t(np.inf)))
+
+
+def _bf16_step(f, direction):
+    """Next bfloat16 after f (a bfloat16 value held in float32) towards direction·inf."""
+    u = int(np.array(f, "<f4").view("<u4")) >> 16
+    if f == 0:
+        u = 0x0001 if direction > 0 else 0x8001
+    elif (f > 0) == (direction > 0):
+        u += 1
+    else:
+        u -= 1
+    return float(np.array(u << 16, "<u4").view("<f4"))
+
+
+def midpoint_distance(x, dtype):
+    """Absolute distance of x to the nearest midpoint between two neighbouring `dtype` values (0 = on a tie)."""
+    x = np.asarray(x, dtype=np.float64)
+    if dtype == "float64":
+        return np.full(x.shape, np.inf)
+    p = {"float32": 24, "float16": 11, "bfloat16": 8}[dtype]
+    qmin = {"float32": -149, "float16": -24, "bfloat16": -133}[dtype]
+    _, e = np.frexp(x)
+    q = np.maximum(e.astype(np.int64) - p, qmin)
+    scaled = np.ldexp(x, -q)
+    return np.abs(scaled - np.floor(scaled) - 0.5) * np.ldexp(1.0, q)
+
+
+# ------------------------------------------------------------------ generators and ranking
+
+def fnv1a(name):
+    h = 0xCBF29CE484222325
+    for b in name.encode("utf-8"):
+        h = ((h ^ b) * 0x100000001B3) & M64
+    return h
+
+
+def splitmix_units(seed, n):
+    """The first n outputs of SplitMix64(seed) as (x >> 11)·2⁻⁵³ (counter form: state_i = seed + (i+1)·γ)."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + (np.arange(1, n + 1, dtype=np.uint64) * np.uint64(GOLDEN))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+def dare_keep(name, vector, n, p, seed):
+    s = (seed ^ fnv1a(name) ^ ((vector * GOLDEN) & M64)) & M64
+    return splitmix_units(s, n) >= p
+
+
+def kth_largest(mags, k, total):
+    """k-th largest of `mags` padded with zeros to `total` entries; +inf for k ≤ 0."""
+    if k <= 0:
+        return math.inf
+    if k > len(mags):
+        return 0.0
+    return float(np.sort(np.asarray(mags, dtype=np.float64))[::-1][k - 1])
+
+
+def rank_desc(v):
+    """Positions ordered by |v| descending, ties by position."""
+    return np.lexsort((np.arange(len(v)), -np.abs(v)))
+
+
+# ------------------------------------------------------------------ the methods
+
+def _f32(x):
+    return np.asarray(x, dtype=np.float64).astype(np.float32)
+
+
+class Inputs:
+    """The base and the task vectors, with each vector's entries as float32 (value·scale) numbers."""
+
+    def __init__(self, base_path, tv_paths, weights=None):
+        self.base = read_checkpoint(base_path)
+        self.tvs = [read_task_vector(p) for p in tv_paths]
+        self.w = list(weights) if weights is not None else [1.0] * len(self.tvs)
+        self.float_total = sum(int(np.prod(t["shape"], dtype=np.int64)) for t in self.base.values() if t["dtype"] in FLOATS)
+
+    def entries(self, t, name):
+        """(idx, e32) of vector t for tensor name: e32 = float32(stored value · scale), unweighted."""
+        tv = self.tvs[t]
+        if name not in tv["tensors"]:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        e = tv["tensors"][name]
+        return e["idx"], _f32(e["val"] * tv["scale"])
+
+    def weighted(self, t, name):
+        idx, e32 = self.entries(t, name)
+        return idx, (e32 * np.float32(self.w[t])).astype(np.float32)
+
+    def touched(self, name, scores=None):
+        return any(name in tv["tensors"] for tv in self.tvs) or bool(scores and any(name in s["tensors"] for s in scores))
+
+
+def _after_dare(inp, t, name, idx, v32, o):
+    p = o.get("dare_drop", 0.9)
+    keep = dare_keep(name, t, len(idx), p, o.get("seed", 0))
+    factor = np.float32(1.0 / (1.0 - p)) if o.get("dare_rescale", True) else np.float32(1.0)
+    return idx[keep], (v32[keep] * factor).astype(np.float32)
+
+
+def _vector_entries(inp, t, name, o):
+    """Weighted (and, for DARE, dropped/rescaled) entries of vector t for one tensor."""
+    idx, v32 = inp.weighted(t, name)
+    if o["method"] == "dare":
+        idx, v32 = _after_dare(inp, t, name, idx, v32, o)
+    return idx, v32
+
+
+def ties_thresholds(inp, o):
+    """Global trim: per vector, the k-th largest |τ| over the whole model, k = ⌊density · N⌋."""
+    k = int(o.get("ties_density", 0.2) * inp.float_total)
+    out = []
+    for t, tv in enumerate(inp.tvs):
+        mags = [np.abs(_vector_entries(inp, t, name, o)[1]).astype(np.float64) for name in tv["tensors"]]
+        out.append(kth_largest(np.concatenate(mags) if mags else np.zeros(0), k, inp.float_total))
+    return out
+
+
+def direction(inp, name, o, thresholds=None):
+    """τ_m (float64, flat) of one tensor for the linear methods; for tall/consensus also the masks."""
+    shape = inp.base[name]["shape"]
+    n = int(np.prod(shape, dtype=np.int64))
+    m = o["method"]
+    T = len(inp.tvs)
+    if m == "task-arithmetic":
+        d = np.zeros(n)
+        for t in range(T):
+            idx, e32 = inp.entries(t, name)
+            np.add.at(d, idx, inp.w[t] * e32.astype(np.float64))
+        return d, None
+    if m in ("ties", "dare"):
+        use_ties = m == "ties" or o.get("dare_then") == "ties"
+        kept = []
+        for t in range(T):
+            idx, v32 = _vector_entries(inp, t, name, o)
+            if use_ties:
+                if o.get("ties_scope", "global") == "global":
+                    thr = thresholds[t]
+                else:
+                    thr = kth_largest(np.abs(v32).astype(np.float64), int(o.get("ties_density", 0.2) * n), n)
+                sel = (np.abs(v32).astype(np.float64) >= thr) & (v32 != 0)
+                idx, v32 = idx[sel], v32[sel]
+            dense = np.zeros(n)
+            dense[idx] = v32.astype(np.float64)
+            kept.append(dense)
+        if not use_ties:
+            return np.sum(kept, axis=0) if kept else np.zeros(n), None
+        stack = np.array(kept) if kept else np.zeros((0, n))
+        gamma = np.sign(stack.sum(axis=0))                      # elected sign
+        agree = (np.sign(stack) == gamma) & (stack != 0) & (gamma != 0)
+        cnt = agree.sum(axis=0)
+        s = np.where(agree, stack, 0.0).sum(axis=0)
+        return np.where(cnt > 0, s / np.maximum(cnt, 1), 0.0), None
+    if m == "breadcrumbs":
+        beta, gam = o.get("beta", 0.2), o.get("gamma", 0.1)
+        seg = (int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else n) if o.get("scope", "row") == "row" else n
+        seg = max(1, seg)
+        d = np.zeros(n)
+        for t in range(T):
+            idx, e32 = inp.entries(t, name)
+            dense = np.zeros(n, np.float32)
+            dense[idx] = e32
+            for s0 in range(0, n, seg):
+                part = dense[s0:s0 + seg]
+                L = len(part)
+                order = rank_desc(part.astype(np.float64))
+                drop, take = int(gam * L), int(beta * L)
+                chosen = order[drop:drop + take]
+                chosen = chosen[part[chosen] != 0]
+                d[s0 + chosen] += inp.w[t] * part[chosen].astype(np.float64)
+        return d, None
+    if m in ("tall", "consensus"):
+        lam = o.get("tall_lambda", 0.4)
+        vecs = []
+        for t in range(T):
+            idx, v32 = inp.weighted(t, name)
+            dense = np.zeros(n, np.float32)
+            dense[idx] = v32
+            vecs.append(dense.astype(np.float64))
+        mtl = np.sum(vecs, axis=0) if vecs else np.zeros(n)
+        masks = [(v != 0) & (np.abs(v) >= lam * np.abs(mtl - v)) for v in vecs]
+        # margin of the inequality, to tell float32 boundary cases apart
+        margins = [np.abs(np.abs(v) - lam * np.abs(mtl - v)) / np.maximum(np.abs(v), 1e-30) for v in vecs]
+        if m == "tall":
+            return mtl, (masks, margins)
+        votes = np.sum(masks, axis=0) if masks else np.zeros(n)
+        return np.where(votes >= o.get("consensus_k", 2), mtl, 0.0), (masks, margins)
+    raise ValueError(m)
+
+
+def fisher(inp, name, scores, o):
+    theta0 = inp.base[name]["value"].reshape(-1)
+    n = theta0.size
+    num, den = np.zeros(n), np.zeros(n)
+    for t in range(len(inp.tvs)):
+        idx, e32 = inp.entries(t, name)
+        theta = theta0.copy()
+        theta[idx] += e32.astype(np.float64)
+        sc = scores[t]
+        if name in sc["tensors"]:
+            F = sc["tensors"][name].reshape(-1)
+            norm = 1.0 / sc["samples"] if o.get("fisher_normalize") and sc["samples"] > 0 and sc["reduction"] == "sum" else 1.0
+            F = np.maximum(F * norm, o.get("fisher_floor", 1e-6))
+        else:
+            F = np.ones(n)
+        F = F * inp.w[t]
+        num += F * theta
+        den += F
+    return np.where(den != 0, num / np.where(den != 0, den, 1), 0.0)
+
+
+def merge(base_path, tv_paths, options, scores_paths=()):
+    """The merged checkpoint as name → dict(dtype, shape, value float64 exact result before rounding,
+    rounded float64 in the output dtype, raw for copied tensors), plus TALL per-task masks/models."""
+    o = dict(options)
+    o.setdefault("lambda", 1.0)
+    inp = Inputs(base_path, tv_paths, o.get("weights"))
+    scores = [read_scores(p) for p in scores_paths] if o["method"] == "fisher" else None
+    thresholds = None
+    if (o["method"] == "ties" or (o["method"] == "dare" and o.get("dare_then") == "ties")) and o.get("ties_scope", "global") == "global":
+        thresholds = ties_thresholds(inp, o)
+    out, tall_masks, tall_models = {}, [{} for _ in inp.tvs], [{} for _ in inp.tvs]
+    for name, b in inp.base.items():
+        if b["dtype"] not in FLOATS or not inp.touched(name, scores):
+            out[name] = {"dtype": b["dtype"], "shape": b["shape"], "raw": b["raw"], "copied": True}
+            for t in range(len(inp.tvs)):
+                tall_models[t][name] = out[name]
+            continue
+        theta0 = b["value"].reshape(-1)
+        dt = o.get("dtype") or b["dtype"]
+        margins = None
+        # Σ_t |w_t τ_t| (after DARE): the size of the float32 sums Locus accumulates, for tolerances
+        mag = np.zeros(theta0.size)
+        if o["method"] != "fisher":
+            for t in range(len(inp.tvs)):
+                idx, v32 = _vector_entries(inp, t, name, o)
+                np.add.at(mag, idx, np.abs(v32).astype(np.float64))
+        if o["method"] == "fisher":
+            exact = fisher(inp, name, scores, o)
+        else:
+            d, extra = direction(inp, name, o, thresholds)
+            exact = np.where(d != 0, theta0 + o["lambda"] * d, theta0)
+            if extra is not None:
+                masks, margins = extra
+                for t in range(len(inp.tvs)):
+                    tall_masks[t][name] = {"mask": masks[t].reshape(b["shape"]), "margin": margins[t].reshape(b["shape"])}
+                    own = np.where(masks[t] & (d != 0), theta0 + d, theta0)
+                    tall_models[t][name] = {"dtype": dt, "shape": b["shape"], "exact": own.reshape(b["shape"]),
+                                            "theta0": theta0.reshape(b["shape"]), "mag": mag.reshape(b["shape"]),
+                                            "value": round_to(own, dt).reshape(b["shape"]), "copied": False}
+        out[name] = {"dtype": dt, "shape": b["shape"], "exact": exact.reshape(b["shape"]),
+                     "theta0": theta0.reshape(b["shape"]), "mag": (abs(o["lambda"]) * mag).reshape(b["shape"]),
+                     "value": round_to(exact, dt).reshape(b["shape"]), "copied": False}
+    return {"tensors": out, "tall_masks": tall_masks, "tall_models": tall_models, "inputs": inp}

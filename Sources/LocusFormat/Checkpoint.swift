@@ -152,6 +152,21 @@ public final class CheckpointReader {
         return out
     }
 
+    /// Rows `[start, start + count)` along the first dimension as float64 (a floating-point tensor).
+    public func readRowsFloat64(_ t: CheckpointTensor, start: Int, count: Int) throws -> [Double] {
+        guard t.dtype.isFloatingPoint, !t.shape.isEmpty, start >= 0, count >= 0, start + count <= t.shape[0] else {
+            throw LocusError(file: path, object: t.objectPath, "rows \(start)..<\(start + count) of a \(t.dtype.rawValue) tensor of shape \(t.shape) cannot be read as float64")
+        }
+        let rowLength = t.shape.dropFirst().reduce(1, *)
+        var out = [Double](repeating: 0, count: count * rowLength)
+        try withContext(file: path, object: t.objectPath) {
+            try out.withUnsafeMutableBytes {
+                try dataset(t).read(into: $0, memType: .nativeDouble, start: [start] + Array(repeating: 0, count: t.shape.count - 1), count: [count] + t.shape.dropFirst())
+            }
+        }
+        return out
+    }
+
     /// Recomputes the fingerprint from the data (spec §1.5), streaming in blocks of rows.
     public func computeFingerprint(blockBytes: Int = 64 << 20) throws -> String {
         var hasher = FingerprintHasher()

@@ -301,7 +301,13 @@ public final class TaskVectorReader {
                 }
                 var idx: [Int] = []
                 idx.reserveCapacity(ones)
-                for i in 0..<t.count where (packed[i >> 3] >> UInt8(i & 7)) & 1 == 1 { idx.append(i) }
+                for (byteIndex, byte) in packed.enumerated() where byte != 0 {   // skip empty bytes: sparse masks are mostly zero
+                    var bits = byte
+                    while bits != 0 {
+                        idx.append(byteIndex << 3 | bits.trailingZeroBitCount)
+                        bits &= bits - 1
+                    }
+                }
                 return (idx, values)
             }
         }

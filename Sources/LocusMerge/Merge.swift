@@ -97,42 +97,40 @@ public enum Merger {
         switch o.method {
         case .taskArithmetic:
             var acc = [Float](repeating: 0, count: count)
-            for (t, input) in inputs.enumerated() {
+            for (t, input) in inputs.enumerated() {   // one vector's entries in memory at a time
                 let (idx, val) = try entries(input, name)
                 let wt = Float(w[t])
                 for (i, v) in zip(idx, val) { acc[i] += wt * v }
             }
             return acc
         case .ties, .dare:
-            var perVector: [(idx: [Int], val: [Float])] = []
-            for (t, input) in inputs.enumerated() {
-                var (idx, val) = try entries(input, name)
+            // One vector's entries in memory at a time; TIES reads each vector twice (sign election,
+            // then the disjoint mean) instead of holding all of them.
+            let tiesTrim = o.method == .ties || o.dareThen == .ties
+            func prepared(_ t: Int) throws -> (idx: [Int], val: [Float]) {
+                var (idx, val) = try entries(inputs[t], name)
                 let wt = Float(w[t])
-                val = val.map { $0 * wt }
+                if wt != 1 { val = val.map { $0 * wt } }
                 if o.method == .dare { (idx, val) = dareDrop(idx, val, vector: t, tensor: name, options: o) }
-                if o.method == .ties || o.dareThen == .ties {
-                    let thr: Float
-                    if o.tiesScope == .global, let g = tiesThresholds { thr = g[t] }
-                    else { thr = ExactTopK.threshold(values: val.map(abs), keep: Int(o.tiesDensity * Double(count))) }
-                    var ki: [Int] = [], kv: [Float] = []
-                    for (i, v) in zip(idx, val) where abs(v) >= thr && v != 0 { ki.append(i); kv.append(v) }
-                    (idx, val) = (ki, kv)
-                }
-                perVector.append((idx, val))
+                guard tiesTrim else { return (idx, val) }
+                let thr: Float
+                if o.tiesScope == .global, let g = tiesThresholds { thr = g[t] }
+                else { thr = ExactTopK.threshold(values: val.map(abs), keep: Int(o.tiesDensity * Double(count))) }
+                var ki: [Int] = [], kv: [Float] = []
+                for (i, v) in zip(idx, val) where abs(v) >= thr && v != 0 { ki.append(i); kv.append(v) }
+                return (ki, kv)
             }
-            if o.method == .dare && o.dareThen == .taskArithmetic {
-                var acc = [Float](repeating: 0, count: count)
-                for (idx, val) in perVector { for (i, v) in zip(idx, val) { acc[i] += v } }
-                return acc
-            }
-            // TIES: elect the sign of the summed trimmed vectors, then the mean of the agreeing entries.
             var total = [Float](repeating: 0, count: count)
-            for (idx, val) in perVector { for (i, v) in zip(idx, val) { total[i] += v } }
-            var sum = [Float](repeating: 0, count: count), n = [Int32](repeating: 0, count: count)
-            for (idx, val) in perVector {
-                for (i, v) in zip(idx, val) where (v > 0 && total[i] > 0) || (v < 0 && total[i] < 0) { sum[i] += v; n[i] += 1 }
+            for t in inputs.indices { let (idx, val) = try prepared(t); for (i, v) in zip(idx, val) { total[i] += v } }
+            if !tiesTrim { return total }   // DARE + task arithmetic
+            // TIES: elect the sign of the summed trimmed vectors, then the mean of the agreeing entries.
+            var sum = [Float](repeating: 0, count: count), n = [UInt16](repeating: 0, count: count)
+            for t in inputs.indices {
+                let (idx, val) = try prepared(t)
+                for (i, v) in zip(idx, val) where (v > 0 && total[i] > 0) || (v < 0 && total[i] < 0) { sum[i] += v; n[i] &+= 1 }
             }
-            for i in 0..<count { sum[i] = n[i] > 0 ? sum[i] / Float(n[i]) : 0 }
+            total = []
+            for i in 0..<count where n[i] > 0 { sum[i] /= Float(n[i]) }
             return sum
         case .breadcrumbs:
             var acc = [Float](repeating: 0, count: count)

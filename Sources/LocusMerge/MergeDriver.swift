@@ -84,6 +84,15 @@ extension Merger {
                 report.tensorsCopied += 1
                 continue
             }
+            if o.method != .fisher && tallWriters.isEmpty {
+                // The common path: θ0 and the output go through in row blocks next to one direction array.
+                var masks: [[Bool]]? = nil
+                let dir = try mergedDirection(t.name, count: t.count, rowLength: t.shape.count > 1 ? t.shape.dropFirst().reduce(1, *) : t.count,
+                                              inputs: inputs, options: o, tiesThresholds: tiesThresholds, tallMasks: &masks)
+                try writeInBlocks(writer, base, t, direction: dir, lambda: o.lambda, dtype: dtypeFor(t), output: output)
+                report.tensorsMerged += 1
+                continue
+            }
             let theta0 = try base.readFloat64(t)
             var merged: [Double]
             if o.method == .fisher {
@@ -109,6 +118,32 @@ extension Merger {
         for (mw, cw) in tallWriters { try mw.finish(); try cw.finish() }
         report.fingerprint = try writer.finish()
         return report
+    }
+
+    /// θ0 + λ·direction, read and written in blocks of rows (≈ 4 MB of float64 at a time).
+    static func writeInBlocks(_ w: CheckpointWriter, _ base: CheckpointReader, _ t: CheckpointTensor, direction: [Float],
+                              lambda: Double, dtype: LocusDType, output: String) throws {
+        let rows = t.shape.first ?? 1, rowLength = t.shape.isEmpty ? 1 : t.count / max(rows, 1)
+        guard !t.shape.isEmpty, rows > 0, rowLength > 0 else {
+            var v = try base.readFloat64(t)
+            for i in 0..<v.count where direction[i] != 0 { v[i] += lambda * Double(direction[i]) }
+            return try writeTensor(w, t, v, dtype: dtype, output: output)
+        }
+        try w.beginTensor(name: t.name, dtype: dtype, shape: t.shape)
+        let perBlock = max(1, (1 << 19) / rowLength)
+        var r = 0
+        while r < rows {
+            let k = min(perBlock, rows - r)
+            var v = try base.readRowsFloat64(t, start: r, count: k)
+            let offset = r * rowLength
+            for j in 0..<v.count where direction[offset + j] != 0 { v[j] += lambda * Double(direction[offset + j]) }
+            let bytes = HalfPrecision.encode(v, as: dtype)
+            if let bad = TaskVectorWriter.decodeForCheck(bytes, dtype: dtype).firstIndex(where: { !$0.isFinite }) {
+                throw LocusError(file: output, object: t.objectPath, "merged entry \(offset + bad) overflows \(dtype.rawValue)")
+            }
+            try bytes.withUnsafeBytes { try w.writeRows($0) }
+            r += k
+        }
     }
 
     static func writeTensor(_ w: CheckpointWriter, _ t: CheckpointTensor, _ values: [Double], dtype: LocusDType, output: String) throws {

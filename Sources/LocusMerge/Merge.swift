@@ -123,13 +123,15 @@ public enum Merger {
             var total = [Float](repeating: 0, count: count)
             for t in inputs.indices { let (idx, val) = try prepared(t); for (i, v) in zip(idx, val) { total[i] += v } }
             if !tiesTrim { return total }   // DARE + task arithmetic
-            // TIES: elect the sign of the summed trimmed vectors, then the mean of the agreeing entries.
+            // TIES: elect the sign of the summed trimmed vectors (kept as one byte per entry, so the
+            // float sums can go), then the mean of the agreeing entries.
+            let sign = total.map { $0 > 0 ? Int8(1) : ($0 < 0 ? -1 : 0) }
+            total = []
             var sum = [Float](repeating: 0, count: count), n = [UInt16](repeating: 0, count: count)
             for t in inputs.indices {
                 let (idx, val) = try prepared(t)
-                for (i, v) in zip(idx, val) where (v > 0 && total[i] > 0) || (v < 0 && total[i] < 0) { sum[i] += v; n[i] &+= 1 }
+                for (i, v) in zip(idx, val) where (v > 0 && sign[i] > 0) || (v < 0 && sign[i] < 0) { sum[i] += v; n[i] &+= 1 }
             }
-            total = []
             for i in 0..<count where n[i] > 0 { sum[i] /= Float(n[i]) }
             return sum
         case .breadcrumbs:

@@ -41,9 +41,11 @@ struct Merge: ParsableCommand {
         merges anyway, with a warning) and every tensor must exist in BASE with the same shape; all problems
         are listed at once. Values are accumulated in float32 (float64 for θ0 + λ·τ) and written in --dtype
         (default: each tensor's base dtype). The output records method, parameters and inputs.
-        Memory: tensor by tensor; peak ≈ a few copies of the largest tensor plus one vector's stored entries
-        for it, independent of the model's other tensors; global TIES thresholds come from a two-pass exact
-        histogram, never from loading all vectors.
+        Memory: tensor by tensor, θ0 and the output in 4 MB row blocks, one vector's stored entries at a time
+        (TIES reads each vector twice rather than holding them): peak ≈ 4 B (task arithmetic, DARE) to 7 B
+        (TIES) per entry of the largest tensor, plus that tensor's entries in one vector — independent of the
+        number of tensors and of the other tensors' sizes. Breadcrumbs, TALL, consensus and Fisher hold a dense
+        copy per vector of the current tensor. Global TIES thresholds come from a two-pass exact histogram.
         α search: --alpha-grid 0:1:0.05 --eval TASK1.h5 TASK2.h5 … (one dataset per vector, same order) evaluates
         θ0 + α·τ_m for each α with each task's own head (the vector's task-head attribute, or --heads) on
         --eval-split, and keeps the α with the best average normalized accuracy = mean over tasks of merged

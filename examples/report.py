@@ -83,7 +83,7 @@ if neg:
 W, H, L, R, T, B = 640, 380, 60, 170, 40, 50
 ds = sorted({p[0] for v in points.values() for p in v}) or [0.1]
 ys = [v for ps in points.values() for p in ps for v in (p[2], p[3])] or [1]
-lo, hi = min(0.0, min(ys)), max(1.0, max(ys))
+lo, hi = max(0.0, int((min(ys) - 0.02) * 20) / 20), min(1.0, max(ys) + 0.02) if max(ys) <= 1 else max(ys)
 x = lambda d: L + (ds.index(d) / max(1, len(ds) - 1)) * (W - L - R)
 y = lambda v: T + (1 - (v - lo) / (hi - lo)) * (H - T - B)
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',

@@ -113,7 +113,8 @@ struct AlphaSearch {
             let v = ymax * Double(k) / 5
             svg += "<line x1=\"\(left)\" x2=\"\(w - right)\" y1=\"\(y(v))\" y2=\"\(y(v))\" stroke=\"#ddd\"/><text x=\"\(left - 8)\" y=\"\(y(v) + 4)\" text-anchor=\"end\">\(fmt(v, 2))</text>\n"
         }
-        for r in rows where rows.count <= 25 || Int((r.alpha - a0) * 1e6) % 100_000 == 0 {
+        let labelEvery = max(1, (rows.count + 10) / 11)   // at most ~11 labels, so they never overlap
+        for (k, r) in rows.enumerated() where k % labelEvery == 0 || k == rows.count - 1 {
             svg += "<text x=\"\(x(r.alpha))\" y=\"\(h - bottom + 18)\" text-anchor=\"middle\">\(fmt(r.alpha, 2))</text>\n"
         }
         svg += "<text x=\"\((left + w - right) / 2)\" y=\"\(h - 10)\" text-anchor=\"middle\">α</text>\n"

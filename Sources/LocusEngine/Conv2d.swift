@@ -102,16 +102,19 @@ public final class Conv2d: Layer {
                 for o in 0..<outChannels { var s: Float = 0; for i in 0..<n { s += g[o * n + i] }; db[o] += s * (bias.forwardScale?[o] ?? 1) }
             } }
         }
-        // dW += G · colsᵀ
-        var gw = weight.forwardScale == nil ? weight.grad : Tensor(zeros: weight.value.shape)
-        g2.withUnsafeBufferPointer { gp in lastColumns.withUnsafeBufferPointer { cp in gw.data.withUnsafeMutableBufferPointer { out in
-            BLAS.gemm(transB: true, m: outChannels, n: patch, k: n, a: gp.baseAddress!, lda: n, b: cp.baseAddress!, ldb: n,
-                      beta: 1, c: out.baseAddress!, ldc: patch)
-        } } }
+        // dW += G · colsᵀ, straight into the gradient unless it must be scaled first.
+        func accumulate(into g: inout [Float]) {
+            g2.withUnsafeBufferPointer { gp in lastColumns.withUnsafeBufferPointer { cp in g.withUnsafeMutableBufferPointer { out in
+                BLAS.gemm(transB: true, m: outChannels, n: patch, k: n, a: gp.baseAddress!, lda: n, b: cp.baseAddress!, ldb: n,
+                          beta: 1, c: out.baseAddress!, ldc: patch)
+            } } }
+        }
         if let s = weight.forwardScale {
-            weight.grad.data.withUnsafeMutableBufferPointer { d in for i in 0..<d.count { d[i] += gw.data[i] * s[i] } }
+            var gw = [Float](repeating: 0, count: weight.value.count)
+            accumulate(into: &gw)
+            weight.grad.data.withUnsafeMutableBufferPointer { d in for i in 0..<d.count { d[i] += gw[i] * s[i] } }
         } else {
-            weight.grad = gw
+            accumulate(into: &weight.grad.data)
         }
     }
 

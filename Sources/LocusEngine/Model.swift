@@ -60,8 +60,6 @@ public final class Model {
     /// Every parameter: body first, then heads in architecture order.
     public var parameters: [Parameter] { bodyParameters + architecture.heads.flatMap { heads[$0.name]!.parameters } }
 
-    public func parameter(named name: String) -> Parameter? { parameters.first { $0.name == name } }
-
     /// Features of the body for a batch [B, input…].
     public func features(_ x: Tensor, mode: Mode) throws -> Tensor {
         let sample = Array(x.shape.dropFirst())

@@ -40,7 +40,8 @@ public final class Scorer {
     /// Inputs seen so far.
     public private(set) var samples = 0
     private var rng: SeededRandom
-    private let scoredIDs: Set<ObjectIdentifier>
+    /// The body layer owning each scored parameter (looked up once, not per pass).
+    private let owners: [ObjectIdentifier: any Layer]
 
     /// `parameters` defaults to `Scorer.defaultParameters(model)`.
     public init(model: Model, head: String, estimator: ScoreEstimator, draws: Int = 1, seed: UInt64 = 0, parameters: [Parameter]? = nil) throws {
@@ -51,7 +52,9 @@ public final class Scorer {
         guard !self.parameters.isEmpty else { throw EngineError("no parameters to score") }
         sums = self.parameters.map { [Float](repeating: 0, count: $0.value.count) }
         rng = SeededRandom(seed: seed)
-        scoredIDs = Set(self.parameters.map(ObjectIdentifier.init))
+        var owners: [ObjectIdentifier: any Layer] = [:]
+        for layer in model.body { for p in layer.parameters { owners[ObjectIdentifier(p)] = layer } }
+        self.owners = owners
     }
 
     /// Weights and biases of the body's Linear, Conv2d and LayerNorm layers (never a head).
@@ -141,13 +144,9 @@ public final class Scorer {
         samples += b
     }
 
-    /// The layer that owns `p` and which of its tensors it is.
-    private func owner(of p: Parameter) -> (any Layer)? {
-        model.body.first { l in l.parameters.contains { $0 === p } }
-    }
 
     private func addSquaredPerSampleGradient(of p: Parameter, into sum: inout [Float], batch b: Int) throws {
-        guard let layer = owner(of: p), let delta = layer.lastOutputGradient, let x = layer.lastInput else {
+        guard let layer = owners[ObjectIdentifier(p)], let delta = layer.lastOutputGradient, let x = layer.lastInput else {
             throw EngineError("\(p.name): no per-sample data (is it before the first trainable layer?)")
         }
         let s2 = p.forwardScale.map { $0.map { $0 * $0 } }

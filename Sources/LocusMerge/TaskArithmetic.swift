@@ -82,7 +82,7 @@ public enum TaskArithmetic {
             }
             summary.count += t.count
             if idx.isEmpty { continue }   // an unchanged tensor is simply absent (= zero)
-            let dtype = t.dtype == .float64 ? .float64 : try valueType(base, ft, t, idx, vals)
+            let dtype = t.dtype == .float64 ? .float64 : try valueType(b32, f32, ft, t, idx, vals)
             try w.add(name: t.name, shape: t.shape, indices: idx, values64: vals, dtype: dtype)
             summary.tensors += 1; summary.nnz += idx.count
         }
@@ -91,8 +91,7 @@ public enum TaskArithmetic {
     }
 
     /// float32 when it reproduces θ_ft from θ_base exactly (in the base's own precision), else float64.
-    static func valueType(_ base: CheckpointReader, _ ft: CheckpointReader, _ t: CheckpointTensor, _ idx: [Int], _ vals: [Double]) throws -> LocusDType {
-        let b = try base.readFloat32(base.tensor(named: t.name)!), f = try ft.readFloat32(t)
+    static func valueType(_ b: [Float], _ f: [Float], _ ft: CheckpointReader, _ t: CheckpointTensor, _ idx: [Int], _ vals: [Double]) throws -> LocusDType {
         var needs64 = false
         for (i, v) in zip(idx, vals) where Float(b[i]) + Float(v) != f[i] {
             needs64 = true

@@ -1,3 +1,5 @@
+import LocusFormat
+
 /// A model description stored in a checkpoint's `/architecture` (spec §2.1): a sequential body
 /// plus named linear classification heads on its output, one per task.
 public struct Architecture: Codable, Equatable, Sendable {
@@ -7,9 +9,12 @@ public struct Architecture: Codable, Equatable, Sendable {
         public var out_features: Int
         /// Class names, when known (from the dataset the head was made for).
         public var classes: [String]?
-        public init(name: String, in_features: Int, out_features: Int, classes: [String]? = nil) {
-            self.name = name; self.in_features = in_features; self.out_features = out_features; self.classes = classes
+        /// Parameter-name prefix; absent: `heads.{name}`. timm's single classifier is `head`.
+        public var prefix: String?
+        public init(name: String, in_features: Int, out_features: Int, classes: [String]? = nil, prefix: String? = nil) {
+            self.name = name; self.in_features = in_features; self.out_features = out_features; self.classes = classes; self.prefix = prefix
         }
+        public var parameterPrefix: String { prefix ?? "heads.\(name)" }
     }
 
     public var format = "locus-sequential"
@@ -62,18 +67,48 @@ public struct Architecture: Codable, Equatable, Sendable {
                             heads: [Head(name: head, in_features: width, out_features: classes, classes: classNames)])
     }
 
+    /// A vision transformer in timm's VisionTransformer layout (class token, learned positions,
+    /// pre-LayerNorm blocks, final norm, class-token pooling). Parameter names are timm's
+    /// (`patch_embed.proj.weight`, `cls_token`, `pos_embed`, `blocks.N.*`, `norm.*`); heads are
+    /// `heads.NAME.*` unless `headPrefix` is given (timm's `head`).
+    public static func vit(imageSize: Int, patch: Int, channels: Int, width: Int, depth: Int, heads numHeads: Int, mlpRatio: Double = 4,
+                           classes: Int, head: String = "default", classNames: [String]? = nil, headPrefix: String? = nil) throws -> Architecture {
+        guard imageSize >= 1, patch >= 1, imageSize % patch == 0 else {
+            throw EngineError("vit: image size \(imageSize) must be a positive multiple of the patch size \(patch)")
+        }
+        guard depth >= 1 else { throw EngineError("vit: depth must be ≥ 1") }
+        let patches = (imageSize / patch) * (imageSize / patch)
+        var norm = LayerSpec.layerNorm(width, eps: 1e-6); norm.name = "norm"
+        let layers: [LayerSpec] = [.patchEmbed(imageSize: imageSize, patch: patch, channels: channels, width: width),
+                                   .classTokenPosition(patches: patches, width: width)]
+            + (0..<depth).map { LayerSpec.transformerBlock($0, width: width, heads: numHeads, mlpRatio: mlpRatio) }
+            + [norm, .classTokenPool]
+        return Architecture(input: [channels, imageSize, imageSize], preset: "vit", layers: layers,
+                            heads: [Head(name: head, in_features: width, out_features: classes, classes: classNames, prefix: headPrefix)])
+    }
+
+    /// The parameter-name prefix of body layer `i`.
+    public func prefix(ofLayer i: Int) -> String { layers[i].name ?? "layers.\(i)" }
+
     /// Per-sample shape the body produces; throws with the offending layer on any mismatch.
     public func featureShape() throws -> [Int] {
+        try checkedBody().features
+    }
+
+    /// Builds the body once (seed 0) to chain shapes and collect parameter names.
+    func checkedBody() throws -> (features: [Int], names: [String]) {
         var shape = input
+        var names: [String] = []
         for (i, spec) in layers.enumerated() {
             do {
-                let layer = try spec.build(prefix: "layers.\(i)", seed: 0)
+                let layer = try spec.build(prefix: prefix(ofLayer: i), seed: 0)
+                names += layer.parameters.map(\.name)
                 shape = try layer.outputShape(for: shape)
             } catch let e as EngineError {
                 throw EngineError("architecture: layer \(i) (\(spec.type)): \(e.description)")
             }
         }
-        return shape
+        return (shape, names)
     }
 
     /// Checks the whole description: known layers, shapes that chain, heads that fit the features.
@@ -82,7 +117,12 @@ public struct Architecture: Codable, Equatable, Sendable {
             throw EngineError("architecture: unknown format \(format) version \(version) (expected locus-sequential 1)")
         }
         guard !input.isEmpty, input.allSatisfy({ $0 > 0 }) else { throw EngineError("architecture: input shape \(input) is invalid") }
-        let features = try featureShape()
+        let (features, bodyNames) = try checkedBody()
+        var names = Set<String>()
+        for n in bodyNames + heads.flatMap({ ["\($0.parameterPrefix).weight", "\($0.parameterPrefix).bias"] }) {
+            if let problem = TensorName.problem(with: n) { throw EngineError("architecture: parameter name '\(n)': \(problem)") }
+            guard names.insert(n).inserted else { throw EngineError("architecture: two parameters are named '\(n)' (check the layers' and heads' names)") }
+        }
         var seen = Set<String>()
         for h in heads {
             guard Architecture.isValidHeadName(h.name) else {

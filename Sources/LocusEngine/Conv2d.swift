@@ -19,9 +19,9 @@ public final class Conv2d: Layer {
         self.kernel = kernel; self.stride = stride; self.padding = padding
         var rng = SeededRandom(seed: seed)
         let bound = 1 / Float(inChannels * kernel * kernel).squareRoot()   // PyTorch's default bounds
-        weight = Parameter(name: "\(prefix).weight", value: Tensor(shape: [outChannels, inChannels, kernel, kernel]) { w in
+        weight = Parameter(name: parameterName(prefix, "weight"), value: Tensor(shape: [outChannels, inChannels, kernel, kernel]) { w in
             for i in 0..<w.count { w[i] = rng.uniform(-bound, bound) } })
-        self.bias = bias ? Parameter(name: "\(prefix).bias", value: Tensor(shape: [outChannels]) { b in
+        self.bias = bias ? Parameter(name: parameterName(prefix, "bias"), value: Tensor(shape: [outChannels]) { b in
             for i in 0..<b.count { b[i] = rng.uniform(-bound, bound) } }) : nil
     }
 

@@ -47,8 +47,17 @@ public protocol Layer: AnyObject {
     func forward(_ x: Tensor, mode: Mode) -> Tensor
     /// Accumulates parameter gradients and returns the gradient with respect to the input.
     func backward(_ gy: Tensor) -> Tensor
+    /// The layers a composite layer (a transformer block) is made of; their parameters are its
+    /// parameters. Scoring walks them to find each parameter's owning leaf layer.
+    var sublayers: [any Layer] { get }
 }
 
 extension Layer {
     public var parameters: [Parameter] { [] }
+    public var sublayers: [any Layer] { [] }
+    /// This layer and, recursively, the layers it is made of.
+    public var allLayers: [any Layer] { [self] + sublayers.flatMap(\.allLayers) }
 }
+
+/// `prefix.local`, or just `local` for top-level parameters (timm's `cls_token`).
+func parameterName(_ prefix: String, _ local: String) -> String { prefix.isEmpty ? local : "\(prefix).\(local)" }

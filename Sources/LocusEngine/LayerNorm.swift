@@ -14,8 +14,8 @@ public final class LayerNorm: Layer {
 
     init(spec: LayerSpec, prefix: String, features: Int, eps: Float) {
         self.spec = spec; self.features = features; self.eps = eps
-        weight = Parameter(name: "\(prefix).weight", value: Tensor(shape: [features], repeating: 1))
-        bias = Parameter(name: "\(prefix).bias", value: Tensor(zeros: [features]))
+        weight = Parameter(name: parameterName(prefix, "weight"), value: Tensor(shape: [features], repeating: 1))
+        bias = Parameter(name: parameterName(prefix, "bias"), value: Tensor(zeros: [features]))
     }
 
     public func outputShape(for input: [Int]) throws -> [Int] {

@@ -14,6 +14,18 @@ public struct LayerSpec: Codable, Equatable, Sendable {
     public var normalized_shape: Int?
     public var eps: Double?
     public var p: Double?
+    /// Parameter-name prefix (`blocks.3`, `patch_embed`, `norm`; "" for top-level names such as
+    /// timm's `cls_token`). Absent: `layers.{i}`.
+    public var name: String?
+    // Vision-transformer arguments, named as timm's.
+    public var img_size: Int?
+    public var patch_size: Int?
+    public var in_chans: Int?
+    public var embed_dim: Int?
+    public var num_patches: Int?
+    public var num_heads: Int?
+    public var mlp_ratio: Double?
+    public var qkv_bias: Bool?
 
     public init(type: String) { self.type = type }
 
@@ -32,7 +44,21 @@ public struct LayerSpec: Codable, Equatable, Sendable {
     public static let gelu = LayerSpec(type: "gelu")
     public static let flatten = LayerSpec(type: "flatten")
 
-    public static let knownTypes = ["linear", "conv2d", "relu", "gelu", "maxpool2d", "avgpool2d", "flatten", "layernorm", "dropout"]
+    public static func patchEmbed(imageSize: Int, patch: Int, channels: Int, width: Int) -> LayerSpec {
+        var s = LayerSpec(type: "patch_embed"); s.name = "patch_embed"; s.img_size = imageSize; s.patch_size = patch
+        s.in_chans = channels; s.embed_dim = width; return s
+    }
+    public static func classTokenPosition(patches: Int, width: Int) -> LayerSpec {
+        var s = LayerSpec(type: "class_token_position"); s.name = ""; s.num_patches = patches; s.embed_dim = width; return s
+    }
+    public static func transformerBlock(_ i: Int, width: Int, heads: Int, mlpRatio: Double = 4, qkvBias: Bool = true, eps: Double = 1e-6) -> LayerSpec {
+        var s = LayerSpec(type: "vit_block"); s.name = "blocks.\(i)"; s.embed_dim = width; s.num_heads = heads
+        s.mlp_ratio = mlpRatio; s.qkv_bias = qkvBias; s.eps = eps; return s
+    }
+    public static let classTokenPool = LayerSpec(type: "class_token_pool")
+
+    public static let knownTypes = ["linear", "conv2d", "relu", "gelu", "maxpool2d", "avgpool2d", "flatten", "layernorm", "dropout",
+                                    "patch_embed", "class_token_position", "vit_block", "class_token_pool"]
 
     func require(_ v: Int?, _ field: String, min: Int = 1) throws -> Int {
         guard let v else { throw EngineError("layer '\(type)' needs '\(field)'") }
@@ -64,6 +90,23 @@ public struct LayerSpec: Codable, Equatable, Sendable {
             let p = self.p ?? 0.5
             guard p >= 0, p < 1 else { throw EngineError("dropout: p is \(p), expected 0 ≤ p < 1") }
             return Dropout(spec: self, p: Float(p), seed: seed)
+        case "patch_embed":
+            let size = try require(img_size, "img_size"), patch = try require(patch_size, "patch_size")
+            guard size % patch == 0 else { throw EngineError("patch_embed: img_size \(size) is not a multiple of patch_size \(patch)") }
+            return PatchEmbedding(spec: self, prefix: prefix, channels: try require(in_chans, "in_chans"), patch: patch, imageSize: size,
+                                  width: try require(embed_dim, "embed_dim"), seed: seed)
+        case "class_token_position":
+            return ClassTokenPosition(spec: self, prefix: prefix, patches: try require(num_patches, "num_patches"),
+                                      width: try require(embed_dim, "embed_dim"), seed: seed)
+        case "vit_block":
+            let d = try require(embed_dim, "embed_dim"), h = try require(num_heads, "num_heads")
+            guard d % h == 0 else { throw EngineError("vit_block: embed_dim \(d) is not a multiple of num_heads \(h)") }
+            let ratio = mlp_ratio ?? 4
+            guard ratio > 0, ratio.isFinite, Int(Double(d) * ratio) >= 1 else { throw EngineError("vit_block: mlp_ratio \(ratio) must be > 0") }
+            return TransformerBlock(spec: self, prefix: prefix, width: d, heads: h, hidden: Int(Double(d) * ratio), qkvBias: qkv_bias ?? true,
+                                    eps: Float(eps ?? 1e-6), seed: seed)
+        case "class_token_pool":
+            return ClassTokenPool(spec: self)
         default:
             throw EngineError("unknown layer type '\(type)' (known: \(LayerSpec.knownTypes.joined(separator: ", ")))")
         }

@@ -1,4 +1,5 @@
-/// y = x Wᵀ + b, with W of shape [out, in] (PyTorch's layout).
+/// y = x Wᵀ + b over the last dimension, with W of shape [out, in] (PyTorch's layout). Inputs may
+/// carry extra dimensions before the features ([B, T, in] for tokens), as with `nn.Linear`.
 public final class Linear: Layer {
     public let spec: LayerSpec
     public let weight: Parameter
@@ -11,28 +12,40 @@ public final class Linear: Layer {
     /// costs as much as the weight gradient.
     public var computesInputGradient = true
 
-    init(spec: LayerSpec, prefix: String, inFeatures: Int, outFeatures: Int, bias: Bool, seed: UInt64) {
+    /// How fresh weights are drawn: PyTorch's nn.Linear default, or timm's transformer init
+    /// (weights N(0, std²) — timm's trunc_normal_ bounds of ±2 never bind at std 0.02 — biases 0).
+    public enum Initialisation: Sendable { case pytorchDefault, normal(std: Float) }
+
+    init(spec: LayerSpec, prefix: String, inFeatures: Int, outFeatures: Int, bias: Bool, seed: UInt64,
+         initialisation: Initialisation = .pytorchDefault) {
         self.spec = spec; self.inFeatures = inFeatures; self.outFeatures = outFeatures
-        // PyTorch: kaiming_uniform(a=√5) for W and U(±1/√fan_in) for b, both bound 1/√fan_in.
         var rng = SeededRandom(seed: seed)
-        let bound = 1 / Float(inFeatures).squareRoot()
-        weight = Parameter(name: "\(prefix).weight", value: Tensor(shape: [outFeatures, inFeatures]) { w in
-            for i in 0..<w.count { w[i] = rng.uniform(-bound, bound) } })
-        self.bias = bias ? Parameter(name: "\(prefix).bias", value: Tensor(shape: [outFeatures]) { b in
-            for i in 0..<b.count { b[i] = rng.uniform(-bound, bound) } }) : nil
+        let draw: () -> Float, biasDraw: () -> Float
+        switch initialisation {
+        case .pytorchDefault:
+            // PyTorch: kaiming_uniform(a=√5) for W and U(±1/√fan_in) for b, both bound 1/√fan_in.
+            let bound = 1 / Float(inFeatures).squareRoot()
+            draw = { rng.uniform(-bound, bound) }; biasDraw = draw
+        case .normal(let std):
+            draw = { std * rng.normal() }; biasDraw = { 0 }
+        }
+        weight = Parameter(name: parameterName(prefix, "weight"), value: Tensor(shape: [outFeatures, inFeatures]) { w in
+            for i in 0..<w.count { w[i] = draw() } })
+        self.bias = bias ? Parameter(name: parameterName(prefix, "bias"), value: Tensor(shape: [outFeatures]) { b in
+            for i in 0..<b.count { b[i] = biasDraw() } }) : nil
     }
 
     public func outputShape(for input: [Int]) throws -> [Int] {
-        guard input == [inFeatures] else { throw EngineError("\(weight.name): expects \(inFeatures) features per sample, got shape \(input)") }
-        return [outFeatures]
+        guard input.last == inFeatures else { throw EngineError("\(weight.name): expects \(inFeatures) features per sample, got shape \(input)") }
+        return Array(input.dropLast()) + [outFeatures]
     }
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
-        let batch = x.rows
+        let batch = x.count / inFeatures   // rows: samples × tokens
         lastInput = x
         let w = weight.effective
         // Start from the broadcast bias (or zeros) and let the product accumulate onto it.
-        var y = Tensor(zeros: [batch, outFeatures])
+        var y = Tensor(zeros: Array(x.shape.dropLast()) + [outFeatures])
         if let b = bias?.effective.data {
             y.data.withUnsafeMutableBufferPointer { out in for r in 0..<batch { for j in 0..<outFeatures { out[r * outFeatures + j] = b[j] } } }
         }
@@ -46,16 +59,16 @@ public final class Linear: Layer {
     public func backward(_ gy: Tensor) -> Tensor {
         guard let x = lastInput else { preconditionFailure("Linear.backward before forward") }
         lastOutputGradient = gy
-        let batch = x.rows
+        let batch = x.count / inFeatures
         if GradientAccumulation.enabled { accumulateParameterGradients(gy, x, batch: batch) }
         guard computesInputGradient else { return Tensor(zeros: [0]) }
         let w = weight.effective
-        var gx = Tensor(shape: [batch, inFeatures]) { _ in }
+        var gx = Tensor(shape: x.shape) { _ in }
         gy.data.withUnsafeBufferPointer { g in w.data.withUnsafeBufferPointer { wp in gx.data.withUnsafeMutableBufferPointer { out in
             BLAS.gemm(m: batch, n: inFeatures, k: outFeatures, a: g.baseAddress!, lda: outFeatures, b: wp.baseAddress!, ldb: inFeatures,
                       c: out.baseAddress!, ldc: inFeatures)
         } } }
-        return gx.reshaped(x.shape)
+        return gx
     }
 
     private func accumulateParameterGradients(_ gy: Tensor, _ x: Tensor, batch: Int) {

@@ -16,11 +16,15 @@ public final class Model {
         try BLAS.ensureLoaded()
         self.architecture = architecture
         let layers = try architecture.layers.enumerated().map { i, spec in
-            try spec.build(prefix: "layers.\(i)", seed: SeededRandom.derivedSeed(seed, UInt64(i)))
+            try spec.build(prefix: architecture.prefix(ofLayer: i), seed: SeededRandom.derivedSeed(seed, UInt64(i)))
         }
         body = layers
         firstTrainable = layers.firstIndex { !$0.parameters.isEmpty }
-        if let i = firstTrainable { (layers[i] as? Linear)?.computesInputGradient = false; (layers[i] as? Conv2d)?.computesInputGradient = false }
+        if let i = firstTrainable {
+            (layers[i] as? Linear)?.computesInputGradient = false
+            (layers[i] as? Conv2d)?.computesInputGradient = false
+            (layers[i] as? PatchEmbedding)?.computesInputGradient = false
+        }
         for (j, h) in architecture.heads.enumerated() {
             heads[h.name] = Model.makeHead(h, seed: SeededRandom.derivedSeed(seed, 1_000_000 + UInt64(j)))
         }
@@ -30,7 +34,7 @@ public final class Model {
     let firstTrainable: Int?
 
     static func makeHead(_ h: Architecture.Head, seed: UInt64) -> Linear {
-        Linear(spec: .linear(h.in_features, h.out_features), prefix: "heads.\(h.name)", inFeatures: h.in_features,
+        Linear(spec: .linear(h.in_features, h.out_features), prefix: h.parameterPrefix, inFeatures: h.in_features,
                outFeatures: h.out_features, bias: true, seed: seed)
     }
 

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// SplitMix64: tiny, fast and the same on every machine, so seeded runs reproduce bit for bit.
 public struct SeededRandom: RandomNumberGenerator, Sendable {
     private var state: UInt64
@@ -14,6 +18,11 @@ public struct SeededRandom: RandomNumberGenerator, Sendable {
     /// Uniform in [0, 1) with 24 random bits (exactly representable as Float).
     public mutating func unitFloat() -> Float { Float(next() >> 40) * (1.0 / 16_777_216.0) }
     public mutating func uniform(_ lo: Float, _ hi: Float) -> Float { lo + (hi - lo) * unitFloat() }
+    /// Standard normal (Box–Muller on two 24-bit uniforms; the first draw is kept away from 0).
+    public mutating func normal() -> Float {
+        let u1 = (Float(next() >> 40) + 0.5) * (1.0 / 16_777_216.0), u2 = unitFloat()
+        return (-2 * logf(u1)).squareRoot() * cosf(2 * Float.pi * u2)
+    }
     /// Uniform integer in [0, n).
     public mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
 

@@ -25,8 +25,12 @@ public enum ScoreEstimator: String, Sendable, CaseIterable, Codable {
 /// input x_n and output gradient δ_n per sample; the per-sample squared gradient then comes per
 /// layer without forming per-sample gradients where there is no weight sharing:
 ///   Linear   Σ_n (δ_n x_nᵀ)² = (δ²)ᵀ(x²)         one GEMM
+///   Linear on tokens [B, T, in] (transformer blocks, patch embedding): the weight is shared by the
+///            T tokens, so the per-sample gradient G_n = Σ_t δ_nt x_ntᵀ = δ_nᵀ X_n is formed first
+///            (one GEMM per sample) and then squared; (δ²)ᵀ(x²) would miss the cross-token terms.
 ///   Conv2d   G_n = δ_n · cols_nᵀ, Σ_n G_n²        one GEMM per sample (positions share the weight)
-///   LayerNorm Σ_n (δ_n ⊙ x̂_n)²,  bias Σ_n δ_n²
+///   LayerNorm Σ_n (Σ_t δ_nt ⊙ x̂_nt)²,  bias Σ_n (Σ_t δ_nt)²
+///   cls_token Σ_n δ_n0², pos_embed Σ_n δ_n²  (δ of the layer's output, per token)
 /// `accumulateNaive` does the same with one backward pass per sample; it exists for tests.
 public final class Scorer {
     public let model: Model
@@ -53,13 +57,16 @@ public final class Scorer {
         sums = self.parameters.map { [Float](repeating: 0, count: $0.value.count) }
         rng = SeededRandom(seed: seed)
         var owners: [ObjectIdentifier: any Layer] = [:]
-        for layer in model.body { for p in layer.parameters { owners[ObjectIdentifier(p)] = layer } }
+        for layer in model.body.flatMap(\.allLayers) where layer.sublayers.isEmpty {
+            for p in layer.parameters { owners[ObjectIdentifier(p)] = layer }
+        }
         self.owners = owners
     }
 
-    /// Weights and biases of the body's Linear, Conv2d and LayerNorm layers (never a head).
+    /// Every body parameter of Linear, Conv2d and LayerNorm layers (also inside transformer blocks
+    /// and the patch embedding) and the class token and position embedding; never a head.
     public static func defaultParameters(_ model: Model) -> [Parameter] {
-        model.body.filter { $0 is Linear || $0 is Conv2d || $0 is LayerNorm }.flatMap(\.parameters)
+        model.body.flatMap(\.allLayers).filter { $0 is Linear || $0 is Conv2d || $0 is LayerNorm || $0 is ClassTokenPosition }.flatMap(\.parameters)
     }
 
     /// Starts from existing sums (for `--append`).
@@ -152,6 +159,29 @@ public final class Scorer {
         let s2 = p.forwardScale.map { $0.map { $0 * $0 } }
         var local = [Float](repeating: 0, count: sum.count)
         switch layer {
+        case let l as Linear where x.count != b * l.inFeatures:
+            // Tokens share the weight: G_n = δ_nᵀ X_n ([out, T] · [T, in]) per sample, then squared.
+            let t = x.count / (b * l.inFeatures), o = l.outFeatures, i = l.inFeatures
+            if p === l.weight {
+                var g = [Float](repeating: 0, count: o * i)
+                delta.data.withUnsafeBufferPointer { dp in x.data.withUnsafeBufferPointer { xp in g.withUnsafeMutableBufferPointer { gp in
+                    local.withUnsafeMutableBufferPointer { acc in
+                        for n in 0..<b {
+                            BLAS.gemm(transA: true, m: o, n: i, k: t, a: dp.baseAddress! + n * t * o, lda: o,
+                                      b: xp.baseAddress! + n * t * i, ldb: i, c: gp.baseAddress!, ldc: i)
+                            for j in 0..<gp.count { acc[j] += gp[j] * gp[j] }
+                        }
+                    }
+                } } }
+            } else {
+                delta.data.withUnsafeBufferPointer { dp in
+                    for n in 0..<b {
+                        var acc = [Float](repeating: 0, count: o)
+                        for r in 0..<t { for j in 0..<o { acc[j] += dp[(n * t + r) * o + j] } }
+                        for j in 0..<o { local[j] += acc[j] * acc[j] }
+                    }
+                }
+            }
         case let l as Linear:
             if p === l.weight {
                 // (δ²)ᵀ (x²): [out, B] · [B, in]
@@ -195,6 +225,15 @@ public final class Scorer {
                     for j in 0..<d { acc[j] += delta.data[row + j] * (isWeight ? l.lastNormalized[row + j] : 1) }
                 }
                 for j in 0..<d { local[j] += acc[j] * acc[j] }
+            }
+        case let l as ClassTokenPosition:
+            // The output gradient per token is the per-sample gradient of pos_embed; token 0's is cls_token's.
+            let per = l.tokens * l.width
+            delta.data.withUnsafeBufferPointer { dp in
+                for n in 0..<b {
+                    let count = p === l.classToken ? l.width : per
+                    for j in 0..<count { let v = dp[n * per + j]; local[j] += v * v }
+                }
             }
         default:
             throw EngineError("\(p.name): scoring \(layer.spec.type) layers is not supported")

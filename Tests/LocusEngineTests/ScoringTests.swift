@@ -47,14 +47,22 @@ final class ScoringTests: EngineTestCase {
         ], heads: [.init(name: "default", in_features: 5, out_features: 3)])
     }
 
-    static var models: [(String, () -> Architecture)] { [("mlp", mlp), ("cnn", cnn), ("layernorm", layerNormModel), ("everything", everything)] }
+    /// A small vision transformer: 2×8×8 images, 4×4 patches (4 tokens + class token), width 8, 2 blocks of
+    /// 2 heads; every weight but the head is shared across tokens.
+    static func vit() -> Architecture {
+        try! .vit(imageSize: 8, patch: 4, channels: 2, width: 8, depth: 2, heads: 2, mlpRatio: 2, classes: 3)
+    }
+
+    static var models: [(String, () -> Architecture)] {
+        [("mlp", mlp), ("cnn", cnn), ("layernorm", layerNormModel), ("everything", everything), ("vit", vit)]
+    }
 
     /// The model with non-trivial LayerNorm γ, β and a sharpened head (probabilities far from uniform, so
     /// the sampled class matters).
     func makeModel(_ arch: Architecture, seed: UInt64 = 5) throws -> Model {
         let model = try Model(arch, seed: seed)
         var rnd = TestRandom(seed &+ 1000)
-        for case let ln as LayerNorm in model.body {
+        for case let ln as LayerNorm in model.body.flatMap(\.allLayers) {
             ln.weight.value = rnd.tensor(ln.weight.value.shape, 0.5, 1.5)
             ln.bias.value = rnd.tensor(ln.bias.value.shape, -0.5, 0.5)
         }
@@ -162,6 +170,12 @@ final class ScoringTests: EngineTestCase {
     func testEfficientEqualsNaiveEverything() throws {
         try efficientVsNaive("everything", Self.everything(), scaled: false, sizes: [1, 4])
         try efficientVsNaive("everything", Self.everything(), scaled: true, sizes: [1, 4])
+    }
+
+    /// Tokens share every weight: per-sample gradients are summed over tokens before squaring.
+    func testEfficientEqualsNaiveViT() throws {
+        try efficientVsNaive("vit", Self.vit(), scaled: false, sizes: [1, 4])
+        try efficientVsNaive("vit", Self.vit(), scaled: true, sizes: [1, 4])
     }
 
     /// forwardScale s is "the forward uses value ⊙ s, gradients are w.r.t. the value": the scores of a model
@@ -429,6 +443,10 @@ final class ScoringTests: EngineTestCase {
         XCTAssertEqual(names(Self.cnn()), ["layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.6.weight", "layers.6.bias"])
         XCTAssertEqual(names(Self.layerNormModel()), ["layers.1.weight", "layers.1.bias", "layers.2.weight", "layers.2.bias", "layers.4.weight", "layers.4.bias"])
         XCTAssertEqual(names(Self.everything()), ["layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias", "layers.4.weight", "layers.9.weight"])
+        let block = ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
+                     "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"]
+        XCTAssertEqual(names(Self.vit()), ["patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "pos_embed"]
+                       + block.map { "blocks.0.\($0)" } + block.map { "blocks.1.\($0)" } + ["norm.weight", "norm.bias"])
         let model = try makeModel(Self.mlp())
         let s = try Scorer(model: model, head: "default", estimator: .talos)
         XCTAssertEqual(s.parameters.map(\.name), names(Self.mlp()))

@@ -1,0 +1,161 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Multi-head scaled dot-product self-attention without parameters: [B, T, 3D] (a fused qkv
+/// projection, laid out per token as q | k | v, each head-major as timm's `qkv.reshape(B, T, 3, H,
+/// D/H)`) → [B, T, D] (heads concatenated, as timm's `transpose(1, 2).reshape(B, T, D)`).
+/// The projections around it are ordinary Linear layers, so they are trained and scored as such.
+public final class SelfAttention: Layer {
+    public let spec: LayerSpec
+    public let width: Int, heads: Int
+    public private(set) var lastInput: Tensor?
+    public private(set) var lastOutputGradient: Tensor?
+    /// softmax(QKᵀ/√d) of the last forward, [B, H, T, T]; the backward pass needs it.
+    private var probabilities: [Float] = []
+
+    init(spec: LayerSpec, width: Int, heads: Int) {
+        self.spec = spec; self.width = width; self.heads = heads
+    }
+
+    var headWidth: Int { width / heads }
+    var scale: Float { 1 / Float(headWidth).squareRoot() }
+
+    public func outputShape(for input: [Int]) throws -> [Int] {
+        guard input.count == 2, input[1] == 3 * width else {
+            throw EngineError("attention: expects [tokens, \(3 * width)] per sample, got \(input)")
+        }
+        return [input[0], width]
+    }
+
+    public func forward(_ x: Tensor, mode: Mode) -> Tensor {
+        lastInput = x
+        let b = x.shape[0], t = x.shape[1], d = width, dh = headWidth, h = heads
+        probabilities = [Float](unsafeUninitializedCapacity: b * h * t * t) { _, c in c = b * h * t * t }
+        let scale = self.scale
+        return Tensor(shape: [b, t, d]) { out in x.data.withUnsafeBufferPointer { qkv in probabilities.withUnsafeMutableBufferPointer { probs in
+            for s in 0..<b { for head in 0..<h {
+                let q = qkv.baseAddress! + s * t * 3 * d + head * dh, k = q + d, v = q + 2 * d
+                let p = probs.baseAddress! + (s * h + head) * t * t
+                // S = scale · Q Kᵀ, then a row softmax in place.
+                BLAS.gemm(transB: true, m: t, n: t, k: dh, alpha: scale, a: q, lda: 3 * d, b: k, ldb: 3 * d, c: p, ldc: t)
+                for r in 0..<t { SelfAttention.softmaxRow(p + r * t, count: t) }
+                // O = P V, written straight into this head's columns of the output.
+                BLAS.gemm(m: t, n: dh, k: t, a: p, lda: t, b: v, ldb: 3 * d, c: out.baseAddress! + s * t * d + head * dh, ldc: d)
+            } }
+        } } }
+    }
+
+    public func backward(_ gy: Tensor) -> Tensor {
+        guard let x = lastInput else { preconditionFailure("SelfAttention.backward before forward") }
+        lastOutputGradient = gy
+        let b = x.shape[0], t = x.shape[1], d = width, dh = headWidth, h = heads
+        let scale = self.scale
+        var dp = [Float](unsafeUninitializedCapacity: t * t) { _, c in c = t * t }
+        return Tensor(shape: x.shape) { gx in x.data.withUnsafeBufferPointer { qkv in gy.data.withUnsafeBufferPointer { go in
+            probabilities.withUnsafeBufferPointer { probs in dp.withUnsafeMutableBufferPointer { dpb in
+                for s in 0..<b { for head in 0..<h {
+                    let off = s * t * 3 * d + head * dh
+                    let q = qkv.baseAddress! + off, k = q + d, v = q + 2 * d
+                    let dq = gx.baseAddress! + off, dk = dq + d, dv = dq + 2 * d
+                    let p = probs.baseAddress! + (s * h + head) * t * t
+                    let dO = go.baseAddress! + s * t * d + head * dh
+                    let dS = dpb.baseAddress!
+                    // dV = Pᵀ dO;  dP = dO Vᵀ
+                    BLAS.gemm(transA: true, m: t, n: dh, k: t, a: p, lda: t, b: dO, ldb: d, c: dv, ldc: 3 * d)
+                    BLAS.gemm(transB: true, m: t, n: t, k: dh, a: dO, lda: d, b: v, ldb: 3 * d, c: dS, ldc: t)
+                    // Softmax backward per row: dS = P ⊙ (dP − ⟨dP, P⟩).
+                    for r in 0..<t {
+                        let pr = p + r * t, sr = dS + r * t
+                        var dot: Float = 0
+                        for j in 0..<t { dot += pr[j] * sr[j] }
+                        for j in 0..<t { sr[j] = pr[j] * (sr[j] - dot) }
+                    }
+                    // dQ = scale · dS K;  dK = scale · dSᵀ Q
+                    BLAS.gemm(m: t, n: dh, k: t, alpha: scale, a: dS, lda: t, b: k, ldb: 3 * d, c: dq, ldc: 3 * d)
+                    BLAS.gemm(transA: true, m: t, n: dh, k: t, alpha: scale, a: dS, lda: t, b: q, ldb: 3 * d, c: dk, ldc: 3 * d)
+                } }
+            } }
+        } } }
+    }
+
+    @inline(__always)
+    static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count n: Int) {
+        var m = -Float.infinity
+        for j in 0..<n { m = max(m, row[j]) }
+        var sum: Float = 0
+        for j in 0..<n { let e = expf(row[j] - m); row[j] = e; sum += e }
+        let inv = 1 / sum
+        for j in 0..<n { row[j] *= inv }
+    }
+}
+
+/// A pre-LayerNorm transformer block, timm's `Block`:
+///   h = x + attn.proj(attention(attn.qkv(norm1(x))))
+///   y = h + mlp.fc2(GELU(mlp.fc1(norm2(h))))
+/// Parameters are named as timm's (`blocks.3.attn.qkv.weight` [3D, D], `blocks.3.mlp.fc1.weight`
+/// [hidden, D], ...). Its parts are ordinary layers, exposed as `sublayers` so that scoring finds
+/// each parameter's own input and output gradient.
+public final class TransformerBlock: Layer {
+    public let spec: LayerSpec
+    public let norm1: LayerNorm, qkv: Linear, attention: SelfAttention, proj: Linear
+    public let norm2: LayerNorm, fc1: Linear, gelu: GELU, fc2: Linear
+    public let width: Int
+    public private(set) var lastInput: Tensor?
+    public private(set) var lastOutputGradient: Tensor?
+
+    public var sublayers: [any Layer] { [norm1, qkv, attention, proj, norm2, fc1, gelu, fc2] }
+    public var parameters: [Parameter] { sublayers.flatMap(\.parameters) }
+
+    init(spec: LayerSpec, prefix: String, width d: Int, heads: Int, hidden: Int, qkvBias: Bool, eps: Float, seed: UInt64) {
+        self.spec = spec; self.width = d
+        func seedFor(_ i: UInt64) -> UInt64 { SeededRandom.derivedSeed(seed, i) }
+        let init_ = Linear.Initialisation.normal(std: 0.02)   // timm's init_weights_vit_timm
+        norm1 = LayerNorm(spec: .layerNorm(d), prefix: parameterName(prefix, "norm1"), features: d, eps: eps)
+        qkv = Linear(spec: .linear(d, 3 * d, bias: qkvBias), prefix: parameterName(prefix, "attn.qkv"), inFeatures: d, outFeatures: 3 * d,
+                     bias: qkvBias, seed: seedFor(1), initialisation: init_)
+        var a = LayerSpec(type: "attention"); a.embed_dim = d; a.num_heads = heads
+        attention = SelfAttention(spec: a, width: d, heads: heads)
+        proj = Linear(spec: .linear(d, d), prefix: parameterName(prefix, "attn.proj"), inFeatures: d, outFeatures: d, bias: true,
+                      seed: seedFor(2), initialisation: init_)
+        norm2 = LayerNorm(spec: .layerNorm(d), prefix: parameterName(prefix, "norm2"), features: d, eps: eps)
+        fc1 = Linear(spec: .linear(d, hidden), prefix: parameterName(prefix, "mlp.fc1"), inFeatures: d, outFeatures: hidden, bias: true,
+                     seed: seedFor(3), initialisation: init_)
+        gelu = GELU(spec: .gelu)
+        fc2 = Linear(spec: .linear(hidden, d), prefix: parameterName(prefix, "mlp.fc2"), inFeatures: hidden, outFeatures: d, bias: true,
+                     seed: seedFor(4), initialisation: init_)
+    }
+
+    public func outputShape(for input: [Int]) throws -> [Int] {
+        guard input.count == 2, input[1] == width else {
+            throw EngineError("\(norm1.weight.name): a transformer block expects [tokens, \(width)] per sample, got \(input)")
+        }
+        return input
+    }
+
+    public func forward(_ x: Tensor, mode: Mode) -> Tensor {
+        lastInput = x
+        var h = proj.forward(attention.forward(qkv.forward(norm1.forward(x, mode: mode), mode: mode), mode: mode), mode: mode)
+        h.add(x)
+        var y = fc2.forward(gelu.forward(fc1.forward(norm2.forward(h, mode: mode), mode: mode), mode: mode), mode: mode)
+        y.add(h)
+        return y
+    }
+
+    public func backward(_ gy: Tensor) -> Tensor {
+        lastOutputGradient = gy
+        var gh = norm2.backward(fc1.backward(gelu.backward(fc2.backward(gy))))
+        gh.add(gy)
+        var gx = norm1.backward(qkv.backward(attention.backward(proj.backward(gh))))
+        gx.add(gh)
+        return gx
+    }
+}
+
+extension Tensor {
+    /// self += other (same shape): the residual connections.
+    mutating func add(_ other: Tensor) {
+        precondition(count == other.count, "add: \(shape) + \(other.shape)")
+        data.withUnsafeMutableBufferPointer { a in other.data.withUnsafeBufferPointer { b in for i in 0..<a.count { a[i] += b[i] } } }
+    }
+}

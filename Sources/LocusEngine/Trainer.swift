@@ -153,7 +153,9 @@ public enum Training {
         for p in params { p.grad.data.withUnsafeMutableBufferPointer { g in for i in 0..<g.count { g[i] *= coef } } }
     }
 
-    public static func evaluate(_ model: Model, head: String, on data: Batches, batchSize: Int = 256) throws -> Evaluation {
+    /// `logits`, when given, receives each batch's logits [B, classes] in split order.
+    public static func evaluate(_ model: Model, head: String, on data: Batches, batchSize: Int = 256,
+                                logits: ((Tensor) -> Void)? = nil) throws -> Evaluation {
         guard batchSize >= 1 else { throw EngineError("batch size must be ≥ 1, got \(batchSize)") }
         let h = try model.head(head)
         let classes = h.outFeatures
@@ -164,7 +166,9 @@ public enum Training {
         while start < ids.count {
             let slice = ids[start..<min(ids.count, start + batchSize)]
             let (x, y) = data.batch(slice)
-            let r = CrossEntropy()(try model.forward(x, head: head, mode: .eval), labels: y)
+            let z = try model.forward(x, head: head, mode: .eval)
+            logits?(z)
+            let r = CrossEntropy()(z, labels: y)
             lossSum += Double(r.loss) * Double(slice.count)
             correct += r.correct
             for (label, pred) in zip(y, r.predictions) { perClass[label] += 1; if label == pred { perClassRight[label] += 1 } }

@@ -12,6 +12,8 @@ public enum Convert {
         public var draws: Int64 = 1
         public var reduction: ScoreReduction = .sum
         public var absentTensors: AbsentTensors = .frozen
+        /// Checkpoints: the model description (spec §2.1 JSON) to store as /architecture.
+        public var architecture: String?
         /// Bytes read and written at a time for large tensors; bounds memory use.
         public var blockBytes: Int = 64 << 20
         public init() {}
@@ -38,7 +40,7 @@ public enum Convert {
         prov.inputs.append(.init(role: "source", path: source, fingerprint: nil))
 
         if options.kind == .checkpoint {
-            let w = try CheckpointWriter(path: target, provenance: prov, metadata: reader.metadata)
+            let w = try CheckpointWriter(path: target, provenance: prov, metadata: reader.metadata, architecture: options.architecture)
             // The source is read through a memory map (no copy) when possible, else with pread
             // into one reused buffer; either way in blocks of whole rows of at most blockBytes.
             let map = MappedFile(path: source)

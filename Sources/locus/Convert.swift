@@ -1,5 +1,8 @@
 import ArgumentParser
+import Foundation
+import LocusEngine
 import LocusFormat
+import SafeTensors
 
 extension ArtifactKind: ExpressibleByArgument {}
 extension ScoreReduction: ExpressibleByArgument {}
@@ -19,6 +22,15 @@ struct Convert: ParsableCommand {
           float32 (needs --estimator and --samples); masks are BOOL or U8 0/1 tensors (1 = trainable); task vectors
           are dense float tensors τ = θ_ft − θ_base: zeros are dropped and each tensor gets the cheapest encoding
           (coo, bitmask or dense — spec §5). Task-vector values pass through float32.
+        --architecture FILE (checkpoints) stores a model description (a spec §2.1 JSON file, or the /architecture of
+          an existing Locus checkpoint) so the engine can run the imported weights; every parameter it implies must be
+          in the safetensors file with that shape and a float dtype, checked before anything is written. A timm
+          VisionTransformer exported with safetensors.torch.save_file(model.state_dict(), ...) imports unchanged:
+            locus init --preset vit --input 3,224,224 --classes 1000 --patch-size 16 --width 192 --depth 12 \\
+                       --num-heads 3 --head imagenet --head-prefix head -o vit-ti-arch.h5
+            locus convert vit_tiny.safetensors vit-ti.h5 --architecture vit-ti-arch.h5
+          Other namings (open_clip's visual tower: conv1, class_embedding, positional_embedding, transformer.resblocks.N
+          with in_proj_weight, ln_pre/ln_post, proj) need renaming first; docs/vit.md gives the mapping.
         Export: checkpoints bit-exact with their metadata; scores as F32; masks as BOOL; task vectors as dense
           unscaled tensors of their value dtype, with locus.kind / locus.base-fingerprint / locus.scale in __metadata__.
         """)
@@ -32,6 +44,8 @@ struct Convert: ParsableCommand {
     @Option(help: "Scores: sampled classes per input.") var draws: Int64 = 1
     @Option(help: "Scores: whether values are sums or means over samples × draws.") var reduction: ScoreReduction = .sum
     @Option(help: "Masks: what tensors without a mask entry are.") var absentTensors: AbsentTensors = .frozen
+    @Option(help: "Checkpoints: a model description (JSON, or a Locus checkpoint to take /architecture from) to store with the weights.")
+    var architecture: String?
 
     func run() throws {
         try reportingErrors {
@@ -41,6 +55,10 @@ struct Convert: ParsableCommand {
                 var o = LocusFormat.Convert.ImportOptions()
                 o.kind = kind; o.basePath = base; o.estimator = estimator; o.samples = samples
                 o.draws = draws; o.reduction = reduction; o.absentTensors = absentTensors
+                if let architecture {
+                    guard kind == .checkpoint else { throw LocusError(file: architecture, "--architecture applies to checkpoints only") }
+                    o.architecture = try checkedArchitecture(architecture, against: input)
+                }
                 try LocusFormat.Convert.importSafeTensors(from: input, to: output, options: o,
                                                           provenance: Provenance(command: ["locus"] + Array(CommandLine.arguments.dropFirst())))
             case (false, true):
@@ -51,5 +69,30 @@ struct Convert: ParsableCommand {
                 throw LocusError(file: output, "neither file ends in .safetensors; convert goes between safetensors and Locus .h5")
             }
         }
+    }
+
+    /// The description as JSON, after checking that the safetensors file holds every parameter it implies.
+    private func checkedArchitecture(_ path: String, against source: String) throws -> String {
+        let arch = try loadArchitecture(path)
+        let model = try engine(file: path) { try Model(arch, seed: 0) }
+        let reader: SafeTensorsReader
+        do { reader = try SafeTensorsReader(path: source) } catch { throw LocusError(file: source, "\(error)") }
+        var problems: [String] = []
+        for p in model.parameters {
+            guard let e = reader.entry(named: p.name) else { problems.append("missing \(p.name) \(p.value.shape)"); continue }
+            if e.shape != p.value.shape { problems.append("\(p.name) is \(e.shape), the architecture needs \(p.value.shape)") }
+            if ![.F64, .F32, .F16, .BF16].contains(e.dtype) { problems.append("\(p.name) is \(e.dtype.rawValue), expected a float dtype") }
+        }
+        guard problems.isEmpty else {
+            throw LocusError(file: source, "does not fit the architecture of \(path) (\(problems.count) problem(s)): \(problems.prefix(8).joined(separator: "; "))")
+        }
+        let used = Set(model.parameters.map(\.name))
+        let extra = reader.entries.map(\.name).filter { !used.contains($0) }
+        if !extra.isEmpty {
+            FileHandle.standardError.write("locus: warning: \(source): \(extra.count) tensor(s) the architecture does not use are kept as they are: \(extra.prefix(6).joined(separator: ", "))\n")
+        }
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        return String(decoding: try enc.encode(arch), as: UTF8.self)
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import LocusFormat
 import LocusEngine
 
@@ -14,6 +15,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Batch size.") var batchSize: Int = 256
     @Flag(help: "Also print per-class accuracy.") var perClass = false
     @Flag(help: "Print JSON.") var json = false
+    @Option(help: "Write the logits of the (single) evaluated head as a NumPy .npy file, float32 [samples, classes], in split order.")
+    var logits: String?
 
     func run() throws {
         try reportingErrors {
@@ -23,11 +26,21 @@ struct Eval: ParsableCommand {
             guard !names.isEmpty else {
                 throw LocusError(file: model, "no head has \(d.classes.count) classes like \(data); name one with --head")
             }
+            if logits != nil, names.count != 1 {
+                throw LocusError(file: model, "--logits needs exactly one head; choose one with --head (heads here: \(names.joined(separator: ", ")))")
+            }
             var results: [Evaluation] = []
+            var collected: [Float] = []
             for h in names {
                 let b = try Batches(d, split: split.isEmpty ? nil : split, inputShape: m.architecture.input,
                                     classes: try engine(file: model) { try m.head(h).outFeatures }, file: data)
-                results.append(try engine(file: model) { try Training.evaluate(m, head: h, on: b, batchSize: batchSize) })
+                results.append(try engine(file: model) {
+                    try Training.evaluate(m, head: h, on: b, batchSize: batchSize, logits: logits == nil ? nil : { collected += $0.data })
+                })
+            }
+            if let logits, let r = results.first {
+                let classes = collected.count / max(r.samples, 1)
+                try writeAtomically(to: logits) { tmp in try NumPy.write(collected, shape: [r.samples, classes], to: tmp) }
             }
             if json { print(try jsonText(results)); return }
             for r in results {

@@ -10,6 +10,13 @@ struct Init: ParsableCommand {
         Presets:
           mlp    flatten → (Linear → ReLU) per --hidden width → head
           lenet  Conv5×5(pad 2) → ReLU → MaxPool2 → Conv5×5 → ReLU → MaxPool2 → flatten → (Linear → ReLU) per --hidden → head
+          vit    a vision transformer in timm's VisionTransformer layout: patch embedding (conv, stride = kernel =
+                 --patch-size), class token, learned position embedding, --depth pre-LayerNorm blocks (--num-heads
+                 heads, fused qkv, GELU MLP of --mlp-ratio × --width), final LayerNorm (eps 1e-6), class-token
+                 pooling → head. Square images only. timm's ViT-Ti/16: --patch-size 16 --width 192 --depth 12 --num-heads 3
+                 on 3,224,224 inputs. Parameter names are timm's (`patch_embed.proj.weight`, `cls_token`, `pos_embed`,
+                 `blocks.N.attn.qkv.weight`, `norm.weight`); --head-prefix head names the head `head.*` as timm does.
+                 Initialisation follows timm (Linear N(0, 0.02²) with zero bias, pos_embed N(0, 0.02²), cls_token N(0, 1e-12)).
         Parameters are named like a PyTorch module with `layers = nn.Sequential(...)` and `heads = nn.ModuleDict(...)`
         (`layers.1.weight` [out, in], conv [out, in, k, k], `heads.NAME.weight`), so a checkpoint exported with
         `locus convert` loads into that module with load_state_dict unchanged. Initialisation uses PyTorch's default
@@ -20,7 +27,7 @@ struct Init: ParsableCommand {
         """)
 
     @Option(name: .shortAndLong, help: "Output checkpoint (.h5).") var output: String
-    @Option(help: "mlp or lenet (ignored with --config).") var preset: String = "mlp"
+    @Option(help: "mlp, lenet or vit (ignored with --config).") var preset: String = "mlp"
     @Option(help: "Architecture JSON file (the /architecture format of spec/FORMAT.md §2.1) instead of a preset.") var config: String?
     @Option(help: "A dataset artifact to take input shape, classes and class names from.") var data: String?
     @Option(help: "Per-sample input shape, e.g. 1,28,28.") var input: IntList?
@@ -28,6 +35,12 @@ struct Init: ParsableCommand {
     @Option(help: "Name of the first head.") var head: String = "default"
     @Option(help: "Hidden widths of the MLP / of LeNet's dense part.") var hidden: IntList?
     @Option(help: "LeNet's two conv widths.") var channels: IntList = IntList([6, 16])
+    @Option(help: "ViT: patch size (the image size must be a multiple).") var patchSize: Int = 16
+    @Option(help: "ViT: embedding width.") var width: Int = 192
+    @Option(help: "ViT: number of transformer blocks.") var depth: Int = 12
+    @Option(help: "ViT: attention heads per block (must divide --width).") var numHeads: Int = 3
+    @Option(help: "ViT: MLP hidden width as a multiple of --width.") var mlpRatio: Double = 4
+    @Option(help: "Parameter-name prefix of the first head (default heads.NAME; timm uses 'head').") var headPrefix: String?
     @Option(help: "Seed of the initialisation.") var seed: UInt64 = 0
 
     func run() throws {
@@ -42,14 +55,7 @@ struct Init: ParsableCommand {
             }
             let arch: Architecture
             if let config {
-                guard let text = try? String(contentsOfFile: config, encoding: .utf8) else {
-                    throw LocusError(file: config, "cannot read the architecture file")
-                }
-                let decoded: Architecture
-                do { decoded = try JSONDecoder().decode(Architecture.self, from: Data(text.utf8)) } catch {
-                    throw LocusError(file: config, "is not an architecture description (spec/FORMAT.md §2.1): \(describe(error))")
-                }
-                arch = try engine(file: config) { try decoded.validate(); return decoded }
+                arch = try loadArchitecture(config)
             } else {
                 guard let inputShape else { throw LocusError(file: output, "give --input (e.g. 1,28,28) or --data") }
                 guard let classCount else { throw LocusError(file: output, "give --classes or --data") }
@@ -58,7 +64,14 @@ struct Init: ParsableCommand {
                     case "mlp": return Architecture.mlp(input: inputShape, hidden: hidden?.values ?? [256, 256], classes: classCount, head: head, classNames: classNames)
                     case "lenet": return try Architecture.lenet(input: inputShape, channels: channels.values, hidden: hidden?.values ?? [120, 84],
                                                                 classes: classCount, head: head, classNames: classNames)
-                    default: throw EngineError("unknown preset '\(preset)' (mlp, lenet)")
+                    case "vit":
+                        guard inputShape.count == 3, inputShape[1] == inputShape[2] else {
+                            throw EngineError("vit needs square images [C, S, S], got \(inputShape)")
+                        }
+                        return try Architecture.vit(imageSize: inputShape[1], patch: patchSize, channels: inputShape[0], width: width, depth: depth,
+                                                    heads: numHeads, mlpRatio: mlpRatio, classes: classCount, head: head, classNames: classNames,
+                                                    headPrefix: headPrefix)
+                    default: throw EngineError("unknown preset '\(preset)' (mlp, lenet, vit)")
                     }
                 }
             }

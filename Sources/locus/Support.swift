@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import LocusFormat
 import LocusEngine
 #if canImport(Glibc)
@@ -112,4 +113,24 @@ struct TrainingOptions: ParsableArguments {
         }
         print(trailer)
     }
+}
+
+/// A model description from a JSON file (spec §2.1) or from a Locus checkpoint's /architecture, validated.
+func loadArchitecture(_ path: String) throws -> Architecture {
+    let text: String
+    guard let bytes = FileManager.default.contents(atPath: path) else { throw LocusError(file: path, "cannot read the architecture file") }
+    if !bytes.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) {   // not HDF5: a JSON file
+        guard let t = String(data: bytes, encoding: .utf8) else { throw LocusError(file: path, "is neither UTF-8 JSON nor an HDF5 checkpoint") }
+        text = t
+    } else {
+        guard let t = try CheckpointReader(path: path).architecture() else {
+            throw LocusError(file: path, object: "/architecture", "the checkpoint has no model description")
+        }
+        text = t
+    }
+    let decoded: Architecture
+    do { decoded = try JSONDecoder().decode(Architecture.self, from: Data(text.utf8)) } catch {
+        throw LocusError(file: path, "is not an architecture description (spec/FORMAT.md §2.1): \(describe(error))")
+    }
+    return try engine(file: path) { try decoded.validate(); return decoded }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import LocusEngine
 import LocusFormat
 
 struct Validate: ParsableCommand {
@@ -6,7 +7,9 @@ struct Validate: ParsableCommand {
         abstract: "Check files against every rule of spec/FORMAT.md.",
         discussion: """
         Reads all data: recomputes the checkpoint fingerprint and every stored summary, checks index order,
-        padding bits, value ranges, filters and byte order. Prints one line per violation as
+        padding bits, value ranges, filters and byte order. A checkpoint's /architecture is checked against the
+        engine's rules (§2.1: known layers, shapes that chain, unique names) and against /tensors (every parameter
+        it implies present with its shape and a float dtype). Prints one line per violation as
         '<file>: <object>: <message>' ('warning: ' first for SHOULD rules). Exit status 1 if any file has an error.
         """)
 
@@ -17,7 +20,8 @@ struct Validate: ParsableCommand {
     func run() throws {
         var all: [Finding] = []
         for f in files {
-            let findings = Validator.validate(f)
+            var findings = Validator.validate(f)
+            if !findings.contains(where: { $0.severity == .error }) { findings += architectureFindings(f) }
             all += findings
             if !json {
                 for x in findings where !(noWarnings && x.severity == .warning) { print(x) }
@@ -30,6 +34,25 @@ struct Validate: ParsableCommand {
         }
         if all.contains(where: { $0.severity == .error }) { throw ExitCode.failure }
     }
+}
+
+/// §2.1 rules that need the engine: the description builds, and /tensors holds what it implies.
+func architectureFindings(_ path: String) -> [Finding] {
+    func error(_ object: String, _ message: String) -> Finding { Finding(severity: .error, file: path, object: object, message: message) }
+    guard let reader = try? CheckpointReader(path: path), let text = try? reader.architecture() else { return [] }
+    let arch: Architecture
+    do { arch = try JSONDecoder().decode(Architecture.self, from: Data(text.utf8)) } catch {
+        return [error("/architecture", "is not a model description (spec §2.1): \(describe(error))")]
+    }
+    let model: Model
+    do { model = try Model(arch, seed: 0) } catch { return [error("/architecture", "\(error)")] }
+    var out: [Finding] = []
+    for p in model.parameters {
+        guard let t = reader.tensor(named: p.name) else { out.append(error("/tensors", "missing \(p.name) \(p.value.shape), which /architecture implies")); continue }
+        if t.shape != p.value.shape { out.append(error(t.objectPath, "has shape \(t.shape), /architecture implies \(p.value.shape)")) }
+        if !t.dtype.isFloatingPoint { out.append(error(t.objectPath, "is \(t.dtype.rawValue); model parameters must be floating point")) }
+    }
+    return out
 }
 
 import Foundation

@@ -8,6 +8,9 @@
 //       one plain training epoch over the same N·B samples (Training.fit: SGD momentum 0.9, the loop
 //       `locus train` runs). Batches are assembled before the clocks start; the three are timed in interleaved
 //       rounds and the fastest of R rounds counts. Prints one JSON line.
+//   locus-bench step MODEL [--batch-size B] [--repeats R] [--head H]
+//       forward + backward (parameter gradients accumulated, as in training; no optimizer step) on seeded
+//       random inputs of the model's input shape; one warm-up, then R timed steps; prints one JSON line
 //   locus-bench sparse-step [--params N] [--repeats R] [--densities LIST]
 //       one SparseSGDM / MaskedAdamW step per mask density vs a memcpy of the same bytes (see sparseStepBench)
 import Foundation
@@ -269,6 +272,43 @@ func sparseStepBench(_ args: [String]) throws {
     print(String(decoding: json, as: UTF8.self))
 }
 
+func stepBench(_ args: [String]) throws {
+    var batch = 32, repeats = 5, head = "default"
+    var positional: [String] = []
+    var i = 0
+    while i < args.count {
+        switch args[i] {
+        case "--batch-size": guard i + 1 < args.count, let v = Int(args[i + 1]), v >= 1 else { throw EngineError("--batch-size needs a whole number ≥ 1") }; batch = v; i += 1
+        case "--repeats": guard i + 1 < args.count, let v = Int(args[i + 1]), v >= 1 else { throw EngineError("--repeats needs a whole number ≥ 1") }; repeats = v; i += 1
+        case "--head": guard i + 1 < args.count else { throw EngineError("--head needs a value") }; head = args[i + 1]; i += 1
+        default: positional.append(args[i])
+        }
+        i += 1
+    }
+    guard positional.count == 1 else { throw EngineError("expected MODEL") }
+    try BLAS.ensureLoaded()
+    let model = try Model.load(positional[0])
+    let classes = try model.head(head).outFeatures
+    var rng = SeededRandom(seed: 1)
+    let x = Tensor(shape: [batch] + model.architecture.input) { v in for j in 0..<v.count { v[j] = rng.normal() } }
+    let y = (0..<batch).map { $0 % classes }
+    func once() throws -> Double {
+        let t = DispatchTime.now().uptimeNanoseconds
+        let z = try model.forward(x, head: head, mode: .train)
+        try model.backward(CrossEntropy()(z, labels: y).gradient, head: head)
+        return Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9
+    }
+    model.zeroGrad()
+    _ = try once()
+    let times = try (0..<repeats).map { _ in try once() }.sorted()
+    let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
+    let out: [String: Any] = ["batch_size": batch, "repeats": repeats, "threads": BLAS.threads,
+                              "parameters": model.parameters.reduce(0) { $0 + $1.value.count },
+                              "best_seconds": times[0], "median_seconds": median,
+                              "samples_per_s_best": Double(batch) / times[0], "samples_per_s_median": Double(batch) / median]
+    print(String(decoding: try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys]), as: UTF8.self))
+}
+
 let args = CommandLine.arguments
 do {
     switch args.dropFirst().first {
@@ -278,8 +318,10 @@ do {
         try scoreBench(try ScoreBenchOptions(Array(args.dropFirst(2))))
     case "sparse-step":
         try sparseStepBench(Array(args.dropFirst(2)))
+    case "step":
+        try stepBench(Array(args.dropFirst(2)))
     default:
-        FileHandle.standardError.write("usage: locus-bench gemm [N] [repeats]\n       locus-bench score MODEL DATA [--split S] [--head H] [--estimator E] [--batches N] [--naive-batches M] [--batch-size B] [--repeats R]\n       locus-bench sparse-step [--params N] [--repeats R] [--densities 1,0.5,0.1,0.01]\n".data(using: .utf8)!)
+        FileHandle.standardError.write("usage: locus-bench gemm [N] [repeats]\n       locus-bench score MODEL DATA [--split S] [--head H] [--estimator E] [--batches N] [--naive-batches M] [--batch-size B] [--repeats R]\n       locus-bench sparse-step [--params N] [--repeats R] [--densities 1,0.5,0.1,0.01]\n       locus-bench step MODEL [--batch-size B] [--repeats R] [--head H]\n".data(using: .utf8)!)
         exit(2)
     }
 } catch {

@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int);
 typedef void (*set_threads_fn)(int);
@@ -71,3 +74,13 @@ void locus_blas_set_threads(int n) { pthread_once(&once, load); if (set_threads_
 int locus_blas_threads(void) { pthread_once(&once, load); return get_threads_ptr ? get_threads_ptr() : 0; }
 const char *locus_blas_core(void) { pthread_once(&once, load); return corename_ptr ? corename_ptr() : "unknown"; }
 const char *locus_blas_core_chosen(void) { pthread_once(&once, load); return chosen; }
+
+int locus_keep_freed_memory(void) {
+#if defined(__GLIBC__)
+    int a = mallopt(M_MMAP_THRESHOLD, 32 << 20);   // glibc's largest allowed value on 64-bit
+    int b = mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    return (a == 1 && b == 1) ? 0 : -1;
+#else
+    return -1;
+#endif
+}

@@ -22,7 +22,8 @@ public final class ReLU: Layer {
     }
 }
 
-/// The exact GELU, x · Φ(x) = x/2 · (1 + erf(x/√2)) (PyTorch's default, not the tanh approximation).
+/// The exact GELU, x · Φ(x) = x/2 · (1 + erf(x/√2)) (PyTorch's default, not the tanh approximation),
+/// computed with vectorisable exp and erfc approximations of float32 accuracy (see FastMath).
 public final class GELU: Layer {
     public let spec: LayerSpec
     public private(set) var lastInput: Tensor?
@@ -33,19 +34,14 @@ public final class GELU: Layer {
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
         lastInput = x
         return Tensor(shape: x.shape) { y in x.data.withUnsafeBufferPointer { s in
-            for i in 0..<s.count { y[i] = 0.5 * s[i] * (1 + erff(s[i] * 0.70710678118654752)) } } }
+            FastMath.gelu(s.baseAddress!, y.baseAddress!, count: s.count) } }
     }
     public func backward(_ gy: Tensor) -> Tensor {
         lastOutputGradient = gy
         let x = lastInput!
         // d/dx x·Φ(x) = Φ(x) + x·φ(x)
         return Tensor(shape: gy.shape) { g in x.data.withUnsafeBufferPointer { s in gy.data.withUnsafeBufferPointer { d in
-            for i in 0..<s.count {
-                let v = s[i]
-                let cdf = 0.5 * (1 + erff(v * 0.70710678118654752))
-                let pdf = expf(-0.5 * v * v) * 0.39894228040143268
-                g[i] = d[i] * (cdf + v * pdf)
-            } } } }
+            FastMath.geluBackward(s.baseAddress!, d.baseAddress!, g.baseAddress!, count: s.count) } } }
     }
 }
 

@@ -118,11 +118,6 @@ public struct Architecture: Codable, Equatable, Sendable {
         }
         guard !input.isEmpty, input.allSatisfy({ $0 > 0 }) else { throw EngineError("architecture: input shape \(input) is invalid") }
         let (features, bodyNames) = try checkedBody()
-        var names = Set<String>()
-        for n in bodyNames + heads.flatMap({ ["\($0.parameterPrefix).weight", "\($0.parameterPrefix).bias"] }) {
-            if let problem = TensorName.problem(with: n) { throw EngineError("architecture: parameter name '\(n)': \(problem)") }
-            guard names.insert(n).inserted else { throw EngineError("architecture: two parameters are named '\(n)' (check the layers' and heads' names)") }
-        }
         var seen = Set<String>()
         for h in heads {
             guard Architecture.isValidHeadName(h.name) else {
@@ -136,6 +131,11 @@ public struct Architecture: Codable, Equatable, Sendable {
             if let c = h.classes, c.count != h.out_features {
                 throw EngineError("architecture: head '\(h.name)' names \(c.count) classes for \(h.out_features) outputs")
             }
+        }
+        var names = Set<String>()
+        for n in bodyNames + heads.flatMap({ ["\($0.parameterPrefix).weight", "\($0.parameterPrefix).bias"] }) {
+            if let problem = TensorName.problem(with: n) { throw EngineError("architecture: parameter name '\(n)': \(problem)") }
+            guard names.insert(n).inserted else { throw EngineError("architecture: two parameters are named '\(n)' (check the layers' and heads' names)") }
         }
     }
 

@@ -39,7 +39,7 @@ public final class SelfAttention: Layer {
                 let p = probs.baseAddress! + (s * h + head) * t * t
                 // S = scale · Q Kᵀ, then a row softmax in place.
                 BLAS.gemm(transB: true, m: t, n: t, k: dh, alpha: scale, a: q, lda: 3 * d, b: k, ldb: 3 * d, c: p, ldc: t)
-                for r in 0..<t { SelfAttention.softmaxRow(p + r * t, count: t) }
+                for r in 0..<t { FastMath.softmaxRow(p + r * t, count: t) }
                 // O = P V, written straight into this head's columns of the output.
                 BLAS.gemm(m: t, n: dh, k: t, a: p, lda: t, b: v, ldb: 3 * d, c: out.baseAddress! + s * t * d + head * dh, ldc: d)
             } }
@@ -77,16 +77,6 @@ public final class SelfAttention: Layer {
                 } }
             } }
         } } }
-    }
-
-    @inline(__always)
-    static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count n: Int) {
-        var m = -Float.infinity
-        for j in 0..<n { m = max(m, row[j]) }
-        var sum: Float = 0
-        for j in 0..<n { let e = expf(row[j] - m); row[j] = e; sum += e }
-        let inv = 1 / sum
-        for j in 0..<n { row[j] *= inv }
     }
 }
 

@@ -4,11 +4,15 @@ import CBLAS
 public enum BLAS {
     /// Loads OpenBLAS; call before any product so a missing library is a clear error, not a crash.
     public static func ensureLoaded() throws {
+        _ = keepFreedMemory
         var buffer = [CChar](repeating: 0, count: 512)
         if locus_blas_load(&buffer, buffer.count) != 0 {
             throw EngineError(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
     }
+
+    /// Once per process: large freed blocks stay with malloc for reuse (see locus_keep_freed_memory).
+    private static let keepFreedMemory: Void = { _ = locus_keep_freed_memory() }()
 
     /// The OpenBLAS kernel in use (e.g. "SkylakeX").
     public static var core: String { String(cString: locus_blas_core()) }

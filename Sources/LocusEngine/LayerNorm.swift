@@ -26,52 +26,64 @@ public final class LayerNorm: Layer {
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
         lastInput = x
         let rows = x.count / features, d = features
-        lastNormalized = [Float](repeating: 0, count: x.count)
-        inverseStd = [Float](repeating: 0, count: rows)
+        var normalized = [Float](unsafeUninitializedCapacity: x.count) { _, c in c = x.count }
+        var inverse = [Float](unsafeUninitializedCapacity: rows) { _, c in c = rows }
         let g = weight.effective.data, b = bias.effective.data
-        return Tensor(shape: x.shape) { y in x.data.withUnsafeBufferPointer { src in
-            for r in 0..<rows {
-                var mean: Float = 0
-                for j in 0..<d { mean += src[r * d + j] }
-                mean /= Float(d)
-                var v: Float = 0
-                for j in 0..<d { let c = src[r * d + j] - mean; v += c * c }
-                let inv = 1 / (v / Float(d) + eps).squareRoot()
-                inverseStd[r] = inv
-                for j in 0..<d {
-                    let n = (src[r * d + j] - mean) * inv
-                    lastNormalized[r * d + j] = n
-                    y[r * d + j] = n * g[j] + b[j]
-                }
-            }
+        let y = Tensor(shape: x.shape) { y in x.data.withUnsafeBufferPointer { src in
+            normalized.withUnsafeMutableBufferPointer { xh in inverse.withUnsafeMutableBufferPointer { inv in
+                g.withUnsafeBufferPointer { g in b.withUnsafeBufferPointer { b in
+                    FastMath.parallelChunks(rows, minimum: 256) { range in
+                        for r in range {
+                            let row = src.baseAddress! + r * d, out = y.baseAddress! + r * d, n = xh.baseAddress! + r * d
+                            var mean: Float = 0
+                            for j in 0..<d { mean += row[j] }
+                            mean /= Float(d)
+                            var v: Float = 0
+                            for j in 0..<d { let c = row[j] - mean; v += c * c }
+                            let s = 1 / (v / Float(d) + eps).squareRoot()
+                            inv[r] = s
+                            for j in 0..<d { let h = (row[j] - mean) * s; n[j] = h; out[j] = h * g[j] + b[j] }
+                        }
+                    }
+                } }
+            } }
         } }
+        lastNormalized = normalized
+        inverseStd = inverse
+        return y
     }
 
     public func backward(_ gy: Tensor) -> Tensor {
         lastOutputGradient = gy
         let rows = gy.count / features, d = features
         let g = weight.effective.data
-        var dg = [Float](repeating: 0, count: d), db = [Float](repeating: 0, count: d)
+        // Per-half partial sums of dγ and dβ, added in a fixed order (results do not depend on timing).
+        var partial = [Float](repeating: 0, count: 4 * d)
         let gx = Tensor(shape: gy.shape) { out in gy.data.withUnsafeBufferPointer { dy in
-            for r in 0..<rows {
-                // dx = (1/σ)(ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), ĝ = dy ⊙ γ
-                var m1: Float = 0, m2: Float = 0
-                for j in 0..<d {
-                    let i = r * d + j, gh = dy[i] * g[j]
-                    m1 += gh; m2 += gh * lastNormalized[i]
-                    dg[j] += dy[i] * lastNormalized[i]; db[j] += dy[i]
-                }
-                m1 /= Float(d); m2 /= Float(d)
-                for j in 0..<d {
-                    let i = r * d + j
-                    out[i] = inverseStd[r] * (dy[i] * g[j] - m1 - lastNormalized[i] * m2)
-                }
-            }
+            lastNormalized.withUnsafeBufferPointer { xh in inverseStd.withUnsafeBufferPointer { inv in
+                g.withUnsafeBufferPointer { g in partial.withUnsafeMutableBufferPointer { part in
+                    FastMath.parallelChunks(rows, minimum: 256) { range in
+                        let acc = part.baseAddress! + (range.lowerBound == 0 ? 0 : 2 * d)
+                        for r in range {
+                            // dx = (1/σ)(ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), ĝ = dy ⊙ γ
+                            let dr = dy.baseAddress! + r * d, hr = xh.baseAddress! + r * d, o = out.baseAddress! + r * d
+                            var m1: Float = 0, m2: Float = 0
+                            for j in 0..<d {
+                                let gh = dr[j] * g[j]
+                                m1 += gh; m2 += gh * hr[j]
+                                acc[j] += dr[j] * hr[j]; acc[d + j] += dr[j]
+                            }
+                            m1 /= Float(d); m2 /= Float(d)
+                            for j in 0..<d { o[j] = inv[r] * (dr[j] * g[j] - m1 - hr[j] * m2) }
+                        }
+                    }
+                } }
+            } }
         } }
         let sw = weight.forwardScale, sb = bias.forwardScale
         if GradientAccumulation.enabled { for j in 0..<d {
-            weight.grad.data[j] += dg[j] * (sw?[j] ?? 1)
-            bias.grad.data[j] += db[j] * (sb?[j] ?? 1)
+            weight.grad.data[j] += (partial[j] + partial[2 * d + j]) * (sw?[j] ?? 1)
+            bias.grad.data[j] += (partial[d + j] + partial[3 * d + j]) * (sb?[j] ?? 1)
         } }
         return gx
     }

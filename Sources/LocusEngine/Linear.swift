@@ -45,9 +45,11 @@ public final class Linear: Layer {
         lastInput = x
         let w = weight.effective
         // Start from the broadcast bias (or zeros) and let the product accumulate onto it.
-        var y = Tensor(zeros: Array(x.shape.dropLast()) + [outFeatures])
-        if let b = bias?.effective.data {
-            y.data.withUnsafeMutableBufferPointer { out in for r in 0..<batch { for j in 0..<outFeatures { out[r * outFeatures + j] = b[j] } } }
+        let b = bias?.effective.data
+        var y = Tensor(shape: Array(x.shape.dropLast()) + [outFeatures]) { out in
+            let o = outFeatures
+            if let b { b.withUnsafeBufferPointer { bp in for r in 0..<batch { (out.baseAddress! + r * o).update(from: bp.baseAddress!, count: o) } } }
+            else { out.initialize(repeating: 0) }
         }
         x.data.withUnsafeBufferPointer { xp in w.data.withUnsafeBufferPointer { wp in y.data.withUnsafeMutableBufferPointer { yp in
             BLAS.gemm(transB: true, m: batch, n: outFeatures, k: inFeatures, a: xp.baseAddress!, lda: inFeatures,
@@ -81,10 +83,12 @@ public final class Linear: Layer {
             Linear.accumulateWeightGrad(gy, x, into: &weight.grad, outFeatures: outFeatures, inFeatures: inFeatures, batch: batch)
         }
         if let bias {
-            let s = bias.forwardScale
-            bias.grad.data.withUnsafeMutableBufferPointer { db in gy.data.withUnsafeBufferPointer { g in
-                for r in 0..<batch { for j in 0..<outFeatures { db[j] += g[r * outFeatures + j] * (s?[j] ?? 1) } }
+            var sums = [Float](repeating: 0, count: outFeatures)
+            gy.data.withUnsafeBufferPointer { g in sums.withUnsafeMutableBufferPointer { acc in
+                for r in 0..<batch { let row = g.baseAddress! + r * outFeatures; for j in 0..<outFeatures { acc[j] += row[j] } }
             } }
+            let s = bias.forwardScale
+            bias.grad.data.withUnsafeMutableBufferPointer { db in for j in 0..<outFeatures { db[j] += sums[j] * (s?[j] ?? 1) } }
         }
     }
 

@@ -7,6 +7,9 @@ public struct Finding: Sendable, Equatable, Codable, CustomStringConvertible {
     public var file: String
     public var object: String
     public var message: String
+    public init(severity: Severity, file: String, object: String, message: String) {
+        self.severity = severity; self.file = file; self.object = object; self.message = message
+    }
     public var description: String {
         (severity == .warning ? "warning: " : "") + LocusError(file: file, object: object, message).description
     }

@@ -38,19 +38,19 @@ struct Validate: ParsableCommand {
 
 /// §2.1 rules that need the engine: the description builds, and /tensors holds what it implies.
 func architectureFindings(_ path: String) -> [Finding] {
-    func error(_ object: String, _ message: String) -> Finding { Finding(severity: .error, file: path, object: object, message: message) }
+    func problem(_ object: String, _ message: String) -> Finding { Finding(severity: .error, file: path, object: object, message: message) }
     guard let reader = try? CheckpointReader(path: path), let text = try? reader.architecture() else { return [] }
     let arch: Architecture
     do { arch = try JSONDecoder().decode(Architecture.self, from: Data(text.utf8)) } catch {
-        return [error("/architecture", "is not a model description (spec §2.1): \(describe(error))")]
+        return [problem("/architecture", "is not a model description (spec §2.1): \(describe(error))")]
     }
     let model: Model
-    do { model = try Model(arch, seed: 0) } catch { return [error("/architecture", "\(error)")] }
+    do { model = try Model(arch, seed: 0) } catch { return [problem("/architecture", "\(error)")] }
     var out: [Finding] = []
     for p in model.parameters {
-        guard let t = reader.tensor(named: p.name) else { out.append(error("/tensors", "missing \(p.name) \(p.value.shape), which /architecture implies")); continue }
-        if t.shape != p.value.shape { out.append(error(t.objectPath, "has shape \(t.shape), /architecture implies \(p.value.shape)")) }
-        if !t.dtype.isFloatingPoint { out.append(error(t.objectPath, "is \(t.dtype.rawValue); model parameters must be floating point")) }
+        guard let t = reader.tensor(named: p.name) else { out.append(problem("/tensors", "missing \(p.name) \(p.value.shape), which /architecture implies")); continue }
+        if t.shape != p.value.shape { out.append(problem(t.objectPath, "has shape \(t.shape), /architecture implies \(p.value.shape)")) }
+        if !t.dtype.isFloatingPoint { out.append(problem(t.objectPath, "is \(t.dtype.rawValue); model parameters must be floating point")) }
     }
     return out
 }

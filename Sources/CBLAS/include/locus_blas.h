@@ -25,4 +25,10 @@ int locus_blas_threads(void);
 const char *locus_blas_core(void);
 /// The OPENBLAS_CORETYPE Locus set, or "" if it left the environment alone.
 const char *locus_blas_core_chosen(void);
+
+/// Asks glibc's malloc to keep large freed blocks for reuse instead of returning them to the kernel
+/// (mmap threshold raised to 32 MiB, glibc's maximum; trim threshold to 256 MiB). A training step allocates and frees the same
+/// activation-sized arrays every step; served by fresh mmaps, each would be page-faulted and zeroed by
+/// the kernel again (a quarter of a ViT step's time). Returns 0 on success, -1 without glibc.
+int locus_keep_freed_memory(void);
 #endif

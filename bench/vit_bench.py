@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Vision-transformer benchmark (issue: ViTs in the engine). Ratios against baselines measured in this run.
+
+Model: ViT-Ti/16 in timm's default shape (width 192, depth 12, 3 heads, MLP 768, 224×224×3 input, 1000-class
+head: 5 717 416 parameters), `locus init --preset vit` with seed 0; its weights go to PyTorch through
+`locus convert` → safetensors → load_state_dict(strict=True) into the timm-structured module of
+interop/tests/vit_ref.py (float32, F.scaled_dot_product_attention, nn.GELU exact, nn.LayerNorm eps 1e-6).
+
+1. Training-step throughput: forward + cross-entropy + backward with parameter gradients (no optimizer step), batch
+   32 of seeded random inputs; `locus-bench step` (release) vs PyTorch CPU (torch.set_num_threads(2)), both with a
+   warm-up step and then R timed steps; median and best samples/s. Goal: Locus ≥ 0.8× PyTorch.
+2. Scoring: `locus-bench score` on the same model and a 224×224 dataset of seeded random images: the efficient
+   Scorer (one forward + one backward per batch, per-sample gradients of token-shared weights formed per sample
+   with one GEMM each, then squared) vs the naive per-sample loop of the same engine (one forward and one backward
+   per sample), estimator talos, batch 32. Goal: ≥ 20×.
+
+Usage: bench/vit_bench.py LOCUS LOCUS_BENCH [--repeats R] [--json OUT]
+"""
+import argparse, json, os, subprocess, sys, tempfile, time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "interop" / "python"))
+sys.path.insert(0, str(REPO / "interop" / "tests"))
+import locus_h5  # noqa: E402
+
+
+def run(cmd):
+    return subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True)
+
+
+def torch_step(model_h5, locus, tmp, batch, repeats):
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    import engine_ref
+    import vit_ref
+    torch.set_num_threads(2)
+    st = Path(tmp) / "vit.safetensors"
+    run([locus, "convert", model_h5, st])
+    arch = locus_h5.load(model_h5)["architecture"]
+    net = vit_ref.torch_vit(arch, engine_ref.read_safetensors(st), "heads.default").float().train()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn((batch, 3, 224, 224), generator=g)
+    y = torch.arange(batch) % 1000
+
+    def once():
+        t = time.perf_counter()
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        return time.perf_counter() - t
+    net.zero_grad()
+    once()
+    times = sorted(once() for _ in range(repeats))
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "best_seconds": times[0],
+            "median_seconds": float(np.median(times)), "samples_per_s_best": batch / times[0],
+            "samples_per_s_median": batch / float(np.median(times))}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("locus")
+    ap.add_argument("locus_bench")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "vit-ti.h5"
+        run([a.locus, "init", "--preset", "vit", "--input", "3,224,224", "--classes", "1000", "--patch-size", "16", "--width", "192",
+             "--depth", "12", "--num-heads", "3", "--seed", "0", "-o", model])
+        swift = json.loads(run([a.locus_bench, "step", model, "--batch-size", a.batch, "--repeats", a.repeats]).stdout)
+        torch = torch_step(model, a.locus, tmp, a.batch, a.repeats)
+        out = {"model": "ViT-Ti/16", "parameters": swift["parameters"], "batch": a.batch, "locus_step": swift, "torch_step": torch}
+        print(f"ViT-Ti/16 ({swift['parameters']} parameters), batch {a.batch}, forward + backward:")
+        print(f"  locus   {swift['samples_per_s_median']:7.1f} samples/s median ({swift['samples_per_s_best']:.1f} best), {swift['threads']} BLAS threads")
+        if torch:
+            r = swift["samples_per_s_median"] / torch["samples_per_s_median"]
+            out["locus_over_torch"] = r
+            print(f"  torch   {torch['samples_per_s_median']:7.1f} samples/s median ({torch['samples_per_s_best']:.1f} best), torch {torch['torch']}")
+            print(f"  ratio   {r:.2f}× PyTorch (goal ≥ 0.8×)")
+        else:
+            print("  torch is not importable: the PyTorch baseline is skipped")
+
+        # Scoring set: 3 batches of seeded random images (as float32, normalised as stored).
+        n = 3 * a.batch
+        rng = np.random.default_rng(0)
+        data = Path(tmp) / "images.h5"
+        locus_h5.write_dataset(data, rng.standard_normal((n, 3, 224, 224)).astype(np.float32), np.arange(n) % 1000,
+                               [f"c{i}" for i in range(1000)], {"train": np.arange(n)}, scale=1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        score = json.loads(run([a.locus_bench, "score", model, data, "--batches", "3", "--naive-batches", "1", "--batch-size", a.batch,
+                                "--repeats", "2", "--estimator", "talos"]).stdout)
+        out["score"] = score
+        print(f"scoring (talos, batch {a.batch}): efficient {score['efficient_samples_per_s']:.1f} samples/s, "
+              f"per-sample loop {score['naive_samples_per_s']:.1f} samples/s → {score['efficient_over_naive']:.2f}× (goal ≥ 20×); "
+              f"one training epoch {score['train_samples_per_s']:.1f} samples/s; max |efficient − naive| "
+              f"{score['max_abs_difference_efficient_vs_naive']:.2e} of max score {score['max_abs_score']:.2e}")
+        if a.json:
+            Path(a.json).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -50,6 +50,7 @@ test-interop:
 demo: deps release
 	bash examples/format_tour.sh $(RELEASE_BIN)
 	LOCUS=$(CURDIR)/$(RELEASE_BIN) OUT=out/demo bash examples/talos_demo.sh
+	MODEL=vit LOCUS=$(CURDIR)/$(RELEASE_BIN) OUT=out/demo-vit bash examples/talos_demo.sh
 
 bench: deps release
 	bash bench/run.sh $(RELEASE_BIN)

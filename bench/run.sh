@@ -20,3 +20,5 @@ if [ ! -f "$FASHION" ]; then
 fi
 # TaLoS scoring: efficient vs per-sample (same engine), vs the seed's PyTorch loop, vs one training epoch.
 python3 bench/score_bench.py "$LOCUS" "$LOCUS_BENCH" "$FASHION" --json bench/out/score.json
+# Vision transformer (ViT-Ti/16): training step vs PyTorch CPU, scoring vs the per-sample loop.
+python3 bench/vit_bench.py "$LOCUS" "$LOCUS_BENCH" --json bench/out/vit.json

@@ -10,6 +10,7 @@ from collections import defaultdict
 res_path, out = sys.argv[1], sys.argv[2]
 rows = [json.loads(l) for l in open(res_path) if l.strip()]
 base = next(r for r in rows if r["kind"] == "base")
+model = next((r["description"] for r in rows if r["kind"] == "model"), "MLP 784-256-256")
 heads = {r["task"]: r["test"] for r in rows if r["kind"] == "heads-only"}
 single = {(r["family"], r["density"], r["task"]): r for r in rows if r["kind"] == "single"}
 merged = {r["name"]: r for r in rows if r["kind"] == "merged"}
@@ -26,7 +27,7 @@ def family_row(label, fam, dens, merge_name):
     return label, s, mt, norm, (m or {}).get("alpha"), tv
 
 lines = ["# TaLoS demo results", "",
-         f"Base: MLP 784-256-256 pre-trained on Fashion-MNIST, {pct(base['fashion_test'])} % Fashion-MNIST test accuracy. "
+         f"Base: {model} pre-trained on Fashion-MNIST, {pct(base['fashion_test'])} % Fashion-MNIST test accuracy. "
          f"Tasks: {', '.join(tasks)}. Test accuracy in %, each method's learning rate chosen on validation, "
          "α chosen on validation by average normalized accuracy.", ""]
 fams = [("TaLoS mask 10 %", "talos", 0.1, "talos-0.1"), ("random mask 10 %", "random", 0.1, "random-0.1"),

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The TaLoS pipeline on real data, as a script of `locus` commands (make demo runs it).
 #
-#   base model:  MLP 784-256-256, pre-trained on Fashion-MNIST (Debian's dataset-fashion-mnist)
+#   base model:  MLP 784-256-256 (MODEL=mlp, the default) or a tiny vision transformer (MODEL=vit:
+#                7×7 patches of the 28×28 images, width 64, 4 blocks of 4 heads, MLP ratio 2; timm's
+#                layout), pre-trained on Fashion-MNIST (Debian's dataset-fashion-mnist)
 #   four tasks:  MNIST-5k, scikit-learn digits upsampled to 28x28, MNIST-5k rotated 90°,
 #                Fashion-MNIST test images inverted — each with its own head, linear-probed on the
 #                base and then frozen
@@ -20,6 +22,7 @@ cd "$(dirname "$0")/.."
 LOCUS=${LOCUS:-.build/release/locus}
 OUT=${OUT:-out/demo}
 SCALE=${SCALE:-full}
+MODEL=${MODEL:-mlp}
 FASHION=${FASHION:-/usr/share/datasets/fashion-mnist}
 mkdir -p "$OUT"
 Q=--quiet
@@ -48,9 +51,18 @@ L data derive "$OUT/mnist.h5" --transform rotate90 -o "$OUT/rotated.h5" $Q
 L data derive "$OUT/fashion-t10k.h5" --transform invert -o "$OUT/fashinv.h5" $Q
 for t in $TASKS; do L inspect "$OUT/$t.h5" | sed -n 5,6p; done
 
-step "2. Base model: MLP 784-256-256 pre-trained on Fashion-MNIST"
-L init --preset mlp --hidden 256,256 --data "$OUT/fashion.h5" --head fashion --seed $SEED -o "$OUT/base0.h5" >/dev/null
-L train "$OUT/base0.h5" "$OUT/fashion.h5" --head fashion --epochs $BASE_EPOCHS --lr 1e-3 --seed $SEED -o "$OUT/base.h5" $Q | tail -2
+case $MODEL in
+  mlp) step "2. Base model: MLP 784-256-256 pre-trained on Fashion-MNIST"
+       L init --preset mlp --hidden 256,256 --data "$OUT/fashion.h5" --head fashion --seed $SEED -o "$OUT/base0.h5" >/dev/null
+       BASE_LR=1e-3; BASE_EXTRA="" ;;
+  vit) step "2. Base model: a tiny ViT (patch 7, width 64, depth 4, 4 heads) pre-trained on Fashion-MNIST"
+       L init --preset vit --patch-size 7 --width 64 --depth 4 --num-heads 4 --mlp-ratio 2 --data "$OUT/fashion.h5" --head fashion \
+         --seed $SEED -o "$OUT/base0.h5" >/dev/null
+       BASE_LR=2e-3; BASE_EXTRA="--warmup 0.05" ;;   # transformers want a warm-up
+  *) echo "MODEL must be mlp or vit" >&2; exit 2 ;;
+esac
+record "{\"kind\": \"model\", \"model\": \"$MODEL\", \"description\": \"$([ $MODEL = vit ] && echo 'tiny ViT (7×7 patches, width 64, 4 blocks × 4 heads, timm layout)' || echo 'MLP 784-256-256')\"}"
+L train "$OUT/base0.h5" "$OUT/fashion.h5" --head fashion --epochs $BASE_EPOCHS --lr $BASE_LR $BASE_EXTRA --seed $SEED -o "$OUT/base.h5" $Q | tail -2
 L eval "$OUT/base.h5" "$OUT/fashion.h5" --head fashion --split test --json > "$OUT/base-fashion.json"
 record "{\"kind\": \"base\", \"fashion_test\": $(json_get "$OUT/base-fashion.json" 'd[0]["accuracy"]')}"
 

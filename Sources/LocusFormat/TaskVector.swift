@@ -165,7 +165,7 @@ public final class TaskVectorReader {
     public let baseFingerprint: String
     public let scale: Double
     public let tensors: [TaskVectorTensor]
-    private let group: Group
+    let group: Group
     public var path: String { artifact.path }
 
     public convenience init(path: String) throws { try self.init(ArtifactFile.open(path, expecting: .taskVector)) }

@@ -43,12 +43,16 @@ public struct MergeOptions: Sendable {
 
 /// Out-of-core merging of task vectors stored in files into a base checkpoint.
 ///
-/// Memory: the merge walks the base tensor by tensor; for one tensor it holds the base values,
-/// one float32 accumulator (two more for TIES), and the stored entries of one task vector at a
-/// time. Peak memory is therefore about (4 + 16·d·k') × the largest tensor's element count bytes
-/// — independent of the number of tensors and of model size beyond the largest tensor. Global
-/// TIES thresholds come from an exact two-pass histogram over the vectors' values, not from
-/// loading them.
+/// Memory, task arithmetic, TIES and DARE: every tensor goes through in blocks of whole rows of at
+/// most 2¹⁹ entries (one row when a row is longer). A block holds its direction (float32, two of
+/// them: the next one is computed on a second thread while the current one is written), θ0 and the
+/// output bytes, and the stored entries of the block — of one vector at a time for task
+/// arithmetic, of every vector for TIES and DARE (8 bytes per entry). Each vector is read through
+/// a `TaskVectorEntryStream` with a window of at most 2 MB over its mask or indices. The peak is
+/// therefore set by the block size and the number of vectors, not by the model or its largest
+/// tensor. Global TIES thresholds come from an exact two-level histogram over the vectors' values
+/// (two streaming passes, constant memory). Breadcrumbs, TALL, consensus and Fisher hold dense
+/// per-tensor arrays.
 public enum Merger {
     public struct Input {
         public let path: String
@@ -95,45 +99,12 @@ public enum Merger {
                                 tiesThresholds: [Float]?, tallMasks: inout [[Bool]]?) throws -> [Float] {
         let w = o.weights ?? Array(repeating: 1, count: inputs.count)
         switch o.method {
-        case .taskArithmetic:
-            var acc = [Float](repeating: 0, count: count)
-            for (t, input) in inputs.enumerated() {   // one vector's entries in memory at a time
-                let (idx, val) = try entries(input, name)
-                let wt = Float(w[t])
-                for (i, v) in zip(idx, val) { acc[i] += wt * v }
-            }
-            return acc
-        case .ties, .dare:
-            // One vector's entries in memory at a time; TIES reads each vector twice (sign election,
-            // then the disjoint mean) instead of holding all of them.
-            let tiesTrim = o.method == .ties || o.dareThen == .ties
-            func prepared(_ t: Int) throws -> (idx: [Int], val: [Float]) {
-                var (idx, val) = try entries(inputs[t], name)
-                let wt = Float(w[t])
-                if wt != 1 { val = val.map { $0 * wt } }
-                if o.method == .dare { (idx, val) = dareDrop(idx, val, vector: t, tensor: name, options: o) }
-                guard tiesTrim else { return (idx, val) }
-                let thr: Float
-                if o.tiesScope == .global, let g = tiesThresholds { thr = g[t] }
-                else { thr = ExactTopK.threshold(values: val.map(abs), keep: Int(o.tiesDensity * Double(count))) }
-                var ki: [Int] = [], kv: [Float] = []
-                for (i, v) in zip(idx, val) where abs(v) >= thr && v != 0 { ki.append(i); kv.append(v) }
-                return (ki, kv)
-            }
-            var total = [Float](repeating: 0, count: count)
-            for t in inputs.indices { let (idx, val) = try prepared(t); for (i, v) in zip(idx, val) { total[i] += v } }
-            if !tiesTrim { return total }   // DARE + task arithmetic
-            // TIES: elect the sign of the summed trimmed vectors (kept as one byte per entry, so the
-            // float sums can go), then the mean of the agreeing entries.
-            let sign = total.map { $0 > 0 ? Int8(1) : ($0 < 0 ? -1 : 0) }
-            total = []
-            var sum = [Float](repeating: 0, count: count), n = [UInt16](repeating: 0, count: count)
-            for t in inputs.indices {
-                let (idx, val) = try prepared(t)
-                for (i, v) in zip(idx, val) where (v > 0 && sign[i] > 0) || (v < 0 && sign[i] < 0) { sum[i] += v; n[i] &+= 1 }
-            }
-            for i in 0..<count where n[i] > 0 { sum[i] /= Float(n[i]) }
-            return sum
+        case .taskArithmetic, .ties, .dare:
+            // The same kernel as the streaming merge, over the whole tensor as one block.
+            let block = try BlockDirection(tensor: name, count: count, maxBlock: count, inputs: inputs, options: o, globalThresholds: tiesThresholds)
+            var dir = [Float](repeating: 0, count: count)
+            try dir.withUnsafeMutableBufferPointer { try block.next(upTo: count, into: $0) }
+            return dir
         case .breadcrumbs:
             var acc = [Float](repeating: 0, count: count)
             for (t, input) in inputs.enumerated() {
@@ -174,21 +145,9 @@ public enum Merger {
         }
     }
 
-    /// DARE: keep each stored entry with probability 1 − p (seeded by vector, tensor name and
-    /// position), rescaled by 1/(1 − p) unless disabled.
-    static func dareDrop(_ idx: [Int], _ val: [Float], vector: Int, tensor: String, options o: MergeOptions) -> ([Int], [Float]) {
-        let keep = dareKeepMask(count: idx.count, vector: vector, tensor: tensor, options: o)
-        let scale = o.dareRescale ? Float(1 / (1 - o.dareDropRate)) : 1
-        var ki: [Int] = [], kv: [Float] = []
-        for j in idx.indices where keep[j] { ki.append(idx[j]); kv.append(val[j] * scale) }
-        return (ki, kv)
-    }
-
     /// The keep decisions for the stored entries of one vector's tensor, in index order.
     public static func dareKeepMask(count: Int, vector: Int, tensor: String, options o: MergeOptions) -> [Bool] {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325   // FNV-1a of the tensor name: streams do not depend on tensor order
-        for b in tensor.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
-        var rng = MergeRandom(seed: o.seed ^ h ^ (UInt64(vector) &* 0x9E37_79B9_7F4A_7C15))
+        var rng = dareRandom(vector: vector, tensor: tensor, options: o)
         return (0..<count).map { _ in rng.unit() >= o.dareDropRate }
     }
 }
@@ -219,29 +178,42 @@ enum Breadcrumbs {
     }
 }
 
-/// The k-th largest of non-negative values, exactly, with a histogram on the float bit patterns
-/// (monotone for non-negative floats) and a second pass over the one bucket that holds it.
+/// The k-th largest of non-negative values, exactly, with a histogram on the high 16 bits of the
+/// float bit patterns (monotone for non-negative floats), then one on the low 16 bits of the values
+/// in the bucket that holds it — two passes, constant memory, whatever the number of values.
 public enum ExactTopK {
     /// Threshold t such that "value ≥ t" keeps the top `keep` values (more on ties); +∞ for keep ≤ 0.
     public static func threshold(values: [Float], keep: Int) -> Float {
         guard keep > 0 else { return .infinity }
         guard keep < values.count else { return 0 }
-        return threshold(passes: { body in body(values) }, keep: keep)
+        return values.withUnsafeBufferPointer { v in threshold(chunks: { body in body(v) }, keep: keep) }
     }
 
     /// Streaming form: `passes` feeds all values (in chunks) to the closure; it is called twice.
     public static func threshold(passes: (([Float]) -> Void) -> Void, keep: Int) -> Float {
+        threshold(chunks: { body in withoutActuallyEscaping(body) { body in passes { chunk in chunk.withUnsafeBufferPointer { body($0) } } } }, keep: keep)
+    }
+
+    /// Streaming form over buffers: `chunks` feeds all values to the closure; it is called twice.
+    public static func threshold(chunks: ((UnsafeBufferPointer<Float>) -> Void) -> Void, keep: Int) -> Float {
         guard keep > 0 else { return .infinity }
-        var hist = [Int](repeating: 0, count: 1 << 16)
+        var high = [Int](repeating: 0, count: 1 << 16)
         var total = 0
-        passes { chunk in for v in chunk { hist[Int(v.bitPattern >> 16)] += 1; total += 1 } }
+        high.withUnsafeMutableBufferPointer { h in
+            chunks { chunk in for v in chunk { h[Int(v.bitPattern >> 16)] += 1 }; total += chunk.count }
+        }
         guard keep < total else { return 0 }
         // Walk buckets from the largest values down to the one holding the keep-th largest.
-        var above = 0, bucket = hist.count - 1
-        while bucket > 0 && above + hist[bucket] < keep { above += hist[bucket]; bucket -= 1 }
-        var inBucket: [Float] = []
-        passes { chunk in for v in chunk where Int(v.bitPattern >> 16) == bucket { inBucket.append(v) } }
-        inBucket.sort(by: >)
-        return inBucket[keep - above - 1]
+        var above = 0, bucket = high.count - 1
+        while bucket > 0 && above + high[bucket] < keep { above += high[bucket]; bucket -= 1 }
+        var low = [Int](repeating: 0, count: 1 << 16)
+        let b = UInt32(bucket)
+        low.withUnsafeMutableBufferPointer { l in
+            chunks { chunk in for v in chunk where v.bitPattern >> 16 == b { l[Int(v.bitPattern & 0xFFFF)] += 1 } }
+        }
+        // The (keep − above)-th largest of the bucket.
+        var rank = keep - above, lo = low.count - 1
+        while lo > 0 && low[lo] < rank { rank -= low[lo]; lo -= 1 }
+        return Float(bitPattern: b << 16 | UInt32(lo))
     }
 }

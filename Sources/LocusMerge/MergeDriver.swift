@@ -75,22 +75,21 @@ extension Merger {
             }
         }
         var report = Report()
+        if o.method == .taskArithmetic || o.method == .ties || o.method == .dare {
+            // The common path: every tensor's direction, θ0 and output go through together in row blocks.
+            try mergeStreaming(writer, base, inputs: inputs, options: o, tiesThresholds: tiesThresholds, dtypeFor: dtypeFor, output: output, report: &report)
+            report.fingerprint = try writer.finish()
+            return report
+        }
         for t in base.tensors {
             let touched = inputs.contains { $0.byName[t.name] != nil } || (o.method == .fisher && fisher.contains { $0.tensor(named: t.name) != nil })
             guard t.dtype.isFloatingPoint, touched else {
-                let raw = try base.readRaw(t)
-                try raw.withUnsafeBytes { try writer.add(name: t.name, dtype: t.dtype, shape: t.shape, bytes: $0) }
-                for (_, model) in tallWriters { try raw.withUnsafeBytes { try model.add(name: t.name, dtype: t.dtype, shape: t.shape, bytes: $0) } }
+                // Copied bit for bit, in row blocks.
+                for w in [writer] + tallWriters.map(\.1) { try w.beginTensor(name: t.name, dtype: t.dtype, shape: t.shape) }
+                try base.forEachBlock(t, blockBytes: blockBytes) { bytes in
+                    for w in [writer] + tallWriters.map(\.1) { try w.writeRows(bytes) }
+                }
                 report.tensorsCopied += 1
-                continue
-            }
-            if o.method != .fisher && tallWriters.isEmpty {
-                // The common path: θ0 and the output go through in row blocks next to one direction array.
-                var masks: [[Bool]]? = nil
-                let dir = try mergedDirection(t.name, count: t.count, rowLength: t.shape.count > 1 ? t.shape.dropFirst().reduce(1, *) : t.count,
-                                              inputs: inputs, options: o, tiesThresholds: tiesThresholds, tallMasks: &masks)
-                try writeInBlocks(writer, base, t, direction: dir, lambda: o.lambda, dtype: dtypeFor(t), output: output)
-                report.tensorsMerged += 1
                 continue
             }
             let theta0 = try base.readFloat64(t)
@@ -120,29 +119,122 @@ extension Merger {
         return report
     }
 
-    /// θ0 + λ·direction, read and written in blocks of rows (≈ 4 MB of float64 at a time).
-    static func writeInBlocks(_ w: CheckpointWriter, _ base: CheckpointReader, _ t: CheckpointTensor, direction: [Float],
-                              lambda: Double, dtype: LocusDType, output: String) throws {
-        let rows = t.shape.first ?? 1, rowLength = t.shape.isEmpty ? 1 : t.count / max(rows, 1)
-        guard !t.shape.isEmpty, rows > 0, rowLength > 0 else {
-            var v = try base.readFloat64(t)
-            for i in 0..<v.count where direction[i] != 0 { v[i] += lambda * Double(direction[i]) }
-            return try writeTensor(w, t, v, dtype: dtype, output: output)
+    /// Output block size: rows adding up to at most this many entries (at least one row).
+    static let blockEntries = 1 << 19
+    static var blockBytes: Int { 4 << 20 }
+
+    /// One step of a streaming merge.
+    enum Step {
+        /// A tensor no vector touches (or not floating point): copied bit for bit, in row blocks.
+        case copy(CheckpointTensor)
+        /// A scalar or empty merged tensor: one small block.
+        case whole(CheckpointTensor)
+        /// Rows [start, start + count) of a merged tensor with rows of `rowLength` entries.
+        case block(CheckpointTensor, start: Int, count: Int, rowLength: Int)
+    }
+
+    /// Task arithmetic, TIES and DARE, streaming: each tensor is merged in blocks of whole rows of
+    /// at most `blockEntries` entries (one row when a row is longer). Per block, the direction
+    /// (float32), θ0, the output bytes, and each vector's stored entries of the block; the
+    /// direction of the next block (of the same tensor or the next one) is computed on a second
+    /// thread while the current block is combined with θ0 and written.
+    static func mergeStreaming(_ w: CheckpointWriter, _ base: CheckpointReader, inputs: [Input], options o: MergeOptions, tiesThresholds: [Float]?,
+                               dtypeFor: (CheckpointTensor) -> LocusDType, output: String, report: inout Report) throws {
+        var steps: [Step] = []
+        var maxBlock = 1
+        for t in base.tensors {
+            guard t.dtype.isFloatingPoint, inputs.contains(where: { $0.byName[t.name] != nil }) else { steps.append(.copy(t)); continue }
+            let rows = t.shape.first ?? 1
+            guard !t.shape.isEmpty, rows > 0, t.count > 0 else { steps.append(.whole(t)); continue }
+            let rowLength = t.count / rows
+            guard rowLength <= Int(Int32.max) else { throw LocusError(file: output, object: t.objectPath, "rows of more than 2³¹ entries are not supported") }
+            let perBlock = max(1, blockEntries / rowLength)
+            maxBlock = max(maxBlock, min(rows, perBlock) * rowLength)
+            for r in stride(from: 0, to: rows, by: perBlock) { steps.append(.block(t, start: r, count: min(perBlock, rows - r), rowLength: rowLength)) }
         }
-        try w.beginTensor(name: t.name, dtype: dtype, shape: t.shape)
-        let perBlock = max(1, (1 << 19) / rowLength)
-        var r = 0
-        while r < rows {
-            let k = min(perBlock, rows - r)
-            var v = try base.readRowsFloat64(t, start: r, count: k)
-            let offset = r * rowLength
-            for j in 0..<v.count where direction[offset + j] != 0 { v[j] += lambda * Double(direction[offset + j]) }
-            let bytes = HalfPrecision.encode(v, as: dtype)
-            if let bad = TaskVectorWriter.decodeForCheck(bytes, dtype: dtype).firstIndex(where: { !$0.isFinite }) {
-                throw LocusError(file: output, object: t.objectPath, "merged entry \(offset + bad) overflows \(dtype.rawValue)")
+        let scratch = MergeScratch(vectors: inputs.count)
+        scratch.ensureDirections(maxBlock)
+        let directions = scratch.directions
+        // The direction side: one BlockDirection at a time, used by one thread at a time.
+        final class Source {
+            var current: (name: String, direction: BlockDirection)?
+        }
+        let source = Source()
+        let blockSteps = steps.indices.filter { if case .block = steps[$0] { return true } else { return false } }
+        func direction(_ k: Int) throws {   // the k-th block step's direction into directions[k % 2]
+            guard case let .block(t, start, count, rowLength) = steps[blockSteps[k]] else { return }
+            if source.current?.name != t.name {
+                source.current = (t.name, try BlockDirection(tensor: t.name, count: t.count, maxBlock: maxBlock, inputs: inputs, options: o,
+                                                              globalThresholds: tiesThresholds, scratch: scratch))
             }
-            try bytes.withUnsafeBytes { try w.writeRows($0) }
-            r += k
+            let end = (start + count) * rowLength
+            try source.current!.direction.next(upTo: end, into: UnsafeMutableBufferPointer(rebasing: directions[k % 2][0..<(count * rowLength)]))
+        }
+        if !blockSteps.isEmpty { try direction(0) }
+        var k = 0   // block steps done
+        let lambda = o.lambda
+        for step in steps {
+            switch step {
+            case .copy(let t):
+                try w.beginTensor(name: t.name, dtype: t.dtype, shape: t.shape)
+                try base.forEachBlock(t, blockBytes: blockBytes) { try w.writeRows($0) }
+                report.tensorsCopied += 1
+            case .whole(let t):
+                let dir = try BlockDirection(tensor: t.name, count: t.count, maxBlock: t.count, inputs: inputs, options: o, globalThresholds: tiesThresholds)
+                var d = [Float](repeating: 0, count: t.count)
+                try d.withUnsafeMutableBufferPointer { try dir.next(upTo: t.count, into: $0) }
+                var v = try base.readFloat64(t)
+                for i in 0..<v.count where d[i] != 0 { v[i] += lambda * Double(d[i]) }
+                try writeTensor(w, t, v, dtype: dtypeFor(t), output: output)
+                report.tensorsMerged += 1
+            case let .block(t, r, count, rowLength):
+                let dtype = dtypeFor(t), n = count * rowLength, offset = r * rowLength
+                if r == 0 { try w.beginTensor(name: t.name, dtype: dtype, shape: t.shape); report.tensorsMerged += 1 }
+                let d = UnsafeBufferPointer(rebasing: directions[k % 2][0..<n])
+                let combine = {
+                    if t.dtype == .float32 && dtype == .float32 {
+                        // float32 in and out: θ0 + λ·d in float64, rounded once; untouched entries keep their bits.
+                        if scratch.theta.count < n { scratch.theta = [Float](repeating: 0, count: n); scratch.bits = [UInt32](repeating: 0, count: n) }
+                        try scratch.theta.withUnsafeMutableBytes { try base.readRows(t, start: r, count: count, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<(4 * n)])) }
+                        var nonFinite: UInt32 = 0
+                        scratch.theta.withUnsafeBufferPointer { th in
+                            scratch.bits.withUnsafeMutableBufferPointer { out in
+                                for j in 0..<n {
+                                    let t0 = th[j], dj = d[j]
+                                    let y = Float(Double(t0) + lambda * Double(dj))
+                                    let x = (dj != 0 ? y : t0).bitPattern
+                                    nonFinite |= (x & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
+                                    out[j] = x.littleEndian
+                                }
+                            }
+                        }
+                        if nonFinite != 0, let bad = scratch.bits[0..<n].firstIndex(where: { !Float(bitPattern: UInt32(littleEndian: $0)).isFinite }) {
+                            throw LocusError(file: output, object: t.objectPath, "merged entry \(offset + bad) overflows \(dtype.rawValue)")
+                        }
+                        try scratch.bits.withUnsafeBytes { try w.writeRows(UnsafeRawBufferPointer(rebasing: $0[0..<(4 * n)])) }
+                    } else {
+                        var v = try base.readRowsFloat64(t, start: r, count: count)
+                        for j in 0..<n where d[j] != 0 { v[j] += lambda * Double(d[j]) }
+                        let bytes = HalfPrecision.encode(v, as: dtype)
+                        if let bad = TaskVectorWriter.decodeForCheck(bytes, dtype: dtype).firstIndex(where: { !$0.isFinite }) {
+                            throw LocusError(file: output, object: t.objectPath, "merged entry \(offset + bad) overflows \(dtype.rawValue)")
+                        }
+                        try bytes.withUnsafeBytes { try w.writeRows($0) }
+                    }
+                }
+                if k + 1 < blockSteps.count {
+                    // The two sides share no state: the next direction buffer, the BlockDirection, the
+                    // vectors' streams and entry blocks on one; this block's direction, θ0, output and
+                    // the writer on the other (HDF5 is built thread-safe and serialises its own calls).
+                    nonisolated(unsafe) var failure: (any Error)? = nil
+                    let next = k + 1
+                    try Concurrently.run({ do { try direction(next) } catch { failure = error } }, combine)
+                    if let failure { throw failure }
+                } else {
+                    try combine()
+                }
+                k += 1
+            }
         }
     }
 
@@ -187,22 +279,7 @@ extension Merger {
     static func globalThresholds(base: CheckpointReader, inputs: [Input], options o: MergeOptions) throws -> [Float] {
         let total = base.tensors.filter { $0.dtype.isFloatingPoint }.reduce(0) { $0 + $1.count }
         let keep = Int(o.tiesDensity * Double(total))
-        let w = o.weights ?? Array(repeating: 1, count: inputs.count)
-        return try inputs.enumerated().map { t, input in
-            var failure: (any Error)?
-            let thr = ExactTopK.threshold(passes: { body in
-                for tensor in input.reader.tensors where failure == nil {
-                    do {
-                        var (idx, val) = try entries(input, tensor.name)
-                        val = val.map { $0 * Float(w[t]) }
-                        if o.method == .dare { (idx, val) = dareDrop(idx, val, vector: t, tensor: tensor.name, options: o) }
-                        body(val.map(abs))
-                    } catch { failure = error }
-                }
-            }, keep: keep)
-            if let failure { throw failure }
-            return thr
-        }
+        return try inputs.enumerated().map { t, input in try magnitudeThreshold(input, input.reader.tensors, vector: t, keep: keep, options: o) }
     }
 }
 

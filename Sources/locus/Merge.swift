@@ -41,11 +41,16 @@ struct Merge: ParsableCommand {
         merges anyway, with a warning) and every tensor must exist in BASE with the same shape; all problems
         are listed at once. Values are accumulated in float32 (float64 for θ0 + λ·τ) and written in --dtype
         (default: each tensor's base dtype). The output records method, parameters and inputs.
-        Memory: tensor by tensor, θ0 and the output in 4 MB row blocks, one vector's stored entries at a time
-        (TIES reads each vector twice rather than holding them): peak ≈ 4 B (task arithmetic, DARE) to 7 B
-        (TIES) per entry of the largest tensor, plus that tensor's entries in one vector — independent of the
-        number of tensors and of the other tensors' sizes. Breadcrumbs, TALL, consensus and Fisher hold a dense
-        copy per vector of the current tensor. Global TIES thresholds come from a two-pass exact histogram.
+        Memory (task arithmetic, TIES, DARE): every tensor streams in blocks of whole rows of at most 2^19 entries
+        (one row when a row is longer). Per block: two float32 directions (the next one is computed on a second
+        thread while the current one is written), θ0 and the output — 8 to 16 MB — and the block's stored
+        entries (8 B each) of one vector (task arithmetic) or of all k vectors (TIES, DARE: at most 4 MB per
+        vector, plus 3 B per entry for the sign election). Per vector: a window of at most 2 MB over its mask or
+        indices (plus 4 MB when its values are not float32) and HDF5's chunk and metadata caches. The peak is bounded by k and the block size, not by the
+        model or its largest tensor (8 vectors on all-MiniLM-L6-v2: about 100 MB resident, of which 35 MB is
+        this program). Global TIES thresholds: an exact two-level histogram, two streaming passes over each
+        vector's stored values, constant memory. Breadcrumbs, TALL, consensus and Fisher hold a dense copy per
+        vector of the current tensor.
         α search: --alpha-grid 0:1:0.05 --eval TASK1.h5 TASK2.h5 … (one dataset per vector, same order) evaluates
         θ0 + α·τ_m for each α with each task's own head (the vector's task-head attribute, or --heads) on
         --eval-split, and keeps the α with the best average normalized accuracy = mean over tasks of merged

@@ -1,0 +1,197 @@
+import LocusFormat
+
+/// The merged direction of one tensor for task arithmetic, TIES and DARE, computed in consecutive
+/// blocks of flat indices. Per block it holds the block's direction, its stored entries of one
+/// vector (task arithmetic) or of every vector after trimming (TIES, DARE: they are needed twice,
+/// for the sign election and for the disjoint mean), and, for TIES, a sign byte and a 16-bit count
+/// per entry of the block; each vector is read once, through a `TaskVectorEntryStream`. Every
+/// per-entry operation is the one the whole-tensor formulation does, in the same order, so the
+/// result does not depend on the block size.
+final class BlockDirection {
+    let method: MergeMethod
+    let streams: [TaskVectorEntryStream?]
+    let weights: [Float]
+    let trim: Bool
+    /// Per vector, the |τ| a kept entry must reach (TIES); nil without trimming.
+    let thresholds: [Float]?
+    let dare: Bool
+    let dareScale: Float
+    let dropRate: Double
+    var random: [MergeRandom]
+    let blocks: [EntryBlock]
+    let scratch: MergeScratch
+    public private(set) var position = 0
+
+    init(tensor name: String, count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions, globalThresholds: [Float]?,
+         scratch: MergeScratch? = nil) throws {
+        method = o.method
+        precondition(o.method == .taskArithmetic || o.method == .ties || o.method == .dare)
+        let scratch = scratch ?? MergeScratch(vectors: inputs.count)
+        streams = try inputs.enumerated().map { t, input in
+            try input.byName[name].map { try TaskVectorEntryStream(input.reader, $0, scale: input.reader.scale, buffers: scratch.streamBuffers[t]) }
+        }
+        weights = (o.weights ?? Array(repeating: 1, count: inputs.count)).map { Float($0) }
+        trim = o.method == .ties || (o.method == .dare && o.dareThen == .ties)
+        dare = o.method == .dare
+        dareScale = o.dareRescale ? Float(1 / (1 - o.dareDropRate)) : 1
+        dropRate = o.dareDropRate
+        random = inputs.indices.map { Merger.dareRandom(vector: $0, tensor: name, options: o) }
+        let block = max(1, min(maxBlock, count))
+        blocks = scratch.entryBlocks(o.method == .taskArithmetic ? 1 : inputs.count, capacity: block)
+        self.scratch = scratch
+        if trim {
+            if scratch.sign.count < block {
+                scratch.sign = [Int8](repeating: 0, count: block)
+                scratch.agreeing = [UInt16](repeating: 0, count: block)
+            }
+            if o.tiesScope == .global, let g = globalThresholds {
+                thresholds = g
+            } else {
+                // Per tensor: the top ⌊density · count⌋ of each vector's (weighted, DARE-dropped) |τ| in this tensor.
+                let keep = Int(o.tiesDensity * Double(count))
+                thresholds = try inputs.indices.map { t in
+                    guard let tensor = inputs[t].byName[name] else { return .infinity }
+                    return try Merger.magnitudeThreshold(inputs[t], [tensor], vector: t, keep: keep, options: o)
+                }
+            }
+        } else {
+            thresholds = nil
+        }
+    }
+
+    /// Fills `dir` (of `end − position` entries) with the merged direction of [position, end).
+    func next(upTo end: Int, into dir: UnsafeMutableBufferPointer<Float>) throws {
+        let n = end - position
+        precondition(dir.count == n && n <= blocks[0].capacity)
+        for j in 0..<n { dir[j] = 0 }
+        if method == .taskArithmetic {
+            let b = blocks[0]
+            for (t, stream) in streams.enumerated() {
+                guard let stream else { continue }
+                b.count = 0
+                try stream.next(upTo: end, into: b)
+                let wt = weights[t], off = b.offsets, val = b.values
+                for j in 0..<b.count { dir[Int(off[j])] += wt * val[j] }
+            }
+            position = end
+            return
+        }
+        // TIES / DARE: prepare each vector's entries (weight, DARE drop, TIES trim), summing them.
+        for (t, stream) in streams.enumerated() {
+            let b = blocks[t]
+            b.count = 0
+            guard let stream else { continue }
+            try stream.next(upTo: end, into: b)
+            let off = b.offsets, val = b.values
+            let wt = weights[t]
+            if wt != 1 { for j in 0..<b.count { val[j] *= wt } }
+            var kept = 0
+            let thr = thresholds?[t] ?? 0
+            for j in 0..<b.count {
+                var v = val[j]
+                if dare {
+                    guard random[t].unit() >= dropRate else { continue }
+                    v *= dareScale
+                }
+                if trim && !(abs(v) >= thr && v != 0) { continue }
+                off[kept] = off[j]; val[kept] = v; kept += 1
+            }
+            b.count = kept
+            for j in 0..<kept { dir[Int(off[j])] += val[j] }
+        }
+        position = end
+        guard trim else { return }   // DARE + task arithmetic
+        // TIES: elect the sign of the summed trimmed vectors, then the mean of the agreeing entries.
+        scratch.sign.withUnsafeMutableBufferPointer { s in
+            scratch.agreeing.withUnsafeMutableBufferPointer { c in
+                for j in 0..<n { s[j] = dir[j] > 0 ? 1 : (dir[j] < 0 ? -1 : 0); dir[j] = 0; c[j] = 0 }
+                for b in blocks {
+                    let off = b.offsets, val = b.values
+                    for j in 0..<b.count {
+                        let i = Int(off[j]), v = val[j]
+                        if (v > 0 && s[i] > 0) || (v < 0 && s[i] < 0) { dir[i] += v; c[i] &+= 1 }
+                    }
+                }
+                for j in 0..<n where c[j] > 0 { dir[j] /= Float(c[j]) }
+            }
+        }
+    }
+}
+
+/// Buffers reused from tensor to tensor (and block to block) of one merge, so that the memory
+/// of a merge is allocated once, at the size of the largest block.
+final class MergeScratch {
+    let streamBuffers: [EntryStreamBuffers]
+    private var blocks: [EntryBlock] = []
+    var sign: [Int8] = [], agreeing: [UInt16] = []
+    /// Two direction blocks (one being computed on one thread while the other is written on the
+    /// other: plain memory, not arrays, so the two threads never access one Swift variable), θ0 and
+    /// the output bytes of a block.
+    private(set) var directions: [UnsafeMutableBufferPointer<Float>] = []
+    var theta: [Float] = [], bits: [UInt32] = []
+
+    init(vectors: Int) { streamBuffers = (0..<vectors).map { _ in EntryStreamBuffers() } }
+    deinit { for d in directions { d.deallocate() } }
+
+    func ensureDirections(_ capacity: Int) {
+        guard directions.isEmpty || directions[0].count < capacity else { return }
+        for d in directions { d.deallocate() }
+        directions = (0..<2).map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: capacity) }
+    }
+
+    func entryBlocks(_ n: Int, capacity: Int) -> [EntryBlock] {
+        if blocks.count < n || blocks.contains(where: { $0.capacity < capacity }) {
+            let c = max(capacity, blocks.map(\.capacity).max() ?? 0)
+            blocks = (0..<max(n, blocks.count)).map { _ in EntryBlock(capacity: c) }
+        }
+        return Array(blocks.prefix(n))
+    }
+}
+
+extension Merger {
+    /// The generator of DARE's keep decisions for one vector's tensor (one draw per stored entry, in order).
+    static func dareRandom(vector: Int, tensor: String, options o: MergeOptions) -> MergeRandom {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325   // FNV-1a of the tensor name: streams do not depend on tensor order
+        for b in tensor.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+        return MergeRandom(seed: o.seed ^ h ^ (UInt64(vector) &* 0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// TIES trim threshold of one vector over `tensors`: the |w·τ| (after DARE's drop, when
+    /// merging with DARE) keeping the top `keep` entries, by two streaming passes over the stored
+    /// values (positions are not needed for it).
+    static func magnitudeThreshold(_ input: Input, _ tensors: [TaskVectorTensor], vector t: Int, keep: Int, options o: MergeOptions) throws -> Float {
+        let wt = Float((o.weights ?? [])[safe: t] ?? 1)
+        let dare = o.method == .dare
+        let dareScale: Float = o.dareRescale ? Float(1 / (1 - o.dareDropRate)) : 1
+        var failure: (any Error)?
+        var magnitudes = [Float](repeating: 0, count: 1 << 18)
+        let thr = ExactTopK.threshold(chunks: { body in
+            for tensor in tensors where failure == nil {
+                do {
+                    var rng = dareRandom(vector: t, tensor: tensor.name, options: o)
+                    try TaskVectorEntryStream(input.reader, tensor, scale: input.reader.scale).forEachValueChunk { chunk in
+                        if magnitudes.count < chunk.count { magnitudes = [Float](repeating: 0, count: chunk.count) }
+                        magnitudes.withUnsafeMutableBufferPointer { m in
+                            var k = 0
+                            for v in chunk {
+                                var x = v * wt
+                                if dare {
+                                    guard rng.unit() >= o.dareDropRate else { continue }
+                                    x *= dareScale
+                                }
+                                m[k] = abs(x); k += 1
+                            }
+                            body(UnsafeBufferPointer(rebasing: m[0..<k]))
+                        }
+                    }
+                } catch { failure = error }
+            }
+        }, keep: keep)
+        if let failure { throw failure }
+        return thr
+    }
+}
+
+extension Array {
+    subscript(safe i: Int) -> Element? { indices.contains(i) ? self[i] : nil }
+}

@@ -276,3 +276,23 @@ def test_vit_talos_pipeline(locus, env, tmp_path):
     assert_ok(locus("merge", base, *vectors, "-o", merged, "--method", "task-arithmetic", "--lambda", "0.5"))
     assert_valid(locus("validate", merged))
     assert locus("eval", merged, env["data"], "--json").json()[0]["samples"] == 6
+
+
+def test_validate_checks_architecture_against_tensors(locus, env, tmp_path):
+    """A checkpoint written by h5py whose /architecture (a ViT) does not fit its tensors is invalid, with each problem named."""
+    m = make_vit(locus, tmp_path / "v.h5", env["data"])
+    ck = locus_h5.load(m)
+    t = dict(ck["tensors"])
+    t["pos_embed"] = np.zeros((1, 4, 12), np.float32)
+    del t["blocks.1.mlp.fc2.bias"]
+    bad = tmp_path / "bad.h5"
+    locus_h5.write_checkpoint(bad, t, architecture=ck["architecture"])
+    r = locus("validate", bad)
+    assert r.code == 1, r
+    assert "pos_embed" in r.out and "[1, 5, 12]" in r.out and "blocks.1.mlp.fc2.bias" in r.out, r.out
+    arch = dict(ck["architecture"])
+    arch["layers"] = [dict(l) for l in arch["layers"]]
+    arch["layers"][2]["num_heads"] = 5                      # 12 is not a multiple of 5
+    locus_h5.write_checkpoint(bad, dict(ck["tensors"]), architecture=arch)
+    r = locus("validate", bad)
+    assert r.code == 1 and "num_heads" in r.out, r

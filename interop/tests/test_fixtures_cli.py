@@ -42,7 +42,7 @@ def test_inspect_json_common(locus, name):
     j = locus("inspect", FIXTURES / name, "--json").json()
     want = locus_h5.load(FIXTURES / name)["attrs"]
     assert j["kind"] == want["kind"]
-    assert j["encoding_version"] == "1.0"
+    assert j["encoding_version"] == ("1.2" if name == "vit_checkpoint.h5" else "1.0")
     assert j["producer"] == want["producer"] and j["created"] == want["created"]
     assert str(FIXTURES / name) in j["path"] or j["path"].endswith(name)
     if name == "scores.h5":
@@ -212,6 +212,8 @@ def locus_h5_files(tmp_path_factory):
     locus_h5.write_dataset(d / "features.h5", f, rng.integers(0, 2, 30), ["no", "yes"],
                            {"train": np.arange(0, 30, 2), "val": np.arange(1, 30, 4), "test": np.arange(3, 30, 4)},
                            mean=f.mean(0), std=f.std(0) + 0.1)
+    vit = locus_h5.load(FIXTURES / "vit_checkpoint.h5")           # a ViT description (§2.1, 1.2) with its tensors
+    locus_h5.write_checkpoint(d / "vit_checkpoint.h5", vit["tensors"], architecture=vit["architecture"])
     return d
 
 
@@ -228,6 +230,8 @@ def test_locus_h5_files_inspect(locus, locus_h5_files, name):
     if name == "checkpoint.h5":
         assert j["fingerprint"] == locus_h5.fingerprint(p) == spec_fingerprint(p)
         assert j["provenance"]["parameters"] == {"lr": 0.1}
+    elif name == "vit_checkpoint.h5":
+        assert j["fingerprint"] == locus_h5.fingerprint(p) == spec_fingerprint(p)
     elif name != "dataset.h5":
         assert j["base_fingerprint"] == locus_h5.fingerprint(locus_h5_files / "checkpoint.h5")
     if name != "dataset.h5":

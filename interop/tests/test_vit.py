@@ -296,3 +296,19 @@ def test_validate_checks_architecture_against_tensors(locus, env, tmp_path):
     locus_h5.write_checkpoint(bad, dict(ck["tensors"]), architecture=arch)
     r = locus("validate", bad)
     assert r.code == 1 and "num_heads" in r.out, r
+
+
+def test_spec_only_fixture_runs(locus, tmp_path):
+    """fixtures/h5py/vit_checkpoint.h5, written by the spec-only h5py script, evaluates to the numpy reference's logits."""
+    from conftest import FIXTURES
+    fx = FIXTURES / "vit_checkpoint.h5"
+    ck = locus_h5.load(fx)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    data = tmp_path / "d.h5"
+    locus_h5.write_dataset(data, x, np.arange(5) % 3, ["a", "b", "c"], {"test": np.arange(5)}, scale=1.0)
+    out = tmp_path / "z.npy"
+    assert_ok(locus("eval", fx, data, "--head", "digits", "--logits", out))
+    ref = vit_ref.numpy_logits(ck["architecture"], {k: v.astype(np.float64) for k, v in ck["tensors"].items()}, x.astype(np.float64), "head")
+    z = np.load(out)
+    assert np.abs(z - ref).max() / np.abs(ref).max() <= 1e-5

@@ -66,9 +66,9 @@ public final class TaskVectorEntryStream {
         case .dense: maskDS = nil; indicesDS = nil
         case .coo: maskDS = nil; indicesDS = try withContext(file: path, object: object + "/indices") { try g.openDataset("indices") }
         case .bitmask:
-            let m = try withContext(file: path, object: object + "/mask") { try g.openDataset("mask") }
-            try PackedBits.checkLength(m, bits: t.count, path: path, object: object + "/mask")
-            maskDS = m; indicesDS = nil
+            // Its length was checked against `count` when the reader described the tensor.
+            maskDS = try withContext(file: path, object: object + "/mask") { try g.openDataset("mask") }
+            indicesDS = nil
         }
     }
 

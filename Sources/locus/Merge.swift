@@ -47,8 +47,8 @@ struct Merge: ParsableCommand {
         entries (8 B each) of one vector (task arithmetic) or of all k vectors (TIES, DARE: at most 4 MB per
         vector, plus 3 B per entry for the sign election). Per vector: a window of at most 2 MB over its mask or
         indices (plus 4 MB when its values are not float32) and HDF5's chunk and metadata caches. The peak is bounded by k and the block size, not by the
-        model or its largest tensor (8 vectors on all-MiniLM-L6-v2: about 100 MB resident, of which 35 MB is
-        this program). Global TIES thresholds: an exact two-level histogram, two streaming passes over each
+        model or its largest tensor (8 vectors on all-MiniLM-L6-v2: 102 MB resident for task arithmetic,
+        112 MB for TIES, of which 35 MB is this program). Global TIES thresholds: an exact two-level histogram, two streaming passes over each
         vector's stored values, constant memory. Breadcrumbs, TALL, consensus and Fisher hold a dense copy per
         vector of the current tensor.
         α search: --alpha-grid 0:1:0.05 --eval TASK1.h5 TASK2.h5 … (one dataset per vector, same order) evaluates

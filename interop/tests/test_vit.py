@@ -12,6 +12,7 @@ import engine_ref
 import locus_h5
 import vit_ref
 from conftest import assert_error, assert_nothing_new, assert_ok, assert_valid, snapshot
+from test_engine import _inputs, _state as state
 
 CLASSES = ["a", "b", "c"]
 BLOCK = ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
@@ -64,20 +65,6 @@ def perturbed(locus, model, out, seed=1):
     return out
 
 
-def state(locus, model, tmp_path):
-    st = tmp_path / (model.stem + ".safetensors")
-    assert_ok(locus("convert", model, st))
-    return engine_ref.read_safetensors(st)
-
-
-def inputs(dataset, split):
-    d = locus_h5.load(dataset)
-    a = d["inputs_attrs"]
-    x = engine_ref.normalise(d["inputs"], float(a["scale"]), a["mean"], a["std"])
-    idx = d["splits"][split]
-    return x[idx], d["labels"][idx]
-
-
 def logits(locus, model, data, tmp_path, split="test", head="default"):
     out = tmp_path / f"logits-{model.stem}-{split}.npy"
     assert_ok(locus("eval", model, data, "--split", split, "--head", head, "--logits", out, "--batch-size", "5"))
@@ -105,7 +92,7 @@ def test_init_uses_timm_names(locus, env, tmp_path):
 def test_logits_match_numpy(locus, env, tmp_path):
     m = perturbed(locus, make_vit(locus, tmp_path / "v.h5", env["data"]), tmp_path / "p.h5")
     z = logits(locus, m, env["data"], tmp_path)
-    x, _ = inputs(env["data"], "test")
+    x, _ = _inputs(env["data"], "test")
     ref = vit_ref.numpy_logits(locus_h5.load(m)["architecture"], state(locus, m, tmp_path), x, "heads.default")
     err = np.abs(z - ref).max() / np.abs(ref).max()
     print(f"vit logits vs numpy: normalized error {err:.2e}")
@@ -118,7 +105,7 @@ def test_logits_and_gradients_match_torch(locus, env, tmp_path):
     m = perturbed(locus, make_vit(locus, tmp_path / "v.h5", env["data"]), tmp_path / "p.h5")
     s = state(locus, m, tmp_path)
     net = vit_ref.torch_vit(locus_h5.load(m)["architecture"], s, "heads.default")
-    x, _ = inputs(env["data"], "test")
+    x, _ = _inputs(env["data"], "test")
     z = logits(locus, m, env["data"], tmp_path)
     with torch.no_grad():
         zt = net(torch.from_numpy(x)).numpy()
@@ -128,7 +115,7 @@ def test_logits_and_gradients_match_torch(locus, env, tmp_path):
     out = tmp_path / "step.h5"
     r = assert_ok(locus("train", m, env["data"], "--head", "default", "--optimizer", "sgd", "--momentum", "0", "--lr", "1",
                         "--schedule", "constant", "--batch-size", "1000", "--epochs", "1", "--val-split", "", "--json", "--quiet", "-o", out))
-    xt, yt = inputs(env["data"], "train")
+    xt, yt = _inputs(env["data"], "train")
     net.zero_grad()
     loss = F.cross_entropy(net(torch.from_numpy(xt)), torch.from_numpy(np.asarray(yt)))
     loss.backward()
@@ -157,7 +144,7 @@ def test_scores_match_torch_per_sample_gradients(locus, env, tmp_path, estimator
     assert_valid(locus("validate", out))
     got = locus_h5.load(out)["tensors"]
     assert set(got) == set(timm_names(2)) - {"head.weight", "head.bias"}, "every body parameter is scored, never the head"
-    x, y = inputs(env["data"], "train")
+    x, y = _inputs(env["data"], "train")
     params = dict(net.named_parameters())
     ref = {k: np.zeros(v.shape) for k, v in params.items()}
     for n in range(len(x)):

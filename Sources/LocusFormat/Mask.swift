@@ -56,8 +56,73 @@ public final class MaskWriter {
         }
     }
 
+    /// A mask written in pieces: `beginTensor`, then `appendBits` with consecutive runs of bits
+    /// (of any length: a partial byte is carried to the next run), in at most 1 MiB of packed
+    /// bytes at a time. The dataset and its attributes are those `add` writes; `ones` is set when
+    /// the last bit arrives.
+    private var open: (object: String, dataset: Dataset, count: Int, bitsDone: Int, bytesDone: Int, ones: Int)?
+    private var pending: [UInt8] = []
+    private var carry: UInt8 = 0
+
+    public func beginTensor(name: String, shape: [Int]) throws {
+        let link = TensorName.linkName(for: name)
+        let object = "/tensors/\(link)"
+        try writer.guarded(object: object) {
+            guard open == nil else { throw LocusError(file: target, object: object, "previous mask '\(open!.object)' is incomplete") }
+            if let problem = TensorName.problem(with: name) { throw LocusError(file: target, object: object, problem) }
+            guard names.insert(TensorName.key(name)).inserted else { throw LocusError(file: target, object: object, "duplicate tensor name") }
+            guard let count = checkedProduct(shape) else { throw LocusError(file: target, object: object, "invalid shape \(shape)") }
+            let ds = try writer.createCompressible(writer.tensors, link, type: .uint8LE, count: BitPacking.byteCount(bits: count))
+            try ds.setAttribute("encoding-type", "packed-bits")
+            try ds.setAttribute("bitorder", "little")
+            try ds.setAttribute("shape", shape.map(Int64.init))
+            try ds.setAttribute("count", Int64(count))
+            open = (object, ds, count, 0, 0, 0)
+            carry = 0
+            if count == 0 { try endTensor() }
+        }
+    }
+
+    /// Appends the next bits of the open mask (spec §1.6 order).
+    public func appendBits(_ bits: UnsafeBufferPointer<Bool>) throws {
+        guard !bits.isEmpty else { return }
+        guard let o = open else { return try writer.guarded { throw LocusError(file: target, "no mask is open for writing") } }
+        try writer.guarded(object: o.object) {
+            guard o.bitsDone + bits.count <= o.count else { throw LocusError(file: target, object: o.object, "more bits than the shape holds") }
+            var bit = o.bitsDone, ones = o.ones
+            var bytesDone = o.bytesDone
+            let flushAt = 1 << 20
+            if pending.count < flushAt { pending = [UInt8](repeating: 0, count: flushAt) }
+            var n = 0   // bytes in pending
+            func flush() throws {
+                guard n > 0 else { return }
+                try pending.withUnsafeBytes { try o.dataset.write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), memType: .nativeUInt8, start: [bytesDone], count: [n]) }
+                bytesDone += n; n = 0
+            }
+            for b in bits {
+                if b { carry |= 1 << UInt8(bit & 7); ones += 1 }
+                bit += 1
+                if bit & 7 == 0 || bit == o.count {
+                    pending[n] = carry; n += 1; carry = 0
+                    if n == flushAt { try flush() }
+                }
+            }
+            try flush()
+            open = (o.object, o.dataset, o.count, bit, bytesDone, ones)
+            if bit == o.count { try endTensor() }
+        }
+    }
+
+    private func endTensor() throws {
+        guard let o = open else { return }
+        try o.dataset.setAttribute("ones", Int64(o.ones))
+        totalCount += o.count; totalOnes += o.ones; tensorCount += 1
+        open = nil
+    }
+
     public func finish() throws {
         try writer.guarded {
+            if let o = open { throw LocusError(file: target, object: o.object, "mask data is incomplete") }
             try writer.root.setAttribute("tensor-count", Int64(tensorCount))
             try writer.root.setAttribute("count", Int64(totalCount))
             try writer.root.setAttribute("ones", Int64(totalOnes))

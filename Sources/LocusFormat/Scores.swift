@@ -129,5 +129,20 @@ public final class ScoresReader {
         return out
     }
 
+    /// Rows `[start, start + count)` along the first dimension (a hyperslab), with `read`'s checks;
+    /// entry numbers in errors are flat indices of the tensor.
+    public func readRows(_ t: ScoreTensor, start: Int, count: Int, into out: UnsafeMutableBufferPointer<Float>) throws {
+        let rowLength = t.shape.dropFirst().reduce(1, *)
+        precondition(!t.shape.isEmpty && out.count == count * rowLength)
+        try withContext(file: path, object: t.objectPath) {
+            let ds = try group.openDataset(t.link)
+            try ds.read(into: UnsafeMutableRawBufferPointer(out), memType: .nativeFloat,
+                        start: [start] + Array(repeating: 0, count: t.shape.count - 1), count: [count] + t.shape.dropFirst())
+        }
+        if let bad = out.firstIndex(where: { !$0.isFinite || $0 < 0 }) {
+            throw LocusError(file: path, object: t.objectPath, "score \(start * rowLength + bad) is \(out[bad]); scores must be finite and ≥ 0")
+        }
+    }
+
     func dataset(_ t: ScoreTensor) throws -> Dataset { try withContext(file: path) { try group.openDataset(t.link) } }
 }

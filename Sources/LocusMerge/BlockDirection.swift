@@ -131,12 +131,23 @@ final class MergeScratch {
     var theta: [Float] = [], bits: [UInt32] = []
 
     init(vectors: Int) { streamBuffers = (0..<vectors).map { _ in EntryStreamBuffers() } }
-    deinit { for d in directions { d.deallocate() } }
+    deinit { for d in directions { d.deallocate() }; for m in masks { m.deallocate() } }
 
     func ensureDirections(_ capacity: Int) {
         guard directions.isEmpty || directions[0].count < capacity else { return }
         for d in directions { d.deallocate() }
         directions = (0..<2).map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: capacity) }
+    }
+
+    /// TALL / consensus: one run of mask bits per vector for a block.
+    private var masks: [UnsafeMutableBufferPointer<Bool>] = []
+    func maskBlocks(_ n: Int, capacity: Int) -> [UnsafeMutableBufferPointer<Bool>] {
+        if masks.count < n || masks.contains(where: { $0.count < capacity }) {
+            let c = max(capacity, masks.map(\.count).max() ?? 0)
+            for m in masks { m.deallocate() }
+            masks = (0..<max(n, masks.count)).map { _ in UnsafeMutableBufferPointer<Bool>.allocate(capacity: c) }
+        }
+        return Array(masks.prefix(n))
     }
 
     func entryBlocks(_ n: Int, capacity: Int) -> [EntryBlock] {

@@ -43,16 +43,17 @@ public struct MergeOptions: Sendable {
 
 /// Out-of-core merging of task vectors stored in files into a base checkpoint.
 ///
-/// Memory, task arithmetic, TIES and DARE: every tensor goes through in blocks of whole rows of at
-/// most 2¹⁹ entries (one row when a row is longer). A block holds its direction (float32, two of
-/// them: the next one is computed on a second thread while the current one is written), θ0 and the
-/// output bytes, and the stored entries of the block — of one vector at a time for task
-/// arithmetic, of every vector for TIES and DARE (8 bytes per entry). Each vector is read through
-/// a `TaskVectorEntryStream` with a window of at most 2 MB over its mask or indices. The peak is
-/// therefore set by the block size and the number of vectors, not by the model or its largest
-/// tensor. Global TIES thresholds come from an exact two-level histogram over the vectors' values
-/// (two streaming passes, constant memory). Breadcrumbs, TALL, consensus and Fisher hold dense
-/// per-tensor arrays.
+/// Memory, every method: every tensor goes through in blocks of whole rows of at most 2¹⁹ entries
+/// (one row when a row is longer). A block holds its direction (float32, two of them: the next one
+/// is computed on a second thread while the current one is written; TALL computes them in turn),
+/// θ0 and the output bytes, and the stored entries of the block — of one vector at a time for task
+/// arithmetic and Breadcrumbs, of every vector for TIES, DARE, TALL and consensus (8 bytes per
+/// entry; TALL and consensus add one mask byte per entry and vector). Fisher holds four float64
+/// arrays per block (θ0, θ_i, Σ F θ, Σ F), one vector's entries and one scores file's rows. Each
+/// vector is read through a `TaskVectorEntryStream` with a window of at most 2 MB over its mask or
+/// indices. The peak is therefore set by the block size and the number of vectors, not by the
+/// model or its largest tensor. Global TIES thresholds and per-tensor Breadcrumbs ranks come from
+/// an exact two-level histogram over the vectors' values (two streaming passes, constant memory).
 public enum Merger {
     public struct Input {
         public let path: String
@@ -94,55 +95,14 @@ public enum Merger {
         return (i, v.map { Float($0 * s) })
     }
 
-    /// The merged direction τ_m of one tensor (without λ) for the linear methods, or nil for Fisher.
-    static func mergedDirection(_ name: String, count: Int, rowLength: Int, inputs: [Input], options o: MergeOptions,
-                                tiesThresholds: [Float]?, tallMasks: inout [[Bool]]?) throws -> [Float] {
-        let w = o.weights ?? Array(repeating: 1, count: inputs.count)
-        switch o.method {
-        case .taskArithmetic, .ties, .dare:
-            // The same kernel as the streaming merge, over the whole tensor as one block.
-            let block = try BlockDirection(tensor: name, count: count, maxBlock: count, inputs: inputs, options: o, globalThresholds: tiesThresholds)
-            var dir = [Float](repeating: 0, count: count)
-            try dir.withUnsafeMutableBufferPointer { try block.next(upTo: count, into: $0) }
-            return dir
-        case .breadcrumbs:
-            var acc = [Float](repeating: 0, count: count)
-            for (t, input) in inputs.enumerated() {
-                let (idx, val) = try entries(input, name)
-                var dense = [Float](repeating: 0, count: count)
-                for (i, v) in zip(idx, val) { dense[i] = v }
-                let segment = o.breadcrumbsScope == .row ? max(1, rowLength) : count
-                var start = 0
-                while start < count {
-                    let end = min(count, start + segment)
-                    let part = Array(dense[start..<end])
-                    let keep = Breadcrumbs.keep(part, beta: o.breadcrumbsBeta, gamma: o.breadcrumbsGamma)
-                    for j in 0..<part.count where keep[j] { acc[start + j] += Float(w[t]) * part[j] }
-                    start = end
-                }
-            }
-            return acc
-        case .tall, .consensus:
-            var vectors: [[Float]] = []
-            var mtl = [Float](repeating: 0, count: count)
-            for (t, input) in inputs.enumerated() {
-                let (idx, val) = try entries(input, name)
-                var dense = [Float](repeating: 0, count: count)
-                for (i, v) in zip(idx, val) { dense[i] = Float(w[t]) * v }
-                for i in 0..<count { mtl[i] += dense[i] }
-                vectors.append(dense)
-            }
-            // m_t = 1[|τ_t| ≥ λ_t |τ_MTL − τ_t|]
-            let lam = Float(o.tallLambda)
-            let masks = vectors.map { v in (0..<count).map { i in v[i] != 0 && abs(v[i]) >= lam * abs(mtl[i] - v[i]) } }
-            tallMasks = masks
-            if o.method == .tall { return mtl }
-            var out = [Float](repeating: 0, count: count)
-            for i in 0..<count where masks.reduce(0, { $0 + ($1[i] ? 1 : 0) }) >= o.consensusK { out[i] = mtl[i] }
-            return out
-        case .fisher:
-            preconditionFailure("fisher is not a linear merge")
-        }
+    /// The merged direction τ_m of one tensor (without λ) for the linear methods (not Fisher): the
+    /// streaming kernels over the whole tensor as one block.
+    static func mergedDirection(_ t: CheckpointTensor, inputs: [Input], options o: MergeOptions, tiesThresholds: [Float]?) throws -> [Float] {
+        let source = try directionBlocks(tensor: t.name, shape: t.shape, count: t.count, maxBlock: t.count, inputs: inputs, options: o,
+                                         globalThresholds: tiesThresholds)
+        var dir = [Float](repeating: 0, count: t.count)
+        try dir.withUnsafeMutableBufferPointer { try source.next(upTo: t.count, into: $0) }
+        return dir
     }
 
     /// The keep decisions for the stored entries of one vector's tensor, in index order.

@@ -75,44 +75,12 @@ extension Merger {
             }
         }
         var report = Report()
-        if o.method == .taskArithmetic || o.method == .ties || o.method == .dare {
-            // The common path: every tensor's direction, θ0 and output go through together in row blocks.
-            try mergeStreaming(writer, base, inputs: inputs, options: o, tiesThresholds: tiesThresholds, dtypeFor: dtypeFor, output: output, report: &report)
-            report.fingerprint = try writer.finish()
-            return report
-        }
-        for t in base.tensors {
-            let touched = inputs.contains { $0.byName[t.name] != nil } || (o.method == .fisher && fisher.contains { $0.tensor(named: t.name) != nil })
-            guard t.dtype.isFloatingPoint, touched else {
-                // Copied bit for bit, in row blocks.
-                for w in [writer] + tallWriters.map(\.1) { try w.beginTensor(name: t.name, dtype: t.dtype, shape: t.shape) }
-                try base.forEachBlock(t, blockBytes: blockBytes) { bytes in
-                    for w in [writer] + tallWriters.map(\.1) { try w.writeRows(bytes) }
-                }
-                report.tensorsCopied += 1
-                continue
-            }
-            let theta0 = try base.readFloat64(t)
-            var merged: [Double]
-            if o.method == .fisher {
-                merged = try fisherMerge(t, theta0: theta0, inputs: inputs, scores: fisher, options: o)
-            } else {
-                var masks: [[Bool]]? = nil
-                let dir = try mergedDirection(t.name, count: t.count, rowLength: t.shape.count > 1 ? t.shape.dropFirst().reduce(1, *) : t.count,
-                                              inputs: inputs, options: o, tiesThresholds: tiesThresholds, tallMasks: &masks)
-                merged = theta0
-                for i in 0..<t.count where dir[i] != 0 { merged[i] += o.lambda * Double(dir[i]) }
-                if let masks, !tallWriters.isEmpty {
-                    for (k, (mw, cw)) in tallWriters.enumerated() {
-                        try mw.add(name: t.name, shape: t.shape, bits: masks[k])
-                        var own = theta0
-                        for i in 0..<t.count where masks[k][i] { own[i] += Double(dir[i]) }   // θ̂_t = θ0 + m_t ⊙ τ_MTL
-                        try writeTensor(cw, t, own, dtype: dtypeFor(t), output: output)
-                    }
-                }
-            }
-            try writeTensor(writer, t, merged, dtype: dtypeFor(t), output: output)
-            report.tensorsMerged += 1
+        if o.method == .fisher {
+            try fisherStreaming(writer, base, inputs: inputs, scores: fisher, options: o, dtypeFor: dtypeFor, output: output, report: &report)
+        } else {
+            // Every tensor's direction, θ0 and output (and TALL's masks and per-task models) go through together in row blocks.
+            try mergeStreaming(writer, base, inputs: inputs, options: o, tiesThresholds: tiesThresholds, tallWriters: tallWriters,
+                               dtypeFor: dtypeFor, output: output, report: &report)
         }
         for (mw, cw) in tallWriters { try mw.finish(); try cw.finish() }
         report.fingerprint = try writer.finish()
@@ -139,6 +107,7 @@ extension Merger {
     /// direction of the next block (of the same tensor or the next one) is computed on a second
     /// thread while the current block is combined with θ0 and written.
     static func mergeStreaming(_ w: CheckpointWriter, _ base: CheckpointReader, inputs: [Input], options o: MergeOptions, tiesThresholds: [Float]?,
+                               tallWriters: [(MaskWriter, CheckpointWriter)] = [],
                                dtypeFor: (CheckpointTensor) -> LocusDType, output: String, report: inout Report) throws {
         var steps: [Step] = []
         var maxBlock = 1
@@ -157,35 +126,49 @@ extension Merger {
         let directions = scratch.directions
         // The direction side: one BlockDirection at a time, used by one thread at a time.
         final class Source {
-            var current: (name: String, direction: BlockDirection)?
+            var current: (name: String, direction: DirectionBlocks)?
         }
         let source = Source()
         let blockSteps = steps.indices.filter { if case .block = steps[$0] { return true } else { return false } }
         func direction(_ k: Int) throws {   // the k-th block step's direction into directions[k % 2]
             guard case let .block(t, start, count, rowLength) = steps[blockSteps[k]] else { return }
             if source.current?.name != t.name {
-                source.current = (t.name, try BlockDirection(tensor: t.name, count: t.count, maxBlock: maxBlock, inputs: inputs, options: o,
+                source.current = (t.name, try directionBlocks(tensor: t.name, shape: t.shape, count: t.count, maxBlock: maxBlock, inputs: inputs, options: o,
                                                               globalThresholds: tiesThresholds, scratch: scratch))
             }
             let end = (start + count) * rowLength
             try source.current!.direction.next(upTo: end, into: UnsafeMutableBufferPointer(rebasing: directions[k % 2][0..<(count * rowLength)]))
         }
-        if !blockSteps.isEmpty { try direction(0) }
+        // TALL writes each block's masks after the block's direction: no direction is computed ahead.
+        let prefetch = tallWriters.isEmpty
+        if prefetch && !blockSteps.isEmpty { try direction(0) }
+        let modelWriters = [w] + tallWriters.map(\.1)
         var k = 0   // block steps done
         let lambda = o.lambda
         for step in steps {
             switch step {
             case .copy(let t):
-                try w.beginTensor(name: t.name, dtype: t.dtype, shape: t.shape)
-                try base.forEachBlock(t, blockBytes: blockBytes) { try w.writeRows($0) }
+                for cw in modelWriters { try cw.beginTensor(name: t.name, dtype: t.dtype, shape: t.shape) }
+                try base.forEachBlock(t, blockBytes: blockBytes) { bytes in for cw in modelWriters { try cw.writeRows(bytes) } }
                 report.tensorsCopied += 1
             case .whole(let t):
-                let dir = try BlockDirection(tensor: t.name, count: t.count, maxBlock: t.count, inputs: inputs, options: o, globalThresholds: tiesThresholds)
+                let dir = try directionBlocks(tensor: t.name, shape: t.shape, count: t.count, maxBlock: t.count, inputs: inputs, options: o,
+                                              globalThresholds: tiesThresholds)
                 var d = [Float](repeating: 0, count: t.count)
                 try d.withUnsafeMutableBufferPointer { try dir.next(upTo: t.count, into: $0) }
-                var v = try base.readFloat64(t)
+                let theta0 = try base.readFloat64(t)
+                var v = theta0
                 for i in 0..<v.count where d[i] != 0 { v[i] += lambda * Double(d[i]) }
                 try writeTensor(w, t, v, dtype: dtypeFor(t), output: output)
+                if let tall = dir as? TallDirection, !tallWriters.isEmpty {
+                    for (m, (mw, cw)) in tallWriters.enumerated() {
+                        try mw.beginTensor(name: t.name, shape: t.shape)
+                        try mw.appendBits(UnsafeBufferPointer(rebasing: tall.masks[m][0..<t.count]))
+                        var own = theta0
+                        for i in 0..<t.count where tall.masks[m][i] { own[i] += Double(d[i]) }   // θ̂_t = θ0 + m_t ⊙ τ_MTL
+                        try writeTensor(cw, t, own, dtype: dtypeFor(t), output: output)
+                    }
+                }
                 report.tensorsMerged += 1
             case let .block(t, r, count, rowLength):
                 let dtype = dtypeFor(t), n = count * rowLength, offset = r * rowLength
@@ -222,7 +205,8 @@ extension Merger {
                         try bytes.withUnsafeBytes { try w.writeRows($0) }
                     }
                 }
-                if k + 1 < blockSteps.count {
+                if !prefetch { try direction(k) }
+                if prefetch && k + 1 < blockSteps.count {
                     // The two sides share no state: the next direction buffer, the BlockDirection, the
                     // vectors' streams and entry blocks on one; this block's direction, θ0, output and
                     // the writer on the other (HDF5 is built thread-safe and serialises its own calls).
@@ -232,6 +216,18 @@ extension Merger {
                     if let failure { throw failure }
                 } else {
                     try combine()
+                }
+                if let tall = source.current?.direction as? TallDirection, !tallWriters.isEmpty {
+                    // Each task's mask bits of the block, and its model θ0 + m_t ⊙ τ_MTL.
+                    let theta0 = try base.readRowsFloat64(t, start: r, count: count)
+                    for (m, (mw, cw)) in tallWriters.enumerated() {
+                        let bits = UnsafeBufferPointer(rebasing: tall.masks[m][0..<n])
+                        if r == 0 { try mw.beginTensor(name: t.name, shape: t.shape); try cw.beginTensor(name: t.name, dtype: dtype, shape: t.shape) }
+                        try mw.appendBits(bits)
+                        var own = theta0
+                        for j in 0..<n where bits[j] { own[j] += Double(d[j]) }
+                        try writeBlock(cw, t, own, offset: offset, dtype: dtype, output: output)
+                    }
                 }
                 k += 1
             }
@@ -247,6 +243,88 @@ extension Merger {
             throw LocusError(file: output, object: t.objectPath, "merged entry \(bad) overflows \(dtype.rawValue)")
         }
         try bytes.withUnsafeBytes { try w.add(name: t.name, dtype: dtype, shape: t.shape, bytes: $0) }
+    }
+
+    /// Rows of a tensor already begun on `w`, from float64 values, with `writeTensor`'s checks
+    /// (entry numbers are flat indices of the tensor).
+    static func writeBlock(_ w: CheckpointWriter, _ t: CheckpointTensor, _ values: [Double], offset: Int, dtype: LocusDType, output: String) throws {
+        if let bad = values.firstIndex(where: { !$0.isFinite }) {
+            throw LocusError(file: output, object: t.objectPath, "merged entry \(offset + bad) is not finite")
+        }
+        let bytes = HalfPrecision.encode(values, as: dtype)
+        if let bad = TaskVectorWriter.decodeForCheck(bytes, dtype: dtype).firstIndex(where: { !$0.isFinite }) {
+            throw LocusError(file: output, object: t.objectPath, "merged entry \(offset + bad) overflows \(dtype.rawValue)")
+        }
+        try bytes.withUnsafeBytes { try w.writeRows($0) }
+    }
+
+    /// Fisher merging, streaming: each merged tensor in blocks of whole rows of at most
+    /// `blockEntries` entries (one row when a row is longer). Per block: θ0, Σ λ_i F_i θ_i, Σ λ_i F_i
+    /// and one θ_i (float64), one vector's stored entries and one scores file's rows (float32).
+    static func fisherStreaming(_ w: CheckpointWriter, _ base: CheckpointReader, inputs: [Input], scores: [ScoresReader], options o: MergeOptions,
+                                dtypeFor: (CheckpointTensor) -> LocusDType, output: String, report: inout Report) throws {
+        let weights = o.weights ?? Array(repeating: 1, count: inputs.count)
+        let buffers = inputs.map { _ in EntryStreamBuffers() }
+        var entries: EntryBlock? = nil
+        var f: [Float] = [], num: [Double] = [], den: [Double] = [], theta: [Double] = []
+        for t in base.tensors {
+            let touched = inputs.contains { $0.byName[t.name] != nil } || scores.contains { $0.tensor(named: t.name) != nil }
+            guard t.dtype.isFloatingPoint, touched else {
+                try w.beginTensor(name: t.name, dtype: t.dtype, shape: t.shape)
+                try base.forEachBlock(t, blockBytes: blockBytes) { try w.writeRows($0) }
+                report.tensorsCopied += 1
+                continue
+            }
+            report.tensorsMerged += 1
+            let rows = t.shape.first ?? 1
+            guard !t.shape.isEmpty, rows > 0, t.count > 0 else {
+                // A scalar or empty tensor: one small block.
+                let merged = try fisherMerge(t, theta0: try base.readFloat64(t), inputs: inputs, scores: scores, options: o)
+                try writeTensor(w, t, merged, dtype: dtypeFor(t), output: output)
+                continue
+            }
+            let rowLength = t.count / rows
+            guard rowLength <= Int(Int32.max) else { throw LocusError(file: output, object: t.objectPath, "rows of more than 2³¹ entries are not supported") }
+            let perBlock = max(1, blockEntries / rowLength)
+            let capacity = min(rows, perBlock) * rowLength
+            if entries == nil || entries!.capacity < capacity { entries = EntryBlock(capacity: capacity) }
+            if num.count < capacity {
+                num = [Double](repeating: 0, count: capacity); den = num; theta = num; f = [Float](repeating: 0, count: capacity)
+            }
+            let streams = try inputs.enumerated().map { k, input in
+                try input.byName[t.name].map { try TaskVectorEntryStream(input.reader, $0, scale: input.reader.scale, buffers: buffers[k]) }
+            }
+            let scored = scores.map { $0.tensor(named: t.name) }
+            let dtype = dtypeFor(t)
+            try w.beginTensor(name: t.name, dtype: dtype, shape: t.shape)
+            for r in stride(from: 0, to: rows, by: perBlock) {
+                let count = min(perBlock, rows - r), n = count * rowLength, offset = r * rowLength
+                let theta0 = try base.readRowsFloat64(t, start: r, count: count)
+                for j in 0..<n { num[j] = 0; den[j] = 0 }
+                for k in inputs.indices {
+                    for j in 0..<n { theta[j] = theta0[j] }
+                    if let stream = streams[k] {
+                        let b = entries!
+                        b.count = 0
+                        try stream.next(upTo: offset + n, into: b)
+                        for j in 0..<b.count { theta[Int(b.offsets[j])] += Double(b.values[j]) }
+                    }
+                    var norm = 1.0
+                    if let st = scored[k] {
+                        try f.withUnsafeMutableBufferPointer { try scores[k].readRows(st, start: r, count: count, into: UnsafeMutableBufferPointer(rebasing: $0[0..<n])) }
+                        if o.fisherNormalize && scores[k].info.samples > 0 && scores[k].info.reduction == .sum { norm = 1 / Double(scores[k].info.samples) }
+                    } else {
+                        for j in 0..<n { f[j] = 1 }   // not scored: plain averaging for this model
+                    }
+                    for j in 0..<n {
+                        let fi = max(Double(f[j]) * norm, o.fisherFloor) * weights[k]
+                        num[j] += fi * theta[j]; den[j] += fi
+                    }
+                }
+                let merged = (0..<n).map { den[$0] != 0 ? num[$0] / den[$0] : 0 }
+                try writeBlock(w, t, merged, offset: offset, dtype: dtype, output: output)
+            }
+        }
     }
 
     /// θ* = Σ_i λ_i F_i θ_i / Σ_i λ_i F_i with θ_i = θ0 + τ_i, F floored (Matena & Raffel); λ_i are the
@@ -294,9 +372,7 @@ extension Merger {
             ? try globalThresholds(base: base, inputs: inputs, options: o) : nil
         var out: [String: [Float]] = [:]
         for t in base.tensors where t.dtype.isFloatingPoint && inputs.contains(where: { $0.byName[t.name] != nil }) {
-            var masks: [[Bool]]? = nil
-            out[t.name] = try mergedDirection(t.name, count: t.count, rowLength: t.shape.count > 1 ? t.shape.dropFirst().reduce(1, *) : t.count,
-                                              inputs: inputs, options: o, tiesThresholds: thresholds, tallMasks: &masks)
+            out[t.name] = try mergedDirection(t, inputs: inputs, options: o, tiesThresholds: thresholds)
         }
         return out
     }

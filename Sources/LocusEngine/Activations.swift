@@ -11,7 +11,7 @@ public final class ReLU: Layer {
     public func outputShape(for input: [Int]) throws -> [Int] { input }
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
-        lastInput = x
+        lastInput = mode.keepsActivations ? x : nil
         return Tensor(shape: x.shape) { y in x.data.withUnsafeBufferPointer { s in for i in 0..<s.count { y[i] = max(s[i], 0) } } }
     }
     public func backward(_ gy: Tensor) -> Tensor {
@@ -32,7 +32,7 @@ public final class GELU: Layer {
     public func outputShape(for input: [Int]) throws -> [Int] { input }
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
-        lastInput = x
+        lastInput = mode.keepsActivations ? x : nil
         return Tensor(shape: x.shape) { y in x.data.withUnsafeBufferPointer { s in
             FastMath.gelu(s.baseAddress!, y.baseAddress!, count: s.count) } }
     }
@@ -52,7 +52,7 @@ public final class Flatten: Layer {
     public private(set) var lastOutputGradient: Tensor?
     init(spec: LayerSpec) { self.spec = spec }
     public func outputShape(for input: [Int]) throws -> [Int] { [input.reduce(1, *)] }
-    public func forward(_ x: Tensor, mode: Mode) -> Tensor { lastInput = x; return x.reshaped([x.rows, x.rowSize]) }
+    public func forward(_ x: Tensor, mode: Mode) -> Tensor { lastInput = mode.keepsActivations ? x : nil; return x.reshaped([x.rows, x.rowSize]) }
     public func backward(_ gy: Tensor) -> Tensor { lastOutputGradient = gy; return gy.reshaped(lastInput!.shape) }
 }
 
@@ -71,7 +71,7 @@ public final class Dropout: Layer {
     public func outputShape(for input: [Int]) throws -> [Int] { input }
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
-        lastInput = x
+        lastInput = mode.keepsActivations ? x : nil
         guard mode == .train, p > 0 else { keep = []; return x }
         let scale = 1 / (1 - p)
         keep = (0..<x.count).map { _ in rng.unitFloat() < p ? 0 : scale }

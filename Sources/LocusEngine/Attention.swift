@@ -29,14 +29,17 @@ public final class SelfAttention: Layer {
     }
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
-        lastInput = x
+        lastInput = mode.keepsActivations ? x : nil
         let b = x.shape[0], t = x.shape[1], d = width, dh = headWidth, h = heads
-        probabilities = [Float](unsafeUninitializedCapacity: b * h * t * t) { _, c in c = b * h * t * t }
+        // Inference needs one head's T×T scores at a time; a backward pass needs all of them.
+        let keep = mode.keepsActivations
+        var probs = [Float](unsafeUninitializedCapacity: keep ? b * h * t * t : t * t) { _, c in c = keep ? b * h * t * t : t * t }
+        defer { probabilities = keep ? probs : [] }
         let scale = self.scale
-        return Tensor(shape: [b, t, d]) { out in x.data.withUnsafeBufferPointer { qkv in probabilities.withUnsafeMutableBufferPointer { probs in
+        return Tensor(shape: [b, t, d]) { out in x.data.withUnsafeBufferPointer { qkv in probs.withUnsafeMutableBufferPointer { probs in
             for s in 0..<b { for head in 0..<h {
                 let q = qkv.baseAddress! + s * t * 3 * d + head * dh, k = q + d, v = q + 2 * d
-                let p = probs.baseAddress! + (s * h + head) * t * t
+                let p = probs.baseAddress! + (keep ? (s * h + head) * t * t : 0)
                 // S = scale · Q Kᵀ, then a row softmax in place.
                 BLAS.gemm(transB: true, m: t, n: t, k: dh, alpha: scale, a: q, lda: 3 * d, b: k, ldb: 3 * d, c: p, ldc: t)
                 for r in 0..<t { FastMath.softmaxRow(p + r * t, count: t) }
@@ -124,7 +127,7 @@ public final class TransformerBlock: Layer {
     }
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
-        lastInput = x
+        lastInput = mode.keepsActivations ? x : nil
         var h = proj.forward(attention.forward(qkv.forward(norm1.forward(x, mode: mode), mode: mode), mode: mode), mode: mode)
         h.add(x)
         var y = fc2.forward(gelu.forward(fc1.forward(norm2.forward(h, mode: mode), mode: mode), mode: mode), mode: mode)

@@ -44,12 +44,13 @@ public final class Conv2d: Layer {
         let b = x.rows, h = x.shape[2], w = x.shape[3]
         let (ho, wo) = outputSize(h, w)
         let l = ho * wo, n = b * l
-        lastInput = x
-        lastColumns = Conv2d.im2col(x, channels: inChannels, kernel: kernel, stride: stride, padding: padding)
+        lastInput = mode.keepsActivations ? x : nil
+        let columns = Conv2d.im2col(x, channels: inChannels, kernel: kernel, stride: stride, padding: padding)
+        lastColumns = mode.keepsActivations ? columns : []
         // BLAS with beta = 0 overwrites C, so no zero-fill first.
         var y2 = [Float](unsafeUninitializedCapacity: outChannels * n) { _, c in c = outChannels * n }
         let wt = weight.effective
-        wt.data.withUnsafeBufferPointer { wp in lastColumns.withUnsafeBufferPointer { cp in y2.withUnsafeMutableBufferPointer { yp in
+        wt.data.withUnsafeBufferPointer { wp in columns.withUnsafeBufferPointer { cp in y2.withUnsafeMutableBufferPointer { yp in
             BLAS.gemm(m: outChannels, n: n, k: patch, a: wp.baseAddress!, lda: patch, b: cp.baseAddress!, ldb: n, c: yp.baseAddress!, ldc: n)
         } } }
         let biasValues = bias?.effective.data

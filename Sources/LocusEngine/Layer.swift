@@ -24,7 +24,13 @@ public final class Parameter {
     }
 }
 
-public enum Mode: Sendable { case train, eval }
+/// train: dropout on; eval: dropout off, and every layer keeps what its backward pass needs (scoring
+/// backpropagates through evaluation-mode forwards); inference: as eval, but nothing is kept, so a
+/// deep model's activations are freed layer by layer (evaluation only: no backward may follow).
+public enum Mode: Sendable {
+    case train, eval, inference
+    public var keepsActivations: Bool { self != .inference }
+}
 
 /// Set while scoring: backward passes then only propagate gradients (each layer keeps its input
 /// and output gradient) and skip accumulating parameter gradients, which scoring never reads.

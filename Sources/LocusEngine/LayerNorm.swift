@@ -24,7 +24,7 @@ public final class LayerNorm: Layer {
     }
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
-        lastInput = x
+        lastInput = mode.keepsActivations ? x : nil
         let rows = x.count / features, d = features
         var normalized = [Float](unsafeUninitializedCapacity: x.count) { _, c in c = x.count }
         var inverse = [Float](unsafeUninitializedCapacity: rows) { _, c in c = rows }
@@ -48,8 +48,8 @@ public final class LayerNorm: Layer {
                 } }
             } }
         } }
-        lastNormalized = normalized
-        inverseStd = inverse
+        lastNormalized = mode.keepsActivations ? normalized : []
+        inverseStd = mode.keepsActivations ? inverse : []
         return y
     }
 

@@ -42,7 +42,7 @@ public final class Linear: Layer {
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
         let batch = x.count / inFeatures   // rows: samples × tokens
-        lastInput = x
+        lastInput = mode.keepsActivations ? x : nil
         let w = weight.effective
         // Start from the broadcast bias (or zeros) and let the product accumulate onto it.
         let b = bias?.effective.data

@@ -35,7 +35,7 @@ public final class PatchEmbedding: Layer {
     }
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
-        lastInput = x
+        lastInput = mode.keepsActivations ? x : nil
         return proj.forward(patches(x), mode: mode)
     }
 
@@ -104,7 +104,7 @@ public final class ClassTokenPosition: Layer {
     }
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
-        lastInput = x
+        lastInput = mode.keepsActivations ? x : nil
         let b = x.shape[0], t = tokens, d = width
         let cls = classToken.effective.data, pos = positions.effective.data
         return Tensor(shape: [b, t, d]) { out in x.data.withUnsafeBufferPointer { src in
@@ -150,7 +150,7 @@ public final class ClassTokenPool: Layer {
     }
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
-        lastInput = x
+        lastInput = mode.keepsActivations ? x : nil
         let b = x.shape[0], t = x.shape[1], d = x.shape[2]
         return Tensor(shape: [b, d]) { out in x.data.withUnsafeBufferPointer { src in
             for n in 0..<b { for j in 0..<d { out[n * d + j] = src[n * t * d + j] } }

@@ -18,7 +18,7 @@ public final class Pool2d: Layer {
     }
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
-        lastInput = x
+        lastInput = mode.keepsActivations ? x : nil
         let planes = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
         let ho = (h - kernel) / stride + 1, wo = (w - kernel) / stride + 1
         let (k, st) = (kernel, stride)

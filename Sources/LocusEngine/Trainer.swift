@@ -166,7 +166,7 @@ public enum Training {
         while start < ids.count {
             let slice = ids[start..<min(ids.count, start + batchSize)]
             let (x, y) = data.batch(slice)
-            let z = try model.forward(x, head: head, mode: .eval)
+            let z = try model.forward(x, head: head, mode: .inference)
             logits?(z)
             let r = CrossEntropy()(z, labels: y)
             lossSum += Double(r.loss) * Double(slice.count)

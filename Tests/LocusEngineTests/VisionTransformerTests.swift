@@ -129,4 +129,16 @@ final class VisionTransformerTests: EngineTestCase {
         wrong.layers[1].num_patches = 3
         expectEngineError(["pos_embed", "[4, 12]"]) { try wrong.validate() }
     }
+
+    /// Inference gives the evaluation-mode logits bit for bit and keeps no activations behind.
+    func testInferenceModeKeepsNothing() throws {
+        let model = try Model(try .vit(imageSize: 8, patch: 4, channels: 2, width: 8, depth: 2, heads: 2, classes: 3), seed: 1)
+        var rnd = TestRandom(15)
+        let x = rnd.tensor([3, 2, 8, 8])
+        let e = try model.forward(x, head: "default", mode: .eval)
+        XCTAssertTrue(model.body.flatMap(\.allLayers).allSatisfy { $0.lastInput != nil })
+        let i = try model.forward(x, head: "default", mode: .inference)
+        XCTAssertEqual(bits(i.data), bits(e.data))
+        XCTAssertTrue(model.body.flatMap(\.allLayers).allSatisfy { $0.lastInput == nil }, "inference keeps no layer input")
+    }
 }

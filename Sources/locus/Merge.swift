@@ -41,16 +41,19 @@ struct Merge: ParsableCommand {
         merges anyway, with a warning) and every tensor must exist in BASE with the same shape; all problems
         are listed at once. Values are accumulated in float32 (float64 for θ0 + λ·τ) and written in --dtype
         (default: each tensor's base dtype). The output records method, parameters and inputs.
-        Memory (task arithmetic, TIES, DARE): every tensor streams in blocks of whole rows of at most 2^19 entries
-        (one row when a row is longer). Per block: two float32 directions (the next one is computed on a second
-        thread while the current one is written), θ0 and the output — 8 to 16 MB — and the block's stored
-        entries (8 B each) of one vector (task arithmetic) or of all k vectors (TIES, DARE: at most 4 MB per
-        vector, plus 3 B per entry for the sign election). Per vector: a window of at most 2 MB over its mask or
-        indices (plus 4 MB when its values are not float32) and HDF5's chunk and metadata caches. The peak is bounded by k and the block size, not by the
+        Memory (every method): every tensor streams in blocks of whole rows of at most 2^19 entries (one row when
+        a row is longer). Per block: two float32 directions (the next one is computed on a second thread while
+        the current one is written; TALL computes them in turn), θ0 and the output — 8 to 16 MB — and the
+        block's stored entries (8 B each) of one vector (task arithmetic, Breadcrumbs) or of all k vectors (TIES,
+        DARE, TALL, consensus: at most 4 MB per vector, plus 3 B per entry for the TIES sign election and 1 B
+        per entry and vector for the TALL/consensus masks). Fisher: θ0, θ_t, Σ F θ, Σ F and the result in float64 (20 MB)
+        and one scores block. TALL also writes each task's mask and model block by block. Per vector: a window
+        of at most 2 MB over its mask or indices (plus 4 MB when its values are not float32) and HDF5's chunk
+        and metadata caches. The peak is bounded by k and the block size (and the longest row), not by the
         model or its largest tensor (8 vectors on all-MiniLM-L6-v2: 102 MB resident for task arithmetic,
-        112 MB for TIES, of which 35 MB is this program). Global TIES thresholds: an exact two-level histogram, two streaming passes over each
-        vector's stored values, constant memory. Breadcrumbs, TALL, consensus and Fisher hold a dense copy per
-        vector of the current tensor.
+        112 MB for TIES, of which 35 MB is this program). Global TIES thresholds and per-tensor Breadcrumbs
+        ranks: an exact two-level histogram, two streaming passes over each vector's stored values, constant
+        memory; per-row Breadcrumbs sorts one row's stored entries at a time.
         α search: --alpha-grid 0:1:0.05 --eval TASK1.h5 TASK2.h5 … (one dataset per vector, same order) evaluates
         θ0 + α·τ_m for each α with each task's own head (the vector's task-head attribute, or --heads) on
         --eval-split, and keeps the α with the best average normalized accuracy = mean over tasks of merged

@@ -93,6 +93,45 @@ final class MergeTests: XCTestCase {
         for k in [1, 16, 100, 150, 199] { checkTopK(two, k, "two buckets") }
     }
 
+    /// `ExactTopK.ranks` (the value at a rank and how many values exceed it, with implicit zeros)
+    /// against sorting, and the per-tensor Breadcrumbs rule built on it — streamed in position order,
+    /// ties at the boundaries by position — against `Breadcrumbs.keep`.
+    func testExactRanksAndStreamedBreadcrumbsRuleMatchSorting() {
+        var rng = SplitMix(19)
+        for (n, stored) in [(1, 1), (10, 4), (300, 300), (3000, 1200)] {
+            // Few distinct magnitudes (many ties), signs mixed, some stored zeros; the rest implicit zeros.
+            var dense = [Float](repeating: 0, count: n)
+            var positions = Array(0..<n)
+            for i in stride(from: n - 1, to: 0, by: -1) { positions.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            for i in positions.prefix(stored) { dense[i] = Float(Int(rng.unit() * 6)) * 0.25 * (rng.unit() < 0.5 ? -1 : 1) }
+            let storedValues = (0..<n).filter { positions.prefix(stored).contains($0) }.map { abs(dense[$0]) }
+            let sorted = dense.map { abs($0) }.sorted(by: >)
+            let wanted = Array(Set([0, n / 3, n / 2, n - 1].filter { $0 >= 0 && $0 < n })).sorted()
+            for r in wanted {
+                for pair in [[r], [0, r]] {
+                    let found = ExactTopK.ranks(pair, total: n) { body in storedValues.withUnsafeBufferPointer { body($0) } }
+                    let last = found.last!
+                    XCTAssertEqual(last.value, sorted[r], "n=\(n) rank \(r)")
+                    XCTAssertEqual(last.greater, sorted.filter { $0 > sorted[r] }.count, "n=\(n) rank \(r): greater")
+                }
+            }
+            for (beta, gamma) in [(0.2, 0.1), (0.5, 0.5), (0.3, 0.0), (1.0, 0.0), (0.05, 0.02)] {
+                let want = Breadcrumbs.keep(dense, beta: beta, gamma: gamma)
+                let drop = Int(gamma * Double(n)), end = min(n, drop + Int(beta * Double(n)))
+                var rule = BreadcrumbsDirection.TensorRule(drop: drop, end: end, total: n)
+                var ranks: [Int] = []
+                if drop > 0 { ranks.append(drop - 1) }
+                if end < n && end > drop { ranks.append(end - 1) }
+                let found = ExactTopK.ranks(ranks, total: n) { body in storedValues.withUnsafeBufferPointer { body($0) } }
+                var k = 0
+                if drop > 0 { rule.dropValue = found[k].value; rule.dropTies = drop - found[k].greater; k += 1 }
+                if end < n && end > drop { rule.endValue = found[k].value; rule.endTies = end - found[k].greater }
+                let got = (0..<n).map { i in positions.prefix(stored).contains(i) ? rule.keep(dense[i]) : false }
+                XCTAssertEqual(got, want, "n=\(n) β=\(beta) γ=\(gamma)")
+            }
+        }
+    }
+
     // MARK: - Breadcrumbs
 
     /// Reference: stable sort by |v| descending (ties: earlier position first), drop ⌊γn⌋, keep the

@@ -5,7 +5,9 @@ import Dispatch
 /// exp: Cody–Waite range reduction x = n·ln2 + r and cephes' degree-6 polynomial for e^r (relative
 /// error ~1e-7 on the clamped range [−87.3, 88.3], i.e. no denormal results: e^x below 2^-126 comes
 /// out as ~1e-38 instead of 0, which no softmax or GELU here can tell apart).
-/// Φ (GELU's normal CDF): erfc from Numerical Recipes' Chebyshev fit, relative error < 1.2e-7.
+/// Φ (GELU's normal CDF): erfc from Numerical Recipes' Chebyshev fit (relative error < 1.2e-7 in exact
+/// arithmetic); evaluated in float32 with the exp above, Φ's relative error measured against math.erfc
+/// is ≤ 8e-7 for |x| < 5 and ≤ 2.1e-6 in the far tail (Φ ~ 1e-19).
 enum FastMath {
     // Written as scalar functions without calls or branches (selects only), inlined into plain loops
     // over buffers, so that LLVM's loop vectoriser turns them into SIMD code; Swift's generic SIMD

@@ -1,5 +1,5 @@
-"""Vision transformers through the CLI: timm's names and layout, logits against an independent numpy
-forward pass (vit_ref.numpy_logits), logits / gradients / per-sample scores against torch autograd
+"""Vision transformers through the CLI: timm's names and layout, logits, gradients and per-sample scores
+against an independent numpy forward and backward pass (vit_ref), the same against torch autograd
 (when torch is importable), a timm-shaped ViT-Ti/16 (5.7 M parameters) imported from safetensors with
 `locus convert --architecture`, and sparse fine-tuning + merging of ViT task vectors.
 """
@@ -299,3 +299,60 @@ def test_spec_only_fixture_runs(locus, tmp_path):
     ref = vit_ref.numpy_logits(ck["architecture"], {k: v.astype(np.float64) for k, v in ck["tensors"].items()}, x.astype(np.float64), "head")
     z = np.load(out)
     assert np.abs(z - ref).max() / np.abs(ref).max() <= 1e-5
+
+
+# ------------------------------------------------------------------ against the numpy backward (no torch needed)
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_gradients_match_numpy_backward(locus, env, tmp_path):
+    """One full-batch SGD step with lr 1 moves every parameter by −∇ of the mean cross-entropy, ∇ from vit_ref.NumpyViT."""
+    m = perturbed(locus, make_vit(locus, tmp_path / "v.h5", env["data"]), tmp_path / "p.h5")
+    out = tmp_path / "step.h5"
+    assert_ok(locus("train", m, env["data"], "--head", "default", "--optimizer", "sgd", "--momentum", "0", "--lr", "1",
+                    "--schedule", "constant", "--batch-size", "1000", "--epochs", "1", "--val-split", "", "--quiet", "-o", out))
+    x, y = _inputs(env["data"], "train")
+    ref = vit_ref.NumpyViT(locus_h5.load(m)["architecture"], state(locus, m, tmp_path), "heads.default")
+    z = ref.forward(x)
+    dl = _softmax(z)
+    dl[np.arange(len(y)), y] -= 1
+    grads = ref.backward(dl / len(y))
+    before, after = locus_h5.load(m)["tensors"], locus_h5.load(out)["tensors"]
+    assert set(grads) == set(before)
+    worst = 0.0
+    for k, g in grads.items():
+        e = np.abs(after[k].astype(np.float64) - before[k] + g).max() / max(np.abs(g).max(), 1e-12)
+        worst = max(worst, e)
+        assert e <= 1e-4, f"{k}: update differs from −∇ by {e}"
+    print(f"vit one SGD step vs numpy backward: worst normalized error {worst:.2e}")
+
+
+@pytest.mark.parametrize("estimator", ["talos-exact", "fisher-empirical", "fisher-exact"])
+def test_scores_match_numpy_per_sample_gradients(locus, env, tmp_path, estimator):
+    """`locus score` against the definition: per sample (and class), a numpy backward pass, whole gradients squared."""
+    m = perturbed(locus, make_vit(locus, tmp_path / "v.h5", env["data"]), tmp_path / "p.h5")
+    out = tmp_path / "scores.h5"
+    assert_ok(locus("score", m, env["data"], "-o", out, "--quiet", "--estimator", estimator, "--batch-size", "5"))
+    got = locus_h5.load(out)["tensors"]
+    ref_model = vit_ref.NumpyViT(locus_h5.load(m)["architecture"], state(locus, m, tmp_path), "heads.default")
+    x, y = _inputs(env["data"], "train")
+    ref = {}
+    for n in range(len(x)):
+        z = ref_model.forward(x[n:n + 1])[0]
+        p = _softmax(z)
+        if estimator == "talos-exact":
+            passes = [(p[c], np.eye(3)[c]) for c in range(3)]                  # Σ_c p_c (∂f_c)²
+        elif estimator == "fisher-empirical":
+            passes = [(1.0, np.eye(3)[y[n]] - p)]                              # (∂ log p_y)²
+        else:
+            passes = [(p[c], np.eye(3)[c] - p) for c in range(3)]             # Σ_c p_c (∂ log p_c)²
+        for w, dl in passes:
+            for k, g in ref_model.backward(dl[None]).items():
+                ref[k] = ref.get(k, 0) + w * g ** 2
+    assert set(got) == set(ref) - {"heads.default.weight", "heads.default.bias"}
+    worst = max(np.abs(v - ref[k]).max() / max(np.abs(ref[k]).max(), 1e-30) for k, v in got.items())
+    print(f"vit {estimator} scores vs numpy per-sample backward: worst normalized error {worst:.2e}")
+    assert worst <= 1e-4

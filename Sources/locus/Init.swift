@@ -10,13 +10,18 @@ struct Init: ParsableCommand {
         Presets:
           mlp    flatten → (Linear → ReLU) per --hidden width → head
           lenet  Conv5×5(pad 2) → ReLU → MaxPool2 → Conv5×5 → ReLU → MaxPool2 → flatten → (Linear → ReLU) per --hidden → head
-          vit    a vision transformer in timm's VisionTransformer layout: patch embedding (conv, stride = kernel =
-                 --patch-size), class token, learned position embedding, --depth pre-LayerNorm blocks (--num-heads
-                 heads, fused qkv, GELU MLP of --mlp-ratio × --width), final LayerNorm (eps 1e-6), class-token
-                 pooling → head. Square images only. timm's ViT-Ti/16: --patch-size 16 --width 192 --depth 12 --num-heads 3
-                 on 3,224,224 inputs. Parameter names are timm's (`patch_embed.proj.weight`, `cls_token`, `pos_embed`,
-                 `blocks.N.attn.qkv.weight`, `norm.weight`); --head-prefix head names the head `head.*` as timm does.
-                 Initialisation follows timm (Linear N(0, 0.02²) with zero bias, pos_embed N(0, 0.02²), cls_token N(0, 1e-12)).
+          vit    a vision transformer in timm's VisionTransformer layout:
+                 patch embedding (a conv with stride = kernel = --patch-size),
+                 class token, learned positions, --depth pre-LayerNorm blocks
+                 (--num-heads heads, fused qkv, GELU MLP of --mlp-ratio ×
+                 --width), final LayerNorm (eps 1e-6), class-token pooling,
+                 head. Square images only. timm's ViT-Ti/16 on 3,224,224:
+                 --patch-size 16 --width 192 --depth 12 --num-heads 3.
+                 Parameter names are timm's (patch_embed.proj.weight,
+                 cls_token, pos_embed, blocks.N.attn.qkv.weight, norm.weight);
+                 --head-prefix head names the head head.* as timm does.
+                 Initialisation as timm's: Linear N(0, 0.02²) with zero bias,
+                 pos_embed N(0, 0.02²), cls_token N(0, 1e-12).
         Parameters are named like a PyTorch module with `layers = nn.Sequential(...)` and `heads = nn.ModuleDict(...)`
         (`layers.1.weight` [out, in], conv [out, in, k, k], `heads.NAME.weight`), so a checkpoint exported with
         `locus convert` loads into that module with load_state_dict unchanged. Initialisation uses PyTorch's default

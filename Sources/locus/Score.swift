@@ -36,19 +36,30 @@ struct Score: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Compute per-parameter sensitivity scores (diagonal Fisher / TaLoS) of a model on data.",
         discussion: """
-        Scores are sums over samples (and draws) of squared per-sample gradients, stored as float32 per tensor
-        with reduction "sum" (spec §3). Scored by default: weights and biases of the body's Linear, Conv2d and
-        LayerNorm layers — in a vision transformer also the patch embedding, every block's qkv / proj / MLP /
-        norms, cls_token and pos_embed; never the heads. The model runs in evaluation mode (no dropout).
-        Weights shared across tokens get per-sample gradients summed over the tokens before squaring
-        (Σ_n (Σ_t δ_nt x_ntᵀ)², one product per sample), not Σ_n Σ_t (δ_nt x_ntᵀ)².
-        talos follows the TaLoS reference: ŷ ~ softmax(f(x)) per input and draw, gradient of the raw logit f_ŷ;
-        it differs from the reference only in how it is computed: one forward and one backward pass per batch
-        (per draw) with per-sample squared gradients formed per layer, instead of one backward pass per sample.
-        talos-exact and fisher-exact do one backward pass per class.
-        --append adds samples to an existing scores file after checking estimator, draws, tensors and base fingerprint.
+        Scores are sums over samples (and draws) of squared per-sample gradients,
+        stored as float32 per tensor with reduction "sum" (spec §3).
 
-        Example: locus score model.h5 task.h5 --head task --estimator talos --batches 20 -o scores.h5
+        Scored by default: weights and biases of the body's Linear, Conv2d and
+        LayerNorm layers — in a vision transformer also the patch embedding,
+        every block's qkv / proj / MLP / norms, cls_token and pos_embed; never
+        the heads. The model runs in evaluation mode (no dropout). Weights shared
+        across tokens get per-sample gradients summed over the tokens before
+        squaring, Σ_n (Σ_t δ_nt x_ntᵀ)² (one product per sample), not
+        Σ_n Σ_t (δ_nt x_ntᵀ)².
+
+        talos follows the TaLoS reference: ŷ ~ softmax(f(x)) per input and draw,
+        gradient of the raw logit f_ŷ. It differs from the reference only in how
+        it is computed: one forward and one backward pass per batch (per draw)
+        with per-sample squared gradients formed per layer, instead of one
+        backward pass per sample. talos-exact and fisher-exact do one backward
+        pass per class.
+
+        --append adds samples to an existing scores file after checking
+        estimator, draws, tensors and base fingerprint.
+
+        Example:
+          locus score model.h5 task.h5 --head task --estimator talos \\
+            --batches 20 -o scores.h5
         """)
 
     @Argument(help: "Model checkpoint.") var model: String

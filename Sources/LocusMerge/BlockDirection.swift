@@ -27,10 +27,8 @@ final class BlockDirection {
         method = o.method
         precondition(o.method == .taskArithmetic || o.method == .ties || o.method == .dare)
         let scratch = scratch ?? MergeScratch(vectors: inputs.count)
-        streams = try inputs.enumerated().map { t, input in
-            try input.byName[name].map { try TaskVectorEntryStream(input.reader, $0, scale: input.reader.scale, buffers: scratch.streamBuffers[t]) }
-        }
-        weights = (o.weights ?? Array(repeating: 1, count: inputs.count)).map { Float($0) }
+        streams = try Merger.entryStreams(inputs, tensor: name, buffers: scratch.streamBuffers)
+        weights = o.vectorWeights(inputs.count).map { Float($0) }
         trim = o.method == .ties || (o.method == .dare && o.dareThen == .ties)
         dare = o.method == .dare
         dareScale = o.dareRescale ? Float(1 / (1 - o.dareDropRate)) : 1

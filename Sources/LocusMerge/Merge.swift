@@ -8,6 +8,8 @@ public enum MergeMethod: String, Sendable, CaseIterable, Codable {
 }
 
 public struct MergeOptions: Sendable {
+    /// The per-vector weights, 1 for every vector when none are given.
+    func vectorWeights(_ vectors: Int) -> [Double] { weights ?? Array(repeating: 1, count: vectors) }
     public var method: MergeMethod = .taskArithmetic
     /// λ: the merged direction is scaled by it (task arithmetic, TIES, DARE, Breadcrumbs, TALL, consensus).
     public var lambda: Double = 1
@@ -59,6 +61,16 @@ public enum Merger {
         public let path: String
         public let reader: TaskVectorReader
         public var byName: [String: TaskVectorTensor]
+
+        /// A stream over this vector's entries of tensor `name` (scaled by the file's `scale`), or nil when absent.
+        func entryStream(_ name: String, buffers: EntryStreamBuffers) throws -> TaskVectorEntryStream? {
+            try byName[name].map { try TaskVectorEntryStream(reader, $0, scale: reader.scale, buffers: buffers) }
+        }
+    }
+
+    /// One stream per vector over tensor `name` (nil where a vector lacks it), each with its own buffers.
+    static func entryStreams(_ inputs: [Input], tensor name: String, buffers: [EntryStreamBuffers]) throws -> [TaskVectorEntryStream?] {
+        try inputs.indices.map { try inputs[$0].entryStream(name, buffers: buffers[$0]) }
     }
 
     /// Opens and checks everything before any output exists: fingerprints (refused unless `force`),

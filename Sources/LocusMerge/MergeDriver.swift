@@ -263,7 +263,7 @@ extension Merger {
     /// and one θ_i (float64), one vector's stored entries and one scores file's rows (float32).
     static func fisherStreaming(_ w: CheckpointWriter, _ base: CheckpointReader, inputs: [Input], scores: [ScoresReader], options o: MergeOptions,
                                 dtypeFor: (CheckpointTensor) -> LocusDType, output: String, report: inout Report) throws {
-        let weights = o.weights ?? Array(repeating: 1, count: inputs.count)
+        let weights = o.vectorWeights(inputs.count)
         let buffers = inputs.map { _ in EntryStreamBuffers() }
         var entries: EntryBlock? = nil
         var f: [Float] = [], num: [Double] = [], den: [Double] = [], theta: [Double] = []
@@ -291,9 +291,7 @@ extension Merger {
             if num.count < capacity {
                 num = [Double](repeating: 0, count: capacity); den = num; theta = num; f = [Float](repeating: 0, count: capacity)
             }
-            let streams = try inputs.enumerated().map { k, input in
-                try input.byName[t.name].map { try TaskVectorEntryStream(input.reader, $0, scale: input.reader.scale, buffers: buffers[k]) }
-            }
+            let streams = try Merger.entryStreams(inputs, tensor: t.name, buffers: buffers)
             let scored = scores.map { $0.tensor(named: t.name) }
             let dtype = dtypeFor(t)
             try w.beginTensor(name: t.name, dtype: dtype, shape: t.shape)
@@ -330,7 +328,7 @@ extension Merger {
     /// θ* = Σ_i λ_i F_i θ_i / Σ_i λ_i F_i with θ_i = θ0 + τ_i, F floored (Matena & Raffel); λ_i are the
     /// vector weights. A tensor a scores file does not cover gets F = 1 for that model (plain averaging).
     static func fisherMerge(_ t: CheckpointTensor, theta0: [Double], inputs: [Input], scores: [ScoresReader], options o: MergeOptions) throws -> [Double] {
-        let w = o.weights ?? Array(repeating: 1, count: inputs.count)
+        let w = o.vectorWeights(inputs.count)
         var num = [Double](repeating: 0, count: t.count), den = [Double](repeating: 0, count: t.count)
         for (k, input) in inputs.enumerated() {
             var theta = theta0

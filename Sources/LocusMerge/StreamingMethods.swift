@@ -65,10 +65,8 @@ final class BreadcrumbsDirection: DirectionBlocks {
 
     init(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions, scratch: MergeScratch?) throws {
         let scratch = scratch ?? MergeScratch(vectors: inputs.count)
-        streams = try inputs.enumerated().map { t, input in
-            try input.byName[name].map { try TaskVectorEntryStream(input.reader, $0, scale: input.reader.scale, buffers: scratch.streamBuffers[t]) }
-        }
-        weights = (o.weights ?? Array(repeating: 1, count: inputs.count)).map { Float($0) }
+        streams = try Merger.entryStreams(inputs, tensor: name, buffers: scratch.streamBuffers)
+        weights = o.vectorWeights(inputs.count).map { Float($0) }
         blocks = scratch.entryBlocks(1, capacity: max(1, min(maxBlock, count)))
         beta = o.breadcrumbsBeta; gamma = o.breadcrumbsGamma
         perRow = o.breadcrumbsScope == .row && shape.count > 1
@@ -157,10 +155,8 @@ final class TallDirection: DirectionBlocks {
 
     init(tensor name: String, count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions, scratch: MergeScratch?) throws {
         let scratch = scratch ?? MergeScratch(vectors: inputs.count)
-        streams = try inputs.enumerated().map { t, input in
-            try input.byName[name].map { try TaskVectorEntryStream(input.reader, $0, scale: input.reader.scale, buffers: scratch.streamBuffers[t]) }
-        }
-        weights = (o.weights ?? Array(repeating: 1, count: inputs.count)).map { Float($0) }
+        streams = try Merger.entryStreams(inputs, tensor: name, buffers: scratch.streamBuffers)
+        weights = o.vectorWeights(inputs.count).map { Float($0) }
         let block = max(1, min(maxBlock, count))
         blocks = scratch.entryBlocks(inputs.count, capacity: block)
         lambda = Float(o.tallLambda)

@@ -1,3 +1,4 @@
+import Foundation
 import LocusFormat
 
 /// A model description stored in a checkpoint's `/architecture` (spec §2.1): a sequential body
@@ -85,6 +86,13 @@ public struct Architecture: Codable, Equatable, Sendable {
             + [norm, .classTokenPool]
         return Architecture(input: [channels, imageSize, imageSize], preset: "vit", layers: layers,
                             heads: [Head(name: head, in_features: width, out_features: classes, classes: classNames, prefix: headPrefix)])
+    }
+
+    /// The description as stored in /architecture (keys sorted, so equal descriptions are equal text).
+    public func json() throws -> String {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        return String(decoding: try enc.encode(self), as: UTF8.self)
     }
 
     /// The parameter-name prefix of body layer `i`.

@@ -1,6 +1,6 @@
 /// 2-D convolution over [B, C, H, W] with a square kernel, stride and zero padding; weight
 /// [out, in, k, k] as in PyTorch. Computed as one GEMM over the im2col matrix of the whole batch.
-public final class Conv2d: Layer {
+public final class Conv2d: InputGradientOptional {
     public let spec: LayerSpec
     public let weight: Parameter
     public let bias: Parameter?
@@ -10,7 +10,7 @@ public final class Conv2d: Layer {
     /// im2col of the last input: [C·k·k, B·Ho·Wo]; column b·L + l holds sample b's patch l.
     public private(set) var lastColumns: [Float] = []
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
-    /// False for the first layer of a model (see Linear.computesInputGradient).
+    /// False for the first layer of a model (see InputGradientOptional).
     public var computesInputGradient = true
     var patch: Int { inChannels * kernel * kernel }
 

@@ -65,5 +65,11 @@ extension Layer {
     public var allLayers: [any Layer] { [self] + sublayers.flatMap(\.allLayers) }
 }
 
+/// A layer that can skip its input gradient. The model switches it off in its first trainable
+/// layer: nobody needs the gradient of the input data, and it costs as much as the weight gradient.
+public protocol InputGradientOptional: Layer {
+    var computesInputGradient: Bool { get set }
+}
+
 /// `prefix.local`, or just `local` for top-level parameters (timm's `cls_token`).
 func parameterName(_ prefix: String, _ local: String) -> String { prefix.isEmpty ? local : "\(prefix).\(local)" }

@@ -1,6 +1,6 @@
 /// y = x Wᵀ + b over the last dimension, with W of shape [out, in] (PyTorch's layout). Inputs may
 /// carry extra dimensions before the features ([B, T, in] for tokens), as with `nn.Linear`.
-public final class Linear: Layer {
+public final class Linear: InputGradientOptional {
     public let spec: LayerSpec
     public let weight: Parameter
     public let bias: Parameter?
@@ -8,8 +8,7 @@ public final class Linear: Layer {
     public private(set) var lastInput: Tensor?
     public private(set) var lastOutputGradient: Tensor?
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
-    /// False for the first layer of a model: nobody needs the gradient of the input data, and it
-    /// costs as much as the weight gradient.
+    /// False for the first layer of a model (see InputGradientOptional).
     public var computesInputGradient = true
 
     /// How fresh weights are drawn: PyTorch's nn.Linear default, or timm's transformer init

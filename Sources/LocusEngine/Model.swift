@@ -20,11 +20,7 @@ public final class Model {
         }
         body = layers
         firstTrainable = layers.firstIndex { !$0.parameters.isEmpty }
-        if let i = firstTrainable {
-            (layers[i] as? Linear)?.computesInputGradient = false
-            (layers[i] as? Conv2d)?.computesInputGradient = false
-            (layers[i] as? PatchEmbedding)?.computesInputGradient = false
-        }
+        if let i = firstTrainable, let first = layers[i] as? any InputGradientOptional { first.computesInputGradient = false }
         for (j, h) in architecture.heads.enumerated() {
             heads[h.name] = Model.makeHead(h, seed: SeededRandom.derivedSeed(seed, 1_000_000 + UInt64(j)))
         }
@@ -123,10 +119,7 @@ public final class Model {
     /// Writes the model as a Locus checkpoint (float32) with its architecture; returns the fingerprint.
     @discardableResult
     public func save(_ path: String, provenance: Provenance = Provenance()) throws -> String {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys]
-        let arch = String(decoding: try enc.encode(architecture), as: UTF8.self)
-        let w = try CheckpointWriter(path: path, provenance: provenance, architecture: arch)
+        let w = try CheckpointWriter(path: path, provenance: provenance, architecture: try architecture.json())
         for p in parameters.sorted(by: { TensorName.byteOrder($0.name, $1.name) }) {
             try w.add(name: p.name, values: p.value.data, shape: p.value.shape)
         }

@@ -2,7 +2,7 @@
 /// `flatten(2).transpose(1, 2)`: [B, C, H, W] → [B, N, D], N = (H/p)·(W/p) patches in row-major
 /// order. Computed as a Linear layer over non-overlapping patches, so the weight keeps the conv's
 /// layout [D, C, p, p] (`patch_embed.proj.weight`) and scoring sees an ordinary token-shared weight.
-public final class PatchEmbedding: Layer {
+public final class PatchEmbedding: InputGradientOptional {
     public let spec: LayerSpec
     public let proj: Linear
     public let channels: Int, patch: Int, imageSize: Int, width: Int
@@ -10,7 +10,7 @@ public final class PatchEmbedding: Layer {
     public private(set) var lastOutputGradient: Tensor?
     public var sublayers: [any Layer] { [proj] }
     public var parameters: [Parameter] { proj.parameters }
-    /// False for the first layer of a model (see Linear.computesInputGradient).
+    /// False for the first layer of a model (see InputGradientOptional).
     public var computesInputGradient = true {
         didSet { proj.computesInputGradient = computesInputGradient }
     }

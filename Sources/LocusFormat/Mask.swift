@@ -35,9 +35,7 @@ public final class MaskWriter {
         let link = TensorName.linkName(for: name)
         let object = "/tensors/\(link)"
         try writer.guarded(object: object) {
-            if let problem = TensorName.problem(with: name) { throw LocusError(file: target, object: object, problem) }
-            guard names.insert(TensorName.key(name)).inserted else { throw LocusError(file: target, object: object, "duplicate tensor name") }
-            guard let count = checkedProduct(shape) else { throw LocusError(file: target, object: object, "invalid shape \(shape)") }
+            let count = try checkedNewTensor(name, shape: shape, object: object)
             guard packed.count == BitPacking.byteCount(bits: count) else {
                 throw LocusError(file: target, object: object, "\(packed.count) packed bytes for \(count) bits, expected \(BitPacking.byteCount(bits: count))")
             }
@@ -45,12 +43,8 @@ public final class MaskWriter {
                 throw LocusError(file: target, object: object, "padding bits after bit \(count) are set")
             }
             let ones = BitPacking.popcount(packed)
-            let ds = try writer.createCompressible(writer.tensors, link, type: .uint8LE, count: packed.count)
+            let ds = try createDataset(link, shape: shape, count: count)
             try packed.withUnsafeBytes { try ds.write($0, memType: .nativeUInt8) }
-            try ds.setAttribute("encoding-type", "packed-bits")
-            try ds.setAttribute("bitorder", "little")
-            try ds.setAttribute("shape", shape.map(Int64.init))
-            try ds.setAttribute("count", Int64(count))
             try ds.setAttribute("ones", Int64(ones))
             totalCount += count; totalOnes += ones; tensorCount += 1
         }
@@ -69,15 +63,8 @@ public final class MaskWriter {
         let object = "/tensors/\(link)"
         try writer.guarded(object: object) {
             guard open == nil else { throw LocusError(file: target, object: object, "previous mask '\(open!.object)' is incomplete") }
-            if let problem = TensorName.problem(with: name) { throw LocusError(file: target, object: object, problem) }
-            guard names.insert(TensorName.key(name)).inserted else { throw LocusError(file: target, object: object, "duplicate tensor name") }
-            guard let count = checkedProduct(shape) else { throw LocusError(file: target, object: object, "invalid shape \(shape)") }
-            let ds = try writer.createCompressible(writer.tensors, link, type: .uint8LE, count: BitPacking.byteCount(bits: count))
-            try ds.setAttribute("encoding-type", "packed-bits")
-            try ds.setAttribute("bitorder", "little")
-            try ds.setAttribute("shape", shape.map(Int64.init))
-            try ds.setAttribute("count", Int64(count))
-            open = (object, ds, count, 0, 0, 0)
+            let count = try checkedNewTensor(name, shape: shape, object: object)
+            open = (object, try createDataset(link, shape: shape, count: count), count, 0, 0, 0)
             carry = 0
             if count == 0 { try endTensor() }
         }
@@ -111,6 +98,24 @@ public final class MaskWriter {
             open = (o.object, o.dataset, o.count, bit, bytesDone, ones)
             if bit == o.count { try endTensor() }
         }
+    }
+
+    /// The element count of a new mask tensor, after checking its name (valid, not seen before) and shape.
+    private func checkedNewTensor(_ name: String, shape: [Int], object: String) throws -> Int {
+        if let problem = TensorName.problem(with: name) { throw LocusError(file: target, object: object, problem) }
+        guard names.insert(TensorName.key(name)).inserted else { throw LocusError(file: target, object: object, "duplicate tensor name") }
+        guard let count = checkedProduct(shape) else { throw LocusError(file: target, object: object, "invalid shape \(shape)") }
+        return count
+    }
+
+    /// The packed-bits dataset of a mask tensor with every attribute but `ones` (spec §4).
+    private func createDataset(_ link: String, shape: [Int], count: Int) throws -> Dataset {
+        let ds = try writer.createCompressible(writer.tensors, link, type: .uint8LE, count: BitPacking.byteCount(bits: count))
+        try ds.setAttribute("encoding-type", "packed-bits")
+        try ds.setAttribute("bitorder", "little")
+        try ds.setAttribute("shape", shape.map(Int64.init))
+        try ds.setAttribute("count", Int64(count))
+        return ds
     }
 
     private func endTensor() throws {

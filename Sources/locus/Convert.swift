@@ -81,12 +81,9 @@ struct Convert: ParsableCommand {
         let model = try engine(file: path) { try Model(arch, seed: 0) }
         let reader: SafeTensorsReader
         do { reader = try SafeTensorsReader(path: source) } catch { throw LocusError(file: source, "\(error)") }
-        var problems: [String] = []
-        for p in model.parameters {
-            guard let e = reader.entry(named: p.name) else { problems.append("missing \(p.name) \(p.value.shape)"); continue }
-            if e.shape != p.value.shape { problems.append("\(p.name) is \(e.shape), the architecture needs \(p.value.shape)") }
-            if ![.F64, .F32, .F16, .BF16].contains(e.dtype) { problems.append("\(p.name) is \(e.dtype.rawValue), expected a float dtype") }
-        }
+        let problems = parameterMismatches(model) { name in
+            reader.entry(named: name).map { ($0.shape, $0.dtype.rawValue, [.F64, .F32, .F16, .BF16].contains($0.dtype)) }
+        }.map { $0.message }
         guard problems.isEmpty else {
             throw LocusError(file: source, "does not fit the architecture of \(path) (\(problems.count) problem(s)): \(problems.prefix(8).joined(separator: "; "))")
         }
@@ -95,8 +92,6 @@ struct Convert: ParsableCommand {
         if !extra.isEmpty {
             FileHandle.standardError.write("locus: warning: \(source): \(extra.count) tensor(s) the architecture does not use are kept as they are: \(extra.prefix(6).joined(separator: ", "))\n")
         }
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys]
-        return String(decoding: try enc.encode(arch), as: UTF8.self)
+        return try arch.json()
     }
 }

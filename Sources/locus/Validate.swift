@@ -36,6 +36,19 @@ struct Validate: ParsableCommand {
     }
 }
 
+/// Where a file's tensors fall short of what a model description implies (§2.1): every parameter
+/// present, with its shape and a floating-point dtype. `tensor` looks a name up in the file and gives
+/// its shape, dtype name and whether that dtype is floating point. One message per problem, naming the parameter.
+func parameterMismatches(_ model: Model, tensor: (String) -> (shape: [Int], dtype: String, isFloat: Bool)?) -> [(parameter: String, message: String)] {
+    var out: [(String, String)] = []
+    for p in model.parameters {
+        guard let t = tensor(p.name) else { out.append((p.name, "missing \(p.name) \(p.value.shape), which the architecture implies")); continue }
+        if t.shape != p.value.shape { out.append((p.name, "\(p.name) has shape \(t.shape), the architecture implies \(p.value.shape)")) }
+        if !t.isFloat { out.append((p.name, "\(p.name) is \(t.dtype), model parameters must be floating point")) }
+    }
+    return out
+}
+
 /// §2.1 rules that need the engine: the description builds, and /tensors holds what it implies.
 func architectureFindings(_ path: String) -> [Finding] {
     func problem(_ object: String, _ message: String) -> Finding { Finding(severity: .error, file: path, object: object, message: message) }
@@ -46,13 +59,8 @@ func architectureFindings(_ path: String) -> [Finding] {
     }
     let model: Model
     do { model = try Model(arch, seed: 0) } catch { return [problem("/architecture", "\(error)")] }
-    var out: [Finding] = []
-    for p in model.parameters {
-        guard let t = reader.tensor(named: p.name) else { out.append(problem("/tensors", "missing \(p.name) \(p.value.shape), which /architecture implies")); continue }
-        if t.shape != p.value.shape { out.append(problem(t.objectPath, "has shape \(t.shape), /architecture implies \(p.value.shape)")) }
-        if !t.dtype.isFloatingPoint { out.append(problem(t.objectPath, "is \(t.dtype.rawValue); model parameters must be floating point")) }
-    }
-    return out
+    return parameterMismatches(model) { name in reader.tensor(named: name).map { ($0.shape, $0.dtype.rawValue, $0.dtype.isFloatingPoint) } }
+        .map { problem(reader.tensor(named: $0.parameter)?.objectPath ?? "/tensors", $0.message) }
 }
 
 import Foundation

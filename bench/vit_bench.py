@@ -32,10 +32,10 @@ def run(cmd):
     return subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True)
 
 
-def torch_step(model_h5, locus, tmp, batch, repeats):
+def torch_model(model_h5, locus, tmp):
+    """The Locus model's weights in the timm-structured torch module (float32, 2 threads), or None without torch."""
     try:
         import torch
-        import torch.nn.functional as F
     except ImportError:
         return None
     import engine_ref
@@ -44,7 +44,13 @@ def torch_step(model_h5, locus, tmp, batch, repeats):
     st = Path(tmp) / "vit.safetensors"
     run([locus, "convert", model_h5, st])
     arch = locus_h5.load(model_h5)["architecture"]
-    net = vit_ref.torch_vit(arch, engine_ref.read_safetensors(st), "heads.default").float().train()
+    return vit_ref.torch_vit(arch, engine_ref.read_safetensors(st), "heads.default").float()
+
+
+def torch_step(net, batch, repeats):
+    import torch
+    import torch.nn.functional as F
+    net.train()
     g = torch.Generator().manual_seed(1)
     x = torch.randn((batch, 3, 224, 224), generator=g)
     y = torch.arange(batch) % 1000
@@ -62,17 +68,10 @@ def torch_step(model_h5, locus, tmp, batch, repeats):
             "samples_per_s_median": batch / float(np.median(times))}
 
 
-def torch_seed_loop(model_h5, tmp, samples=8):
-    try:
-        import torch
-    except ImportError:
-        return None
-    import engine_ref
-    import vit_ref
-    torch.set_num_threads(2)
-    st = Path(tmp) / "vit.safetensors"
-    arch = locus_h5.load(model_h5)["architecture"]
-    net = vit_ref.torch_vit(arch, engine_ref.read_safetensors(st), "heads.default").float().eval()
+def torch_seed_loop(net, samples=8):
+    """The seed notebook's scoring loop: per sample, forward, ŷ ~ softmax, backward of f_ŷ, p.grad² summed."""
+    import torch
+    net.eval()
     body = [p for n, p in net.named_parameters() if not n.startswith("head.")]
     scores = [torch.zeros_like(p) for p in body]
     g = torch.Generator().manual_seed(2)
@@ -101,7 +100,8 @@ def main():
         run([a.locus, "init", "--preset", "vit", "--input", "3,224,224", "--classes", "1000", "--patch-size", "16", "--width", "192",
              "--depth", "12", "--num-heads", "3", "--seed", "0", "-o", model])
         swift = json.loads(run([a.locus_bench, "step", model, "--batch-size", a.batch, "--repeats", a.repeats]).stdout)
-        torch = torch_step(model, a.locus, tmp, a.batch, a.repeats)
+        net = torch_model(model, a.locus, tmp)
+        torch = torch_step(net, a.batch, a.repeats) if net is not None else None
         out = {"model": "ViT-Ti/16", "parameters": swift["parameters"], "batch": a.batch, "locus_step": swift, "torch_step": torch}
         print(f"ViT-Ti/16 ({swift['parameters']} parameters), batch {a.batch}, forward + backward:")
         print(f"  locus   {swift['samples_per_s_median']:7.1f} samples/s median ({swift['samples_per_s_best']:.1f} best), {swift['threads']} BLAS threads")
@@ -122,7 +122,7 @@ def main():
         score = json.loads(run([a.locus_bench, "score", model, data, "--batches", "3", "--naive-batches", "1", "--batch-size", a.batch,
                                 "--repeats", "2", "--estimator", "talos"]).stdout)
         out["score"] = score
-        seed_rate = torch_seed_loop(model, tmp)
+        seed_rate = torch_seed_loop(net) if net is not None else None
         out["torch_seed_loop_samples_per_s"] = seed_rate
         print(f"scoring (talos, batch {a.batch}): efficient {score['efficient_samples_per_s']:.1f} samples/s, "
               f"per-sample loop {score['naive_samples_per_s']:.1f} samples/s → {score['efficient_over_naive']:.2f}× (goal ≥ 20×); "

@@ -31,21 +31,25 @@ public final class SelfAttention: Layer {
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
         lastInput = mode.keepsActivations ? x : nil
         let b = x.shape[0], t = x.shape[1], d = width, dh = headWidth, h = heads
-        // Inference needs one head's T×T scores at a time; a backward pass needs all of them.
+        // Inference needs one head's T×T scores at a time (per half); a backward pass needs all of them.
         let keep = mode.keepsActivations
-        var probs = [Float](unsafeUninitializedCapacity: keep ? b * h * t * t : t * t) { _, c in c = keep ? b * h * t * t : t * t }
+        let size = keep ? b * h * t * t : 2 * t * t
+        var probs = [Float](unsafeUninitializedCapacity: size) { _, c in c = size }
         defer { probabilities = keep ? probs : [] }
         let scale = self.scale
         return Tensor(shape: [b, t, d]) { out in x.data.withUnsafeBufferPointer { qkv in probs.withUnsafeMutableBufferPointer { probs in
-            for s in 0..<b { for head in 0..<h {
-                let q = qkv.baseAddress! + s * t * 3 * d + head * dh, k = q + d, v = q + 2 * d
-                let p = probs.baseAddress! + (keep ? (s * h + head) * t * t : 0)
-                // S = scale · Q Kᵀ, then a row softmax in place.
-                BLAS.gemm(transB: true, m: t, n: t, k: dh, alpha: scale, a: q, lda: 3 * d, b: k, ldb: 3 * d, c: p, ldc: t)
-                for r in 0..<t { FastMath.softmaxRow(p + r * t, count: t) }
-                // O = P V, written straight into this head's columns of the output.
-                BLAS.gemm(m: t, n: dh, k: t, a: p, lda: t, b: v, ldb: 3 * d, c: out.baseAddress! + s * t * d + head * dh, ldc: d)
-            } }
+            BLAS.inTwoHalves(b * h) { half, pairs in
+                for pair in pairs {
+                    let s = pair / h, head = pair % h
+                    let q = qkv.baseAddress! + s * t * 3 * d + head * dh, k = q + d, v = q + 2 * d
+                    let p = probs.baseAddress! + (keep ? pair : half) * t * t
+                    // S = scale · Q Kᵀ, then a row softmax in place.
+                    BLAS.gemm(transB: true, m: t, n: t, k: dh, alpha: scale, a: q, lda: 3 * d, b: k, ldb: 3 * d, c: p, ldc: t)
+                    for r in 0..<t { FastMath.softmaxRow(p + r * t, count: t) }
+                    // O = P V, written straight into this head's columns of the output.
+                    BLAS.gemm(m: t, n: dh, k: t, a: p, lda: t, b: v, ldb: 3 * d, c: out.baseAddress! + s * t * d + head * dh, ldc: d)
+                }
+            }
         } } }
     }
 
@@ -54,16 +58,17 @@ public final class SelfAttention: Layer {
         lastOutputGradient = gy
         let b = x.shape[0], t = x.shape[1], d = width, dh = headWidth, h = heads
         let scale = self.scale
-        var dp = [Float](unsafeUninitializedCapacity: t * t) { _, c in c = t * t }
+        var dp = [Float](unsafeUninitializedCapacity: 2 * t * t) { _, c in c = 2 * t * t }   // one T×T scratch per half
         return Tensor(shape: x.shape) { gx in x.data.withUnsafeBufferPointer { qkv in gy.data.withUnsafeBufferPointer { go in
             probabilities.withUnsafeBufferPointer { probs in dp.withUnsafeMutableBufferPointer { dpb in
-                for s in 0..<b { for head in 0..<h {
+                BLAS.inTwoHalves(b * h) { half, pairs in for pair in pairs {
+                    let s = pair / h, head = pair % h
                     let off = s * t * 3 * d + head * dh
                     let q = qkv.baseAddress! + off, k = q + d, v = q + 2 * d
                     let dq = gx.baseAddress! + off, dk = dq + d, dv = dq + 2 * d
-                    let p = probs.baseAddress! + (s * h + head) * t * t
+                    let p = probs.baseAddress! + pair * t * t
                     let dO = go.baseAddress! + s * t * d + head * dh
-                    let dS = dpb.baseAddress!
+                    let dS = dpb.baseAddress! + half * t * t
                     // dV = Pᵀ dO;  dP = dO Vᵀ
                     BLAS.gemm(transA: true, m: t, n: dh, k: t, a: p, lda: t, b: dO, ldb: d, c: dv, ldc: 3 * d)
                     BLAS.gemm(transB: true, m: t, n: t, k: dh, a: dO, lda: d, b: v, ldb: 3 * d, c: dS, ldc: t)

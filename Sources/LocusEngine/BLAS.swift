@@ -1,4 +1,5 @@
 import CBLAS
+import Dispatch
 
 /// Matrix products through OpenBLAS (loaded at run time; see CBLAS/include/locus_blas.h for why).
 public enum BLAS {
@@ -20,6 +21,22 @@ public enum BLAS {
     public static var coreChosenByLocus: String { String(cString: locus_blas_core_chosen()) }
     public static var threads: Int { Int(locus_blas_threads()) }
     public static func setThreads(_ n: Int) { locus_blas_set_threads(Int32(n)) }
+
+    /// Runs `body` over [0, n) in two halves on two threads, each calling single-threaded BLAS,
+    /// when BLAS has more than one thread: for many small products (attention's per-head T×T
+    /// products), where OpenBLAS's own threading spends more on synchronising than it saves.
+    /// `body` gets the half's index (0 or 1), for per-half scratch. The split depends only on n.
+    public static func inTwoHalves(_ n: Int, _ body: (_ half: Int, _ range: Range<Int>) -> Void) {
+        let saved = threads
+        guard saved > 1, n > 1 else { body(0, 0..<n); return }
+        setThreads(1)
+        defer { setThreads(saved) }
+        struct Box: @unchecked Sendable { let body: (Int, Range<Int>) -> Void }   // halves touch disjoint data
+        withoutActuallyEscaping(body) { body in
+            let box = Box(body: body)
+            DispatchQueue.concurrentPerform(iterations: 2) { k in box.body(k, k == 0 ? 0..<(n / 2) : (n / 2)..<n) }
+        }
+    }
 
     /// Row-major C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C.
     @inline(__always)

@@ -37,6 +37,23 @@ enum FastMath {
     /// everywhere, so the tail Φ(−5) ≈ 2.9e-7 keeps its relative accuracy — unlike 1 − erf).
     @inline(__always)
     static func normalCDFAndKernel(_ x: Float) -> (cdf: Float, kernel: Float) {
+        let (t, p) = erfcFit(x)
+        let e = exp(-0.5 * x * x)
+        let half = 0.5 * t * e * exp(p)                 // ½ erfc(|x|/√2) = ½ t·exp(−z² + P(t))
+        return (x >= 0 ? 1 - half : half, e)
+    }
+
+    /// Φ(x) alone (GELU's forward): the same fit with one exp instead of two.
+    @inline(__always)
+    static func normalCDF(_ x: Float) -> Float {
+        let (t, p) = erfcFit(x)
+        let half = 0.5 * t * exp(p - 0.5 * x * x)
+        return x >= 0 ? 1 - half : half
+    }
+
+    /// t = 1/(1 + z/2) and the fit's exponent P(t), z = |x|/√2: erfc(z) = t·exp(−z² + P(t)).
+    @inline(__always)
+    static func erfcFit(_ x: Float) -> (t: Float, p: Float) {
         let z = (x < 0 ? -x : x) * 0.707_106_781_186_547_52
         let t = 1 / (1 + 0.5 * z)
         var p: Float = 0.170_872_77
@@ -49,15 +66,13 @@ enum FastMath {
         p = p * t + 0.374_091_96
         p = p * t + 1.000_023_68
         p = p * t - 1.265_512_23
-        let e = exp(-0.5 * x * x)
-        let half = 0.5 * t * e * exp(p)                 // ½ erfc(|x|/√2) = ½ t·exp(−z² + P(t))
-        return (x >= 0 ? 1 - half : half, e)
+        return (t, p)
     }
 
     /// y = x·Φ(x) over n values.
     static func gelu(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count n: Int) {
         parallelChunks(n) { range in
-            for i in range { let v = x[i]; y[i] = v * normalCDFAndKernel(v).cdf }
+            for i in range { let v = x[i]; y[i] = v * normalCDF(v) }
         }
     }
 

@@ -69,6 +69,19 @@ public final class File: HDF5Object, @unchecked Sendable {
         return Int(clamping: s)
     }
 
+    /// The operating-system descriptor libhdf5 reads the file through (its default sec2 driver),
+    /// or nil for another driver. Mapping this descriptor, rather than opening the path again,
+    /// guarantees that data and metadata come from the same file even if the path is replaced.
+    public var descriptor: Int32? {
+        HDF5Library.silence()
+        var handle: UnsafeMutableRawPointer? = nil
+        guard H5Fget_vfd_handle(id, locus_H5P_DEFAULT(), &handle) >= 0, let handle else {
+            _ = HDF5Library.takeErrorStack()
+            return nil
+        }
+        return handle.assumingMemoryBound(to: Int32.self).pointee
+    }
+
     public func flush() throws {
         HDF5Library.silence()
         try check(status: H5Fflush(id, H5F_SCOPE_GLOBAL), "flush file")

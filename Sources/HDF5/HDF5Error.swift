@@ -20,6 +20,16 @@ public struct HDF5Error: Error, CustomStringConvertible, Sendable {
     }
 }
 
+/// Process-wide settings of the HDF5 library.
+public enum HDF5Runtime {
+    /// Stops libhdf5 from closing still-open files in its own `atexit` handler. A write that failed
+    /// (a full disk) leaves a file whose close failed; the library's shutdown would close it again
+    /// and crash after the error was reported. Locus closes every file it writes explicitly, and
+    /// removes the temporary files of failed writes itself, so nothing is lost by skipping it.
+    /// Call first thing in `main`, before any other HDF5 call (later calls have no effect).
+    public static func skipShutdownAtExit() { _ = H5dont_atexit() }
+}
+
 enum HDF5Library {
     /// HDF5 prints every error stack to stderr by default; we turn that off and turn stacks into
     /// Swift errors instead. The setting is per thread in thread-safe builds, so it is re-applied
@@ -29,7 +39,16 @@ enum HDF5Library {
     static func takeErrorStack() -> String {
         var buffer = [CChar](repeating: 0, count: 1024)
         _ = locus_h5_error_stack(&buffer, buffer.count)
-        return decodeCString(buffer)
+        return condenseSystemError(decodeCString(buffer))
+    }
+
+    /// A failed read or write of the file itself (full disk, I/O error) is reported by the sec2
+    /// driver as a long record with the errno buried inside; users need only the system's reason.
+    static func condenseSystemError(_ stack: String) -> String {
+        guard let e = stack.firstRange(of: "errno = "), let m = stack[e.upperBound...].firstRange(of: "error message = '"),
+              let end = stack[m.upperBound...].firstIndex(of: "'") else { return stack }
+        let errno = stack[e.upperBound...].prefix { $0.isNumber }
+        return "\(stack[m.upperBound..<end]) (errno \(errno))"
     }
 
     static func error(_ operation: String, file: String?, object: String?) -> HDF5Error {

@@ -31,7 +31,7 @@ public enum GzipReader {
     /// The bytes of a file as stored (no decompression). Refuses directories, unreadable files and
     /// files larger than `limit`.
     public static func readFile(_ path: String, limit: Int = defaultLimit) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY)
+        let fd = open(path, O_RDONLY | O_NONBLOCK)   // a FIFO must not block the open; it is refused below
         guard fd >= 0 else { throw LocusError(file: path, "cannot open: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var st = stat()

@@ -63,6 +63,9 @@ public final class ArtifactFile {
             throw LocusError(file: path, errno == ENOENT ? "no such file" : "cannot access: \(String(cString: strerror(errno)))")
         }
         if (st.st_mode & S_IFMT) == S_IFDIR { throw LocusError(file: path, "is a directory, expected a Locus HDF5 file") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw LocusError(file: path, "is \(FileKind.describe(st.st_mode)), expected a Locus HDF5 file (a regular file)")
+        }
         guard access(path, R_OK) == 0 else { throw LocusError(file: path, "is not readable") }
         if st.st_size == 0 { throw LocusError(file: path, "is empty, expected a Locus HDF5 file") }
         guard File.isHDF5(path) else { throw LocusError(file: path, "is not an HDF5 file (no HDF5 signature found)") }
@@ -206,7 +209,7 @@ final class ArtifactWriter {
             tensors = kind == .dataset ? root : try root.createGroup("tensors")
         } catch {
             output.abandon()
-            throw LocusError.wrap(error, file: target)
+            throw LocusError.wrap(error, file: target).retargeted(from: output.temporaryPath, to: target)
         }
     }
 

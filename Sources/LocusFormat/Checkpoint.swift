@@ -178,7 +178,7 @@ public final class CheckpointReader {
     }
 
     /// A map of the file, made on first use; nil when mapping is impossible.
-    private lazy var mapped: MappedFile? = MappedFile(path: path)
+    private lazy var mapped: MappedFile? = artifact.file.descriptor.flatMap { MappedFile(descriptor: $0) }
 
     /// The tensor's bytes straight from the file map when its storage is a plain contiguous
     /// little-endian block inside the file (what Locus writes); nil otherwise.

@@ -43,7 +43,7 @@ public enum Convert {
             let w = try CheckpointWriter(path: target, provenance: prov, metadata: reader.metadata, architecture: options.architecture)
             // The source is read through a memory map (no copy) when possible, else with pread
             // into one reused buffer; either way in blocks of whole rows of at most blockBytes.
-            let map = MappedFile(path: source)
+            let map = MappedFile(descriptor: reader.descriptor)
             var buffer: [UInt8] = []
             for e in entries {
                 let dtype = LocusDType(safeTensors: e.dtype)!

@@ -246,6 +246,7 @@ public enum Inspector {
     static func number(_ x: Double?) -> String {
         guard let x else { return "-" }
         if x == 0 { return "0" }
+        if !x.isFinite { return nonFinite(x) }
         let a = abs(x)
         if a >= 1e-3 && a < 1e5 {
             let s = String(Double((x * 10000).rounded()) / 10000)
@@ -253,7 +254,10 @@ public enum Inspector {
         }
         return scientific(x)
     }
+    /// NaN and infinities print as numpy does, never through an integer conversion (which traps).
+    static func nonFinite(_ x: Double) -> String { x.isNaN ? "nan" : (x < 0 ? "-inf" : "inf") }
     static func scientific(_ x: Double) -> String {
+        if !x.isFinite { return nonFinite(x) }
         let e = Int(floor(log10(abs(x))))
         let m = x / pow(10, Double(e))
         return "\(Double((m * 100).rounded()) / 100)e\(e)"

@@ -8,11 +8,12 @@ final class MappedFile: @unchecked Sendable {
     let bytes: UnsafeRawBufferPointer
     private let base: UnsafeMutableRawPointer?
 
+    /// Maps the file open on `descriptor` (which stays the caller's). Always map the descriptor
+    /// the metadata was read through: opening the path a second time could reach another file if
+    /// the path was replaced in between, and data would not match metadata.
     /// nil if the file cannot be mapped (then callers read through HDF5 / pread instead).
-    init?(path: String) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+    init?(descriptor fd: Int32) {
         guard fd >= 0 else { return nil }
-        defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_size > 0 else { return nil }
         let size = Int(st.st_size)

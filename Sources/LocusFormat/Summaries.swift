@@ -3,7 +3,8 @@ public enum Summaries {
     /// min, 25 %, 50 %, 75 %, max with numpy's default linear interpolation; empty for no values.
     public static func quantiles(_ values: UnsafeBufferPointer<Float>) -> [Double] {
         guard !values.isEmpty else { return [] }
-        let sorted = values.map(Double.init).sorted()
+        // IEEE total order: NaNs sort to the ends instead of breaking the comparison sort.
+        let sorted = values.map(Double.init).sorted { !$1.isTotallyOrdered(belowOrEqualTo: $0) }
         return [0, 0.25, 0.5, 0.75, 1].map { q in
             let pos = q * Double(sorted.count - 1)
             let lo = Int(pos.rounded(.down)), hi = min(lo + 1, sorted.count - 1)

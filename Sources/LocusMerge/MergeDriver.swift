@@ -82,8 +82,11 @@ extension Merger {
             try mergeStreaming(writer, base, inputs: inputs, options: o, tiesThresholds: tiesThresholds, tallWriters: tallWriters,
                                dtypeFor: dtypeFor, output: output, report: &report)
         }
-        for (mw, cw) in tallWriters { try mw.finish(); try cw.finish() }
-        report.fingerprint = try writer.finish()
+        // The merged model and TALL's per-task files are published together or not at all.
+        report.fingerprint = try OutputGroup.publishTogether {
+            for (mw, cw) in tallWriters { try mw.finish(); try cw.finish() }
+            return try writer.finish()
+        }
         return report
     }
 

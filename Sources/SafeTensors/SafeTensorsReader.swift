@@ -31,13 +31,18 @@ public final class SafeTensorsReader: Sendable {
     public let fileByteCount: Int
 
     private let fileDescriptor: Int32
+    /// The open descriptor every read goes through (valid while the reader lives); map this one,
+    /// not the path, to read the same file the header came from.
+    public var descriptor: Int32 { fileDescriptor }
     private let indexByName: [[UInt8]: Int]  // keyed by UTF-8 bytes: names are compared exactly
 
     /// Opens `path` and reads and fully validates its header. No tensor data is read.
     /// - Parameter maxHeaderBytes: headers longer than this are rejected before being read, so a
     ///   corrupt length prefix cannot make the reader allocate gigabytes.
     public init(path: String, maxHeaderBytes: Int = 100_000_000) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO must not wait for a writer; `load` refuses anything but a
+        // regular file, for which the flag changes nothing.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else {
             let code = errno
             throw SafeTensorsError.file(path, "cannot open for reading: \(systemErrorText(code))", errno: code)

@@ -53,6 +53,7 @@ struct Convert: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try protectInputs()
             let inST = input.hasSuffix(".safetensors"), outST = output.hasSuffix(".safetensors")
             switch (inST, outST) {
             case (true, false):

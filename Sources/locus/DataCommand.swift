@@ -101,6 +101,7 @@ extension DataCommand {
 
         func run() throws {
             try reportingErrors {
+            try protectInputs()
                 var o = DataImport.Options()
                 o.format = format
                 o.csv.header = header
@@ -171,6 +172,7 @@ extension DataCommand {
 
         func run() throws {
             try reportingErrors {
+            try protectInputs()
                 let t = try transforms.map(InputTransform.init(parsing:))
                 let c = classes.map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
                 guard c != nil || !t.isEmpty || split != nil else {

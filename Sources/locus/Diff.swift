@@ -23,6 +23,7 @@ struct Diff: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try protectInputs()
             let sparsify: TaskArithmetic.Sparsify
             switch (density, threshold) {
             case (nil, nil): sparsify = .none
@@ -60,6 +61,7 @@ struct Apply: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try protectInputs()
             try TaskArithmetic.apply(base: base, taskVector: taskVector, alpha: alpha, output: output, force: force,
                                      warn: { FileHandle.standardError.write("locus: warning: \($0)\n") },
                                      provenance: provenance(inputs: [.init(role: "base", path: base, fingerprint: nil),

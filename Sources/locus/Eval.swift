@@ -20,6 +20,7 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try protectInputs()
             let m = try Model.load(model)
             let d = try DatasetArtifact.read(data)
             let names = head.isEmpty ? m.architecture.heads.filter { $0.out_features == d.classes.count }.map(\.name) : head

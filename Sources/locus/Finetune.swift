@@ -39,9 +39,7 @@ struct Finetune: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            if taskVector != nil, (output as NSString).standardizingPath == (base as NSString).standardizingPath {
-                throw LocusError(file: output, "is BASE itself: with --task-vector the base must stay as it is (write the fine-tuned model elsewhere)")
-            }
+            try protectInputs()
             let m = try Model.load(base)
             let baseFP = m.sourceFingerprint ?? ""
             let mr = try MaskReader(path: mask)
@@ -95,14 +93,19 @@ struct Finetune: ParsableCommand {
             if let accuracy { params2["task_accuracy"] = .number(accuracy); params2["task_split"] = .string(valName) }
             let inputs: [Provenance.Input] = [.init(role: "base", path: base, fingerprint: baseFP), .init(role: "mask", path: mask, fingerprint: maskFP),
                                               .init(role: "data", path: data, fingerprint: nil)]
-            let ftFP = try m.save(output, provenance: provenance(inputs: inputs, parameters: params2))
-            if let taskVector {
-                var attrs = ["mask-fingerprint": maskFP, "task-head": head]
-                var numbers: [String: Double] = [:]
-                if let accuracy { numbers["task-accuracy"] = accuracy; attrs["task-split"] = valName }
-                let s = try TaskArithmetic.diff(base: base, finetuned: output, output: taskVector, attributes: attrs, numbers: numbers,
-                                                provenance: provenance(inputs: inputs + [.init(role: "finetuned", path: output, fingerprint: ftFP)], parameters: params2))
-                if !training.json { print("\(taskVector): task vector, \(s.nnz) nonzero of \(s.count) entries in \(s.tensors) tensors") }
+            // The checkpoint and its task vector are published together or not at all.
+            let ftFP = try OutputGroup.publishTogether { () throws -> String in
+                let ftFP = try m.save(output, provenance: provenance(inputs: inputs, parameters: params2))
+                if let taskVector {
+                    var attrs = ["mask-fingerprint": maskFP, "task-head": head]
+                    var numbers: [String: Double] = [:]
+                    if let accuracy { numbers["task-accuracy"] = accuracy; attrs["task-split"] = valName }
+                    let written = OutputGroup.pendingPath(for: output) ?? output
+                    let s = try TaskArithmetic.diff(base: base, finetuned: written, output: taskVector, attributes: attrs, numbers: numbers,
+                                                    provenance: provenance(inputs: inputs + [.init(role: "finetuned", path: output, fingerprint: ftFP)], parameters: params2))
+                    if !training.json { print("\(taskVector): task vector, \(s.nnz) nonzero of \(s.count) entries in \(s.tensors) tensors") }
+                }
+                return ftFP
             }
             try training.report(reports, validation: valName, trailer: "\(output): \(ones) trainable entries, \(ftFP)")
         }

@@ -50,6 +50,7 @@ struct Init: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try protectInputs()
             var inputShape = input?.values, classCount = classes
             var classNames: [String]?
             if let data {

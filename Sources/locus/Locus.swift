@@ -15,6 +15,16 @@ struct Locus: ParsableCommand {
         """,
         version: LocusSpec.producer,
         subcommands: [Inspect.self, Validate.self, Convert.self, DataCommand.self, Init.self, Train.self, Eval.self, Score.self, MaskCommand.self, Finetune.self, Diff.self, Apply.self, Merge.self])
+
+    static func main() {
+        ProcessSetup.prepare()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Prints a user-facing error as one line on stderr and exits with status 1.

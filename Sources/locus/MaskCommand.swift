@@ -56,6 +56,7 @@ struct MaskCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try protectInputs()
             let d = try targetDensity()
             let m = try Model.load(model)
             let params = try scoring.parameters(m)

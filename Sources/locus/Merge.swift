@@ -123,6 +123,7 @@ struct Merge: ParsableCommand {
                 base = b; taskVectors = taskVectorArguments
                 o = try options()
             }
+            try protectInputs(base: base, taskVectors: taskVectors)
             let method = o.method
             let warn: (String) -> Void = { FileHandle.standardError.write("locus: warning: \($0)\n") }
             var table: [AlphaSearch.Row] = []

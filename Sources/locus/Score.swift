@@ -71,6 +71,7 @@ struct Score: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try protectInputs()
             let m = try Model.load(model)
             let d = try DatasetArtifact.read(data)
             let params = try scoring.parameters(m)

@@ -28,6 +28,7 @@ struct Train: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try protectInputs()
             let m = try Model.load(model)
             let d = try DatasetArtifact.read(data)
             if m.heads[head] == nil {

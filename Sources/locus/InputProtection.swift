@@ -1,0 +1,91 @@
+import LocusFormat
+
+// Each command names the files it reads and writes; `OutputSafety.check` refuses, before anything
+// is written, an output that is one of the inputs (through links or other spellings) or two
+// outputs that are one file. Rewriting in place is allowed only where the command documents it.
+
+extension Convert {
+    func protectInputs() throws {
+        try OutputSafety.check(outputs: [.init("output", output)],
+                               inputs: [.init("input", input)] + optional("base", base) + optional("architecture", architecture))
+    }
+}
+
+extension DataCommand.ImportData {
+    func protectInputs() throws {
+        try OutputSafety.check(outputs: [.init("output", output)], inputs: sources.enumerated().map { .init("source \($0.offset + 1)", $0.element) })
+    }
+}
+
+extension DataCommand.DeriveData {
+    func protectInputs() throws {
+        try OutputSafety.check(outputs: [.init("output", output)], inputs: [.init("source dataset", source)])
+    }
+}
+
+extension Init {
+    func protectInputs() throws {
+        try OutputSafety.check(outputs: [.init("output", output)], inputs: optional("architecture file", config) + optional("dataset", data))
+    }
+}
+
+extension Train {
+    /// `train MODEL DATA -o MODEL` rewrites the checkpoint in place (atomically, mode kept).
+    func protectInputs() throws {
+        try OutputSafety.check(outputs: [.init("output", output, rewritesInput: "model")], inputs: [.init("model", model), .init("dataset", data)])
+    }
+}
+
+extension Eval {
+    func protectInputs() throws {
+        try OutputSafety.check(outputs: optional("logits file", logits), inputs: [.init("model", model), .init("dataset", data)])
+    }
+}
+
+extension Score {
+    /// With --append the output is read and rewritten on purpose.
+    func protectInputs() throws {
+        try OutputSafety.check(outputs: [.init("output", output)], inputs: [.init("model", model), .init("dataset", data)])
+    }
+}
+
+extension MaskCommand {
+    func protectInputs() throws {
+        try OutputSafety.check(outputs: [.init("output", output)],
+                               inputs: [.init("model", model)] + optional("dataset", data) + optional("scores", fromScores))
+    }
+}
+
+extension Finetune {
+    /// Without --task-vector, `finetune BASE DATA -o BASE` may rewrite the base in place; with it,
+    /// the base must survive to be diffed against.
+    func protectInputs() throws {
+        try OutputSafety.check(outputs: [.init("output", output, rewritesInput: taskVector == nil ? "base" : nil)] + optional("task vector", taskVector),
+                               inputs: [.init("base", base), .init("dataset", data), .init("mask", mask)])
+    }
+}
+
+extension Diff {
+    func protectInputs() throws {
+        try OutputSafety.check(outputs: [.init("output", output)], inputs: [.init("base", base), .init("fine-tuned checkpoint", finetuned)])
+    }
+}
+
+extension Apply {
+    func protectInputs() throws {
+        try OutputSafety.check(outputs: [.init("output", output)], inputs: [.init("base", base), .init("task vector", taskVector)])
+    }
+}
+
+extension Merge {
+    func protectInputs(base: String, taskVectors: [String]) throws {
+        var inputs: [OutputSafety.Input] = [.init("base", base)] + optional("recipe", config)
+        inputs += taskVectors.enumerated().map { .init("task vector \($0.offset + 1)", $0.element) }
+        inputs += fisherScores.enumerated().map { .init("scores file \($0.offset + 1)", $0.element) }
+        inputs += eval.enumerated().map { .init("evaluation dataset \($0.offset + 1)", $0.element) }
+        try OutputSafety.check(outputs: [.init("output", output)] + optional("α table", alphaJson) + optional("plot", plot), inputs: inputs)
+    }
+}
+
+private func optional(_ role: String, _ path: String?) -> [OutputSafety.Input] { path.map { [.init(role, $0)] } ?? [] }
+private func optional(_ role: String, _ path: String?) -> [OutputSafety.Output] { path.map { [.init(role, $0)] } ?? [] }

@@ -74,10 +74,16 @@ public struct Validator {
     }
 
     /// Filters, byte order and chunking of every dataset in the file (spec §1.1).
-    mutating func checkStorageRules(_ group: Group) throws {
+    /// The layout nests groups at most three deep (`/tensors/NAME/…`); a deeper walk means a
+    /// corrupt link that points back up the tree, which would otherwise recurse forever.
+    mutating func checkStorageRules(_ group: Group, depth: Int = 0) throws {
+        guard depth <= 8 else {
+            error(group.path, "groups nest deeper than any Locus layout (a link points back up the tree: the file is corrupt)")
+            return
+        }
         for name in try group.childNames() {
             switch group.kind(of: name) {
-            case .group: try checkStorageRules(try group.openGroup(name))
+            case .group: try checkStorageRules(try group.openGroup(name), depth: depth + 1)
             case .dataset:
                 let ds = try group.openDataset(name)
                 let t = ds.type

@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBUG_BIN := .build/debug/locus
 RELEASE_BIN := .build/release/locus
 
-.PHONY: deps deps-apt deps-pip build release test test-demo test-interop demo bench fixtures clean
+.PHONY: deps deps-apt deps-pip build release test test-demo test-interop demo bench reliability fixtures clean
 
 deps: deps-apt deps-pip
 
@@ -51,6 +51,11 @@ demo: deps release
 	bash examples/format_tour.sh $(RELEASE_BIN)
 	LOCUS=$(CURDIR)/$(RELEASE_BIN) OUT=out/demo bash examples/talos_demo.sh
 	MODEL=vit LOCUS=$(CURDIR)/$(RELEASE_BIN) OUT=out/demo-vit bash examples/talos_demo.sh
+
+# The long reliability run: 10 000 damaged artifacts through every reading command (make test runs
+# a short one), each a clean error, never a crash or a hang; crashing inputs are kept in out/fuzz.
+reliability: deps release
+	$(PYTHON) interop/tests/fuzz_artifacts.py --locus $(RELEASE_BIN) --cases 10000 --seed 1 --save-crashes out/fuzz --json out/fuzz.json
 
 bench: deps release
 	bash bench/run.sh $(RELEASE_BIN)

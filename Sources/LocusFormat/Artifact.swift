@@ -43,6 +43,10 @@ public final class ArtifactFile {
         try checkReadable(path)
         return try withContext(file: path) {
             let file = try File.open(path)
+            // Before libhdf5 reads any string: it trusts the global heap, and a corrupt one makes it hang or crash.
+            do { try GlobalHeapCheck.verify(file) } catch let p as GlobalHeapCheck.Problem {
+                throw LocusError(file: path, p.description)
+            }
             let root = try file.root
             let header = try readHeader(root, path: path)
             if let kind, header.kind != kind {

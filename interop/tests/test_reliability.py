@@ -5,6 +5,7 @@ several outputs are published all or none, and stale temporaries of dead writers
 The rules are spec/FORMAT.md §7. The full-disk cases mount a small tmpfs and so need root; they
 skip with a message otherwise (CI runs as root)."""
 import os
+from pathlib import Path
 import socket
 import stat
 import subprocess
@@ -195,3 +196,32 @@ def test_reader_sees_old_or_new_file_never_a_mixture(locus, workdir):
         t.join()
     assert rewrites[0] >= 10, f"only {rewrites[0]} rewrites happened during the reads"
     assert not failures, f"{len(failures)} of {reads} reads saw a mixture:\n{failures[0]!r}"
+
+
+# ------------------------------------------------------------------ damaged files
+
+CORPUS = Path(__file__).resolve().parent / "fuzz_corpus"
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in CORPUS.glob("*.h5")))
+def test_damaged_files_found_by_the_fuzzer_fail_cleanly(locus, workdir, case, tmp_path):
+    """Each file once crashed libhdf5 (a corrupt global heap: null-pointer reads, endless loops) or
+    recursed forever (a group link pointing up the tree); now each is one clean error line."""
+    bad = CORPUS / case
+    command = case.rsplit("-", 1)[1].removesuffix(".h5")
+    args = {"apply": ["apply", workdir / "base.h5", bad, "-o", tmp_path / "o.h5"],
+            "merge": ["merge", workdir / "base.h5", bad, "-o", tmp_path / "o.h5"],
+            "train": ["train", workdir / "base.h5", bad, "--quiet", "-o", tmp_path / "o.h5"],
+            "finetune": ["finetune", workdir / "base.h5", workdir / "d.h5", "--mask", bad, "--quiet", "-o", tmp_path / "o.h5"],
+            }.get(command, [command, bad])
+    r = locus(*args, timeout=20)
+    assert r.code == 1, repr(r)
+    lines = [ln for ln in (r.out + r.err).splitlines() if ln.strip()]
+    assert lines and all(str(bad) in ln for ln in lines if "warning" not in ln), repr(r)
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_fuzzer_finds_no_crash_or_hang(locus_bin):
+    """A short fixed-seed run of interop/tests/fuzz_artifacts.py (`make reliability` runs 10 000)."""
+    import fuzz_artifacts
+    assert fuzz_artifacts.main(["--locus", str(locus_bin), "--cases", "150", "--seed", "11", "--timeout", "20"]) == 0

@@ -51,6 +51,9 @@ struct Finetune: ParsableCommand {
                 FileHandle.standardError.write("locus: warning: \(mask): \(msg)\n")
             }
             let headLayer = try engine(file: base) { try m.head(head) }
+            if trainHead, !headLayer.isTrainable {
+                throw LocusError(file: base, object: head, "is a fixed zero-shot head (text embeddings, docs/clip.md); it is not trained — leave out --train-head")
+            }
             // Mask entries ↔ parameters, all mismatches at once.
             var problems: [String] = []
             let params = Dictionary(uniqueKeysWithValues: m.parameters.map { ($0.name, $0) })

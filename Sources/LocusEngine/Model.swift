@@ -44,6 +44,12 @@ public final class Model {
         return h
     }
 
+    /// A head that must be linear (its weight and bias are wanted).
+    public func linearHead(_ name: String) throws -> Linear {
+        guard let h = try head(name) as? Linear else { throw EngineError("head '\(name)' is a zero-shot head, not a linear one") }
+        return h
+    }
+
     /// Adds a freshly initialised head for a new task.
     public func addHead(_ name: String, classes: Int, classNames: [String]? = nil, seed: UInt64) throws {
         guard heads[name] == nil else { throw EngineError("the model already has a head '\(name)'") }

@@ -196,3 +196,25 @@ def test_bad_text_embeddings_are_refused(locus, clip, tmp_path):
     np.save(tmp_path / "ints.npy", np.zeros((3, 32), np.int64))
     r = locus(*common, "--text-embeddings", tmp_path / "ints.npy")
     assert_error(r, tmp_path / "ints.npy"); assert "<i8" in r.err
+
+
+def test_validate_checks_the_clip_tensors(locus, clip, tmp_path):
+    ck = locus_h5.load(clip["model"])
+    t = dict(ck["tensors"])
+    del t["proj"]
+    bad = tmp_path / "no-proj.h5"
+    locus_h5.write_checkpoint(bad, t, architecture=ck["architecture"])
+    r = locus("validate", bad)
+    assert r.code != 0 and "proj" in r.out and "[64, 32]" in r.out, r
+    t = dict(ck["tensors"])
+    t[f"heads.{HEAD}.logit_scale"] = np.array([np.log(100.0)], np.float32)    # [1], not a scalar
+    bad = tmp_path / "scale-shape.h5"
+    locus_h5.write_checkpoint(bad, t, architecture=ck["architecture"])
+    r = locus("validate", bad)
+    assert r.code != 0 and "logit_scale" in r.out and "[1]" in r.out, r
+    arch = dict(ck["architecture"])
+    arch["heads"] = [dict(arch["heads"][0], type="cosine")]
+    bad = tmp_path / "head-type.h5"
+    locus_h5.write_checkpoint(bad, ck["tensors"], architecture=arch)
+    r = locus("validate", bad)
+    assert r.code != 0 and "cosine" in r.out, r

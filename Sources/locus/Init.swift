@@ -121,7 +121,8 @@ struct Init: ParsableCommand {
                 }
             }
             let model = try engine(file: output) { try Model(arch, seed: seed) }
-            if let zs = try engine(file: output, { try model.head(head) }) as? ZeroShotHead {
+            if textEmbeddings != nil { _ = try engine(file: output) { try model.head(head) } }   // a clear error for a missing head
+            if let zs = model.heads[head] as? ZeroShotHead {
                 zs.logitScale.value.data = [Float(Foundation.log(logitScale))]
                 if let text, let textEmbeddings {
                     guard text.columns == zs.inFeatures else {

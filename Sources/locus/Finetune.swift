@@ -21,6 +21,7 @@ struct Finetune: ParsableCommand {
         `locus train --linear-probe --add-head`. That is the TaLoS / task-arithmetic protocol: the task vector then
         describes only the shared body, so vectors of different tasks can be added, while each task keeps its
         own head. --train-head also trains the head (densely); the head is then part of the task vector.
+        A zero-shot head (CLIP's class text embeddings, docs/clip.md) is fixed: --train-head is refused.
         The fine-tuned checkpoint records the base and mask fingerprints, the hyper-parameters and the task's
         accuracy on --val-split; --task-vector also writes τ = θ_ft − θ_base (as `locus diff` would) with them.
 

@@ -180,6 +180,15 @@ def test_finetune_leaves_the_zero_shot_head_fixed(locus, clip, tmp_path):
     r = locus("finetune", base, data, "--mask", mask, "--head", HEAD, "--train-head", "--quiet", "-o", tmp_path / "no.h5")
     assert_error(r, base)
     assert "zero-shot" in r.err and not (tmp_path / "no.h5").exists()
+    r = locus("train", base, data, "--head", HEAD, "--linear-probe", "--quiet", "-o", tmp_path / "no.h5")
+    assert_error(r, base)
+    assert "zero-shot" in r.err and not (tmp_path / "no.h5").exists()
+    # Dense training trains the image encoder only.
+    assert_ok(locus("train", base, data, "--head", HEAD, "--epochs", "1", "--batch-size", "4", "--lr", "0.01", "--optimizer", "sgd",
+                    "--quiet", "-o", tmp_path / "dense.h5"))
+    d = locus_h5.load(tmp_path / "dense.h5")["tensors"]
+    for k in (f"heads.{HEAD}.text_embeddings", f"heads.{HEAD}.logit_scale"):
+        assert np.array_equal(b[k].view(np.uint32), d[k].view(np.uint32)), f"{k} changed in dense training"
 
 
 def test_bad_text_embeddings_are_refused(locus, clip, tmp_path):

@@ -227,3 +227,41 @@ def test_validate_checks_the_clip_tensors(locus, clip, tmp_path):
     locus_h5.write_checkpoint(bad, ck["tensors"], architecture=arch)
     r = locus("validate", bad)
     assert r.code != 0 and "cosine" in r.out, r
+
+
+def test_spec_only_fixture_matches_open_clip(locus, tmp_path):
+    """fixtures/h5py/clip_checkpoint.h5, written from spec/FORMAT.md alone (1.3: bias-free patch embedding, norm_pre,
+    QuickGELU, proj, a zero-shot head with a scalar logit_scale), evaluates to open_clip's zero-shot logits."""
+    from conftest import FIXTURES
+    from open_clip.model import QuickGELU
+    from open_clip.transformer import VisionTransformer
+    fx = FIXTURES / "clip_checkpoint.h5"
+    assert_valid(locus("validate", fx))
+    ck = locus_h5.load(fx)
+    t = {k: torch.from_numpy(np.asarray(v, np.float64)) for k, v in ck["tensors"].items()}
+    vis = VisionTransformer(image_size=8, patch_size=4, width=8, layers=2, heads=2, mlp_ratio=2.0, output_dim=6,
+                            act_layer=QuickGELU).double().eval()
+    back = {"class_embedding": t["cls_token"].reshape(-1), "positional_embedding": t["pos_embed"][0]}
+    inverse = [("patch_embed.proj.weight", "conv1.weight"), ("norm_pre.", "ln_pre."), ("blocks.", "transformer.resblocks."),
+               (".norm1.", ".ln_1."), (".norm2.", ".ln_2."), (".attn.qkv.weight", ".attn.in_proj_weight"),
+               (".attn.qkv.bias", ".attn.in_proj_bias"), (".attn.proj.", ".attn.out_proj."), (".mlp.fc1.", ".mlp.c_fc."),
+               (".mlp.fc2.", ".mlp.c_proj.")]
+    for k, v in t.items():
+        if k in ("cls_token", "pos_embed") or k.startswith("heads."):
+            continue
+        name = "ln_post." + k[len("norm."):] if k.startswith("norm.") else k
+        for a, b in inverse:
+            name = name.replace(a, b)
+        back[name] = v
+    vis.load_state_dict(back, strict=True)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((5, 3, 8, 8)).astype(np.float32)
+    data = tmp_path / "d.h5"
+    locus_h5.write_dataset(data, x, np.arange(5) % 3, ["circle", "square", "line"], {"test": np.arange(5)}, scale=1.0)
+    out = tmp_path / "z.npy"
+    assert_ok(locus("eval", fx, data, "--head", "shapes", "--logits", out))
+    with torch.no_grad():
+        f = vis(torch.from_numpy(x).double())
+        ref = (t["heads.shapes.logit_scale"].exp() * F.normalize(f, dim=-1) @ F.normalize(t["heads.shapes.text_embeddings"], dim=-1).T).numpy()
+    z = np.load(out)
+    assert np.abs(z - ref).max() / np.abs(ref).max() <= 1e-5

@@ -86,8 +86,7 @@ public enum Training {
         // A trained head is dense; any mask entries for it are superseded (never listed twice).
         let headIDs = Set(headLayer.parameters.map(ObjectIdentifier.init))
         // Fixed heads (zero-shot, of any task) stay fixed whatever the mask says.
-        let fixed = Set(model.architecture.heads.compactMap { h in model.heads[h.name].flatMap { $0.isTrainable ? nil : $0 } }
-            .flatMap(\.parameters).map(ObjectIdentifier.init))
+        let fixed = Set(model.heads.values.filter { !$0.isTrainable }.flatMap(\.parameters).map(ObjectIdentifier.init))
         let active = masks.filter { !$0.1.isFrozen && !fixed.contains(ObjectIdentifier($0.0)) && !(trainHead && headIDs.contains(ObjectIdentifier($0.0))) }
             + (trainHead ? headLayer.parameters.map { ($0, ParameterMask.dense) } : [])
         guard !active.isEmpty else { throw EngineError("the mask leaves nothing trainable") }

@@ -133,7 +133,9 @@ struct Init: ParsableCommand {
             } else if let textEmbeddings {
                 throw LocusError(file: textEmbeddings, "the head '\(head)' is not a zero-shot head (give --zero-shot, or a config whose head has \"type\": \"zero_shot\")")
             }
-            let fp = try model.save(output, provenance: provenance(inputs: data.map { [.init(role: "data", path: $0, fingerprint: nil)] } ?? [],
+            let inputs: [Provenance.Input] = (data.map { [.init(role: "data", path: $0, fingerprint: nil)] } ?? [])
+                + (textEmbeddings.map { [.init(role: "text-embeddings", path: $0, fingerprint: nil)] } ?? [])
+            let fp = try model.save(output, provenance: provenance(inputs: inputs,
                                                                    parameters: ["seed": .integer(Int64(seed)), "preset": .string(arch.preset ?? "config")]))
             let n = model.parameters.reduce(0) { $0 + $1.value.count }
             print("\(output): \(arch.preset ?? "custom") model, \(n) parameters, heads: \(model.headNames.joined(separator: ", ")), \(fp)")

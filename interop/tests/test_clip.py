@@ -177,6 +177,17 @@ def test_finetune_leaves_the_zero_shot_head_fixed(locus, clip, tmp_path):
     assert any(not np.array_equal(b[k], f[k]) for k in b), "fine-tuning changed nothing"
     tau = locus_h5.load(tv)["tensors"]
     assert tau and not any(k.startswith("heads.") for k in tau), "the task vector covers the image encoder only"
+    # A second task vector (another learning rate), then a merge: the merged model keeps the base's head.
+    ft2, tv2 = tmp_path / "ft2.h5", tmp_path / "tv2.h5"
+    assert_ok(locus("finetune", base, data, "--mask", mask, "--head", HEAD, "--epochs", "1", "--batch-size", "4", "--lr", "0.02",
+                    "--optimizer", "sgd", "--quiet", "-o", ft2, "--task-vector", tv2))
+    merged = tmp_path / "merged.h5"
+    assert_ok(locus("merge", base, tv, tv2, "-o", merged, "--method", "task-arithmetic", "--lambda", "0.5"))
+    assert_valid(locus("validate", merged))
+    mt = locus_h5.load(merged)["tensors"]
+    for k in (f"heads.{HEAD}.text_embeddings", f"heads.{HEAD}.logit_scale"):
+        assert np.array_equal(b[k].view(np.uint32), mt[k].view(np.uint32)), f"{k} changed in merging"
+    assert locus("eval", merged, data, "--head", HEAD, "--split", "test", "--json").json()[0]["samples"] == 3
     r = locus("finetune", base, data, "--mask", mask, "--head", HEAD, "--train-head", "--quiet", "-o", tmp_path / "no.h5")
     assert_error(r, base)
     assert "zero-shot" in r.err and not (tmp_path / "no.h5").exists()

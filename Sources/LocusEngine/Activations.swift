@@ -45,6 +45,29 @@ public final class GELU: Layer {
     }
 }
 
+/// QuickGELU, x · σ(1.702 x): the sigmoid approximation of GELU that OpenAI's CLIP was trained with
+/// (open_clip's `QuickGELU`, `quick_gelu=True`); a model trained with it must be run with it.
+/// Computed with the same vectorisable exp as GELU (see FastMath).
+public final class QuickGELU: Layer {
+    public let spec: LayerSpec
+    public private(set) var lastInput: Tensor?
+    public private(set) var lastOutputGradient: Tensor?
+    init(spec: LayerSpec) { self.spec = spec }
+    public func outputShape(for input: [Int]) throws -> [Int] { input }
+
+    public func forward(_ x: Tensor, mode: Mode) -> Tensor {
+        lastInput = mode.keepsActivations ? x : nil
+        return Tensor(shape: x.shape) { y in x.data.withUnsafeBufferPointer { s in
+            FastMath.quickGelu(s.baseAddress!, y.baseAddress!, count: s.count) } }
+    }
+    public func backward(_ gy: Tensor) -> Tensor {
+        lastOutputGradient = gy
+        guard let x = lastInput else { preconditionFailure("QuickGELU.backward before forward") }
+        return Tensor(shape: gy.shape) { g in x.data.withUnsafeBufferPointer { s in gy.data.withUnsafeBufferPointer { d in
+            FastMath.quickGeluBackward(s.baseAddress!, d.baseAddress!, g.baseAddress!, count: s.count) } } }
+    }
+}
+
 /// [B, d1, d2, …] → [B, d1·d2·…].
 public final class Flatten: Layer {
     public let spec: LayerSpec

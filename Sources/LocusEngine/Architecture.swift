@@ -12,10 +12,20 @@ public struct Architecture: Codable, Equatable, Sendable {
         public var classes: [String]?
         /// Parameter-name prefix; absent: `heads.{name}`. timm's single classifier is `head`.
         public var prefix: String?
-        public init(name: String, in_features: Int, out_features: Int, classes: [String]? = nil, prefix: String? = nil) {
+        /// `linear` (absent: the default) or `zero_shot` (CLIP's fixed text-embedding classifier, see ZeroShotHead).
+        public var type: String?
+        public init(name: String, in_features: Int, out_features: Int, classes: [String]? = nil, prefix: String? = nil, type: String? = nil) {
             self.name = name; self.in_features = in_features; self.out_features = out_features; self.classes = classes; self.prefix = prefix
+            self.type = type
         }
         public var parameterPrefix: String { prefix ?? "heads.\(name)" }
+        public static let knownTypes = ["linear", "zero_shot"]
+        public var isZeroShot: Bool { type == "zero_shot" }
+        /// The names of the head's tensors.
+        public var parameterNames: [String] {
+            isZeroShot ? ["\(parameterPrefix).text_embeddings", "\(parameterPrefix).logit_scale"]
+                       : ["\(parameterPrefix).weight", "\(parameterPrefix).bias"]
+        }
     }
 
     public var format = "locus-sequential"
@@ -68,24 +78,46 @@ public struct Architecture: Codable, Equatable, Sendable {
                             heads: [Head(name: head, in_features: width, out_features: classes, classes: classNames)])
     }
 
+    /// The parts in which open_clip's / OpenAI CLIP's image tower differs from timm's ViT; the
+    /// default is timm's. CLIP: `activation` "quick_gelu" (OpenAI's weights), `patchBias` false,
+    /// `normPre` true (`ln_pre`), `eps` 1e-5, `projection` E (`proj` [D, E]), `zeroShot` true.
+    public struct ViTVariant: Sendable {
+        public var activation: String? = nil
+        public var patchBias = true
+        public var normPre = false
+        public var eps = 1e-6
+        public var projection: Int? = nil
+        public var zeroShot = false
+        public init() {}
+    }
+
     /// A vision transformer in timm's VisionTransformer layout (class token, learned positions,
     /// pre-LayerNorm blocks, final norm, class-token pooling). Parameter names are timm's
     /// (`patch_embed.proj.weight`, `cls_token`, `pos_embed`, `blocks.N.*`, `norm.*`); heads are
-    /// `heads.NAME.*` unless `headPrefix` is given (timm's `head`).
+    /// `heads.NAME.*` unless `headPrefix` is given (timm's `head`). `variant` adds CLIP's pieces:
+    /// `norm_pre` after the positions, `proj` after the pooling, a zero-shot head (docs/clip.md).
     public static func vit(imageSize: Int, patch: Int, channels: Int, width: Int, depth: Int, heads numHeads: Int, mlpRatio: Double = 4,
-                           classes: Int, head: String = "default", classNames: [String]? = nil, headPrefix: String? = nil) throws -> Architecture {
+                           classes: Int, head: String = "default", classNames: [String]? = nil, headPrefix: String? = nil,
+                           variant: ViTVariant = ViTVariant()) throws -> Architecture {
         guard imageSize >= 1, patch >= 1, imageSize % patch == 0 else {
             throw EngineError("vit: image size \(imageSize) must be a positive multiple of the patch size \(patch)")
         }
         guard depth >= 1 else { throw EngineError("vit: depth must be ≥ 1") }
         let patches = (imageSize / patch) * (imageSize / patch)
-        var norm = LayerSpec.layerNorm(width, eps: 1e-6); norm.name = "norm"
-        let layers: [LayerSpec] = [.patchEmbed(imageSize: imageSize, patch: patch, channels: channels, width: width),
+        if let e = variant.projection { guard e >= 1 else { throw EngineError("vit: the projection width must be ≥ 1, got \(e)") } }
+        guard variant.eps > 0, variant.eps.isFinite else { throw EngineError("vit: LayerNorm eps must be > 0, got \(variant.eps)") }
+        var norm = LayerSpec.layerNorm(width, eps: variant.eps); norm.name = "norm"
+        var normPre = LayerSpec.layerNorm(width, eps: variant.eps); normPre.name = "norm_pre"
+        let layers: [LayerSpec] = [.patchEmbed(imageSize: imageSize, patch: patch, channels: channels, width: width, bias: variant.patchBias),
                                    .classTokenPosition(patches: patches, width: width)]
-            + (0..<depth).map { LayerSpec.transformerBlock($0, width: width, heads: numHeads, mlpRatio: mlpRatio) }
+            + (variant.normPre ? [normPre] : [])
+            + (0..<depth).map { LayerSpec.transformerBlock($0, width: width, heads: numHeads, mlpRatio: mlpRatio, eps: variant.eps,
+                                                           activation: variant.activation) }
             + [norm, .classTokenPool]
+            + (variant.projection.map { [LayerSpec.projection(width, $0)] } ?? [])
         return Architecture(input: [channels, imageSize, imageSize], preset: "vit", layers: layers,
-                            heads: [Head(name: head, in_features: width, out_features: classes, classes: classNames, prefix: headPrefix)])
+                            heads: [Head(name: head, in_features: variant.projection ?? width, out_features: classes, classes: classNames,
+                                         prefix: headPrefix, type: variant.zeroShot ? "zero_shot" : nil)])
     }
 
     /// The description as stored in /architecture (keys sorted, so equal descriptions are equal text).
@@ -136,12 +168,15 @@ public struct Architecture: Codable, Equatable, Sendable {
                 throw EngineError("architecture: head '\(h.name)' takes \(h.in_features) features but the body gives \(features)")
             }
             guard h.out_features >= 1 else { throw EngineError("architecture: head '\(h.name)' has no classes") }
+            if let t = h.type, !Head.knownTypes.contains(t) {
+                throw EngineError("architecture: head '\(h.name)' has unknown type '\(t)' (known: \(Head.knownTypes.joined(separator: ", ")))")
+            }
             if let c = h.classes, c.count != h.out_features {
                 throw EngineError("architecture: head '\(h.name)' names \(c.count) classes for \(h.out_features) outputs")
             }
         }
         var names = Set<String>()
-        for n in bodyNames + heads.flatMap({ ["\($0.parameterPrefix).weight", "\($0.parameterPrefix).bias"] }) {
+        for n in bodyNames + heads.flatMap(\.parameterNames) {
             if let problem = TensorName.problem(with: n) { throw EngineError("architecture: parameter name '\(n)': \(problem)") }
             guard names.insert(n).inserted else { throw EngineError("architecture: two parameters are named '\(n)' (check the layers' and heads' names)") }
         }

@@ -90,22 +90,22 @@ public final class SelfAttention: Layer {
 
 /// A pre-LayerNorm transformer block, timm's `Block`:
 ///   h = x + attn.proj(attention(attn.qkv(norm1(x))))
-///   y = h + mlp.fc2(GELU(mlp.fc1(norm2(h))))
+///   y = h + mlp.fc2(act(mlp.fc1(norm2(h))))   (act: exact GELU, or QuickGELU for OpenAI's CLIP)
 /// Parameters are named as timm's (`blocks.3.attn.qkv.weight` [3D, D], `blocks.3.mlp.fc1.weight`
 /// [hidden, D], ...). Its parts are ordinary layers, exposed as `sublayers` so that scoring finds
 /// each parameter's own input and output gradient.
 public final class TransformerBlock: Layer {
     public let spec: LayerSpec
     public let norm1: LayerNorm, qkv: Linear, attention: SelfAttention, proj: Linear
-    public let norm2: LayerNorm, fc1: Linear, gelu: GELU, fc2: Linear
+    public let norm2: LayerNorm, fc1: Linear, activation: any Layer, fc2: Linear
     public let width: Int
     public private(set) var lastInput: Tensor?
     public private(set) var lastOutputGradient: Tensor?
 
-    public var sublayers: [any Layer] { [norm1, qkv, attention, proj, norm2, fc1, gelu, fc2] }
+    public var sublayers: [any Layer] { [norm1, qkv, attention, proj, norm2, fc1, activation, fc2] }
     public var parameters: [Parameter] { sublayers.flatMap(\.parameters) }
 
-    init(spec: LayerSpec, prefix: String, width d: Int, heads: Int, hidden: Int, qkvBias: Bool, eps: Float, seed: UInt64) {
+    init(spec: LayerSpec, prefix: String, width d: Int, heads: Int, hidden: Int, qkvBias: Bool, eps: Float, quickGelu: Bool = false, seed: UInt64) {
         self.spec = spec; self.width = d
         func seedFor(_ i: UInt64) -> UInt64 { SeededRandom.derivedSeed(seed, i) }
         let init_ = Linear.Initialisation.normal(std: 0.02)   // timm's init_weights_vit_timm
@@ -119,7 +119,7 @@ public final class TransformerBlock: Layer {
         norm2 = LayerNorm(spec: .layerNorm(d), prefix: parameterName(prefix, "norm2"), features: d, eps: eps)
         fc1 = Linear(spec: .linear(d, hidden), prefix: parameterName(prefix, "mlp.fc1"), inFeatures: d, outFeatures: hidden, bias: true,
                      seed: seedFor(3), initialisation: init_)
-        gelu = GELU(spec: .gelu)
+        activation = quickGelu ? QuickGELU(spec: .quickGelu) : GELU(spec: .gelu)
         fc2 = Linear(spec: .linear(hidden, d), prefix: parameterName(prefix, "mlp.fc2"), inFeatures: hidden, outFeatures: d, bias: true,
                      seed: seedFor(4), initialisation: init_)
     }
@@ -135,14 +135,14 @@ public final class TransformerBlock: Layer {
         lastInput = mode.keepsActivations ? x : nil
         var h = proj.forward(attention.forward(qkv.forward(norm1.forward(x, mode: mode), mode: mode), mode: mode), mode: mode)
         h.add(x)
-        var y = fc2.forward(gelu.forward(fc1.forward(norm2.forward(h, mode: mode), mode: mode), mode: mode), mode: mode)
+        var y = fc2.forward(activation.forward(fc1.forward(norm2.forward(h, mode: mode), mode: mode), mode: mode), mode: mode)
         y.add(h)
         return y
     }
 
     public func backward(_ gy: Tensor) -> Tensor {
         lastOutputGradient = gy
-        var gh = norm2.backward(fc1.backward(gelu.backward(fc2.backward(gy))))
+        var gh = norm2.backward(fc1.backward(activation.backward(fc2.backward(gy))))
         gh.add(gy)
         var gx = norm1.backward(qkv.backward(attention.backward(proj.backward(gh))))
         gx.add(gh)

@@ -1,6 +1,6 @@
 import Dispatch
 
-/// Vectorisable element-wise math for the transformer's hot loops (GELU, softmax) and a two-way split of long element-wise loops across cores.
+/// Vectorisable element-wise math for the transformer's hot loops (GELU, QuickGELU, softmax) and a two-way split of long element-wise loops across cores.
 ///
 /// exp: Cody–Waite range reduction x = n·ln2 + r and cephes' degree-6 polynomial for e^r (relative
 /// error ~1e-7 on the clamped range [−87.3, 88.3], i.e. no denormal results: e^x below 2^-126 comes
@@ -83,6 +83,27 @@ enum FastMath {
                 let v = x[i]
                 let (cdf, e) = normalCDFAndKernel(v)
                 g[i] = dy[i] * (cdf + v * e * 0.398_942_280_401_432_68)
+            }
+        }
+    }
+
+    /// σ(1.702 x), QuickGELU's gate. exp's clamping keeps it finite: for x < −51.9 it is ~1e-38, not 0.
+    @inline(__always)
+    static func quickGeluGate(_ x: Float) -> Float { 1 / (1 + exp(-1.702 * x)) }
+
+    /// y = x·σ(1.702 x) over n values.
+    static func quickGelu(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count n: Int) {
+        parallelChunks(n) { range in
+            for i in range { let v = x[i]; y[i] = v * quickGeluGate(v) }
+        }
+    }
+
+    /// g = dy · (σ + 1.702·x·σ·(1 − σ)), σ = σ(1.702 x).
+    static func quickGeluBackward(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, count n: Int) {
+        parallelChunks(n) { range in
+            for i in range {
+                let v = x[i], s = quickGeluGate(v)
+                g[i] = dy[i] * (s + 1.702 * v * s * (1 - s))
             }
         }
     }

@@ -26,6 +26,8 @@ public struct LayerSpec: Codable, Equatable, Sendable {
     public var num_heads: Int?
     public var mlp_ratio: Double?
     public var qkv_bias: Bool?
+    /// The MLP activation of a `vit_block`: `gelu` (exact, the default) or `quick_gelu` (OpenAI CLIP).
+    public var act_layer: String?
 
     public init(type: String) { self.type = type }
 
@@ -42,23 +44,33 @@ public struct LayerSpec: Codable, Equatable, Sendable {
     public static func dropout(_ p: Double) -> LayerSpec { var s = LayerSpec(type: "dropout"); s.p = p; return s }
     public static let relu = LayerSpec(type: "relu")
     public static let gelu = LayerSpec(type: "gelu")
+    public static let quickGelu = LayerSpec(type: "quick_gelu")
     public static let flatten = LayerSpec(type: "flatten")
 
-    public static func patchEmbed(imageSize: Int, patch: Int, channels: Int, width: Int) -> LayerSpec {
+    /// `bias: false` is CLIP's conv1 (no `proj.bias` tensor); the default leaves `bias` out (true).
+    public static func patchEmbed(imageSize: Int, patch: Int, channels: Int, width: Int, bias: Bool = true) -> LayerSpec {
         var s = LayerSpec(type: "patch_embed"); s.name = "patch_embed"; s.img_size = imageSize; s.patch_size = patch
-        s.in_chans = channels; s.embed_dim = width; return s
+        s.in_chans = channels; s.embed_dim = width; s.bias = bias ? nil : false; return s
     }
     public static func classTokenPosition(patches: Int, width: Int) -> LayerSpec {
         var s = LayerSpec(type: "class_token_position"); s.name = ""; s.num_patches = patches; s.embed_dim = width; return s
     }
-    public static func transformerBlock(_ i: Int, width: Int, heads: Int, mlpRatio: Double = 4, qkvBias: Bool = true, eps: Double = 1e-6) -> LayerSpec {
+    /// `activation` nil: exact GELU (the key is then left out, as before it existed).
+    public static func transformerBlock(_ i: Int, width: Int, heads: Int, mlpRatio: Double = 4, qkvBias: Bool = true, eps: Double = 1e-6,
+                                        activation: String? = nil) -> LayerSpec {
         var s = LayerSpec(type: "vit_block"); s.name = "blocks.\(i)"; s.embed_dim = width; s.num_heads = heads
-        s.mlp_ratio = mlpRatio; s.qkv_bias = qkvBias; s.eps = eps; return s
+        s.mlp_ratio = mlpRatio; s.qkv_bias = qkvBias; s.eps = eps; s.act_layer = activation; return s
+    }
+    /// open_clip's output projection `x @ proj` ([D] → [E], no bias), parameter `{name}proj` [D, E].
+    public static func projection(_ i: Int, _ o: Int, name: String = "") -> LayerSpec {
+        var s = LayerSpec(type: "projection"); s.name = name; s.in_features = i; s.out_features = o; return s
     }
     public static let classTokenPool = LayerSpec(type: "class_token_pool")
 
-    public static let knownTypes = ["linear", "conv2d", "relu", "gelu", "maxpool2d", "avgpool2d", "flatten", "layernorm", "dropout",
-                                    "patch_embed", "class_token_position", "vit_block", "class_token_pool"]
+    public static let knownTypes = ["linear", "conv2d", "relu", "gelu", "quick_gelu", "maxpool2d", "avgpool2d", "flatten", "layernorm", "dropout",
+                                    "patch_embed", "class_token_position", "vit_block", "class_token_pool", "projection"]
+    /// Values of `act_layer`.
+    public static let knownActivations = ["gelu", "quick_gelu"]
 
     func require(_ v: Int?, _ field: String, min: Int = 1) throws -> Int {
         guard let v else { throw EngineError("layer '\(type)' needs '\(field)'") }
@@ -80,6 +92,7 @@ public struct LayerSpec: Codable, Equatable, Sendable {
                           bias: bias ?? true, seed: seed)
         case "relu": return ReLU(spec: self)
         case "gelu": return GELU(spec: self)
+        case "quick_gelu": return QuickGELU(spec: self)
         case "flatten": return Flatten(spec: self)
         case "maxpool2d", "avgpool2d":
             let k = try require(kernel_size, "kernel_size")
@@ -94,7 +107,7 @@ public struct LayerSpec: Codable, Equatable, Sendable {
             let size = try require(img_size, "img_size"), patch = try require(patch_size, "patch_size")
             guard size % patch == 0 else { throw EngineError("patch_embed: img_size \(size) is not a multiple of patch_size \(patch)") }
             return PatchEmbedding(spec: self, prefix: prefix, channels: try require(in_chans, "in_chans"), patch: patch, imageSize: size,
-                                  width: try require(embed_dim, "embed_dim"), seed: seed)
+                                  width: try require(embed_dim, "embed_dim"), bias: bias ?? true, seed: seed)
         case "class_token_position":
             return ClassTokenPosition(spec: self, prefix: prefix, patches: try require(num_patches, "num_patches"),
                                       width: try require(embed_dim, "embed_dim"), seed: seed)
@@ -103,8 +116,15 @@ public struct LayerSpec: Codable, Equatable, Sendable {
             guard d % h == 0 else { throw EngineError("vit_block: embed_dim \(d) is not a multiple of num_heads \(h)") }
             let ratio = mlp_ratio ?? 4
             guard ratio > 0, ratio.isFinite, Int(Double(d) * ratio) >= 1 else { throw EngineError("vit_block: mlp_ratio \(ratio) must be > 0") }
+            let activation = act_layer ?? "gelu"
+            guard LayerSpec.knownActivations.contains(activation) else {
+                throw EngineError("vit_block: act_layer '\(activation)' is unknown (known: \(LayerSpec.knownActivations.joined(separator: ", ")))")
+            }
             return TransformerBlock(spec: self, prefix: prefix, width: d, heads: h, hidden: Int(Double(d) * ratio), qkvBias: qkv_bias ?? true,
-                                    eps: Float(eps ?? 1e-6), seed: seed)
+                                    eps: Float(eps ?? 1e-6), quickGelu: activation == "quick_gelu", seed: seed)
+        case "projection":
+            return Projection(spec: self, prefix: prefix, inFeatures: try require(in_features, "in_features"),
+                              outFeatures: try require(out_features, "out_features"), seed: seed)
         case "class_token_pool":
             return ClassTokenPool(spec: self)
         default:

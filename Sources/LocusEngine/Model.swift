@@ -1,13 +1,13 @@
 import Foundation
 import LocusFormat
 
-/// A sequential body shared by every task and one linear head per task. Parameter names follow
+/// A sequential body shared by every task and one head per task (linear, or a fixed zero-shot head). Parameter names follow
 /// PyTorch: a module holding `layers = nn.Sequential(...)` and `heads = nn.ModuleDict(...)` has
 /// exactly these state-dict keys (`layers.1.weight`, `heads.digits.weight`).
 public final class Model {
     public private(set) var architecture: Architecture
     public let body: [any Layer]
-    public private(set) var heads: [String: Linear] = [:]
+    public private(set) var heads: [String: any ClassifierHead] = [:]
     /// Fingerprint of the checkpoint this model was loaded from (nil for a new model).
     public private(set) var sourceFingerprint: String?
 
@@ -29,17 +29,24 @@ public final class Model {
     /// Index of the first body layer with parameters: backpropagation stops there.
     let firstTrainable: Int?
 
-    static func makeHead(_ h: Architecture.Head, seed: UInt64) -> Linear {
-        Linear(spec: .linear(h.in_features, h.out_features), prefix: h.parameterPrefix, inFeatures: h.in_features,
-               outFeatures: h.out_features, bias: true, seed: seed)
+    static func makeHead(_ h: Architecture.Head, seed: UInt64) -> any ClassifierHead {
+        if h.isZeroShot { return ZeroShotHead(prefix: h.parameterPrefix, features: h.in_features, classes: h.out_features, seed: seed) }
+        return Linear(spec: .linear(h.in_features, h.out_features), prefix: h.parameterPrefix, inFeatures: h.in_features,
+                      outFeatures: h.out_features, bias: true, seed: seed)
     }
 
     public var headNames: [String] { architecture.heads.map(\.name) }
 
-    public func head(_ name: String) throws -> Linear {
+    public func head(_ name: String) throws -> any ClassifierHead {
         guard let h = heads[name] else {
             throw EngineError("the model has no head '\(name)' (heads: \(headNames.isEmpty ? "none" : headNames.joined(separator: ", ")))")
         }
+        return h
+    }
+
+    /// A head that must be linear (its weight and bias are wanted).
+    public func linearHead(_ name: String) throws -> Linear {
+        guard let h = try head(name) as? Linear else { throw EngineError("head '\(name)' is a zero-shot head, not a linear one") }
         return h
     }
 

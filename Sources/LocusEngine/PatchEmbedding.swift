@@ -18,11 +18,12 @@ public final class PatchEmbedding: InputGradientOptional {
     var grid: Int { imageSize / patch }
     var patchSize: Int { channels * patch * patch }
 
-    init(spec: LayerSpec, prefix: String, channels: Int, patch: Int, imageSize: Int, width: Int, seed: UInt64) {
+    /// `bias` false: CLIP's conv1, which has no bias (and no tensor for one).
+    init(spec: LayerSpec, prefix: String, channels: Int, patch: Int, imageSize: Int, width: Int, bias: Bool = true, seed: UInt64) {
         self.spec = spec; self.channels = channels; self.patch = patch; self.imageSize = imageSize; self.width = width
         // PyTorch's Conv2d default initialisation (fan_in = C·p·p), which Linear's default equals.
         proj = Linear(spec: .linear(channels * patch * patch, width), prefix: parameterName(prefix, "proj"),
-                      inFeatures: channels * patch * patch, outFeatures: width, bias: true, seed: seed)
+                      inFeatures: channels * patch * patch, outFeatures: width, bias: bias, seed: seed)
         proj.weight.value = proj.weight.value.reshaped([width, channels, patch, patch])
         proj.weight.grad = proj.weight.grad.reshaped([width, channels, patch, patch])
     }

@@ -31,6 +31,7 @@ public enum ScoreEstimator: String, Sendable, CaseIterable, Codable {
 ///   Conv2d   G_n = δ_n · cols_nᵀ, Σ_n G_n²        one GEMM per sample (positions share the weight)
 ///   LayerNorm Σ_n (Σ_t δ_nt ⊙ x̂_nt)²,  bias Σ_n (Σ_t δ_nt)²
 ///   cls_token Σ_n δ_n0², pos_embed Σ_n δ_n²  (δ of the layer's output, per token)
+///   proj (CLIP's x W, W [in, out])  (x²)ᵀ(δ²)    one GEMM
 /// `accumulateNaive` does the same with one backward pass per sample; it exists for tests.
 public final class Scorer {
     public let model: Model
@@ -64,9 +65,10 @@ public final class Scorer {
     }
 
     /// Every body parameter of Linear, Conv2d and LayerNorm layers (also inside transformer blocks
-    /// and the patch embedding) and the class token and position embedding; never a head.
+    /// and the patch embedding), the class token and position embedding, and CLIP's `proj`; never a head.
     public static func defaultParameters(_ model: Model) -> [Parameter] {
-        model.body.flatMap(\.allLayers).filter { $0 is Linear || $0 is Conv2d || $0 is LayerNorm || $0 is ClassTokenPosition }.flatMap(\.parameters)
+        model.body.flatMap(\.allLayers).filter { $0 is Linear || $0 is Conv2d || $0 is LayerNorm || $0 is ClassTokenPosition || $0 is Projection }
+            .flatMap(\.parameters)
     }
 
     /// Starts from existing sums (for `--append`).
@@ -193,6 +195,13 @@ public final class Scorer {
             } else {
                 for n in 0..<b { for j in 0..<l.outFeatures { let v = delta.data[n * l.outFeatures + j]; local[j] += v * v } }
             }
+        case let l as Projection:
+            // y = x W with W [in, out]: G_n = x_n δ_nᵀ, so Σ_n G_n² = (x²)ᵀ (δ²): [in, B] · [B, out].
+            let d2 = delta.data.map { $0 * $0 }, x2 = x.data.map { $0 * $0 }
+            d2.withUnsafeBufferPointer { dp in x2.withUnsafeBufferPointer { xp in local.withUnsafeMutableBufferPointer { out in
+                BLAS.gemm(transA: true, m: l.inFeatures, n: l.outFeatures, k: b, a: xp.baseAddress!, lda: l.inFeatures,
+                          b: dp.baseAddress!, ldb: l.outFeatures, c: out.baseAddress!, ldc: l.outFeatures)
+            } } }
         case let l as Conv2d:
             let o = l.outChannels, patch = l.inChannels * l.kernel * l.kernel
             let positions = delta.count / (b * o), total = b * positions

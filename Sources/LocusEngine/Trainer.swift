@@ -60,7 +60,11 @@ public enum Training {
                            progress: ((Progress) -> Void)? = nil) throws -> [EpochReport] {
         try check(config)
         let headLayer = try model.head(head)
-        let params = (config.trainBody ? model.bodyParameters : []) + headLayer.parameters
+        // A fixed head (zero-shot) is never trained; then only the body is.
+        let params = (config.trainBody ? model.bodyParameters : []) + (headLayer.isTrainable ? headLayer.parameters : [])
+        guard !params.isEmpty else {
+            throw EngineError("head '\(head)' is a fixed zero-shot head and the body is frozen: nothing to train (train the body, or add a linear head)")
+        }
         let optimizer: any Optimizer = config.optimizer == .sgd
             ? SGD(momentum: config.momentum, dampening: config.dampening, weightDecay: config.weightDecay, nesterov: config.nesterov)
             : AdamW(weightDecay: config.weightDecay)
@@ -76,9 +80,14 @@ public enum Training {
                                  progress: ((Progress) -> Void)? = nil) throws -> [EpochReport] {
         try check(config)
         let headLayer = try model.head(head)
+        if trainHead, !headLayer.isTrainable {
+            throw EngineError("head '\(head)' is a fixed zero-shot head (text embeddings); it is not trained — leave out --train-head")
+        }
         // A trained head is dense; any mask entries for it are superseded (never listed twice).
         let headIDs = Set(headLayer.parameters.map(ObjectIdentifier.init))
-        let active = masks.filter { !$0.1.isFrozen && !(trainHead && headIDs.contains(ObjectIdentifier($0.0))) }
+        // Fixed heads (zero-shot, of any task) stay fixed whatever the mask says.
+        let fixed = Set(model.heads.values.filter { !$0.isTrainable }.flatMap(\.parameters).map(ObjectIdentifier.init))
+        let active = masks.filter { !$0.1.isFrozen && !fixed.contains(ObjectIdentifier($0.0)) && !(trainHead && headIDs.contains(ObjectIdentifier($0.0))) }
             + (trainHead ? headLayer.parameters.map { ($0, ParameterMask.dense) } : [])
         guard !active.isEmpty else { throw EngineError("the mask leaves nothing trainable") }
         let sgd = SparseSGDM(momentum: config.momentum, dampening: config.dampening, weightDecay: config.weightDecay, nesterov: config.nesterov)

@@ -11,7 +11,7 @@ public enum ArtifactKind: String, Sendable, CaseIterable, Codable {
 /// Constants of the layout version this code reads and writes.
 public enum LocusSpec {
     public static let encodingType = "locus"
-    public static let encodingVersion = "1.2"
+    public static let encodingVersion = "1.3"
     public static let major = 1
     public static let producer = "locus 0.1.0"
     /// Dense tensors start at multiples of this many bytes (mmap-friendly).

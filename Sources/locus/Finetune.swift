@@ -21,6 +21,7 @@ struct Finetune: ParsableCommand {
         `locus train --linear-probe --add-head`. That is the TaLoS / task-arithmetic protocol: the task vector then
         describes only the shared body, so vectors of different tasks can be added, while each task keeps its
         own head. --train-head also trains the head (densely); the head is then part of the task vector.
+        A zero-shot head (CLIP's class text embeddings, docs/clip.md) is fixed: --train-head is refused.
         The fine-tuned checkpoint records the base and mask fingerprints, the hyper-parameters and the task's
         accuracy on --val-split; --task-vector also writes τ = θ_ft − θ_base (as `locus diff` would) with them.
 
@@ -49,6 +50,9 @@ struct Finetune: ParsableCommand {
                 FileHandle.standardError.write("locus: warning: \(mask): \(msg)\n")
             }
             let headLayer = try engine(file: base) { try m.head(head) }
+            if trainHead, !headLayer.isTrainable {
+                throw LocusError(file: base, object: head, "is a fixed zero-shot head (text embeddings, docs/clip.md); it is not trained — leave out --train-head")
+            }
             // Mask entries ↔ parameters, all mismatches at once.
             var problems: [String] = []
             let params = Dictionary(uniqueKeysWithValues: m.parameters.map { ($0.name, $0) })

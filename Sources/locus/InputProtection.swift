@@ -25,7 +25,7 @@ extension DataCommand.DeriveData {
 
 extension Init {
     func protectInputs() throws {
-        try OutputSafety.check(outputs: [.init("output", output)], inputs: optional("architecture file", config) + optional("dataset", data))
+        try OutputSafety.check(outputs: [.init("output", output)], inputs: optional("architecture file", config) + optional("dataset", data) + optional("text embeddings", textEmbeddings))
     }
 }
 

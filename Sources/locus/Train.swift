@@ -10,6 +10,7 @@ struct Train: ParsableCommand {
         Trains the body and the head --head on --split, evaluating on --val-split after every epoch.
         --linear-probe freezes the body and trains only the head (how task heads are fitted before sparse
         fine-tuning). --add-head creates the head first, sized for the dataset's classes.
+        A zero-shot head (docs/clip.md) is fixed: with it only the body trains (--linear-probe is refused).
         Optimizers follow PyTorch: sgd (momentum, Nesterov, coupled weight decay) and adamw (decoupled weight
         decay). The learning rate warms up linearly over --warmup × all steps, then follows --schedule.
         Shuffling is seeded (--seed), so runs repeat; --deterministic also pins OpenBLAS to one thread, which makes
@@ -36,6 +37,9 @@ struct Train: ParsableCommand {
                     throw LocusError(file: model, "has no head '\(head)' (heads: \(m.headNames.joined(separator: ", "))); pass --add-head to create it")
                 }
                 try engine(file: model) { try m.addHead(head, classes: d.classes.count, classNames: d.classes, seed: training.seed) }
+            }
+            if linearProbe, let h = m.heads[head], !h.isTrainable {
+                throw LocusError(file: model, object: head, "is a fixed zero-shot head (docs/clip.md): --linear-probe would train nothing")
             }
             let classes = try m.head(head).outFeatures
             let input = m.architecture.input

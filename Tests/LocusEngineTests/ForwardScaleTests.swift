@@ -91,7 +91,7 @@ final class ForwardScaleTests: EngineTestCase {
         let model = try Model(arch, seed: 1)
         var rnd = TestRandom(9)
         let x = rnd.tensor([2, 4])
-        let head = try model.head("default")
+        let head = try model.linearHead("default")
         let w0 = head.weight.value
         head.weight.forwardScale = [Float](repeating: 0, count: w0.count)
         model.zeroGrad()

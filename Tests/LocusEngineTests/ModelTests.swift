@@ -80,7 +80,7 @@ final class ModelTests: EngineTestCase {
     func testAddHead() throws {
         let model = try Model(.mlp(input: [5], hidden: [4], classes: 3), seed: 0)
         try model.addHead("task-2", classes: 6, seed: 1)
-        let h = try model.head("task-2")
+        let h = try model.linearHead("task-2")
         XCTAssertEqual(h.weight.name, "heads.task-2.weight")
         XCTAssertEqual(h.weight.value.shape, [6, 4])
         XCTAssertEqual(h.bias?.value.shape, [6])

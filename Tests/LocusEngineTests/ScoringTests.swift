@@ -53,8 +53,16 @@ final class ScoringTests: EngineTestCase {
         try! .vit(imageSize: 8, patch: 4, channels: 2, width: 8, depth: 2, heads: 2, mlpRatio: 2, classes: 3)
     }
 
+    /// CLIP's image tower: bias-free patch embedding, norm_pre, QuickGELU blocks (eps 1e-5), proj [8, 6] and a
+    /// zero-shot head (normalised features against normalised text embeddings).
+    static func clip() -> Architecture {
+        var v = Architecture.ViTVariant()
+        v.activation = "quick_gelu"; v.patchBias = false; v.normPre = true; v.eps = 1e-5; v.projection = 6; v.zeroShot = true
+        return try! .vit(imageSize: 8, patch: 4, channels: 2, width: 8, depth: 2, heads: 2, mlpRatio: 2, classes: 3, variant: v)
+    }
+
     static var models: [(String, () -> Architecture)] {
-        [("mlp", mlp), ("cnn", cnn), ("layernorm", layerNormModel), ("everything", everything), ("vit", vit)]
+        [("mlp", mlp), ("cnn", cnn), ("layernorm", layerNormModel), ("everything", everything), ("vit", vit), ("clip", clip)]
     }
 
     /// The model with non-trivial LayerNorm γ, β and a sharpened head (probabilities far from uniform, so
@@ -67,7 +75,9 @@ final class ScoringTests: EngineTestCase {
             ln.bias.value = rnd.tensor(ln.bias.value.shape, -0.5, 0.5)
         }
         for h in model.headNames {
-            let hd = try model.head(h)
+            // A zero-shot head gets scale 2: at CLIP's 100 (or even 10) the sampled class is nearly always the argmax.
+            if let zs = try model.head(h) as? ZeroShotHead { zs.logitScale.value.data = [Float(Foundation.log(2.0))]; continue }
+            guard let hd = try model.head(h) as? Linear else { continue }
             hd.weight.value.data = hd.weight.value.data.map { $0 * 4 }
         }
         return model
@@ -176,6 +186,16 @@ final class ScoringTests: EngineTestCase {
     func testEfficientEqualsNaiveViT() throws {
         try efficientVsNaive("vit", Self.vit(), scaled: false, sizes: [1, 4])
         try efficientVsNaive("vit", Self.vit(), scaled: true, sizes: [1, 4])
+    }
+
+    /// CLIP: proj is scored like a Linear weight transposed; the zero-shot head is not scored, but the output
+    /// gradients pass through its two normalisations.
+    func testEfficientEqualsNaiveCLIP() throws {
+        let model = try makeModel(Self.clip())
+        XCTAssertEqual(Scorer.defaultParameters(model).map(\.name).filter { !$0.hasPrefix("blocks.") },
+                       ["patch_embed.proj.weight", "cls_token", "pos_embed", "norm_pre.weight", "norm_pre.bias", "norm.weight", "norm.bias", "proj"])
+        try efficientVsNaive("clip", Self.clip(), scaled: false, sizes: [1, 4])
+        try efficientVsNaive("clip", Self.clip(), scaled: true, sizes: [1, 4])
     }
 
     /// forwardScale s is "the forward uses value ⊙ s, gradients are w.r.t. the value": the scores of a model
@@ -460,7 +480,7 @@ final class ScoringTests: EngineTestCase {
         expectEngineError(["draws"]) { _ = try Scorer(model: model, head: "default", estimator: .talos, draws: 0) }
         expectEngineError(["no parameters"]) { _ = try Scorer(model: model, head: "default", estimator: .talos, parameters: []) }
         // A head tensor has no per-sample data in the body: refused, not silently wrong.
-        let head = try model.head("default")
+        let head = try model.linearHead("default")
         let s = try Scorer(model: model, head: "default", estimator: .talosExact, parameters: [head.weight])
         let (x, y) = batches(Self.mlp(), seed: 1)[0]
         expectEngineError([head.weight.name]) { try s.accumulate(x, labels: y) }

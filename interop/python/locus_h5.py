@@ -21,7 +21,7 @@ import numpy as np
 __all__ = ["LocusError", "load", "fingerprint", "escape", "unescape", "bf16_bits", "bits_to_float32",
            "choose_encoding", "write_checkpoint", "write_scores", "write_mask", "write_task_vector", "write_dataset"]
 
-VERSION = "1.2"
+VERSION = "1.3"
 PRODUCER = "locus_h5.py 1.0"
 KINDS = ("checkpoint", "scores", "mask", "task-vector", "dataset")
 LIBVER = ("earliest", "v110")

@@ -20,7 +20,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "fixtures" / "h5py"
-FIXTURE_FILES = ["checkpoint.h5", "scores.h5", "mask.h5", "task_vector.h5", "dataset.h5", "vit_checkpoint.h5"]
+FIXTURE_FILES = ["checkpoint.h5", "scores.h5", "mask.h5", "task_vector.h5", "dataset.h5", "vit_checkpoint.h5",
+                 "clip_checkpoint.h5"]
 SPEC = REPO / "spec" / "FORMAT.md"
 LOCUS_BIN = Path(os.environ.get("LOCUS_BIN") or REPO / ".build" / "debug" / "locus")
 

@@ -42,7 +42,7 @@ def test_inspect_json_common(locus, name):
     j = locus("inspect", FIXTURES / name, "--json").json()
     want = locus_h5.load(FIXTURES / name)["attrs"]
     assert j["kind"] == want["kind"]
-    assert j["encoding_version"] == ("1.2" if name == "vit_checkpoint.h5" else "1.0")
+    assert j["encoding_version"] == {"vit_checkpoint.h5": "1.2", "clip_checkpoint.h5": "1.3"}.get(name, "1.0")
     assert j["producer"] == want["producer"] and j["created"] == want["created"]
     assert str(FIXTURES / name) in j["path"] or j["path"].endswith(name)
     if name == "scores.h5":
@@ -214,6 +214,8 @@ def locus_h5_files(tmp_path_factory):
                            mean=f.mean(0), std=f.std(0) + 0.1)
     vit = locus_h5.load(FIXTURES / "vit_checkpoint.h5")           # a ViT description (§2.1, 1.2) with its tensors
     locus_h5.write_checkpoint(d / "vit_checkpoint.h5", vit["tensors"], architecture=vit["architecture"])
+    clip = locus_h5.load(FIXTURES / "clip_checkpoint.h5")         # a CLIP tower with a zero-shot head (§2.1, 1.3)
+    locus_h5.write_checkpoint(d / "clip_checkpoint.h5", clip["tensors"], architecture=clip["architecture"])
     return d
 
 
@@ -230,7 +232,7 @@ def test_locus_h5_files_inspect(locus, locus_h5_files, name):
     if name == "checkpoint.h5":
         assert j["fingerprint"] == locus_h5.fingerprint(p) == spec_fingerprint(p)
         assert j["provenance"]["parameters"] == {"lr": 0.1}
-    elif name == "vit_checkpoint.h5":
+    elif name in ("vit_checkpoint.h5", "clip_checkpoint.h5"):
         assert j["fingerprint"] == locus_h5.fingerprint(p) == spec_fingerprint(p)
     elif name != "dataset.h5":
         assert j["base_fingerprint"] == locus_h5.fingerprint(locus_h5_files / "checkpoint.h5")

@@ -25,7 +25,7 @@ import numpy as np
 
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
-__all__ = ["LocusError", "load", "fingerprint", "fingerprint_arrays", "escape", "unescape", "bf16_bits", "bits_to_float32",
+__all__ = ["LocusError", "load", "fingerprint", "fingerprint_arrays", "mask_fingerprint", "escape", "unescape", "bf16_bits", "bits_to_float32",
            "choose_encoding", "write_checkpoint", "write_scores", "write_mask", "write_task_vector",
            "write_task_vector_entries", "write_dataset", "VERSION", "__version__"]
 
@@ -127,6 +127,19 @@ def fingerprint(path_or_file: Union[PathLike, h5py.File, h5py.Group]) -> str:
         dtype = _s(ds.attrs["dtype"])
         h.update(f"{name}\n{dtype}\n{','.join(str(d) for d in ds.shape)}\n".encode("utf-8"))
         h.update(_tensor_digest(np.asarray(_read_raw(ds), dtype=_NUMPY[dtype]).tobytes()))  # bool: 0/1 bytes; bfloat16: bits
+    return "sha256:" + h.hexdigest()
+
+
+def mask_fingerprint(path_or_file: Union[PathLike, h5py.File]) -> str:
+    """Mask fingerprint (§4): §1.5 over the packed-bits datasets taken as uint8 tensors [ceil(count/8)]."""
+    if not isinstance(path_or_file, (h5py.File, h5py.Group)):
+        with h5py.File(path_or_file, "r") as f:
+            return mask_fingerprint(f)
+    items = sorted(((unescape(k), ds) for k, ds in path_or_file["tensors"].items()), key=lambda it: it[0].encode("utf-8"))
+    h = hashlib.sha256(b"locus-fingerprint-v1\n")
+    for name, ds in items:
+        h.update(f"{name}\nuint8\n{ds.shape[0]}\n".encode("utf-8"))
+        h.update(_tensor_digest(np.asarray(ds[()], dtype="u1").tobytes()))
     return "sha256:" + h.hexdigest()
 
 

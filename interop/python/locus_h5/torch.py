@@ -647,7 +647,7 @@ class _MaskedOptimizer(torch.optim.Optimizer):
                 elif ones == m.numel():
                     self._selection[p] = None
                 else:
-                    self._selection[p] = torch.flatnonzero(m.reshape(-1).to(p.device))
+                    self._selection[p] = torch.nonzero(m.reshape(-1).to(p.device)).reshape(-1)
             else:
                 self._selection[p] = None if absent == "trainable" else _FROZEN
         if problems:

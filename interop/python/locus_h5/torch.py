@@ -342,7 +342,7 @@ def _to_numpy(t: torch.Tensor, name: str) -> Tuple[np.ndarray, str]:
 
 
 def _from_numpy(a: np.ndarray, dtype: str, device: Any = "cpu") -> torch.Tensor:
-    a = np.ascontiguousarray(a)
+    a = np.array(a, copy=True, order="C")          # (ascontiguousarray would turn a scalar into shape [1])
     if dtype == "bfloat16":
         t = torch.from_numpy(a.astype("<u2").view(np.int16)).view(torch.bfloat16)
     elif dtype == "bool":
@@ -771,7 +771,7 @@ class MaskedAdamW(_MaskedOptimizer):
                 t = st["step"]
                 # Locus's arithmetic, in float32: bias corrections from float64 powers, then rounded.
                 lr32 = _f32(group["lr"])
-                bc1, bc2 = _f32(1 - float(b1) ** t), _f32(1 - float(b2) ** t)
+                bc1, bc2 = _f32(1 - float(_f32(b1)) ** t), _f32(1 - float(_f32(b2)) ** t)   # pow(Double(Float β), t)
                 step_size = lr32 / bc1
                 inv_root_bc2 = _f32(1) / np.sqrt(bc2)
                 decay = lr32 * _f32(group["weight_decay"])

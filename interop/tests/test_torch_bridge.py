@@ -108,9 +108,11 @@ def test_scores_match_locus_score(locus, env, tmp_path, name):
     print(f"{name}: worst relative difference to locus score per estimator: " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
 
 
-def test_per_sample_gradients_match_one_backward_per_sample(env):
-    """The vmap path equals the plain loop: one autograd backward per sample and class."""
-    model, data = env["lenet"]
+@pytest.mark.parametrize("name", ["mlp", "lenet", "vit"])
+def test_per_sample_gradients_match_one_backward_per_sample(env, name):
+    """Both paths (Linear layers on [B, in] by (δ²)ᵀ(x²), everything else by vmap over vjp) equal the plain
+    loop: one autograd backward per sample and class."""
+    model, data = env[name]
     m, x, y = _scorer(model, data)
     x, y = x[:6], y[:6]
     sc = lt.TaLoSScorer(m, estimator="fisher-exact", batch_size=6).run(x, y)

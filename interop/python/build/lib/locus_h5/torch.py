@@ -836,9 +836,12 @@ class TaLoSScorer:
     sharding over ranks are per batch). max_memory: bytes for the per-sample gradients of one chunk.
     forward_scale: {name: tensor} multiplying parameters in the forward pass (TaLoS calibration).
 
-    Per batch: one forward pass gives p = softmax(f(x)) and the output gradients of every pass; then,
-    chunk by chunk, ``vmap`` over samples of the ``vjp`` of the sample's logits applied to its output
-    gradients gives every pass's per-sample gradient of every scored tensor, which is squared and summed.
+    Per batch: one forward pass gives p = softmax(f(x)) and the output gradients of every pass. Linear
+    layers on [B, in] inputs (no weight shared between positions) then need no per-sample gradients:
+    one backward per pass gives their output gradients δ and Σ_n (δ_n x_nᵀ)² = (δ²)ᵀ(x²). Every other
+    scored tensor (convolutions, token-wise layers of a transformer, LayerNorm, embeddings) gets its
+    per-sample gradients chunk by chunk from ``vmap`` over samples of the ``vjp`` of the sample's logits
+    applied to its output gradients, squared and summed.
     Sums are float64; ``save`` stores float32 with reduction 'sum'.
     """
 
@@ -911,29 +914,77 @@ class TaLoSScorer:
         def effective(th: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
             return {n: (v * scales[n] if n in scales else v) for n, v in th.items()}
 
-        with torch.no_grad():
-            logits = self._call(fixed, effective(scored), buffers, x)
+        # One batched forward pass, recording every scored nn.Linear's input x and output: for a Linear on
+        # [B, in] (no weight sharing between positions) Σ_n (δ_n x_nᵀ)² = (δ²)ᵀ(x²) and Σ_n δ_n² need only
+        # the batch's output gradients δ, one backward per pass, no per-sample gradients.
+        linears = self._linear_candidates(model, scored)
+        captured: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
+        handles = [mod.register_forward_hook(lambda m_, i_, o_, key=key: captured.__setitem__(key, (i_[0].detach(), o_)))
+                   for key, (mod, _, _) in linears.items()]
+        try:
+            with torch.enable_grad():
+                live = {n: v.detach().requires_grad_(True) for n, v in scored.items()}
+                logits = self._call(fixed, effective(live), buffers, x)
+        finally:
+            for h in handles:
+                h.remove()
         G = output_gradients(self.estimator, logits.detach().float().cpu().numpy(), labels.detach().cpu().numpy(),
                              self.draws, self.seed, offset)
         Gt = torch.from_numpy(np.ascontiguousarray(G)).to(device=x.device, dtype=logits.dtype)   # [K, B, C]
         k = Gt.shape[0]
+        fast = [key for key in linears if key in captured and captured[key][0].dim() == 2 and captured[key][1].requires_grad]
+        fast_params = {n for key in fast for n in linears[key][1:] if n is not None}
+        if fast:
+            outs = [captured[key][1] for key in fast]
+            local: Dict[str, torch.Tensor] = {}
+            squares = {key: captured[key][0] * captured[key][0] for key in fast}
+            for j in range(k):
+                deltas = torch.autograd.grad(logits, outs, grad_outputs=Gt[j], retain_graph=j + 1 < k)
+                for key, d in zip(fast, deltas):
+                    _, wn, bn = linears[key]
+                    d2 = d * d
+                    for n, v in ((wn, lambda: d2.transpose(0, 1) @ squares[key]), (bn, lambda: d2.sum(0))):
+                        if n is not None:
+                            local[n] = v() if n not in local else local[n].add_(v())
+            for n, v in local.items():
+                # the gradient of the underlying weight carries the forward scale once: squared, s²
+                self.sums[n].add_(v * (scales[n] * scales[n]) if n in scales else v)
+        del logits, captured
 
-        def per_sample(th: Dict[str, torch.Tensor], xn: torch.Tensor, gn: torch.Tensor) -> Dict[str, torch.Tensor]:
-            def f(t: Dict[str, torch.Tensor]) -> torch.Tensor:
-                return self._call(fixed, effective(t), buffers, xn.unsqueeze(0))[0]
-            _, pullback = vjp(f, th)
-            (grads,) = vmap(pullback)(gn)                 # name -> [K, *shape]
-            return {n: (gr * gr).sum(0) for n, gr in grads.items()}
+        general = [n for n in self.parameters if n not in fast_params]
+        if general:
+            th0 = {n: scored[n] for n in general}
+            fixed2 = {**fixed, **effective({n: scored[n] for n in fast_params})}
 
-        batched = vmap(per_sample, in_dims=(None, 0, 1))
-        elem = max(1, torch.finfo(logits.dtype).bits // 8)
-        chunk = max(1, min(b, self.max_memory // max(1, 3 * k * self._per_sample * elem)))
-        for s in range(0, b, chunk):
-            sq = batched(scored, x[s:s + chunk], Gt[:, s:s + chunk])
-            for n in self.parameters:
-                self.sums[n] += sq[n].sum(0, dtype=torch.float64)
+            def per_sample(th: Dict[str, torch.Tensor], xn: torch.Tensor, gn: torch.Tensor) -> Dict[str, torch.Tensor]:
+                def f(t: Dict[str, torch.Tensor]) -> torch.Tensor:
+                    return self._call(fixed2, effective(t), buffers, xn.unsqueeze(0))[0]
+                _, pullback = vjp(f, th)
+                (grads,) = vmap(pullback)(gn)                 # name -> [K, *shape]
+                return {n: (gr * gr).sum(0) for n, gr in grads.items()}
+
+            batched = vmap(per_sample, in_dims=(None, 0, 1))
+            elem = max(1, torch.finfo(Gt.dtype).bits // 8)
+            per = int(sum(scored[n].numel() for n in general))
+            chunk = max(1, min(b, self.max_memory // max(1, 3 * k * per * elem)))
+            for s in range(0, b, chunk):
+                sq = batched(th0, x[s:s + chunk], Gt[:, s:s + chunk])
+                for n in general:
+                    self.sums[n].add_(sq[n].sum(0))
         self.samples += b
         self._stream = offset + self.draws * b if self.estimator in SAMPLED else self._stream
+
+    @staticmethod
+    def _linear_candidates(model: nn.Module, scored: Mapping[str, torch.Tensor]) -> Dict[str, Tuple[nn.Module, Optional[str], Optional[str]]]:
+        out: Dict[str, Tuple[nn.Module, Optional[str], Optional[str]]] = {}
+        for mname, mod in model.named_modules():
+            if isinstance(mod, nn.Linear):
+                pre = mname + "." if mname else ""
+                wn = pre + "weight" if pre + "weight" in scored else None
+                bn = pre + "bias" if mod.bias is not None and pre + "bias" in scored else None
+                if wn or bn:
+                    out[mname] = (mod, wn, bn)
+        return out
 
     def _call(self, fixed: Dict[str, torch.Tensor], scored: Dict[str, torch.Tensor], buffers: Dict[str, torch.Tensor],
               x: torch.Tensor) -> torch.Tensor:

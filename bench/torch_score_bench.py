@@ -119,9 +119,10 @@ def bench(name, arch, samples, batch, rounds, max_memory, loop_samples):
     state = {k: v.clone() for k, v in m.state_dict().items()}
     times = {"scorer": [], "loop": [], "epoch": []}
     peaks = {"scorer": 0, "loop": 0, "epoch": 0}
-    # warm-up (one chunk of each path)
+    # warm-up: one batch of each path (first-touch page faults, lazy initialisation)
     scorer_run(m, x[:batch], y[:batch], batch, max_memory)
     loop_run(m, x[:2], names)
+    epoch_run(m, x[:batch], y[:batch], batch)
     for r in range(rounds):
         for method in ("scorer", "loop", "epoch"):
             m.load_state_dict(state)
@@ -168,7 +169,7 @@ def main():
     models = a.models.split(",")
     res = []
     if "mlp" in models:
-        res.append(bench("mlp 784-256-256-10", mlp_arch(), 1024, 64, a.rounds, a.max_memory, 256))
+        res.append(bench("mlp 784-256-256-10", mlp_arch(), 4096, 64, a.rounds, a.max_memory, 512))
     if "vit-ti" in models:
         res.append(bench("vit-ti/16", vit_arch(), 16, 8, a.rounds, a.max_memory, 8))
     if a.json:

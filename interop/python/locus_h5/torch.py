@@ -888,6 +888,7 @@ class TaLoSScorer:
         if per_sample not in ("auto", "vmap"):
             raise ValueError("per_sample must be 'auto' or 'vmap'")
         self.per_sample = per_sample
+        self._taps: Optional[List[Tuple[str, str, nn.Module, Optional[str], Optional[str]]]] = None
         self.model, self.estimator, self.draws, self.seed = model, estimator, int(draws), int(seed)
         self.batch_size, self.max_memory = int(batch_size), int(max_memory)
         if isinstance(model, LocusModel):
@@ -911,7 +912,11 @@ class TaLoSScorer:
         self.parameters = names
         self.forward_scale = {k: v for k, v in (forward_scale or {}).items()}
         dev = params[names[0]].device
-        self.sums = {n: torch.zeros(params[n].shape, dtype=torch.float64, device=dev) for n in names}
+        self._sums = {n: torch.zeros(params[n].shape, dtype=torch.float64, device=dev) for n in names}
+        # Per-batch sums are added in the parameters' dtype and folded into the float64 totals every
+        # _FOLD batches (a mixed-precision add of every score per batch would cost as much as the GEMMs).
+        self._pending: Dict[str, torch.Tensor] = {}
+        self._pending_batches = 0
         self.samples = 0
         self._stream = 0
         self._per_sample = int(sum(params[n].numel() for n in names))
@@ -959,18 +964,25 @@ class TaLoSScorer:
         #   LayerNorm              Σ_n (Σ_t δ_nt ⊙ x̂_nt)², bias Σ_n (Σ_t δ_nt)²
         #   pos_embed / cls_token  Σ_n δ_n² / Σ_n δ_n0² (δ of the class_token_position output)
         # Anything else (other modules, per_sample="vmap") goes through vmap over vjp below.
-        taps = []
-        if isinstance(model, LocusModel) and self.per_sample == "auto":
-            taps = [t for t in model.score_taps() if (t[3] is None or t[3] in scored) and (t[4] is None or t[4] in scored)
-                    and (t[3] is not None or t[4] is not None)
-                    and not (t[1] == "conv2d" and (t[2].groups != 1 or t[2].padding_mode != "zeros" or isinstance(t[2].padding, str)))]
+        if self._taps is None:
+            self._taps = []
+            if isinstance(model, LocusModel) and self.per_sample == "auto":
+                self._taps = [t for t in model.score_taps() if (t[3] is None or t[3] in scored) and (t[4] is None or t[4] in scored)
+                              and (t[3] is not None or t[4] is not None)
+                              and not (t[1] == "conv2d" and (t[2].groups != 1 or t[2].padding_mode != "zeros"
+                                                             or isinstance(t[2].padding, str)))]
+        taps = self._taps
         captured: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
         handles = [mod.register_forward_hook(lambda m_, i_, o_, key=key: captured.__setitem__(key, (i_[0].detach(), o_)))
                    for key, _, mod, _, _ in taps]
         try:
-            with torch.enable_grad() if taps else torch.no_grad():
-                live = {n: (v.detach().requires_grad_(True) if taps else v) for n, v in scored.items()}
-                logits = self._call(fixed, effective(live), buffers, x)
+            if taps and not scales and all(params[n].requires_grad for n in scored):
+                with torch.enable_grad():    # the module itself: the backward below asks for output gradients only
+                    logits = model(x, head=self.head)
+            else:
+                with torch.enable_grad() if taps else torch.no_grad():
+                    live = {n: (v.detach().requires_grad_(True) if taps else v) for n, v in scored.items()}
+                    logits = self._call(fixed, effective(live), buffers, x)
         finally:
             for h in handles:
                 h.remove()
@@ -996,7 +1008,7 @@ class TaLoSScorer:
                     self._tap_squares(kind, mod, captured[key][0], d, wn, bn, add)
             for n, v in local.items():
                 # the gradient of the underlying weight carries the forward scale once: squared, s²
-                self.sums[n].add_(v * (scales[n] * scales[n]) if n in scales else v)
+                self._add(n, v * (scales[n] * scales[n]) if n in scales else v)
         del logits, captured
 
         general = [n for n in self.parameters if n not in fast_params]
@@ -1018,9 +1030,33 @@ class TaLoSScorer:
             for s in range(0, b, chunk):
                 sq = batched(th0, x[s:s + chunk], Gt[:, s:s + chunk])
                 for n in general:
-                    self.sums[n].add_(sq[n].sum(0))
+                    self._add(n, sq[n].sum(0))
         self.samples += b
         self._stream = offset + self.draws * b if self.estimator in SAMPLED else self._stream
+        self._pending_batches += 1
+        if self._pending_batches >= self._FOLD:
+            self._fold()
+
+    _FOLD = 32
+
+    def _add(self, name: str, value: torch.Tensor) -> None:
+        p = self._pending.get(name)
+        if p is None:
+            self._pending[name] = value.clone() if value._base is not None or not value.is_contiguous() else value
+        else:
+            p.add_(value)
+
+    def _fold(self) -> None:
+        for n, v in self._pending.items():
+            self._sums[n].add_(v)
+        self._pending.clear()
+        self._pending_batches = 0
+
+    @property
+    def sums(self) -> Dict[str, torch.Tensor]:
+        """name -> float64 tensor: the running sums of squared per-sample gradients."""
+        self._fold()
+        return self._sums
 
     def _tap_squares(self, kind: str, mod: nn.Module, xin: torch.Tensor, d: torch.Tensor, wn: Optional[str], bn: Optional[str],
                      add: Callable[[Optional[str], Callable[[], torch.Tensor]], None]) -> None:
@@ -1106,7 +1142,7 @@ class TaLoSScorer:
             off = 0
             for p in self.parameters:
                 m = self.sums[p].numel()
-                self.sums[p] = before[p] + flat[off:off + m].reshape(self.sums[p].shape)
+                self._sums[p] = before[p] + flat[off:off + m].reshape(self._sums[p].shape)
                 off += m
             self.samples = start_samples + int(round(float(flat[-1])))
         self._stream = self.draws * min(n, nb * self.batch_size)
@@ -1120,7 +1156,7 @@ class TaLoSScorer:
         path = os.fspath(path)
         old = self._check_append(path, base)
         for n in self.parameters:
-            self.sums[n] = torch.from_numpy(old["tensors"][n].astype(np.float64)).to(self.sums[n].device)
+            self._sums[n] = torch.from_numpy(old["tensors"][n].astype(np.float64)).to(self.sums[n].device)
         self.samples = int(old["attrs"]["samples"])
         return self
 

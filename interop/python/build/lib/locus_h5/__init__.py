@@ -23,7 +23,7 @@ from urllib.parse import unquote
 import h5py
 import numpy as np
 
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = ["LocusError", "load", "fingerprint", "fingerprint_arrays", "mask_fingerprint", "escape", "unescape", "bf16_bits", "bits_to_float32",
            "choose_encoding", "write_checkpoint", "write_scores", "write_mask", "write_task_vector",

@@ -243,6 +243,9 @@ class LocusModel(nn.Module):
         self.input_shape = tuple(architecture["input"])
         self._plan: List[Tuple[str, str, Optional[nn.Module], Mapping[str, Any]]] = []
         self._order: List[str] = []
+        # An identity after each class_token_position: its output gradient is the per-sample gradient of
+        # pos_embed (and, at token 0, of cls_token). No parameters, so the state dict is unchanged.
+        self._token_taps: Dict[int, str] = {}
         for i, spec in enumerate(architecture["layers"]):
             prefix = spec.get("name")
             prefix = f"layers.{i}" if prefix is None else prefix
@@ -256,6 +259,8 @@ class LocusModel(nn.Module):
                 if prefix != "":
                     _attach(self, prefix, holder)
                 m = holder
+                self._token_taps[i] = f"token_tap_{i}"
+                self.add_module(self._token_taps[i], nn.Identity())
             elif m is not None and any(True for _ in m.parameters()):
                 if prefix == "":
                     raise ValueError(f"architecture: layer {i} ({t}) cannot have an empty name")
@@ -303,11 +308,35 @@ class LocusModel(nn.Module):
                 out += [pre + n for n, _ in m.named_parameters()]  # type: ignore[union-attr]
         return out
 
+    def score_taps(self) -> List[Tuple[str, str, nn.Module, Optional[str], Optional[str]]]:
+        """(key, kind, module, weight-like name, bias-like name) of every body module whose per-sample squared
+        gradients the scorer forms from its input and output gradient: linear, conv2d, layernorm, and
+        'tokens' (the identity after class_token_position: pos_embed, cls_token). Each is used once per
+        forward pass."""
+        out: List[Tuple[str, str, nn.Module, Optional[str], Optional[str]]] = []
+        for i, (t, prefix, m, _) in enumerate(self._plan):
+            pre = prefix + "." if prefix else ""
+            if t == "class_token_position":
+                out.append((self._token_taps[i], "tokens", getattr(self, self._token_taps[i]), pre + "pos_embed", pre + "cls_token"))
+                continue
+            if m is None:
+                continue
+            for sub, mod in m.named_modules():
+                sp = pre + (sub + "." if sub else "")
+                kind = {nn.Linear: "linear", nn.Conv2d: "conv2d", nn.LayerNorm: "layernorm"}.get(type(mod))
+                if kind is None:
+                    continue
+                w = sp + "weight" if getattr(mod, "weight", None) is not None else None
+                b = sp + "bias" if getattr(mod, "bias", None) is not None else None
+                out.append((sp.rstrip("."), kind, mod, w, b))
+        return out
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         h = x.reshape(x.shape[0], *self.input_shape)
-        for t, _, m, _ in self._plan:
+        for i, (t, _, m, _) in enumerate(self._plan):
             if t == "class_token_position":
                 h = torch.cat([m.cls_token.expand(h.shape[0], -1, -1), h], dim=1) + m.pos_embed  # type: ignore[union-attr]
+                h = getattr(self, self._token_taps[i])(h)
             elif t == "class_token_pool":
                 h = h[:, 0]
             else:
@@ -835,23 +864,31 @@ class TaLoSScorer:
     names not to score (``--exclude``). batch_size: the scoring batches (the sampling stream and the
     sharding over ranks are per batch). max_memory: bytes for the per-sample gradients of one chunk.
     forward_scale: {name: tensor} multiplying parameters in the forward pass (TaLoS calibration).
+    per_sample: 'auto' (below) or 'vmap' (every tensor through torch.func).
 
-    Per batch: one forward pass gives p = softmax(f(x)) and the output gradients of every pass. Linear
-    layers on [B, in] inputs (no weight shared between positions) then need no per-sample gradients:
-    one backward per pass gives their output gradients δ and Σ_n (δ_n x_nᵀ)² = (δ²)ᵀ(x²). Every other
-    scored tensor (convolutions, token-wise layers of a transformer, LayerNorm, embeddings) gets its
-    per-sample gradients chunk by chunk from ``vmap`` over samples of the ``vjp`` of the sample's logits
-    applied to its output gradients, squared and summed.
+    Per batch: one forward pass gives p = softmax(f(x)) and the output gradients of every pass. For a
+    LocusModel (per_sample='auto') that pass also records each Linear / Conv2d / LayerNorm's input and
+    the class-token output, one backward pass per output-gradient pass gives their output gradients δ,
+    and the per-sample squared gradients follow per module: (δ²)ᵀ(x²) for a Linear on [B, in]; the
+    per-sample product G_n = δ_nᵀ X_n (tokens) or δ_n·cols_nᵀ (conv positions), squared, where a weight
+    is shared; Σ_t δ ⊙ x̂ for LayerNorm; δ itself for pos_embed / cls_token. Any other model or tensor
+    gets its per-sample gradients chunk by chunk from ``torch.func``: ``vmap`` over samples of the
+    ``vjp`` of the sample's logits, applied (``vmap`` again) to its output gradients, squared and summed.
     Sums are float64; ``save`` stores float32 with reduction 'sum'.
     """
 
     def __init__(self, model: nn.Module, *, head: Optional[str] = None, estimator: str = "talos", draws: int = 1, seed: int = 0,
                  parameters: Optional[Sequence[str]] = None, exclude: Optional[str] = None, batch_size: int = 64,
-                 max_memory: int = 256 << 20, forward_scale: Optional[Mapping[str, torch.Tensor]] = None) -> None:
+                 max_memory: int = 256 << 20, forward_scale: Optional[Mapping[str, torch.Tensor]] = None,
+                 per_sample: str = "auto") -> None:
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
         if int(draws) < 1 or int(batch_size) < 1:
             raise ValueError("draws and batch_size must be >= 1")
+        if per_sample not in ("auto", "vmap"):
+            raise ValueError("per_sample must be 'auto' or 'vmap'")
+        self.per_sample = per_sample
+        self._taps: Optional[List[Tuple[str, str, nn.Module, Optional[str], Optional[str]]]] = None
         self.model, self.estimator, self.draws, self.seed = model, estimator, int(draws), int(seed)
         self.batch_size, self.max_memory = int(batch_size), int(max_memory)
         if isinstance(model, LocusModel):
@@ -875,7 +912,11 @@ class TaLoSScorer:
         self.parameters = names
         self.forward_scale = {k: v for k, v in (forward_scale or {}).items()}
         dev = params[names[0]].device
-        self.sums = {n: torch.zeros(params[n].shape, dtype=torch.float64, device=dev) for n in names}
+        self._sums = {n: torch.zeros(params[n].shape, dtype=torch.float64, device=dev) for n in names}
+        # Per-batch sums are added in the parameters' dtype and folded into the float64 totals every
+        # _FOLD batches (a mixed-precision add of every score per batch would cost as much as the GEMMs).
+        self._pending: Dict[str, torch.Tensor] = {}
+        self._pending_batches = 0
         self.samples = 0
         self._stream = 0
         self._per_sample = int(sum(params[n].numel() for n in names))
@@ -914,17 +955,34 @@ class TaLoSScorer:
         def effective(th: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
             return {n: (v * scales[n] if n in scales else v) for n, v in th.items()}
 
-        # One batched forward pass, recording every scored nn.Linear's input x and output: for a Linear on
-        # [B, in] (no weight sharing between positions) Σ_n (δ_n x_nᵀ)² = (δ²)ᵀ(x²) and Σ_n δ_n² need only
-        # the batch's output gradients δ, one backward per pass, no per-sample gradients.
-        linears = self._linear_candidates(model, scored)
+        # One batched forward pass records the input x and output of every tapped module of a LocusModel;
+        # one backward pass per output-gradient pass then gives their output gradients δ, and the per-sample
+        # squared gradients follow per module without differentiating per sample:
+        #   Linear on [B, in]      Σ_n (δ_n x_nᵀ)² = (δ²)ᵀ(x²)
+        #   Linear on [B, T, in]   G_n = δ_nᵀ X_n (the T tokens share the weight), Σ_n G_n²
+        #   Conv2d                 G_n = δ_n · cols_nᵀ (positions share the weight), Σ_n G_n²
+        #   LayerNorm              Σ_n (Σ_t δ_nt ⊙ x̂_nt)², bias Σ_n (Σ_t δ_nt)²
+        #   pos_embed / cls_token  Σ_n δ_n² / Σ_n δ_n0² (δ of the class_token_position output)
+        # Anything else (other modules, per_sample="vmap") goes through vmap over vjp below.
+        if self._taps is None:
+            self._taps = []
+            if isinstance(model, LocusModel) and self.per_sample == "auto":
+                self._taps = [t for t in model.score_taps() if (t[3] is None or t[3] in scored) and (t[4] is None or t[4] in scored)
+                              and (t[3] is not None or t[4] is not None)
+                              and not (t[1] == "conv2d" and (t[2].groups != 1 or t[2].padding_mode != "zeros"
+                                                             or isinstance(t[2].padding, str)))]
+        taps = self._taps
         captured: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
         handles = [mod.register_forward_hook(lambda m_, i_, o_, key=key: captured.__setitem__(key, (i_[0].detach(), o_)))
-                   for key, (mod, _, _) in linears.items()]
+                   for key, _, mod, _, _ in taps]
         try:
-            with torch.enable_grad():
-                live = {n: v.detach().requires_grad_(True) for n, v in scored.items()}
-                logits = self._call(fixed, effective(live), buffers, x)
+            if taps and not scales and all(params[n].requires_grad for n in scored):
+                with torch.enable_grad():    # the module itself: the backward below asks for output gradients only
+                    logits = model(x, head=self.head)
+            else:
+                with torch.enable_grad() if taps else torch.no_grad():
+                    live = {n: (v.detach().requires_grad_(True) if taps else v) for n, v in scored.items()}
+                    logits = self._call(fixed, effective(live), buffers, x)
         finally:
             for h in handles:
                 h.remove()
@@ -932,23 +990,25 @@ class TaLoSScorer:
                              self.draws, self.seed, offset)
         Gt = torch.from_numpy(np.ascontiguousarray(G)).to(device=x.device, dtype=logits.dtype)   # [K, B, C]
         k = Gt.shape[0]
-        fast = [key for key in linears if key in captured and captured[key][0].dim() == 2 and captured[key][1].requires_grad]
-        fast_params = {n for key in fast for n in linears[key][1:] if n is not None}
-        if fast:
-            outs = [captured[key][1] for key in fast]
+        taps = [t for t in taps if t[0] in captured and captured[t[0]][1].requires_grad]
+        fast_params = {n for t in taps for n in t[3:] if n is not None}
+        if taps:
+            outs = [captured[t[0]][1] for t in taps]
             local: Dict[str, torch.Tensor] = {}
-            squares = {key: captured[key][0] * captured[key][0] for key in fast}
+
+            def add(name: Optional[str], value: Callable[[], torch.Tensor]) -> None:
+                if name is not None:
+                    local[name] = value() if name not in local else local[name].add_(value())
+
             for j in range(k):
-                deltas = torch.autograd.grad(logits, outs, grad_outputs=Gt[j], retain_graph=j + 1 < k)
-                for key, d in zip(fast, deltas):
-                    _, wn, bn = linears[key]
-                    d2 = d * d
-                    for n, v in ((wn, lambda: d2.transpose(0, 1) @ squares[key]), (bn, lambda: d2.sum(0))):
-                        if n is not None:
-                            local[n] = v() if n not in local else local[n].add_(v())
+                deltas = torch.autograd.grad(logits, outs, grad_outputs=Gt[j], retain_graph=j + 1 < k, allow_unused=True)
+                for (key, kind, mod, wn, bn), d in zip(taps, deltas):
+                    if d is None:
+                        d = torch.zeros_like(captured[key][1])
+                    self._tap_squares(kind, mod, captured[key][0], d, wn, bn, add)
             for n, v in local.items():
                 # the gradient of the underlying weight carries the forward scale once: squared, s²
-                self.sums[n].add_(v * (scales[n] * scales[n]) if n in scales else v)
+                self._add(n, v * (scales[n] * scales[n]) if n in scales else v)
         del logits, captured
 
         general = [n for n in self.parameters if n not in fast_params]
@@ -970,21 +1030,79 @@ class TaLoSScorer:
             for s in range(0, b, chunk):
                 sq = batched(th0, x[s:s + chunk], Gt[:, s:s + chunk])
                 for n in general:
-                    self.sums[n].add_(sq[n].sum(0))
+                    self._add(n, sq[n].sum(0))
         self.samples += b
         self._stream = offset + self.draws * b if self.estimator in SAMPLED else self._stream
+        self._pending_batches += 1
+        if self._pending_batches >= self._FOLD:
+            self._fold()
 
-    @staticmethod
-    def _linear_candidates(model: nn.Module, scored: Mapping[str, torch.Tensor]) -> Dict[str, Tuple[nn.Module, Optional[str], Optional[str]]]:
-        out: Dict[str, Tuple[nn.Module, Optional[str], Optional[str]]] = {}
-        for mname, mod in model.named_modules():
-            if isinstance(mod, nn.Linear):
-                pre = mname + "." if mname else ""
-                wn = pre + "weight" if pre + "weight" in scored else None
-                bn = pre + "bias" if mod.bias is not None and pre + "bias" in scored else None
-                if wn or bn:
-                    out[mname] = (mod, wn, bn)
-        return out
+    _FOLD = 32
+
+    def _add(self, name: str, value: torch.Tensor) -> None:
+        p = self._pending.get(name)
+        if p is None:
+            self._pending[name] = value.clone() if value._base is not None or not value.is_contiguous() else value
+        else:
+            p.add_(value)
+
+    def _fold(self) -> None:
+        for n, v in self._pending.items():
+            self._sums[n].add_(v)
+        self._pending.clear()
+        self._pending_batches = 0
+
+    @property
+    def sums(self) -> Dict[str, torch.Tensor]:
+        """name -> float64 tensor: the running sums of squared per-sample gradients."""
+        self._fold()
+        return self._sums
+
+    def _tap_squares(self, kind: str, mod: nn.Module, xin: torch.Tensor, d: torch.Tensor, wn: Optional[str], bn: Optional[str],
+                     add: Callable[[Optional[str], Callable[[], torch.Tensor]], None]) -> None:
+        """Adds Σ_n (per-sample gradient)² of one tapped module, for one output-gradient pass."""
+        b = d.shape[0]
+        elem = max(1, torch.finfo(d.dtype).bits // 8)
+        if kind == "linear" and xin.dim() == 2:
+            d2 = d * d
+            add(wn, lambda: d2.transpose(0, 1) @ (xin * xin))
+            add(bn, lambda: d2.sum(0))
+            return
+        if kind == "tokens":
+            add(wn, lambda: (d * d).sum(0, keepdim=True))
+            add(bn, lambda: (d[:, :1] * d[:, :1]).sum(0, keepdim=True))
+            return
+        if kind == "layernorm":
+            ns = tuple(mod.normalized_shape)
+            xh = F.layer_norm(xin, ns, eps=mod.eps)
+            gw = (d * xh).reshape(b, -1, *ns).sum(1)
+            gb = d.reshape(b, -1, *ns).sum(1)
+            add(wn, lambda: (gw * gw).sum(0))
+            add(bn, lambda: (gb * gb).sum(0))
+            return
+        if kind == "linear":                      # tokens share the weight: [B, T, in]
+            xt = xin.reshape(b, -1, xin.shape[-1])
+            dt = d.reshape(b, -1, d.shape[-1])
+            add(bn, lambda: (dt.sum(1) ** 2).sum(0))
+            if wn is not None:
+                chunk = max(1, self.max_memory // max(1, 2 * dt.shape[-1] * xt.shape[-1] * elem))
+                for s in range(0, b, chunk):
+                    g = torch.bmm(dt[s:s + chunk].transpose(1, 2), xt[s:s + chunk])
+                    add(wn, lambda g=g: (g * g).sum(0))
+            return
+        if kind == "conv2d":
+            dt = d.reshape(b, d.shape[1], -1)                           # [B, O, L]
+            add(bn, lambda: (dt.sum(2) ** 2).sum(0))
+            if wn is not None:
+                w = mod.weight
+                per = w.shape[1] * w.shape[2] * w.shape[3]
+                chunk = max(1, self.max_memory // max(1, 2 * (w.shape[0] * per + per * dt.shape[2]) * elem))
+                for s in range(0, b, chunk):
+                    cols = F.unfold(xin[s:s + chunk], w.shape[2:], dilation=mod.dilation, padding=mod.padding, stride=mod.stride)
+                    g = torch.bmm(dt[s:s + chunk], cols.transpose(1, 2))  # [b, O, C·k·k]
+                    add(wn, lambda g=g: (g * g).sum(0).reshape(w.shape))
+            return
+        raise AssertionError(kind)
 
     def _call(self, fixed: Dict[str, torch.Tensor], scored: Dict[str, torch.Tensor], buffers: Dict[str, torch.Tensor],
               x: torch.Tensor) -> torch.Tensor:
@@ -1024,7 +1142,7 @@ class TaLoSScorer:
             off = 0
             for p in self.parameters:
                 m = self.sums[p].numel()
-                self.sums[p] = before[p] + flat[off:off + m].reshape(self.sums[p].shape)
+                self._sums[p] = before[p] + flat[off:off + m].reshape(self._sums[p].shape)
                 off += m
             self.samples = start_samples + int(round(float(flat[-1])))
         self._stream = self.draws * min(n, nb * self.batch_size)
@@ -1038,7 +1156,7 @@ class TaLoSScorer:
         path = os.fspath(path)
         old = self._check_append(path, base)
         for n in self.parameters:
-            self.sums[n] = torch.from_numpy(old["tensors"][n].astype(np.float64)).to(self.sums[n].device)
+            self._sums[n] = torch.from_numpy(old["tensors"][n].astype(np.float64)).to(self.sums[n].device)
         self.samples = int(old["attrs"]["samples"])
         return self
 

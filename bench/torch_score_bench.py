@@ -6,15 +6,17 @@ Models (random weights, built from Locus architectures by locus_h5.torch.build_m
   vit-ti  ViT-Ti/16: 3×224×224, patch 16, width 192, depth 12, 3 heads, MLP 768, 10-class head
 
 Per model and round, on the same seeded random inputs, estimator talos (1 draw):
-  scorer  TaLoSScorer.run: one batched forward; Linear layers on [B, in] inputs by (δ²)ᵀ(x²) from one
-          backward (the MLP); every other tensor by vmap over samples of the vjp of the logits (per-sample
-          gradients, squared and summed, in chunks bounded by --max-memory; the ViT)
+  scorer  TaLoSScorer.run (per_sample="auto"): one batched forward recording each layer's input, one
+          backward for the output gradients δ, then per layer (δ²)ᵀ(x²) (MLP Linear) or the per-sample
+          products δ_nᵀX_n (token-shared ViT weights, in chunks bounded by --max-memory), LayerNorm and
+          pos_embed / cls_token terms
   loop    the plain way: per sample a forward pass, ŷ ~ softmax, one backward of f_ŷ, p.grad² accumulated
   epoch   one training epoch over the same samples: forward, cross-entropy, backward, SGD step per batch
 Rounds are interleaved (scorer, loop, epoch, scorer, ...); medians over --rounds (≥ 5) rounds.
 Goals: scorer ≥ 20× the loop; scorer time ≤ 2× one epoch.
 Peak memory: the largest rise of the process's resident set size (sampled every 2 ms from /proc)
-above its level before the call, per method (max over rounds).
+above its level before the call, per method (max over rounds); memory the allocator kept from an
+earlier call and reuses does not show as a rise.
 
 Usage: bench/torch_score_bench.py [--rounds 5] [--threads 2] [--models mlp,vit-ti] [--json OUT]
 """

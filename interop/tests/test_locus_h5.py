@@ -1,4 +1,4 @@
-"""Pure-Python tests of interop/python/locus_h5.py and of the FORMAT.md snippets (no Swift binary needed)."""
+"""Pure-Python tests of interop/python/locus_h5 and of the FORMAT.md snippets (no Swift binary needed)."""
 import hashlib
 import importlib.util
 import os

@@ -1,12 +1,17 @@
-"""locus_h5 — read and write Locus 1.0 artifacts (spec/FORMAT.md) with h5py + numpy only.
+"""locus_h5 — read and write Locus artifacts (spec/FORMAT.md, version 1.3) with h5py + numpy only.
 
-Copy this file next to a training script::
+Install with ``pip install ./interop/python`` (or put interop/python on sys.path)::
 
     import locus_h5
     ck = locus_h5.load("base.h5")                 # {"kind", "attrs", "tensors", "dtypes", ...}
     masks = locus_h5.load("mask.h5")["tensors"]   # name -> bool array of the tensor's shape
     locus_h5.write_scores("scores.h5", {"fc.weight": fisher}, base="base.h5", estimator="fisher-empirical", samples=512)
+
+The PyTorch bridge (scores, masks, sparse optimizers, task vectors computed with torch) is the
+submodule ``locus_h5.torch``; it is imported only when asked for, so this module needs no torch.
 """
+from __future__ import annotations
+
 import datetime
 import hashlib
 import json
@@ -18,11 +23,17 @@ from urllib.parse import unquote
 import h5py
 import numpy as np
 
-__all__ = ["LocusError", "load", "fingerprint", "escape", "unescape", "bf16_bits", "bits_to_float32",
-           "choose_encoding", "write_checkpoint", "write_scores", "write_mask", "write_task_vector", "write_dataset"]
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
+__all__ = ["LocusError", "load", "fingerprint", "fingerprint_arrays", "mask_fingerprint", "escape", "unescape", "bf16_bits", "bits_to_float32",
+           "choose_encoding", "write_checkpoint", "write_scores", "write_mask", "write_task_vector",
+           "write_task_vector_entries", "write_dataset", "VERSION", "__version__"]
+
+#: The file-format version written (spec/FORMAT.md); the package version is MAJOR.MINOR of it plus a patch.
 VERSION = "1.3"
-PRODUCER = "locus_h5.py 1.0"
+__version__ = "1.3.0"
+PRODUCER = f"locus_h5 {__version__}"
+PathLike = Union[str, "os.PathLike[str]"]
 KINDS = ("checkpoint", "scores", "mask", "task-vector", "dataset")
 LIBVER = ("earliest", "v110")
 FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -37,7 +48,7 @@ class LocusError(ValueError):
 
 # ---------------------------------------------------------------- names, bfloat16, bits
 
-def escape(name):
+def escape(name: str) -> str:
     """Tensor name -> HDF5 link name (§1.3)."""
     if not name:
         raise ValueError("tensor names must be non-empty")
@@ -46,7 +57,7 @@ def escape(name):
     return "%2E" if name == "." else name.replace("%", "%25").replace("/", "%2F")
 
 
-def unescape(link):
+def unescape(link: str) -> str:
     """HDF5 link name -> tensor name (§1.3)."""
     return unquote(link)
 
@@ -59,7 +70,7 @@ def _bf16_type():
     return t
 
 
-def bf16_bits(a):
+def bf16_bits(a: Any) -> np.ndarray:
     """float array -> bfloat16 bit patterns (uint16), round to nearest even; NaN stays NaN."""
     u = np.asarray(a, dtype="<f4", order="C").view("<u4")
     rounded = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype("<u2")
@@ -67,7 +78,7 @@ def bf16_bits(a):
     return np.where(nan, ((u >> np.uint32(16)) | np.uint32(0x0040)).astype("<u2"), rounded)
 
 
-def bits_to_float32(bits):
+def bits_to_float32(bits: Any) -> np.ndarray:
     """bfloat16 bit patterns -> float32 (exact)."""
     return (np.asarray(bits, dtype="<u2").astype("<u4") << np.uint32(16)).view("<f4")
 
@@ -105,7 +116,7 @@ def _tensor_digest(raw):
     return hashlib.sha256(b"".join(hashlib.sha256(raw[i:i + _LEAF]).digest() for i in range(0, len(raw), _LEAF))).digest()
 
 
-def fingerprint(path_or_file):
+def fingerprint(path_or_file: Union[PathLike, h5py.File, h5py.Group]) -> str:
     """Fingerprint (§1.5) of the /tensors of a checkpoint, given a path or an open h5py.File."""
     if not isinstance(path_or_file, (h5py.File, h5py.Group)):
         with h5py.File(path_or_file, "r") as f:
@@ -116,6 +127,32 @@ def fingerprint(path_or_file):
         dtype = _s(ds.attrs["dtype"])
         h.update(f"{name}\n{dtype}\n{','.join(str(d) for d in ds.shape)}\n".encode("utf-8"))
         h.update(_tensor_digest(np.asarray(_read_raw(ds), dtype=_NUMPY[dtype]).tobytes()))  # bool: 0/1 bytes; bfloat16: bits
+    return "sha256:" + h.hexdigest()
+
+
+def mask_fingerprint(path_or_file: Union[PathLike, h5py.File]) -> str:
+    """Mask fingerprint (§4): §1.5 over the packed-bits datasets taken as uint8 tensors [ceil(count/8)]."""
+    if not isinstance(path_or_file, (h5py.File, h5py.Group)):
+        with h5py.File(path_or_file, "r") as f:
+            return mask_fingerprint(f)
+    items = sorted(((unescape(k), ds) for k, ds in path_or_file["tensors"].items()), key=lambda it: it[0].encode("utf-8"))
+    h = hashlib.sha256(b"locus-fingerprint-v1\n")
+    for name, ds in items:
+        h.update(f"{name}\nuint8\n{ds.shape[0]}\n".encode("utf-8"))
+        h.update(_tensor_digest(np.asarray(ds[()], dtype="u1").tobytes()))
+    return "sha256:" + h.hexdigest()
+
+
+def fingerprint_arrays(tensors: Mapping[str, Any], dtypes: Optional[Mapping[str, str]] = None) -> str:
+    """Fingerprint (§1.5) of in-memory tensors: name -> numpy array (bfloat16 given as uint16 bits with
+    dtypes[name] = "bfloat16", or as float arrays that are rounded to bfloat16 first). Equal to
+    ``fingerprint`` of the checkpoint ``write_checkpoint`` would write from the same arguments."""
+    dtypes = dtypes or {}
+    h = hashlib.sha256(b"locus-fingerprint-v1\n")
+    for name in sorted(tensors, key=lambda n: n.encode("utf-8")):
+        a, dtype = _logical(tensors[name], dtypes.get(name))
+        h.update(f"{name}\n{dtype}\n{','.join(str(d) for d in a.shape)}\n".encode("utf-8"))
+        h.update(_tensor_digest(np.ascontiguousarray(a).tobytes()))
     return "sha256:" + h.hexdigest()
 
 
@@ -167,7 +204,7 @@ def _read_tv(path, obj, g, bits):
     return out.reshape(shape), dtype
 
 
-def load(path, *, bf16_as_bits=False, scaled=True):
+def load(path: PathLike, *, bf16_as_bits: bool = False, scaled: bool = True) -> Dict[str, Any]:
     """Read any Locus artifact into a dict.
 
     Always: kind, attrs (root attributes), provenance (dict or None).
@@ -315,7 +352,9 @@ def _float64(a, dtype):
 
 # ---------------------------------------------------------------- writers
 
-def write_checkpoint(path, tensors, *, dtypes=None, metadata=None, architecture=None, provenance=None):
+def write_checkpoint(path: PathLike, tensors: Mapping[str, Any], *, dtypes: Optional[Mapping[str, str]] = None,
+                     metadata: Optional[Mapping[str, str]] = None, architecture: Optional[Mapping[str, Any]] = None,
+                     provenance: Optional[Mapping[str, Any]] = None) -> None:
     """Checkpoint from name -> array. dtypes={name: "bfloat16"} stores float arrays (or uint16 bits) as bfloat16."""
     dtypes = dtypes or {}
     with _AtomicH5(path, "checkpoint", provenance) as f:
@@ -332,7 +371,8 @@ def write_checkpoint(path, tensors, *, dtypes=None, metadata=None, architecture=
         f.attrs["fingerprint"] = fingerprint(f)
 
 
-def write_scores(path, scores, *, base, estimator, samples, draws=1, reduction="sum", provenance=None):
+def write_scores(path: PathLike, scores: Mapping[str, Any], *, base: Union[str, PathLike], estimator: str, samples: int,
+                 draws: int = 1, reduction: str = "sum", provenance: Optional[Mapping[str, Any]] = None) -> None:
     """Scores (finite, ≥ 0) from name -> array; stored as float32 with quantiles/sum summaries."""
     if reduction not in ("sum", "mean") or int(draws) < 1 or int(samples) < 0:
         raise ValueError("reduction must be sum|mean, draws >= 1, samples >= 0")
@@ -357,7 +397,8 @@ def write_scores(path, scores, *, base, estimator, samples, draws=1, reduction="
         a["min"], a["max"], a["sum"] = np.float64(lo if total else 0.0), np.float64(hi if total else 0.0), np.float64(s)
 
 
-def write_mask(path, masks, *, base, absent_tensors="frozen", provenance=None):
+def write_mask(path: PathLike, masks: Mapping[str, Any], *, base: Union[str, PathLike], absent_tensors: str = "frozen",
+               provenance: Optional[Mapping[str, Any]] = None) -> None:
     """Mask from name -> bool array (1 = trainable) as packed bits."""
     if absent_tensors not in ("frozen", "trainable"):
         raise ValueError("absent_tensors must be frozen|trainable")
@@ -377,14 +418,16 @@ def write_mask(path, masks, *, base, absent_tensors="frozen", provenance=None):
         f.attrs["tensor-count"], f.attrs["count"], f.attrs["ones"] = np.int64(len(masks)), np.int64(count), np.int64(ones)
 
 
-def choose_encoding(count, nnz, value_bytes):
+def choose_encoding(count: int, nnz: int, value_bytes: int) -> str:
     """§5 cost rule: coo (i+v)·s, bitmask count/8 + v·s, dense v·count; smallest wins, ties dense > bitmask > coo."""
     i = 4 if count <= 2 ** 32 else 8
     costs = {"dense": value_bytes * count, "bitmask": count / 8 + value_bytes * nnz, "coo": (i + value_bytes) * nnz}
     return min(("dense", "bitmask", "coo"), key=lambda e: costs[e])  # min keeps the first of equals
 
 
-def write_task_vector(path, tau, *, base, scale=1.0, dtypes=None, encoding=None, provenance=None):
+def write_task_vector(path: PathLike, tau: Mapping[str, Any], *, base: Union[str, PathLike], scale: float = 1.0,
+                      dtypes: Optional[Mapping[str, str]] = None, encoding: Optional[str] = None,
+                      provenance: Optional[Mapping[str, Any]] = None) -> None:
     """Task vector from name -> dense float array τ (zeros are dropped); encoding by the §5 rule unless given."""
     dtypes = dtypes or {}
     with _AtomicH5(path, "task-vector", provenance, _base(base)) as f:
@@ -419,7 +462,68 @@ def write_task_vector(path, tau, *, base, scale=1.0, dtypes=None, encoding=None,
         f.attrs["l2-norm"] = np.float64(math.sqrt(sq))
 
 
-def write_dataset(path, inputs, labels, classes, splits, *, scale=None, mean=(0.0,), std=(1.0,), provenance=None):
+def write_task_vector_entries(path: PathLike, entries: Mapping[str, Tuple[Sequence[int], Any, Any, str]], *,
+                              base: Union[str, PathLike], scale: float = 1.0,
+                              attributes: Optional[Mapping[str, str]] = None, numbers: Optional[Mapping[str, float]] = None,
+                              provenance: Optional[Mapping[str, Any]] = None) -> None:
+    """Task vector from explicitly stored entries, the way ``locus diff`` writes one.
+
+    entries: name -> (shape, flat indices (strictly increasing), values (float64 or the value dtype), dtype)
+    where dtype is one of float32, float64, float16, bfloat16. Every listed entry is stored, explicit zeros
+    included (a −0.0 → +0.0 change is a stored zero); the encoding follows the §5 cost rule on the number of
+    stored values; `nnz` and `l2-norm` are taken from the values after rounding to dtype.
+    attributes / numbers: extra root string / float64 attributes (finetuned-fingerprint, task-accuracy, ...).
+    """
+    fp = _base(base)
+    with _AtomicH5(path, "task-vector", provenance, fp) as f:
+        f.attrs["scale"] = np.float64(scale)
+        for k, v in sorted((attributes or {}).items()):
+            f.attrs[k] = str(v)
+        for k, v in sorted((numbers or {}).items()):
+            f.attrs[k] = np.float64(v)
+        g, count, nnz, sq = f.create_group("tensors"), 0, 0, 0.0
+        for name, (shape, idx, vals, dtype) in entries.items():
+            shape = tuple(int(d) for d in shape)
+            n = math.prod(shape)
+            if dtype not in FLOAT_DTYPES:
+                raise ValueError(f"{path}: /tensors/{escape(name)}: task-vector values must be float, not {dtype}")
+            idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+            if idx.size and (idx[0] < 0 or idx[-1] >= n or np.any(np.diff(idx) <= 0)):
+                raise ValueError(f"{path}: /tensors/{escape(name)}: indices must be strictly increasing in [0, {n})")
+            stored, dt = _logical(np.asarray(vals, dtype=np.float64).astype(np.float32) if dtype == "bfloat16"
+                                  else np.asarray(vals).astype(_NUMPY[dtype]), dtype)
+            if stored.shape != idx.shape:
+                raise ValueError(f"{path}: /tensors/{escape(name)}: {idx.size} indices but {stored.size} values")
+            rounded = _float64(stored, dt)
+            if not np.all(np.isfinite(rounded)):
+                raise ValueError(f"{path}: /tensors/{escape(name)}: task-vector values must be finite")
+            enc = choose_encoding(n, idx.size, np.dtype(_NUMPY[dtype]).itemsize)
+            t = g.create_group(escape(name))
+            if enc == "coo":
+                ix = idx.astype("<u4" if n <= 2 ** 32 else "<u8")
+                _put(t, "indices", ix, ix.dtype.name, packed=True)
+                _put(t, "values", stored, dtype)
+            elif enc == "bitmask":
+                sel = np.zeros(n, dtype=bool)
+                sel[idx] = True
+                _put(t, "mask", _pack(sel), "uint8", packed=True)
+                _put(t, "values", stored, dtype)
+            else:
+                full = np.zeros(n, dtype=stored.dtype)
+                full[idx] = stored
+                _put(t, "values", full.reshape(shape), dtype)
+            k, s2 = int(np.count_nonzero(rounded)), float(np.sum(rounded * rounded))
+            t.attrs["encoding-type"], t.attrs["dtype"] = enc, dtype
+            t.attrs["shape"] = np.array(shape, dtype=np.int64)
+            t.attrs["count"], t.attrs["nnz"], t.attrs["l2-norm"] = np.int64(n), np.int64(k), np.float64(math.sqrt(s2))
+            count, nnz, sq = count + n, nnz + k, sq + s2
+        f.attrs["tensor-count"], f.attrs["count"], f.attrs["nnz"] = np.int64(len(entries)), np.int64(count), np.int64(nnz)
+        f.attrs["l2-norm"] = np.float64(math.sqrt(sq))
+
+
+def write_dataset(path: PathLike, inputs: Any, labels: Any, classes: Sequence[str], splits: Mapping[str, Any], *,
+                  scale: Optional[float] = None, mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,),
+                  provenance: Optional[Mapping[str, Any]] = None) -> None:
     """Dataset: inputs uint8/float32 [N, ...], labels int64 [N] in [0, C), class names, name -> index splits."""
     x, y = np.asarray(inputs), np.asarray(labels, dtype="<i8")
     if x.dtype not in (np.uint8, np.float32) or x.ndim < 2 or y.shape != (x.shape[0],):

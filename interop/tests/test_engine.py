@@ -208,7 +208,7 @@ def test_eval_text_and_per_class(locus, data, tmp_path):
 
 
 def test_torch_loads_the_exported_state_dict(locus, data, tmp_path):
-    torch = pytest.importorskip("torch", reason="torch is not installed (`pip install torch`): the torch cross-check is skipped")
+    import torch  # make deps installs it: a missing torch fails, never skips
     cfg = tmp_path / "arch.json"
     cfg.write_text(json.dumps(EVERYTHING))
     model = _init(locus, tmp_path / "c.h5", "--config", cfg, "--seed", "4")
@@ -226,7 +226,7 @@ def test_torch_loads_the_exported_state_dict(locus, data, tmp_path):
 
 
 def test_torch_matches_locus_eval(locus, data, tmp_path):
-    torch = pytest.importorskip("torch", reason="torch is not installed (`pip install torch`): the torch cross-check is skipped")
+    import torch  # make deps installs it: a missing torch fails, never skips
     import torch.nn.functional as F
     model = _init(locus, tmp_path / "l.h5", "--preset", "lenet", "--data", data["img"], "--channels", "3,4", "--hidden", "10", "--seed", "2")
     state = _state(locus, model, tmp_path)

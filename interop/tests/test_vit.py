@@ -100,7 +100,7 @@ def test_logits_match_numpy(locus, env, tmp_path):
 
 
 def test_logits_and_gradients_match_torch(locus, env, tmp_path):
-    torch = pytest.importorskip("torch", reason="torch is not installed (`pip install torch`): the torch cross-check is skipped")
+    import torch  # make deps installs it: a missing torch fails, never skips
     import torch.nn.functional as F
     m = perturbed(locus, make_vit(locus, tmp_path / "v.h5", env["data"]), tmp_path / "p.h5")
     s = state(locus, m, tmp_path)
@@ -135,7 +135,7 @@ def test_logits_and_gradients_match_torch(locus, env, tmp_path):
 def test_scores_match_torch_per_sample_gradients(locus, env, tmp_path, estimator):
     """`locus score` (batched, token-shared weights) against a torch loop over samples: one autograd pass per
     sample (and class), squared whole-parameter gradients summed — the definition, in float64."""
-    torch = pytest.importorskip("torch", reason="torch is not installed (`pip install torch`): the torch cross-check is skipped")
+    import torch  # make deps installs it: a missing torch fails, never skips
     m = perturbed(locus, make_vit(locus, tmp_path / "v.h5", env["data"]), tmp_path / "p.h5")
     s = state(locus, m, tmp_path)
     net = vit_ref.torch_vit(locus_h5.load(m)["architecture"], s, "heads.default")

@@ -58,7 +58,7 @@ public final class ScoresWriter {
                 throw LocusError(file: target, object: "/tensors/\(link)", "score \(bad) is \(values[bad]); scores must be finite and ≥ 0")
             }
             let ds = try writer.tensors.createDataset(link, type: .float32LE, shape: shape)
-            try values.withUnsafeBytes { try ds.write($0, memType: .nativeFloat) }
+            try values.withUnsafeBytes { try ds.write($0, memType: .nativeFloat); try DataDigest.store(ds, $0) }
             try ds.setAttribute("dtype", LocusDType.float32.rawValue)
             let (q, s) = values.withUnsafeBufferPointer { (Summaries.quantiles($0), Summaries.sum($0)) }
             try ds.setAttribute("quantiles", q)

@@ -116,27 +116,27 @@ public final class TaskVectorWriter {
                 if let dense { for i in 0..<count { full[i] = Double(dense[i]) } } else { for (i, v) in zip(indices, values) { full[i] = v } }
                 let bytes = TaskVectorWriter.encode(full, as: dtype)
                 let ds = try g.createDataset("values", type: valueType, shape: shape)
-                try bytes.withUnsafeBytes { try ds.write($0, memType: valueType) }
+                try bytes.withUnsafeBytes { try ds.write($0, memType: valueType); try DataDigest.store(ds, $0) }
             case .bitmask:
                 var bits = [Bool](repeating: false, count: count)
                 for i in indices { bits[i] = true }
                 let packed = BitPacking.pack(bits)
                 let m = try writer.createCompressible(g, "mask", type: .uint8LE, count: packed.count)
-                try packed.withUnsafeBytes { try m.write($0, memType: .nativeUInt8) }
+                try packed.withUnsafeBytes { try m.write($0, memType: .nativeUInt8); try DataDigest.store(m, $0) }
                 let v = try g.createDataset("values", type: valueType, shape: [values.count])
-                try storedBytes.withUnsafeBytes { try v.write($0, memType: valueType) }
+                try storedBytes.withUnsafeBytes { try v.write($0, memType: valueType); try DataDigest.store(v, $0) }
             case .coo:
                 let wide = count > (1 << 32)
                 let ix = try writer.createCompressible(g, "indices", type: wide ? .uint64LE : .uint32LE, count: indices.count)
                 if wide {
                     let u = indices.map { UInt64($0) }
-                    try u.withUnsafeBytes { try ix.write($0, memType: .nativeUInt64) }
+                    try u.withUnsafeBytes { try ix.write($0, memType: .nativeUInt64); try DataDigest.store(ix, $0) }
                 } else {
                     let u = indices.map { UInt32($0) }
-                    try u.withUnsafeBytes { try ix.write($0, memType: .nativeUInt32) }
+                    try u.withUnsafeBytes { try ix.write($0, memType: .nativeUInt32); try DataDigest.store(ix, $0) }
                 }
                 let v = try g.createDataset("values", type: valueType, shape: [values.count])
-                try storedBytes.withUnsafeBytes { try v.write($0, memType: valueType) }
+                try storedBytes.withUnsafeBytes { try v.write($0, memType: valueType); try DataDigest.store(v, $0) }
             }
             try g.setAttribute("encoding-type", encoding.rawValue)
             try g.setAttribute("shape", shape.map(Int64.init))

@@ -96,6 +96,13 @@ public struct Validator {
                     error(ds.path, "uses HDF5 filter \(bad); only deflate (1), shuffle (2) and fletcher32 (3) are allowed")
                 }
                 if dcpl.layout == .chunked && !filters.contains(3) { warning(ds.path, "chunked data should carry fletcher32") }
+                if ds.hasAttribute(DataDigest.attribute) {
+                    let stored = try ds.stringAttribute(DataDigest.attribute)
+                    let actual = try withContext(file: path, object: ds.path) { try DataDigest.compute(ds) }
+                    if stored != actual {
+                        error(ds.path, "the data does not match its digest (\(stored), the data gives \(actual)): a stored value changed after writing")
+                    }
+                }
             default: error(group.path == "/" ? "/\(name)" : "\(group.path)/\(name)", "is neither a group nor a dataset")
             }
         }

@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 
+import h5py
 import pytest
 
 from conftest import assert_error, assert_ok, snapshot
@@ -26,6 +27,7 @@ def workdir(locus, tmp_path_factory):
     assert_ok(locus("train", d / "base.h5", d / "d.h5", "--epochs", "1", "--quiet", "-o", d / "ft.h5"))
     assert_ok(locus("diff", d / "base.h5", d / "ft.h5", "-o", d / "tau.h5"))
     assert_ok(locus("mask", d / "base.h5", d / "d.h5", "--density", "0.1", "--quiet", "-o", d / "mask.h5"))
+    assert_ok(locus("score", d / "base.h5", d / "d.h5", "--quiet", "-o", d / "scores-d.h5"))
     return d
 
 
@@ -225,3 +227,58 @@ def test_fuzzer_finds_no_crash_or_hang(locus_bin):
     """A short fixed-seed run of interop/tests/fuzz_artifacts.py (`make reliability` runs 10 000)."""
     import fuzz_artifacts
     assert fuzz_artifacts.main(["--locus", str(locus_bin), "--cases", "150", "--seed", "11", "--timeout", "20"]) == 0
+
+
+# ------------------------------------------------------------------ data corruption
+
+def _stored_bytes(ds):
+    """spec §1.8: the dataset's bytes as stored (file type as memory type)."""
+    import numpy as np
+    a = np.empty(ds.shape, dtype=f"V{ds.id.get_type().get_size()}")
+    ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, a, mtype=ds.id.get_type())
+    return a.tobytes()
+
+
+def _contiguous_data(path):
+    """(object path, file offset, byte count) of every contiguous dataset under /tensors with a digest."""
+    out = []
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and "digest" in obj.attrs and obj.id.get_offset() is not None and obj.id.get_storage_size() > 0:
+                out.append(("/tensors/" + name, obj.id.get_offset(), obj.id.get_storage_size()))
+        f["tensors"].visititems(visit)
+    return out
+
+
+def test_digests_follow_the_spec_snippet(workdir):
+    from conftest import tensor_digest
+    for artifact in ("tau.h5", "scores-d.h5"):
+        with h5py.File(workdir / artifact, "r") as f:
+            seen = []
+            f["tensors"].visititems(lambda n, o: seen.append(o) if isinstance(o, h5py.Dataset) else None)
+            assert seen and all("digest" in ds.attrs for ds in seen), artifact
+            for ds in seen:
+                assert ds.attrs["digest"] == "sha256:" + tensor_digest(_stored_bytes(ds)).hex(), ds.name
+
+
+@pytest.mark.parametrize("kind", ["scores", "task-vector"])
+def test_every_flipped_data_bit_is_reported_with_its_dataset(locus, workdir, kind, tmp_path):
+    d = workdir
+    src = d / ("scores-d.h5" if kind == "scores" else "tau.h5")
+    regions = _contiguous_data(src)
+    assert regions, f"{src} has no contiguous data with a digest"
+    blob = src.read_bytes()
+    rng = __import__("random").Random(5)
+    flips = int(os.environ.get("LOCUS_RELIABILITY_FLIPS", "40"))
+    for k in range(flips):
+        obj, offset, size = regions[rng.randrange(len(regions))]
+        at = offset + rng.randrange(size)
+        b = bytearray(blob)
+        b[at] ^= 1 << rng.randrange(8)
+        bad = tmp_path / f"flip-{k}.h5"
+        bad.write_bytes(bytes(b))
+        r = locus("validate", bad)
+        assert r.code == 1, f"flip {k} at byte {at} of {obj} passed validation:\n{r!r}"
+        assert any(obj.split("/tensors/")[1].split("/")[0] in ln and "digest" in ln for ln in r.out.splitlines()), \
+            f"flip {k} at byte {at}: no digest finding names {obj}:\n{r!r}"
+        bad.unlink()

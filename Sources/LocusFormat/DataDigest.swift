@@ -1,0 +1,51 @@
+import HDF5
+
+/// Per-dataset digests of stored data (spec §1.8): the §1.5 tensor digest (SHA-256 over the SHA-256
+/// of 1 MiB leaves) of a dataset's raw little-endian bytes, stored as its `digest` attribute,
+/// `"sha256:" + hex`. A checkpoint's fingerprint already covers its tensors; scores and task
+/// vectors carry summaries that a changed bit may leave within rounding, so their datasets carry a
+/// digest, and a changed bit anywhere in their data is reported with the dataset's name.
+enum DataDigest {
+    static let attribute = "digest"
+
+    static func of(_ bytes: UnsafeRawBufferPointer) -> String {
+        var d = TensorDigester()
+        d.update(bytes)
+        return "sha256:" + d.finalize().map { String(format2hex: $0) }.joined()
+    }
+
+    static func store(_ ds: Dataset, _ bytes: UnsafeRawBufferPointer) throws {
+        try ds.setAttribute(attribute, of(bytes))
+    }
+
+    /// The digest of what the dataset stores, read with its own file type as memory type (no
+    /// conversion: the stored bytes) in blocks of whole rows of at most `blockBytes`.
+    static func compute(_ ds: Dataset, blockBytes: Int = 64 << 20) throws -> String {
+        let type = ds.type
+        let shape = ds.shape
+        let element = type.size
+        guard element > 0, let count = checkedProduct(shape), count.multipliedReportingOverflow(by: element).overflow == false else {
+            throw LocusError(file: ds.filePath, object: ds.path, "shape \(shape) is too large")
+        }
+        var d = TensorDigester()
+        if count == 0 { return "sha256:" + d.finalize().map { String(format2hex: $0) }.joined() }
+        let rowElements = shape.isEmpty ? 1 : shape.dropFirst().reduce(1, *)
+        let rows = shape.first ?? 1
+        let perBlock = max(1, blockBytes / max(1, rowElements * element))
+        var buffer = [UInt8](repeating: 0, count: min(rows, perBlock) * rowElements * element)
+        var r = 0
+        while r < rows {
+            let k = min(perBlock, rows - r)
+            let n = k * rowElements * element
+            try buffer.withUnsafeMutableBytes { b in
+                let slice = UnsafeMutableRawBufferPointer(rebasing: b[0..<n])
+                if shape.isEmpty { try ds.read(into: slice, memType: type) } else {
+                    try ds.read(into: slice, memType: type, start: [r] + Array(repeating: 0, count: shape.count - 1), count: [k] + shape.dropFirst())
+                }
+                d.update(UnsafeRawBufferPointer(slice))
+            }
+            r += k
+        }
+        return "sha256:" + d.finalize().map { String(format2hex: $0) }.joined()
+    }
+}

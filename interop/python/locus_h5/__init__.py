@@ -331,8 +331,24 @@ def _logical(a, dtype=None):
     return np.asarray(a, dtype=_NUMPY[dtype], order="C"), dtype
 
 
-def _put(parent, name, a, dtype, packed=False):
-    """Dataset `name` with the §1.4 file type; packed/index data chunked + filtered when > 4 KiB."""
+def _put(parent, name, a, dtype, packed=False, digest=False):
+    """Dataset `name` with the §1.4 file type; packed/index data chunked + filtered when > 4 KiB.
+    With `digest`, the §1.8 `digest` attribute of the stored bytes (scores and task vectors)."""
+    ds = _put_data(parent, name, a, dtype, packed)
+    if digest:
+        ds.attrs["digest"] = "sha256:" + _tensor_digest(_stored_bytes(ds)).hex()
+    return ds
+
+
+def _stored_bytes(ds):
+    """The dataset's bytes as stored (§1.8): read with its file type as the memory type."""
+    a = np.empty(ds.shape, dtype=f"V{ds.id.get_type().get_size()}")
+    if a.size:
+        ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, a, mtype=ds.id.get_type())
+    return a.tobytes()
+
+
+def _put_data(parent, name, a, dtype, packed):
     if dtype == "bfloat16":
         space = h5py.h5s.create(h5py.h5s.SCALAR) if a.ndim == 0 else h5py.h5s.create_simple(a.shape)
         t = _bf16_type()
@@ -383,7 +399,7 @@ def write_scores(path: PathLike, scores: Mapping[str, Any], *, base: Union[str, 
             if not np.all(np.isfinite(a)) or np.any(a < 0):
                 raise ValueError(f"{name}: scores must be finite and >= 0")
             v = a.astype(np.float64).reshape(-1)
-            ds = _put(g, escape(name), a, "float32")
+            ds = _put(g, escape(name), a, "float32", digest=True)
             ds.attrs["dtype"] = "float32"
             ds.attrs["quantiles"] = np.quantile(v, [0, .25, .5, .75, 1]) if v.size else np.zeros(0)
             ds.attrs["sum"] = np.float64(v.sum())
@@ -445,13 +461,13 @@ def write_task_vector(path: PathLike, tau: Mapping[str, Any], *, base: Union[str
             t = g.create_group(escape(name))
             if enc == "coo":
                 idx = np.flatnonzero(sel).astype("<u4" if a.size <= 2 ** 32 else "<u8")
-                _put(t, "indices", idx, idx.dtype.name, packed=True)
-                _put(t, "values", flat[sel], dtype)
+                _put(t, "indices", idx, idx.dtype.name, packed=True, digest=True)
+                _put(t, "values", flat[sel], dtype, digest=True)
             elif enc == "bitmask":
-                _put(t, "mask", _pack(sel), "uint8", packed=True)
-                _put(t, "values", flat[sel], dtype)
+                _put(t, "mask", _pack(sel), "uint8", packed=True, digest=True)
+                _put(t, "values", flat[sel], dtype, digest=True)
             else:
-                _put(t, "values", a, dtype)
+                _put(t, "values", a, dtype, digest=True)
             norm = float(np.sqrt(np.sum(v * v)))
             t.attrs["encoding-type"], t.attrs["dtype"] = enc, dtype
             t.attrs["shape"] = np.array(a.shape, dtype=np.int64)
@@ -501,17 +517,17 @@ def write_task_vector_entries(path: PathLike, entries: Mapping[str, Tuple[Sequen
             t = g.create_group(escape(name))
             if enc == "coo":
                 ix = idx.astype("<u4" if n <= 2 ** 32 else "<u8")
-                _put(t, "indices", ix, ix.dtype.name, packed=True)
-                _put(t, "values", stored, dtype)
+                _put(t, "indices", ix, ix.dtype.name, packed=True, digest=True)
+                _put(t, "values", stored, dtype, digest=True)
             elif enc == "bitmask":
                 sel = np.zeros(n, dtype=bool)
                 sel[idx] = True
-                _put(t, "mask", _pack(sel), "uint8", packed=True)
-                _put(t, "values", stored, dtype)
+                _put(t, "mask", _pack(sel), "uint8", packed=True, digest=True)
+                _put(t, "values", stored, dtype, digest=True)
             else:
                 full = np.zeros(n, dtype=stored.dtype)
                 full[idx] = stored
-                _put(t, "values", full.reshape(shape), dtype)
+                _put(t, "values", full.reshape(shape), dtype, digest=True)
             k, s2 = int(np.count_nonzero(rounded)), float(np.sum(rounded * rounded))
             t.attrs["encoding-type"], t.attrs["dtype"] = enc, dtype
             t.attrs["shape"] = np.array(shape, dtype=np.int64)

@@ -36,9 +36,10 @@ public enum GlobalHeapCheck {
         // The gaps between raw extents are where metadata (and so every collection) lives.
         var gaps: [(Int, Int)] = []
         var at = 0
-        for (start, length) in extents where length > 0 {
-            if start > at { gaps.append((at, min(start, size))) }
-            at = max(at, start + length)
+        // Extents come from the file: clamp them to it before any arithmetic.
+        for (start, length) in extents where length > 0 && start >= 0 && start < size {
+            if start > at { gaps.append((at, start)) }
+            at = max(at, start + min(length, size - start))
         }
         if at < size { gaps.append((at, size)) }
         var collections: [Int: [Int: Int]] = [:]
@@ -111,21 +112,21 @@ public enum GlobalHeapCheck {
         guard header.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, 16, off_t(offset)) }) == 16, header[4] == 1 else {
             return nil   // not a collection header (the bytes "GCOL" inside other data)
         }
-        let size = header[8..<16].reversed().reduce(0) { $0 << 8 | Int($1) }
-        guard size >= 4096, size <= fileSize, offset <= fileSize - size else {
-            throw Problem(offset: offset, message: "size \(size) does not fit in the \(fileSize)-byte file")
+        // Collections hold short strings; 256 MiB is far above any a layout writes, and bounds what a corrupt size can allocate.
+        guard let size = ObjectHeaderCheck.little(header, 8, 8), size >= 4096, size <= min(fileSize, 1 << 28), offset <= fileSize - size else {
+            throw Problem(offset: offset, message: "its size does not fit in the \(fileSize)-byte file")
         }
         var body = [UInt8](repeating: 0, count: size)
         guard body.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, size, off_t(offset)) }) == size else {
             throw Problem(offset: offset, message: "cannot read its \(size) bytes")
         }
-        func little(_ at: Int, _ width: Int) -> Int { body[at..<(at + width)].reversed().reduce(0) { $0 << 8 | Int($1) } }
         var at = 16
         var seen: [Int: Int] = [:]
         while at < size {
             guard size - at >= 16 else { break }   // too small for an object header: free space
-            let index = little(at, 2)
-            let objectSize = little(at + 8, 8)
+            guard let index = ObjectHeaderCheck.little(body, at, 2), let objectSize = ObjectHeaderCheck.little(body, at + 8, 8) else {
+                throw Problem(offset: offset, message: "object at byte \(at) has a size beyond any file")
+            }
             if index == 0 {
                 // The free-space object covers the rest of the collection, header included.
                 guard objectSize == size - at else {
@@ -133,7 +134,7 @@ public enum GlobalHeapCheck {
                 }
                 break
             }
-            guard objectSize <= size, (objectSize + 7) / 8 * 8 <= size - at - 16 else {
+            guard objectSize <= size - at - 16, (objectSize + 7) / 8 * 8 <= size - at - 16 else {
                 throw Problem(offset: offset, message: "object \(index) of \(objectSize) bytes overruns the collection")
             }
             guard seen.updateValue(objectSize, forKey: index) == nil else { throw Problem(offset: offset, message: "object index \(index) appears twice") }
@@ -206,7 +207,7 @@ struct ObjectHeaderCheck {
         var chunks = [(address + 16, size)], seenMessages = 0, visited = 0
         while let (start, length) = chunks.popLast(), visited < 64 {
             visited += 1
-            guard let chunk = read(start, length) else { return }
+            guard length <= 1 << 26, let chunk = read(start, length) else { return }
             var at = 0
             while at + 8 <= chunk.count, seenMessages < messages {
                 guard let type = Self.little(chunk, at, 2), let dataSize = Self.little(chunk, at + 2, 2) else { return }

@@ -21,7 +21,10 @@ public enum GlobalHeapCheck {
     public struct Problem: Error, CustomStringConvertible, Sendable {
         public var offset: Int
         public var message: String
-        public var description: String { "global heap collection at byte \(offset): \(message) (the file is corrupt)" }
+        /// Negative for a problem that is not inside one collection.
+        public var description: String {
+            offset < 0 ? "\(message) (the file is corrupt)" : "global heap collection at byte \(offset): \(message) (the file is corrupt)"
+        }
     }
 
     /// Verifies every collection of `file`; throws the first problem found.
@@ -63,20 +66,22 @@ public enum GlobalHeapCheck {
                     extents.append((offset, ds.storageSize))
                     continue
                 }
-                HDF5Library.silence()
-                let space = H5Dget_space(ds.id)
-                defer { if space >= 0 { H5Sclose(space) } }
-                var count: hsize_t = 0
-                guard space >= 0, H5Dget_num_chunks(ds.id, space, &count) >= 0, count < (1 << 24) else {
-                    _ = HDF5Library.takeErrorStack(); continue
-                }
-                for i in 0..<count {
-                    var mask: UInt32 = 0
-                    var address: haddr_t = 0, bytes: hsize_t = 0
-                    guard H5Dget_chunk_info(ds.id, space, i, nil, &mask, &address, &bytes) >= 0 else {
-                        _ = HDF5Library.takeErrorStack(); break
+                withExtendedLifetime(ds) {   // its id is used by the C calls below
+                    HDF5Library.silence()
+                    let space = H5Dget_space(ds.id)
+                    defer { if space >= 0 { H5Sclose(space) } }
+                    var count: hsize_t = 0
+                    guard space >= 0, H5Dget_num_chunks(ds.id, space, &count) >= 0, count < (1 << 24) else {
+                        _ = HDF5Library.takeErrorStack(); return
                     }
-                    extents.append((Int(clamping: address), Int(clamping: bytes)))
+                    for i in 0..<count {
+                        var mask: UInt32 = 0
+                        var address: haddr_t = 0, bytes: hsize_t = 0
+                        guard H5Dget_chunk_info(ds.id, space, i, nil, &mask, &address, &bytes) >= 0 else {
+                            _ = HDF5Library.takeErrorStack(); break
+                        }
+                        extents.append((Int(clamping: address), Int(clamping: bytes)))
+                    }
                 }
             default:
                 continue
@@ -172,9 +177,13 @@ struct ObjectHeaderCheck {
                 guard let ds = try? group.openDataset(name) else { continue }
                 try verifyObject(ds.id)
                 // A contiguous dataset of variable-length strings stores heap references as its data.
-                if H5Tis_variable_str(ds.type.id) > 0, let offset = ds.dataOffset {
-                    let count = ds.storageSize / 16
-                    guard count <= 1 << 20, let raw = read(offset, count * 16) else { continue }
+                let type = ds.type   // held: its id must stay open for the call below
+                if withExtendedLifetime(type, { H5Tis_variable_str(type.id) > 0 }), let offset = ds.dataOffset {
+                    // libhdf5 reads one reference per element of the dataspace, whatever the layout says is stored.
+                    let count = ds.elementCount
+                    guard count <= 1 << 20, count * 16 <= ds.storageSize, let raw = read(offset, count * 16) else {
+                        throw Problem(offset: -1, message: "\(ds.path) stores \(ds.storageSize) bytes of string references for \(count) strings")
+                    }
                     try verifyReferences(raw, count: count, object: ds.path)
                 }
             default: continue

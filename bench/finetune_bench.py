@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Sparse fine-tuning benchmarks (issue "Sparse fine-tuning", acceptance 5 and 6).
+"""Sparse fine-tuning benchmarks: accuracy of TaLoS-masked fine-tuning, and the cost of one sparse optimizer step.
 
   accuracy  Fashion-MNIST, MLP 784-256-256. The base body is trained on classes 0–4 (head t1); task 2 is
             classes 5–9 with a new head t2 that is linear-probed first (`locus train --linear-probe --add-head`),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`locus merge` benchmark (issue "Merging task vectors", acceptance 6).
+"""`locus merge` benchmark: time, peak memory and bytes read of out-of-core merging vs a numpy baseline.
 
 8 random sparse task vectors (density 10 %, seeded) over the real all-MiniLM-L6-v2 checkpoint, merged
 with task arithmetic and with TIES (global trim, density 0.2) by

@@ -18,7 +18,8 @@ if [ ! -f "$FASHION" ]; then
   "$LOCUS" data import "$FASHION_IDX/train-images-idx3-ubyte.gz" "$FASHION_IDX/train-labels-idx1-ubyte.gz" \
     "$FASHION_IDX/t10k-images-idx3-ubyte.gz" "$FASHION_IDX/t10k-labels-idx1-ubyte.gz" -o "$FASHION"
 fi
-# TaLoS scoring: efficient vs per-sample (same engine), vs the seed's PyTorch loop, vs one training epoch.
+# TaLoS scoring: efficient vs per-sample (same engine), vs the reference per-sample PyTorch loop
+# (docs/talos.md), vs one training epoch.
 python3 bench/score_bench.py "$LOCUS" "$LOCUS_BENCH" "$FASHION" --json bench/out/score.json
 # Vision transformer (ViT-Ti/16): training step vs PyTorch CPU, scoring vs the per-sample loop.
 python3 bench/vit_bench.py "$LOCUS" "$LOCUS_BENCH" --json bench/out/vit.json

@@ -20,7 +20,7 @@ What is measured, and why this way:
      Timing the training epoch in the same process, on the same samples, avoids comparing different process
      start-up, data loading and output writing, which `locus score` and `locus train` do not share equally.
      locus-bench also checks that both scoring paths give the same sums (same seed, same sampled classes).
-  2. The seed notebook's PyTorch loop (when `import torch` works; torch.set_num_threads(2)): the same weights (read
+  2. The reference per-sample PyTorch loop of docs/talos.md (when `import torch` works; torch.set_num_threads(2)): the same weights (read
      from the Locus checkpoint), the same N*64 normalised samples, batch 64, model in eval mode, head frozen; per
      batch logits = model(x), y ~ Categorical(logits), samples = logits.gather(1, y), and per sample zero_grad,
      backward(samples[idx], retain_graph=True), scores += clone(p.grad ** 2) for the body's Linear parameters.
@@ -87,8 +87,8 @@ def torch_mlp(model_path):
     return nn.Sequential(body, head), [body[1], body[3]], head
 
 
-def torch_seed_loop(model_path, x, y, batch):
-    """The seed notebook's TaLoS score loop; returns (seconds, samples)."""
+def torch_per_sample_loop(model_path, x, y, batch):
+    """The reference per-sample PyTorch TaLoS score loop (docs/talos.md); returns (seconds, samples)."""
     import torch
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -168,7 +168,7 @@ def main():
         }
         print(json.dumps({"in_process": r}), file=sys.stderr)
 
-        # 2. The seed's PyTorch loop.
+        # 2. The reference per-sample PyTorch loop.
         x, y, idx = scoring_samples(a.data, n)
         try:
             import torch  # noqa: F401
@@ -177,7 +177,7 @@ def main():
             have_torch = False
             out["torch"] = f"not importable: {e}"
         if have_torch:
-            seconds, samples = torch_seed_loop(model, x, y, batch)
+            seconds, samples = torch_per_sample_loop(model, x, y, batch)
             train = torch_train_epoch(model, x, y, batch, 5)
             out["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads(),
                             "seed_loop_seconds": seconds, "seed_loop_samples_per_s": samples / seconds,
@@ -202,7 +202,7 @@ def main():
     goals = {"efficient >= 20x the per-sample loop (same engine)": out["ratios"]["efficient_over_naive_speed"] >= 20,
              "efficient <= 2x one training epoch": out["ratios"]["efficient_time_over_train_epoch_time"] <= 2}
     if "efficient_over_torch_seed_loop_speed" in out["ratios"]:
-        goals["efficient >= 20x the seed's PyTorch loop"] = out["ratios"]["efficient_over_torch_seed_loop_speed"] >= 20
+        goals["efficient >= 20x the reference per-sample PyTorch loop"] = out["ratios"]["efficient_over_torch_seed_loop_speed"] >= 20
     out["goals"] = goals
     print(json.dumps(out, indent=2))
     if a.json:

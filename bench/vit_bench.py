@@ -12,7 +12,7 @@ interop/tests/vit_ref.py (float32, F.scaled_dot_product_attention, nn.GELU exact
 2. Scoring: `locus-bench score` on the same model and a 224×224 dataset of seeded random images: the efficient
    Scorer (one forward + one backward per batch, per-sample gradients of token-shared weights formed per sample
    with one GEMM each, then squared) vs the naive per-sample loop of the same engine (one forward and one backward
-   per sample), estimator talos, batch 32. Goal: ≥ 20×. For context, the seed notebook's PyTorch loop on the same
+   per sample), estimator talos, batch 32. Goal: ≥ 20×. For context, the reference per-sample PyTorch loop (docs/talos.md) on the same
    weights (per sample: forward, sample ŷ ~ softmax, backward of the logit f_ŷ, p.grad² accumulated), 8 samples.
 
 Usage: bench/vit_bench.py LOCUS LOCUS_BENCH [--repeats R] [--json OUT]
@@ -68,8 +68,8 @@ def torch_step(net, batch, repeats):
             "samples_per_s_median": batch / float(np.median(times))}
 
 
-def torch_seed_loop(net, samples=8):
-    """The seed notebook's scoring loop: per sample, forward, ŷ ~ softmax, backward of f_ŷ, p.grad² summed."""
+def torch_per_sample_loop(net, samples=8):
+    """The reference per-sample PyTorch scoring loop (docs/talos.md): per sample, forward, ŷ ~ softmax, backward of f_ŷ, p.grad² summed."""
     import torch
     net.eval()
     body = [p for n, p in net.named_parameters() if not n.startswith("head.")]
@@ -122,15 +122,15 @@ def main():
         score = json.loads(run([a.locus_bench, "score", model, data, "--batches", "3", "--naive-batches", "1", "--batch-size", a.batch,
                                 "--repeats", "2", "--estimator", "talos"]).stdout)
         out["score"] = score
-        seed_rate = torch_seed_loop(net) if net is not None else None
-        out["torch_seed_loop_samples_per_s"] = seed_rate
+        torch_rate = torch_per_sample_loop(net) if net is not None else None
+        out["torch_seed_loop_samples_per_s"] = torch_rate
         print(f"scoring (talos, batch {a.batch}): efficient {score['efficient_samples_per_s']:.1f} samples/s, "
               f"per-sample loop {score['naive_samples_per_s']:.1f} samples/s → {score['efficient_over_naive']:.2f}× (goal ≥ 20×); "
               f"one training epoch {score['train_samples_per_s']:.1f} samples/s; max |efficient − naive| "
               f"{score['max_abs_difference_efficient_vs_naive']:.2e} of max score {score['max_abs_score']:.2e}")
-        if seed_rate:
-            print(f"  the seed's PyTorch per-sample loop: {seed_rate:.1f} samples/s → Locus efficient scoring "
-                  f"{score['efficient_samples_per_s'] / seed_rate:.1f}× that")
+        if torch_rate:
+            print(f"  the reference per-sample PyTorch loop: {torch_rate:.1f} samples/s → Locus efficient scoring "
+                  f"{score['efficient_samples_per_s'] / torch_rate:.1f}× that")
         if a.json:
             Path(a.json).write_text(json.dumps(out, indent=2))
 

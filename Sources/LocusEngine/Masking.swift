@@ -78,7 +78,7 @@ public enum Selection {
     }
 }
 
-/// TaLoS mask calibration (ANCHORS §1): R rounds with target densities d^(r/R); every round
+/// TaLoS mask calibration (Iurada et al., 2025; docs/talos.md §Mask calibration): R rounds with target densities d^(r/R); every round
 /// re-scores the whole scoring set with the entries dropped so far multiplied by `dropScale`
 /// (0.1) in the forward pass and excluded from selection, so they never come back.
 public enum Calibration {

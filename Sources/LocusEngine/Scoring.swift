@@ -1,6 +1,6 @@
 import Foundation
 
-/// Sensitivity estimators (ANCHORS §1; spec §3 `estimator`).
+/// Sensitivity estimators (Iurada et al., 2025; docs/talos.md §Estimators; spec §3 `estimator`).
 public enum ScoreEstimator: String, Sendable, CaseIterable, Codable {
     /// TaLoS: ŷ ~ softmax(f(x)), squared gradient of the raw logit f_ŷ(x), `draws` per input.
     case talos

@@ -23,7 +23,7 @@ public enum ParameterMask: Sendable {
     public var isFrozen: Bool { if case .entries(let e) = self { return e.isEmpty }; return false }
 }
 
-/// SparseSGDM with the seed notebook's exact semantics (ANCHORS §2), per parameter p, gradient g, mask m:
+/// SparseSGDM (docs/talos.md §SparseSGDM), per parameter p, gradient g, mask m:
 ///   d = g + λp;  d = d ⊙ m;  buf = d (first step) or μ·buf + (1−δ)·d;  buf = buf ⊙ m;
 ///   d = d + μ·buf (Nesterov) or buf;  p −= lr·d.
 /// Entries with m = 0 never change (bit for bit). With an index mask the step touches only the

@@ -1,5 +1,6 @@
 /// Float32 ⇄ bfloat16 / float16 bit conversions done in Swift, because HDF5 1.10's own
-/// float32 → bfloat16 conversion double-rounds and drops the exponent carry (ANCHORS §7).
+/// float32 → bfloat16 conversion double-rounds and drops the exponent carry (docs/talos.md
+/// §bfloat16 rounding, spec §1.4).
 public enum HalfPrecision {
     /// bfloat16 bits of `x` rounded to nearest, ties to even. NaN stays NaN (quiet, sign kept);
     /// values past the largest bfloat16 round to ±infinity as IEEE requires.

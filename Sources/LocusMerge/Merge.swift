@@ -1,7 +1,7 @@
 import Foundation
 import LocusFormat
 
-/// Merging methods (ANCHORS §3). Where the TIES/DARE/Breadcrumbs papers and mergekit differ, the
+/// Merging methods (docs/talos.md §Merging task vectors, with the papers). Where the TIES/DARE/Breadcrumbs papers and mergekit differ, the
 /// default follows the paper and the other is an option.
 public enum MergeMethod: String, Sendable, CaseIterable, Codable {
     case taskArithmetic = "task-arithmetic", ties, dare, breadcrumbs, fisher, tall, consensus

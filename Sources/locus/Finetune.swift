@@ -9,10 +9,12 @@ struct Finetune: ParsableCommand {
         abstract: "Sparse fine-tuning: train only the entries a mask selects, and optionally write the task vector.",
         discussion: """
         Optimizers (--optimizer):
-          sgd    SparseSGDM with the seed notebook's exact rule: d = g + λp; d ⊙= m; buf = d (first step) or
-                 μ·buf + (1−δ)·d; buf ⊙= m; d = d + μ·buf (Nesterov) or buf; p −= lr·d.
-          adamw  masked AdamW as TaLoS's AdaptW: moments from the unmasked gradient; the update and the decoupled
-                 weight decay are multiplied by the mask.
+          sgd    SparseSGDM (docs/talos.md §SparseSGDM): d = g + λp; d ⊙= m;
+                 buf = d (first step) or μ·buf + (1−δ)·d; buf ⊙= m;
+                 d = d + μ·buf (Nesterov) or buf; p −= lr·d.
+          adamw  masked AdamW as TaLoS's AdaptW: moments from the unmasked
+                 gradient; the update and the decoupled weight decay are
+                 multiplied by the mask.
         Entries whose mask bit is 0 keep their base values bit for bit. Tensors with an all-zero mask get no
         optimizer state; below 50 % density the optimizer keeps state for, and loops over, the trainable entries
         only, so a step costs O(ones) (the backward pass itself stays dense). Tensors the mask file does not list

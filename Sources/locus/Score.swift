@@ -7,7 +7,7 @@ extension ScoreEstimator: ExpressibleByArgument {}
 
 /// Options shared by `score` and `mask` for choosing the scoring set.
 struct ScoringSetOptions: ParsableArguments {
-    @Option(help: "Estimator: talos (the seed's: sampled class, raw logit), talos-exact, fisher-empirical, fisher-mc, fisher-exact.")
+    @Option(help: "Estimator: talos (TaLoS: sampled class, raw logit), talos-exact, fisher-empirical, fisher-mc, fisher-exact; see docs/talos.md.")
     var estimator: ScoreEstimator = .talos
     @Option(help: "Head whose logits are scored.") var head: String = "default"
     @Option(help: "Split the scoring samples come from.") var split: String = "train"

@@ -3,7 +3,7 @@ import XCTest
 
 @testable import LocusEngine
 
-/// Mask selection (`Selection`) and TaLoS calibration (`Calibration`), ANCHORS §1:
+/// Mask selection (`Selection`) and TaLoS calibration (`Calibration`), docs/talos.md §Mask calibration:
 /// exactly ⌊density · n⌋ entries, ties by position (tensors in order, C order inside), keep lowest/highest,
 /// global/local, eligibility; rounds with densities d^(r/R), dropped entries never return and are scaled
 /// by 0.1 in the forward pass while later rounds score; errors for bad densities and non-finite scores.

@@ -4,7 +4,8 @@ import XCTest
 
 @testable import LocusEngine
 
-/// TaLoS / Fisher scoring (`Scorer`, ANCHORS §1 and §5):
+/// TaLoS / Fisher scoring (`Scorer`, docs/talos.md §Estimators and §Per-sample squared gradients in one
+/// backward pass):
 ///  * the efficient path (`accumulate`: one backward per pass, per-sample squares per layer) equals the
 ///    per-sample reference path (`accumulateNaive`) for every estimator, on an MLP, a CNN (padded, stride 2,
 ///    bias-free conv, average pooling) and a LayerNorm model, with draws 1 and 3, with and without

@@ -4,16 +4,16 @@ import XCTest
 
 @testable import LocusEngine
 
-/// Sparse fine-tuning (issue "Sparse fine-tuning"): SparseSGDM and MaskedAdamW (AdaptW) against the
-/// seed notebook's rule and TaLoS's AdaptW written out here in Double (ANCHORS §1–§2), the frozen-entry
+/// Sparse fine-tuning: SparseSGDM and MaskedAdamW (AdaptW) against their rules written out here in
+/// Double (docs/talos.md §SparseSGDM and §Masked AdamW (AdaptW); Iurada et al., 2025), the frozen-entry
 /// guarantee (bit for bit, any number of steps, every ParameterMask representation), and the wiring of
 /// `Training.fitSparse`.
 final class SparseFinetuneTests: EngineTestCase {
 
     // MARK: - references in Double
 
-    /// The seed's SparseSGDM for one tensor, elementwise, in Double. `m` is 0/1.
-    private struct SeedSGDM {
+    /// SparseSGDM (docs/talos.md §SparseSGDM) for one tensor, elementwise, in Double. `m` is 0/1.
+    private struct ReferenceSGDM {
         var momentum: Double, dampening: Double, weightDecay: Double, nesterov: Bool
         var buf: [Double]? = nil
         mutating func step(_ p: inout [Double], _ g: [Double], _ m: [Double], lr: Double) {
@@ -202,7 +202,7 @@ final class SparseFinetuneTests: EngineTestCase {
                 let n = 53
                 let keep = r == .dense ? [Bool](repeating: true, count: n) : randomBits(n, density: r == .entries ? 0.3 : 0.75, &rnd)
                 let p = parameter("w", (0..<n).map { _ in rnd.normal() })
-                var ref = SeedSGDM(momentum: Double(c.0), dampening: Double(c.1), weightDecay: Double(c.2), nesterov: c.3)
+                var ref = ReferenceSGDM(momentum: Double(c.0), dampening: Double(c.1), weightDecay: Double(c.2), nesterov: c.3)
                 var w = p.value.data.map(Double.init)
                 let m = keep.map { $0 ? 1.0 : 0.0 }
                 let opt = SparseSGDM(momentum: c.0, dampening: c.1, weightDecay: c.2, nesterov: c.3)
@@ -379,7 +379,7 @@ final class SparseFinetuneTests: EngineTestCase {
             for p in model.bodyParameters {
                 var w = before[p.name]!.map(Double.init)
                 let m = keep[p.name]!.map { $0 ? 1.0 : 0.0 }
-                if sgd { var ref = SeedSGDM(momentum: 0.9, dampening: 0.25, weightDecay: 0.05, nesterov: true); ref.step(&w, grads[p.name]!, m, lr: Double(Float(0.3))) }
+                if sgd { var ref = ReferenceSGDM(momentum: 0.9, dampening: 0.25, weightDecay: 0.05, nesterov: true); ref.step(&w, grads[p.name]!, m, lr: Double(Float(0.3))) }
                 else { var ref = AdaptW(weightDecay: Double(Float(0.05))); ref.step(&w, grads[p.name]!, m, lr: Double(Float(0.01))) }
                 assertClose(p.value.data, w, tol: 1e-6, "fitSparse \(sgd ? "sgd" : "adamw") one full-batch step: \(p.name)")
             }

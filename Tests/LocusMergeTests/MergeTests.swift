@@ -4,7 +4,7 @@ import XCTest
 
 @testable import LocusMerge
 
-/// Unit tests of the merge building blocks (issue "Merging task vectors", acceptance 5):
+/// Unit tests of the merge building blocks (docs/talos.md §Merging task vectors):
 /// `ExactTopK` against sorting (ties, zeros, keep ≥ n, many magnitudes), `Breadcrumbs.keep` against
 /// a sort-based reference, `Merger.dareKeepMask` determinism, and `TaskArithmetic.diff` / `apply`
 /// round trips in float32 and bfloat16.

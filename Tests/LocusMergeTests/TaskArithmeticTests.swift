@@ -4,7 +4,7 @@ import XCTest
 
 @testable import LocusMerge
 
-/// `TaskArithmetic.diff` / `apply` on files (issue "Sparse fine-tuning", acceptance 3–4): exact task
+/// `TaskArithmetic.diff` / `apply` on files (task vectors of sparse fine-tuning): exact task
 /// vectors for every float type, α = 1 reproduces the fine-tuned checkpoint bit for bit (same
 /// fingerprint), α = 0 the base, --density / --threshold keep the right entries, and bad input fails
 /// with one line and no output file.

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Independent numpy (float64) implementations of the two sparse fine-tuning optimizers, written from
-the seed notebook and the TaLoS paper (shared/reference/ANCHORS.md §1–§2), not from the Swift code:
+their definitions (docs/talos.md §SparseSGDM and §Masked AdamW (AdaptW); Iurada et al., ICLR 2025),
+not from the Swift code:
 
-  * SparseSGDM — the seed's optimizer, per parameter p with gradient g and mask m (1 = trainable):
+  * SparseSGDM — SGD with momentum and a mask, per parameter p with gradient g and mask m (1 = trainable):
         d = g + λ·p                 (weight decay first, when λ ≠ 0)
         d = d ⊙ m                   (mask the gradient)
         if μ ≠ 0: buf = d on the first step, else μ·buf + (1−δ)·d;  buf = buf ⊙ m

@@ -1,4 +1,5 @@
-"""Independent numpy reference of every `locus merge` method (ANCHORS §3, `locus merge --help`).
+"""Independent numpy reference of every `locus merge` method (docs/talos.md §Merging task vectors,
+`locus merge --help`).
 
 Reads the HDF5 files with h5py only (spec/FORMAT.md §2, §3, §5), computes in float64 and rounds to the
 output dtype once, with round-to-nearest-even (RNE). No Locus code and no locus_h5 reader is used.

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""An independent numpy (float64) reference for Locus's sensitivity scores (ANCHORS §1) and mask
-selection, written from the definitions, not from the Swift code.
+"""An independent numpy (float64) reference for Locus's sensitivity scores and mask selection,
+written from the definitions (docs/talos.md §Estimators and §Mask calibration; Iurada et al.,
+ICLR 2025), not from the Swift code.
 
 Per-sample gradients are formed explicitly, one sample and one class at a time: for sample n the
 network runs forward on x_n alone, then for every class c one backward pass of e_c from the logits

@@ -1,6 +1,6 @@
 """`locus merge` checked against an independent numpy implementation (merge_ref.py).
 
-Issue "Merging task vectors", acceptance 1–4: every method on random tensors of mixed shapes
+Every method (docs/talos.md §Merging task vectors) on random tensors of mixed shapes
 (scalar, 1-D, 2-D, 4-D) and base dtypes (float32, float16, bfloat16, float64), with weights, λ,
 negation, empty / fully dense / scaled task vectors; the h5py fixture vectors; errors before any
 output exists; the α search.

@@ -301,8 +301,13 @@ public final class TorchCheckpointReader: @unchecked Sendable {
             let magic = try? file.readBytes(count: min(file.byteCount, 32), at: 0, what: { "" })
         else { return false }
         if magic.count >= 4, magic[0] == 0x50, magic[1] == 0x4B, magic[2] == 0x03, magic[3] == 0x04 {
+            // TorchScript archives count too: they are torch files, and `init` explains how to
+            // re-save them.
             guard let archive = try? ZipArchive(file: file) else { return false }
-            return (try? archiveName(of: archive)) != nil
+            return archive.members.contains { member in
+                let parts = member.name.split(separator: "/", omittingEmptySubsequences: false)
+                return parts.count == 2 && parts[1] == "data.pkl" && !parts[0].isEmpty
+            }
         }
         return hasLegacyMagic(magic)
     }

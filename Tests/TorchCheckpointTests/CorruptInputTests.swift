@@ -103,6 +103,21 @@ final class CorruptInputTests: XCTestCase {
         XCTAssertTrue(TorchCheckpointReader.isTorchCheckpoint(path: path))
     }
 
+    /// `_rebuild_tensor_v3` names the dtype itself and may view an untyped (byte) storage;
+    /// `torch.Size` arguments and LONG1 integers are accepted where torch writes them.
+    func testRebuildTensorV3OnUntypedStorage() throws {
+        var p: [UInt8] = [0x80, 0x02, 0x7D, 0x28] + Self.unicode("h")
+        p += Array("ctorch._utils\n_rebuild_tensor_v3\n".utf8)
+        let persistentID = Self.tuple([Self.unicode("storage"), Array("ctorch\nUntypedStorage\n".utf8), Self.unicode("0"), Self.unicode("cpu"), Self.int(24)])
+        let size = Array("ctorch\nSize\n".utf8) + Self.tuple([Self.tuple([Self.int(2)])]) + [0x52]
+        p += [0x28] + persistentID + [0x51] + [0x8A, 0x01, 0x02] + size + Self.tuple([Self.int(2)]) + [0x89]
+        p += Array("ccollections\nOrderedDict\n".utf8) + [0x29, 0x52] + Array("ctorch\nfloat32\n".utf8) + [0x74, 0x52, 0x75, 0x2E]
+        let reader = try TorchCheckpointReader(path: try write(Self.checkpoint(pickle: p, storage: storageBytes)))
+        XCTAssertEqual(reader.entries, [TorchTensorEntry(name: "h", dtype: .float32, shape: [2], elementCount: 2, byteCount: 8)])
+        // Offset 2 and stride 2 in float32 elements of [1…6]: elements 2 and 4.
+        XCTAssertEqual(try floatsRead(reader, "h"), [3, 5])
+    }
+
     func testMisuseOfReadIsAnError() throws {
         let path = try write(Self.checkpoint(pickle: Self.statePickle(numel: 6, offset: 0, shape: [6], stride: [1]), storage: storageBytes))
         let reader = try TorchCheckpointReader(path: path)

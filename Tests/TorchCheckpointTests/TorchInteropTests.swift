@@ -220,6 +220,7 @@ final class TorchInteropTests: XCTestCase {
         let legacy = expectCheckpointError { _ = try TorchCheckpointReader(path: directory + "/legacy.pt") }
         guard case .unsupportedFormat = legacy else { return XCTFail("\(String(describing: legacy))") }
         assertDescription(legacy, contains: ["legacy format", "torch.save("])
+        XCTAssertTrue(TorchCheckpointReader.isTorchCheckpoint(path: directory + "/script.pt"))
         let script2 = expectCheckpointError { _ = try TorchCheckpointReader(path: directory + "/script.pt") }
         assertDescription(script2, contains: ["TorchScript", "state_dict()"])
         XCTAssertFalse(TorchCheckpointReader.isTorchCheckpoint(path: directory + "/other.zip"))

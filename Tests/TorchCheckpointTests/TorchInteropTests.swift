@@ -202,6 +202,72 @@ final class TorchInteropTests: XCTestCase {
         assertDescription(compressed, contains: ["is compressed", "/data/"])
     }
 
+    /// A storage of more than 4 GiB and a data.pkl whose local header lies beyond 4 GiB: only
+    /// ZIP64 records can describe them. The file is sparse (a hole of zeros with a marker at its
+    /// end), so it takes a few kilobytes of disk. Python's zipfile reads data.pkl at its 64-bit
+    /// offset; this reader must find the marker in the last bytes of the tensor.
+    func testStorageAndMemberBeyondFourGiB() throws {
+        try requireTorch()
+        let directory = try makeTemporaryDirectory()
+        let path = directory + "/big.pt"
+        let script = #"""
+            import pickle, collections, torch
+            path = sys.argv[1]
+            count = (1 << 30) + 1024           # float32 elements: 4 GiB + 4 KiB of storage
+            class Storage: pass
+            class Tensor:
+                def __reduce__(self):
+                    return (torch._utils._rebuild_tensor_v2, (Storage(), 0, (count,), (1,), False, collections.OrderedDict()))
+            class Pickler(pickle.Pickler):
+                def persistent_id(self, obj):
+                    return ("storage", torch.FloatStorage, "0", "cpu", count) if isinstance(obj, Storage) else None
+            buffer = io.BytesIO()
+            Pickler(buffer, protocol=2).dump(collections.OrderedDict(big=Tensor()))
+            pkl = buffer.getvalue()
+            marker = struct.pack("<2f", 1.5, -2.25)
+            central = bytearray()
+            with open(path, "wb") as f:
+                def member(name, size, crc, write):
+                    offset = f.tell()
+                    encoded = name.encode()
+                    extra = struct.pack("<HHQQ", 1, 16, size, size)
+                    f.write(struct.pack("<IHHHHHIIIHH", 0x04034b50, 45, 0, 0, 0, 0, crc, 0xFFFFFFFF, 0xFFFFFFFF, len(encoded), len(extra)))
+                    f.write(encoded + extra)
+                    write()
+                    cextra = struct.pack("<HHQQQ", 1, 24, size, size, offset)
+                    central.extend(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014b50, 45, 45, 0, 0, 0, 0, crc, 0xFFFFFFFF, 0xFFFFFFFF, len(encoded), len(cextra), 0, 0, 0, 0, 0xFFFFFFFF))
+                    central.extend(encoded + cextra)
+                def storage():
+                    f.seek(count * 4 - len(marker), 1)   # a hole: zeros
+                    f.write(marker)
+                member("archive/data/0", count * 4, 0, storage)   # storage CRCs are not checked
+                member("archive/data.pkl", len(pkl), zlib.crc32(pkl), lambda: f.write(pkl))
+                cd_offset = f.tell()
+                f.write(central)
+                record = f.tell()
+                f.write(struct.pack("<IQHHIIQQQQ", 0x06064b50, 44, 45, 45, 0, 0, 2, 2, len(central), cd_offset))
+                f.write(struct.pack("<IIQI", 0x07064b50, 0, record, 1))
+                f.write(struct.pack("<IHHHHIIH", 0x06054b50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0))
+            with zipfile.ZipFile(path) as z:
+                info = z.getinfo("archive/data.pkl")
+                assert info.header_offset > 1 << 32, info.header_offset
+                assert z.read("archive/data.pkl") == pkl
+                assert z.getinfo("archive/data/0").file_size == count * 4
+            """#
+        _ = try runPythonOrFail(script, [path])
+        let reader = try TorchCheckpointReader(path: path)
+        let entry = try XCTUnwrap(reader.entry(named: "big"))
+        let count = (1 << 30) + 1024
+        XCTAssertEqual(entry.shape, [count])
+        XCTAssertEqual(entry.byteCount, count * 4)
+        var tail = [Float](repeating: 0, count: 2)
+        try tail.withUnsafeMutableBytes { try reader.read(entry, fromByte: entry.byteCount - 8, into: $0) }
+        XCTAssertEqual(tail, [1.5, -2.25])
+        var head = [Float](repeating: 9, count: 4)
+        try head.withUnsafeMutableBytes { try reader.read(entry, fromByte: 0, into: $0) }
+        XCTAssertEqual(head, [0, 0, 0, 0])
+    }
+
     /// Other formats torch writes: refused with how to re-save.
     func testLegacyAndTorchScriptFilesAreRefusedWithAdvice() throws {
         try requireTorch()

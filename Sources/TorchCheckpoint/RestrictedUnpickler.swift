@@ -7,7 +7,7 @@
 /// pickle's size; the stack, the mark stack and the memo have explicit limits; values nest at most
 /// `maxDepth` deep; and a list or dict may not be modified after it was placed inside another
 /// value, which rules out reference cycles (and with them unbounded depth) entirely.
-struct RestrictedUnpickler {
+final class RestrictedUnpickler {
     static let maxDepth = 100
     static let maxStack = 10_000_000
     static let maxMarks = 1_000_000
@@ -34,7 +34,7 @@ struct RestrictedUnpickler {
 
     // MARK: Reading the stream
 
-    private mutating func take(_ count: Int, _ what: String) throws -> ArraySlice<UInt8> {
+    private func take(_ count: Int, _ what: String) throws -> ArraySlice<UInt8> {
         guard count >= 0, count <= bytes.count - position else {
             throw fail("\(what) needs \(count) bytes but the pickle has \(bytes.count - position) left")
         }
@@ -42,13 +42,13 @@ struct RestrictedUnpickler {
         return bytes[position..<position + count]
     }
 
-    private mutating func littleEndian(_ count: Int, _ what: String) throws -> UInt64 {
+    private func littleEndian(_ count: Int, _ what: String) throws -> UInt64 {
         let slice = try take(count, what)
         return slice.reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
     }
 
     /// A length prefix that must fit in what is left of the pickle (so it bounds the allocation).
-    private mutating func length(_ count: Int, _ what: String) throws -> Int {
+    private func length(_ count: Int, _ what: String) throws -> Int {
         let value = try littleEndian(count, what)
         guard value <= UInt64(bytes.count - position) else {
             throw fail("\(what) of \(value) bytes exceeds the \(bytes.count - position) bytes left in the pickle")
@@ -56,13 +56,13 @@ struct RestrictedUnpickler {
         return Int(value)
     }
 
-    private mutating func text(_ count: Int, _ what: String) throws -> String {
+    private func text(_ count: Int, _ what: String) throws -> String {
         let slice = try take(count, what)
         guard let string = String(validating: slice, as: UTF8.self) else { throw fail("\(what) is not valid UTF-8") }
         return string
     }
 
-    private mutating func line(_ what: String) throws -> String {
+    private func line(_ what: String) throws -> String {
         guard let newline = bytes[position...].firstIndex(of: 0x0A) else { throw fail("\(what) has no terminating newline") }
         let string = try text(newline - position, what)
         position += 1
@@ -71,19 +71,19 @@ struct RestrictedUnpickler {
 
     // MARK: Stack
 
-    private mutating func push(_ value: PickleValue) throws {
+    private func push(_ value: PickleValue) throws {
         guard stack.count < Self.maxStack else { throw fail("the stack exceeds \(Self.maxStack) values") }
         stack.append(value)
     }
 
-    private mutating func pop(_ what: String) throws -> PickleValue {
+    private func pop(_ what: String) throws -> PickleValue {
         guard let value = stack.popLast(), stack.count >= (marks.last ?? 0) else {
             throw fail("\(what) needs a value but the stack (above the last mark) is empty")
         }
         return value
     }
 
-    private mutating func popToMark(_ what: String) throws -> [PickleValue] {
+    private func popToMark(_ what: String) throws -> [PickleValue] {
         guard let mark = marks.popLast() else { throw fail("\(what) needs a MARK but there is none") }
         let items = Array(stack[mark...])
         stack.removeSubrange(mark...)
@@ -138,7 +138,7 @@ struct RestrictedUnpickler {
 
     // MARK: Interpreting
 
-    mutating func run() throws -> PickleValue {
+    func run() throws -> PickleValue {
         while true {
             opcodeOffset = position
             guard position < bytes.count else { throw fail("the pickle ends without a STOP opcode") }

@@ -78,7 +78,7 @@ public final class TorchCheckpointReader: @unchecked Sendable {
             throw TorchCheckpointError.archive(path: path, member: prefix + "data.pkl", message: "is missing")
         }
         let pickle = try archive.contents(of: pickleMember, limit: Self.maxPickleBytes)
-        var unpickler = RestrictedUnpickler(bytes: pickle, path: path, member: pickleMember.name)
+        let unpickler = RestrictedUnpickler(bytes: pickle, path: path, member: pickleMember.name)
         let root = try unpickler.run()
 
         let (chosenKey, dict) = try Self.stateDict(in: root, key: key, path: path)

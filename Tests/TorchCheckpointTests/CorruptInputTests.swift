@@ -221,6 +221,9 @@ final class CorruptInputTests: XCTestCase {
             ("bad persistent id", header + Self.unicode("x") + [0x51, 0x2E], "persistent id"),
             ("invalid UTF-8", header + [0x58, 0x02, 0, 0, 0, 0xC3, 0x28, 0x2E], "UTF-8"),
             ("BUILD on a tuple", header + [0x29, 0x7D, 0x62, 0x2E], "BUILD on a tuple"),
+            // Linear time on a big stack (a copy of the stack per pop would take hours here).
+            ("a million POPs", header + [UInt8](repeating: 0x4E, count: 1_000_000) + [UInt8](repeating: 0x30, count: 999_999) + [0x2E], "holds None"),
+            ("a million-item TUPLE", header + [0x28] + [UInt8](repeating: 0x88, count: 1_000_000) + [0x74, 0x2E], "holds a tuple"),
         ]
         for (label, pickle, fragment) in cases {
             let error = open(Self.checkpoint(pickle: pickle, storage: storageBytes))

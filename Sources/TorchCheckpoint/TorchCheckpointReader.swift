@@ -171,6 +171,18 @@ public final class TorchCheckpointReader: @unchecked Sendable {
         try read(entry, fromByte: 0, into: buffer)
     }
 
+    /// The tensor's contiguous row-major little-endian bytes as a new array.
+    public func readBytes(_ entry: TorchTensorEntry) throws -> [UInt8] {
+        // Check before allocating: a foreign entry could claim any size.
+        guard let index = indexByName[entry.name], entries[index] == entry else {
+            throw TorchCheckpointError.tensor(path: path, name: entry.name, message: "the entry does not belong to this file (it comes from another reader)")
+        }
+        return try [UInt8](unsafeUninitializedCapacity: entry.byteCount) { buffer, initializedCount in
+            try read(entry, into: UnsafeMutableRawBufferPointer(buffer))
+            initializedCount = entry.byteCount
+        }
+    }
+
     /// Reads `buffer.count` bytes of the tensor's contiguous row-major layout from byte `start`, so
     /// big tensors can be streamed in blocks. Strided views are gathered; for them each call reads
     /// the part of the storage its block spans.

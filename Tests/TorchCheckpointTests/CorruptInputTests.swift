@@ -129,6 +129,8 @@ final class CorruptInputTests: XCTestCase {
         let foreign = TorchTensorEntry(name: "w", dtype: .float32, shape: [600], elementCount: 600, byteCount: 2400)
         var big = [UInt8](repeating: 0, count: 2400)
         assertDescription(expectCheckpointError { try big.withUnsafeMutableBytes { try reader.read(foreign, into: $0) } }, contains: ["does not belong"])
+        assertDescription(expectCheckpointError { _ = try reader.readBytes(foreign) }, contains: ["does not belong"])
+        XCTAssertEqual(try reader.readBytes(entry), storageBytes)
     }
 
     func testEveryTruncationFailsCleanly() throws {

@@ -109,12 +109,20 @@ final class TorchInteropTests: XCTestCase {
             torch.save({"a.b": {"w": sd["weight"]}, "a": {"b": {"c": {"v": sd["bias"]}}}}, d + "/dotted.pt")
             torch.save({"w": torch.ones(2), "ema": {"w": torch.zeros(2)}}, d + "/toplevel.pt")
             torch.save({"epoch": 3}, d + "/notensors.pt")
+            # The layout of a PyTorch Lightning checkpoint: optimizer states sit in a list.
+            torch.save({"epoch": 3, "global_step": 10, "pytorch-lightning_version": "2.4.0", "state_dict": sd,
+                        "optimizer_states": [opt.state_dict()], "lr_schedulers": [], "hyper_parameters": {"lr": 0.1, "layers": [4, 3]},
+                        "loops": {"fit_loop": {"epoch_progress": {"total": {"ready": 4}}}}}, d + "/lightning.ckpt")
             """#
         _ = try runPythonOrFail(script, [directory])
 
         let wrapped = try TorchCheckpointReader(path: directory + "/wrapped.pt")
         XCTAssertEqual(wrapped.containerKey, "state_dict")
         try assertMatchesManifest(wrapped, manifestPath: directory + "/model.json")
+
+        let lightning = try TorchCheckpointReader(path: directory + "/lightning.ckpt")
+        XCTAssertEqual(lightning.containerKey, "state_dict")
+        try assertMatchesManifest(lightning, manifestPath: directory + "/model_after_step.json")
 
         let ambiguous = expectCheckpointError { _ = try TorchCheckpointReader(path: directory + "/training.pt") }
         guard case .container = ambiguous else { return XCTFail("\(String(describing: ambiguous))") }

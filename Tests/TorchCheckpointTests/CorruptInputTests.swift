@@ -268,6 +268,32 @@ final class CorruptInputTests: XCTestCase {
         // Most damage is detected; some (say, a changed digit of a size) yields another valid file.
         XCTAssertLessThan(accepted, 1500)
     }
+
+    /// Random damage anywhere in the archive (headers, central directory, end records, data).
+    func testRandomlyDamagedArchivesNeverTrap() throws {
+        var generator = SplitMix64(seed: 7)
+        let image = Self.checkpoint(pickle: Self.statePickle(numel: 6, offset: 0, shape: [3, 2], stride: [1, 3]), storage: storageBytes)
+        let directory = try makeTemporaryDirectory()
+        let path = directory + "/fuzz.pt"
+        var outcomes: [String: Int] = [:]
+        for _ in 0..<1500 {
+            var damaged = image
+            for _ in 0..<Int.random(in: 1...4, using: &generator) {
+                let position = Int.random(in: 0..<damaged.count, using: &generator)
+                damaged[position] = UInt8.random(in: 0...255, using: &generator)
+            }
+            try writeFileBytes(damaged, to: path)
+            _ = TorchCheckpointReader.isTorchCheckpoint(path: path)
+            do {
+                let reader = try TorchCheckpointReader(path: path)
+                for entry in reader.entries { _ = try? reader.readBytes(entry) }
+                outcomes["read", default: 0] += 1
+            } catch let error as TorchCheckpointError {
+                outcomes[String(describing: error).contains("CRC-32") ? "crc" : "other error", default: 0] += 1
+            }
+        }
+        XCTAssertGreaterThan(outcomes["other error", default: 0], 100, "\(outcomes)")
+    }
 }
 
 struct SplitMix64: RandomNumberGenerator {

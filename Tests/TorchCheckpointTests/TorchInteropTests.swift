@@ -276,6 +276,48 @@ final class TorchInteropTests: XCTestCase {
         XCTAssertEqual(head, [0, 0, 0, 0])
     }
 
+    /// Random damage to the data.pkl of a real module state dict (memo, OrderedDict, _metadata,
+    /// shared storages), re-wrapped so the CRC matches: read or refused, never a trap.
+    func testRandomlyDamagedTorchPicklesNeverTrap() throws {
+        try requireTorch()
+        let directory = try makeTemporaryDirectory()
+        let source = directory + "/model.pt"
+        _ = try runPythonOrFail(#"""
+            import torch
+            torch.manual_seed(1)
+            model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+            sd = model.state_dict()
+            sd["tied"] = sd["0.weight"]
+            sd["view"] = sd["2.weight"].t()
+            torch.save(sd, sys.argv[1])
+            """#, [source])
+        let archive = try ZipArchive(file: try CheckpointFile(path: source))
+        var members = try archive.members.map { ($0.name, try archive.contents(of: $0, limit: 1 << 20)) }
+        let pickleIndex = try XCTUnwrap(members.firstIndex { $0.0.hasSuffix("/data.pkl") })
+        let pickle = members[pickleIndex].1
+        XCTAssertEqual(try TorchCheckpointReader(path: source).entries.count, 11)
+        var generator = SplitMix64(seed: 99)
+        let path = directory + "/fuzz.pt"
+        var accepted = 0
+        for _ in 0..<1000 {
+            var damaged = pickle
+            for _ in 0..<Int.random(in: 1...3, using: &generator) {
+                let position = Int.random(in: 0..<damaged.count, using: &generator)
+                damaged[position] = UInt8.random(in: 0...255, using: &generator)
+            }
+            members[pickleIndex].1 = damaged
+            try writeFileBytes(CorruptInputTests.zipImage(members), to: path)
+            do {
+                let reader = try TorchCheckpointReader(path: path)
+                accepted += 1
+                for entry in reader.entries where entry.byteCount <= 1 << 20 { _ = try? reader.readBytes(entry) }
+            } catch is TorchCheckpointError {
+                continue
+            }
+        }
+        XCTAssertLessThan(accepted, 1000)
+    }
+
     /// Other formats torch writes: refused with how to re-save.
     func testLegacyAndTorchScriptFilesAreRefusedWithAdvice() throws {
         try requireTorch()

@@ -17,7 +17,8 @@ steady state inside one process:
   Swift reuse           open + read every tensor into one pre-touched buffer: the reader's own
                         cost (zip, pickle, checks, copies out of the page cache)
 
-Prints median and minimum per variant. Run from the repository root:
+Then the same steady-state pair on 20,000 tensors of 4 float32 each (per-tensor overhead: zip
+members, pickle, checks). Prints median and minimum per variant. Run from the repository root:
     flock /tmp/locus-build.lock python3 bench/torch_read_bench.py
 """
 import json, os, statistics, subprocess, sys, tempfile, time
@@ -91,6 +92,23 @@ def main():
         for kind, swift_label in [("first", "first: Swift"), ("steady", "steady: Swift reuse")]:
             ratio = statistics.median(results[swift_label]) / statistics.median(results[f"{kind}: torch.load"])
             print(f"  {kind}: Swift / torch.load median time: {ratio:.2f}")
+
+        many = os.path.join(directory, "many.pt")
+        torch.save({f"blocks.{i}.w": torch.full((4,), float(i)) for i in range(20000)}, many)
+        torch.load(many, weights_only=True)
+        small = {"torch.load": [], "Swift reuse": []}
+        for _ in range(max(3, ROUNDS // 2)):
+            start = time.perf_counter()
+            assert len(torch.load(many, weights_only=True)) == 20000
+            small["torch.load"].append(time.perf_counter() - start)
+            run = subprocess.run([binary, many, "2", "reuse"], check=True, capture_output=True, text=True)
+            result = json.loads(run.stdout)
+            assert result["tensors"] == 20000, result
+            small["Swift reuse"].append(result["seconds"][-1])
+        print(f"file: {os.path.getsize(many) / 1e6:.1f} MB, 20000 tensors of 4 float32")
+        for label, times in small.items():
+            print(f"  {label:22s} {statistics.median(times) * 1e3:7.1f}ms {min(times) * 1e3:7.1f}ms")
+        print(f"  Swift / torch.load median time: {statistics.median(small['Swift reuse']) / statistics.median(small['torch.load']):.2f}")
 
 
 if __name__ == "__main__":

@@ -224,7 +224,9 @@ public final class TorchCheckpointReader: @unchecked Sendable {
         var outShape: [Int] = []
         var outStrides: [Int] = []
         for (size, stride) in zip(shape, strides) where size != 1 {
-            if let lastStride = outStrides.last, let lastSize = outShape.last, lastStride == stride * size {
+            // Overflow-checked although the view was validated: a wrapped product must not merge.
+            let (span, overflow) = stride.multipliedReportingOverflow(by: size)
+            if let lastStride = outStrides.last, let lastSize = outShape.last, !overflow, lastStride == span {
                 outShape[outShape.count - 1] = lastSize * size
                 outStrides[outStrides.count - 1] = stride
             } else {

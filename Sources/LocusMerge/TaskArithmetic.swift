@@ -18,7 +18,7 @@ public enum TaskArithmetic {
     }
 
     /// Checks that two checkpoints have the same tensors (names, shapes, dtypes); lists every mismatch.
-    public static func checkSameLayout(_ a: CheckpointReader, _ b: CheckpointReader) throws {
+    public static func checkSameLayout(_ a: any CheckpointSource, _ b: any CheckpointSource) throws {
         var problems: [String] = []
         for t in b.tensors {
             guard let u = a.tensor(named: t.name) else { problems.append("'\(t.name)' is not in \(a.path)"); continue }
@@ -32,12 +32,12 @@ public enum TaskArithmetic {
     }
 
     /// The exact difference per tensor, in float64 (exact for float32, float16 and bfloat16 inputs).
-    static func difference(_ base: CheckpointReader, _ ft: CheckpointReader, _ t: CheckpointTensor) throws -> [Double] {
+    static func difference(_ base: any CheckpointSource, _ ft: any CheckpointSource, _ t: CheckpointTensor) throws -> [Double] {
         let b = try readDouble(base, base.tensor(named: t.name)!), f = try readDouble(ft, t)
         return zip(f, b).map { $0 - $1 }
     }
 
-    static func readDouble(_ r: CheckpointReader, _ t: CheckpointTensor) throws -> [Double] { try r.readFloat64(t) }
+    static func readDouble(_ r: any CheckpointSource, _ t: CheckpointTensor) throws -> [Double] { try r.readFloat64(t) }
 
     /// Writes the task vector of `finetuned` relative to `base`. Values are stored as float32 when
     /// θ_base + τ reproduces θ_ft exactly in float32 for every entry of the tensor (the usual case),
@@ -46,7 +46,7 @@ public enum TaskArithmetic {
     public static func diff(base basePath: String, finetuned ftPath: String, output: String, sparsify: Sparsify = .none,
                             attributes: [String: String] = [:], numbers: [String: Double] = [:],
                             provenance: Provenance = Provenance()) throws -> Summary {
-        let base = try CheckpointReader(path: basePath), ft = try CheckpointReader(path: ftPath)
+        let base = try openCheckpoint(path: basePath), ft = try openCheckpoint(path: ftPath)
         try checkSameLayout(base, ft)
         var taus: [(CheckpointTensor, [Double])] = []
         for t in ft.tensors {
@@ -91,7 +91,7 @@ public enum TaskArithmetic {
     }
 
     /// float32 when it reproduces θ_ft from θ_base exactly (in the base's own precision), else float64.
-    static func valueType(_ b: [Float], _ f: [Float], _ ft: CheckpointReader, _ t: CheckpointTensor, _ idx: [Int], _ vals: [Double]) throws -> LocusDType {
+    static func valueType(_ b: [Float], _ f: [Float], _ ft: any CheckpointSource, _ t: CheckpointTensor, _ idx: [Int], _ vals: [Double]) throws -> LocusDType {
         var needs64 = false
         for (i, v) in zip(idx, vals) where Float(b[i]) + Float(v) != f[i] {
             needs64 = true
@@ -124,9 +124,10 @@ public enum TaskArithmetic {
     /// math in float64 so α = 1 reproduces the fine-tuned weights exactly). Refuses a task vector made
     /// from another base unless `force`.
     public static func apply(base basePath: String, taskVector tvPath: String, alpha: Double = 1, output: String,
-                             force: Bool = false, warn: (String) -> Void = { _ in }, provenance: Provenance = Provenance()) throws {
+                             force: Bool = false, warn: (String) -> Void = { _ in }, provenance: Provenance = Provenance(),
+                             outputFormat: CheckpointOutputFormat = .h5, shardBytes: Int = HuggingFaceFolderWriter.defaultShardBytes) throws {
         guard alpha.isFinite else { throw LocusError(file: output, "--alpha must be finite") }
-        let base = try CheckpointReader(path: basePath)
+        let base = try openCheckpoint(path: basePath)
         let tv = try TaskVectorReader(path: tvPath)
         let fp = try base.fingerprint
         if tv.baseFingerprint != fp {
@@ -141,7 +142,9 @@ public enum TaskArithmetic {
         }
         let byName = Dictionary(uniqueKeysWithValues: tv.tensors.map { ($0.name, $0) })
         let factor = alpha * tv.scale
-        let w = try CheckpointWriter(path: output, provenance: provenance, metadata: try base.metadata(), architecture: try base.architecture())
+        let plan = base.tensors.map { TensorPlan(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
+        let w = try makeCheckpointSink(path: output, format: outputFormat, plan: plan, provenance: provenance,
+                                       metadata: try base.metadata(), architecture: try base.architecture(), shardBytes: shardBytes)
         for t in base.tensors {
             guard let tt = byName[t.name], factor != 0 else {   // untouched tensors are copied bit for bit
                 let raw = try base.readRaw(t)

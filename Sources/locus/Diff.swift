@@ -21,8 +21,10 @@ struct Diff: ParsableCommand {
     @Option(help: "Keep only this fraction of entries, by magnitude.") var density: Double?
     @Option(help: "Keep only entries with |τ| ≥ this.") var threshold: Double?
 
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
+
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(source) {
             let sparsify: TaskArithmetic.Sparsify
             switch (density, threshold) {
             case (nil, nil): sparsify = .none
@@ -33,6 +35,7 @@ struct Diff: ParsableCommand {
             var params: [String: JSONValue] = [:]
             if let density { params["density"] = .number(density) }
             if let threshold { params["threshold"] = .number(threshold) }
+            params.merge(try source.parameters()) { a, _ in a }
             let s = try TaskArithmetic.diff(base: base, finetuned: finetuned, output: output, sparsify: sparsify,
                                             provenance: provenance(inputs: [.init(role: "base", path: base, fingerprint: nil),
                                                                             .init(role: "finetuned", path: finetuned, fingerprint: nil)], parameters: params))
@@ -54,17 +57,21 @@ struct Apply: ParsableCommand {
 
     @Argument(help: "Base checkpoint.") var base: String
     @Argument(help: "Task vector.") var taskVector: String
-    @Option(name: .shortAndLong, help: "Output checkpoint.") var output: String
+    @Option(name: .shortAndLong, help: "Output checkpoint (.h5, or a folder: see --format).") var output: String
     @Option(help: "Scaling coefficient α.") var alpha: Double = 1
     @Flag(help: "Apply even if the task vector was made from another base.") var force = false
+    @OptionGroup(title: "Writing checkpoints") var out: OutputOptions
+
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
 
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(source) {
             try TaskArithmetic.apply(base: base, taskVector: taskVector, alpha: alpha, output: output, force: force,
                                      warn: { FileHandle.standardError.write("locus: warning: \($0)\n") },
                                      provenance: provenance(inputs: [.init(role: "base", path: base, fingerprint: nil),
                                                                      .init(role: "task-vector", path: taskVector, fingerprint: nil)],
-                                                            parameters: ["alpha": .number(alpha), "force": .bool(force)]))
+                                                            parameters: ["alpha": .number(alpha), "force": .bool(force)].merging(try source.parameters()) { a, _ in a }),
+                                     outputFormat: out.format(for: output), shardBytes: try out.shardBytes())
             print("\(output): \(base) + \(alpha) · \(taskVector)")
         }
     }

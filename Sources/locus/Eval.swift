@@ -18,8 +18,10 @@ struct Eval: ParsableCommand {
     @Option(help: "Write the logits of the (single) evaluated head as a NumPy .npy file, float32 [samples, classes], in split order.")
     var logits: String?
 
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
+
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(source) {
             let m = try Model.load(model)
             let d = try DatasetArtifact.read(data)
             let names = head.isEmpty ? m.architecture.heads.filter { $0.out_features == d.classes.count }.map(\.name) : head

@@ -37,8 +37,10 @@ struct Finetune: ParsableCommand {
     @Flag(help: "Use the mask even though it was made from another base.") var force = false
     @OptionGroup var training: TrainingOptions
 
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
+
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(source) {
             if taskVector != nil, (output as NSString).standardizingPath == (base as NSString).standardizingPath {
                 throw LocusError(file: output, "is BASE itself: with --task-vector the base must stay as it is (write the fine-tuned model elsewhere)")
             }

@@ -24,8 +24,10 @@ struct Inspect: ParsableCommand {
     @Option(help: ArgumentHelp("Also write an SVG plot of a mask, scores or task-vector file (atomically).", valueName: "out.svg"))
     var plot: String?
 
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
+
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(source) {
             let report = try Inspector.inspect(file, tensor: tensor, stats: stats || tensor != nil)
             if let plot { try InspectPlot.write(try InspectPlot.svg(report), to: plot) }
             print(json ? try Inspector.json(report) : Inspector.text(report) + (plot.map { "\n  plot written to \($0)" } ?? ""))

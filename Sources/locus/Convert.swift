@@ -32,7 +32,7 @@ struct Convert: ParsableCommand {
           --rename-rules FILE         'REGEX → REPLACEMENT' lines
         The renaming is recorded in the output's provenance.
           locus convert clip.safetensors vit.h5 --strip-prefix visual. \\
-            --rename open_clip-to-timm --architecture vit-arch.h5
+            --rename open_clip-to-timm
           locus convert model.h5 out/ --shard-size 2GB --config-from hf/
 
         Other artifacts: IN.safetensors → OUT.h5 with --kind scores | mask |

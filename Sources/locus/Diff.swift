@@ -5,6 +5,7 @@ import LocusMerge
 struct Diff: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write the task vector τ = θ_finetuned − θ_base of two checkpoints.",
+        usage: "locus diff <base> <finetuned> -o <output> [<options>]",
         discussion: """
         Exact by default: every nonzero difference is kept, in float32 when θ_base + τ reproduces θ_ft exactly in
         float32 (the usual case) and in float64 otherwise, so `locus apply BASE TV` gives back FINETUNED bit for bit.
@@ -47,6 +48,7 @@ struct Diff: ParsableCommand {
 struct Apply: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Add a task vector to a base checkpoint: θ = θ_base + α · scale · τ.",
+        usage: "locus apply <base> <task-vector> -o <output> [--alpha <α>] [<options>]",
         discussion: """
         Refuses a task vector whose base fingerprint is not BASE's (--force applies it anyway, with a warning).
         Arithmetic in float64, result in each tensor's dtype (round-to-nearest-even for float16/bfloat16), so α = 1

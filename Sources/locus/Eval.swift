@@ -6,6 +6,7 @@ import LocusEngine
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Accuracy, loss and per-class accuracy of a model's heads on a dataset split.",
+        usage: "locus eval <model> <data> [--head <head> ...] [--split <split>] [<options>]",
         discussion: "Example: locus eval mlp-trained.h5 digits.h5 --head digits --split test")
 
     @Argument(help: "Model checkpoint.") var model: String

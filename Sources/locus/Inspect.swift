@@ -4,6 +4,7 @@ import LocusFormat
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show what a Locus artifact holds: kind, provenance and a table of its tensors.",
+        usage: "locus inspect <file> [--stats] [--tensor <name>] [--json] [<options>]",
         discussion: """
         By default only metadata is read (shapes, dtypes, encodings and the summaries writers store as
         attributes), so inspecting a multi-GB checkpoint takes milliseconds. --stats reads the values and

@@ -48,7 +48,9 @@ public enum TaskArithmetic {
                             provenance: Provenance = Provenance()) throws -> Summary {
         let base = try openCheckpoint(path: basePath), ft = try openCheckpoint(path: ftPath)
         try checkSameLayout(base, ft)
-        var taus: [(CheckpointTensor, [Double])] = []
+        if case .threshold(let th) = sparsify, !(th >= 0) { throw LocusError(file: output, "--threshold must be ≥ 0") }
+        if case .density(let d) = sparsify, !(d > 0 && d <= 1) { throw LocusError(file: output, "--density must be in (0, 1], got \(d)") }
+        var floats: [CheckpointTensor] = []
         for t in ft.tensors {
             guard t.dtype.isFloatingPoint else {
                 if try base.readRaw(base.tensor(named: t.name)!) != ft.readRaw(t) {
@@ -56,28 +58,28 @@ public enum TaskArithmetic {
                 }
                 continue
             }
-            taus.append((t, try difference(base, ft, t)))
+            floats.append(t)
         }
-        var keep: [[Bool]]? = nil
-        switch sparsify {
-        case .none: break
-        case .threshold(let th):
-            guard th >= 0 else { throw LocusError(file: output, "--threshold must be ≥ 0") }
-            keep = taus.map { $0.1.map { abs($0) >= th && $0 != 0 } }
-        case .density(let d):
-            guard d > 0, d <= 1 else { throw LocusError(file: output, "--density must be in (0, 1], got \(d)") }
-            keep = topMagnitude(taus.map(\.1), count: Int(d * Double(taus.reduce(0) { $0 + $1.1.count })))
+        // Only the global top-k of --density needs every difference at once; otherwise each tensor's
+        // difference is made, written and dropped in turn, so memory follows the largest tensor.
+        var globalKeep: [[Bool]]? = nil
+        if case .density(let d) = sparsify {
+            let taus = try floats.map { try difference(base, ft, $0) }
+            globalKeep = topMagnitude(taus, count: Int(d * Double(taus.reduce(0) { $0 + $1.count })))
         }
         var attrs = attributes
         attrs["finetuned-fingerprint"] = try ft.fingerprint
         let w = try TaskVectorWriter(path: output, baseFingerprint: try base.fingerprint, attributes: attrs, numbers: numbers, provenance: provenance)
         var summary = Summary(tensors: 0, count: 0, nnz: 0)
-        for (k, (t, tau)) in taus.enumerated() {
+        for (k, t) in floats.enumerated() {
+            let tau = try difference(base, ft, t)
+            var keep: [Bool]? = globalKeep?[k]
+            if case .threshold(let th) = sparsify { keep = tau.map { abs($0) >= th && $0 != 0 } }
             var idx: [Int] = [], vals: [Double] = []
             // A zero difference can still be a change of sign bit (−0.0 → +0.0); keep it as an explicit
             // zero (spec §5 allows them) so apply reproduces the bits.
             let b32 = try base.readFloat32(base.tensor(named: t.name)!), f32 = try ft.readFloat32(t)
-            for (i, v) in tau.enumerated() where (v != 0 || (keep == nil && b32[i].bitPattern != f32[i].bitPattern)) && (keep?[k][i] ?? true) {
+            for (i, v) in tau.enumerated() where (v != 0 || (keep == nil && b32[i].bitPattern != f32[i].bitPattern)) && (keep?[i] ?? true) {
                 idx.append(i); vals.append(v)
             }
             summary.count += t.count

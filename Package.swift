@@ -4,6 +4,7 @@ import PackageDescription
 // Layering, bottom to top:
 //   CHDF5 (C shim over libhdf5)  →  HDF5 (safe wrapper, knows nothing of Locus)
 //   SafeTensors (strict reader/writer, knows nothing of Locus)
+//   CZlib → TorchCheckpoint (strict torch.save reader, restricted unpickler, knows nothing of Locus)
 //   LocusFormat (the Locus layout: kinds, rules, validation, conversion)
 //   CZlib → LocusData (IDX / CSV(.gz) import, splits, task derivation → dataset artifacts)
 //   CBLAS (OpenBLAS loaded at run time) → LocusEngine (tensors, layers, models, training, scoring, masks)
@@ -16,6 +17,7 @@ let package = Package(
         .library(name: "LocusFormat", targets: ["LocusFormat"]),
         .library(name: "HDF5", targets: ["HDF5"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
+        .library(name: "TorchCheckpoint", targets: ["TorchCheckpoint"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -28,6 +30,8 @@ let package = Package(
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
         .target(name: "HDF5", dependencies: ["CHDF5"]),
         .target(name: "SafeTensors"),
+        // Strict reader of torch.save checkpoints (restricted unpickler; knows nothing of Locus).
+        .target(name: "TorchCheckpoint", dependencies: ["CZlib"]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "LocusData", dependencies: ["LocusFormat", "CZlib"]),
         .target(name: "CBLAS", linkerSettings: [.linkedLibrary("dl")]),
@@ -44,8 +48,10 @@ let package = Package(
         ]),
         // Benchmarks that need the engine's internals; the scripts around them live in bench/.
         .executableTarget(name: "locus-bench", dependencies: ["LocusEngine"], path: "bench/swift"),
+        .executableTarget(name: "torch-checkpoint-bench", dependencies: ["TorchCheckpoint"], path: "bench/torch-checkpoint"),
         .testTarget(name: "HDF5Tests", dependencies: ["HDF5"]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
+        .testTarget(name: "TorchCheckpointTests", dependencies: ["TorchCheckpoint"]),
         .testTarget(name: "LocusFormatTests", dependencies: ["LocusFormat", "HDF5", "SafeTensors"]),
         .testTarget(name: "LocusDataTests", dependencies: ["LocusData", "LocusFormat"]),
         .testTarget(name: "LocusEngineTests", dependencies: ["LocusEngine", "LocusFormat"]),

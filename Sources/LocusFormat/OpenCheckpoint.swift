@@ -103,36 +103,49 @@ public enum SafeTensorsSource {
     /// A folder with `model.safetensors.index.json` (every shard checked against the index) or a
     /// single `model.safetensors`.
     public static func folder(_ dir: String) throws -> ByteRangeSource {
-        let indexPath = dir + "/model.safetensors.index.json"
-        guard FileManager.default.fileExists(atPath: indexPath) else {
-            let single = dir + "/model.safetensors"
-            let r = try open(single)
-            return try ByteRangeSource(path: dir, entries: try entries(r), metadata: r.metadata)
-        }
-        let index = try ShardIndex.read(indexPath)
-        var list: [ByteRangeSource.Entry] = []
-        for shard in index.shards {
-            let file = dir + "/" + shard
-            guard FileManager.default.fileExists(atPath: file) else {
-                let example = index.weightMap.first { $0.value == shard }?.key ?? "?"
-                throw LocusError(file: indexPath, object: "tensor '\(example)'", "its shard '\(shard)' is missing from the folder")
-            }
+        try openShardedFolder(dir, index: "model.safetensors.index.json", single: "model.safetensors") { file in
             let r = try open(file)
-            for e in r.entries {
-                guard let listed = index.weightMap[e.name] else {
-                    throw LocusError(file: file, object: "tensor '\(e.name)'", "is in the shard but not in \(indexPath)")
-                }
-                guard listed == shard else {
-                    throw LocusError(file: file, object: "tensor '\(e.name)'", "is also in this shard, but \(indexPath) places it in '\(listed)' (listed twice)")
-                }
-            }
-            for (name, s) in index.weightMap where s == shard && r.entry(named: name) == nil {
-                throw LocusError(file: file, object: "tensor '\(name)'", "\(indexPath) places it in this shard, which does not hold it")
-            }
-            list += try entries(r)
+            return (r.entries.map(\.name), try entries(r), r.metadata)
         }
-        return try ByteRangeSource(path: dir, entries: list, metadata: index.metadata)
     }
+}
+
+/// Opens a Hugging Face folder: `single` alone, or the shards `index` lists, each checked against
+/// the index (missing shard, a tensor in two shards, a tensor in a shard but not in the index or
+/// the other way round, shard names leaving the folder).
+func openShardedFolder(_ dir: String, index indexName: String, single: String,
+                       openShard: (String) throws -> (names: [String], entries: [ByteRangeSource.Entry], metadata: [String: String]?)) throws -> ByteRangeSource {
+    let indexPath = dir + "/" + indexName
+    guard FileManager.default.fileExists(atPath: indexPath) else {
+        let s = try openShard(dir + "/" + single)
+        return try ByteRangeSource(path: dir, entries: s.entries, metadata: s.metadata)
+    }
+    let index = try ShardIndex.read(indexPath)
+    var list: [ByteRangeSource.Entry] = []
+    var metadata = index.metadata
+    for shard in index.shards {
+        let file = dir + "/" + shard
+        guard FileManager.default.fileExists(atPath: file) else {
+            let example = index.weightMap.keys.sorted(by: TensorName.byteOrder).first { index.weightMap[$0] == shard } ?? "?"
+            throw LocusError(file: indexPath, object: "tensor '\(example)'", "its shard '\(shard)' is missing from the folder")
+        }
+        let s = try openShard(file)
+        let held = Set(s.names)
+        for name in s.names {
+            guard let listed = index.weightMap[name] else {
+                throw LocusError(file: file, object: "tensor '\(name)'", "is in the shard but not in \(indexPath)")
+            }
+            guard listed == shard else {
+                throw LocusError(file: file, object: "tensor '\(name)'", "is also in this shard, but \(indexPath) places it in '\(listed)' (listed twice)")
+            }
+        }
+        for (name, sh) in index.weightMap where sh == shard && !held.contains(name) {
+            throw LocusError(file: file, object: "tensor '\(name)'", "\(indexPath) places it in this shard, which does not hold it")
+        }
+        if shard == index.shards.first, let m = s.metadata { metadata = m.merging(metadata ?? [:]) { _, index in index } }
+        list += s.entries
+    }
+    return try ByteRangeSource(path: dir, entries: list, metadata: metadata)
 }
 
 /// `*.index.json` of a sharded Hugging Face checkpoint: `weight_map` (tensor → shard file) and

@@ -248,3 +248,53 @@ def test_rename_rules_file_and_collisions(locus, tmp_path):
                         "badrule.txt")
     assert "line 2" in line
     assert snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------------ PyTorch files, read in place
+
+def test_torch_bin_files_and_folders_read_in_place(locus, bert, tmp_path):
+    model = transformers.AutoModel.from_pretrained(bert / "base")
+    sd = model.state_dict()
+    folder_fp = st_fingerprint(folder_tensors(bert / "base"))
+    torch.save(sd, tmp_path / "model.bin")
+    torch.save({"epoch": 3, "state_dict": sd, "optimizer": {"lr": 0.1}}, tmp_path / "nested.pt")
+    # A sharded pytorch_model.bin folder as transformers 4 wrote them (transformers 5 writes only safetensors).
+    binfolder = tmp_path / "binfolder"
+    binfolder.mkdir()
+    names = sorted(sd)
+    parts = [names[i::3] for i in range(3)]
+    weight_map = {}
+    for i, part in enumerate(parts):
+        file = f"pytorch_model-{i + 1:05d}-of-00003.bin"
+        torch.save({k: sd[k] for k in part}, binfolder / file)
+        weight_map.update({k: file for k in part})
+    (binfolder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}))
+    # Same tensors, same fingerprint, whichever container holds them.
+    for src, extra in [(tmp_path / "model.bin", []), (tmp_path / "nested.pt", ["--key", "state_dict"]), (tmp_path / "binfolder", [])]:
+        assert locus("inspect", src, "--stats", "--json", *extra).json()["fingerprint"] == folder_fp, src
+        out = tmp_path / (src.stem + ".h5")
+        assert_ok(locus("convert", src, out, *extra))
+        assert spec_fingerprint(out) == folder_fp
+    # Bit-exact: export the .h5 made from the .bin and compare with torch's tensors.
+    assert_ok(locus("convert", tmp_path / "model.h5", tmp_path / "model.safetensors"))
+    back = load_file(str(tmp_path / "model.safetensors"))
+    assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
+    # diff a .bin against a folder, apply to the .h5 of the base: the fine-tuned weights come back.
+    assert_ok(locus("diff", tmp_path / "model.bin", bert / "ft", "-o", tmp_path / "tau.h5"))
+    assert_ok(locus("apply", tmp_path / "model.h5", tmp_path / "tau.h5", "-o", tmp_path / "ft.h5"))
+    assert spec_fingerprint(tmp_path / "ft.h5") == st_fingerprint(folder_tensors(bert / "ft"))
+
+
+def test_torch_bad_inputs_fail_cleanly(locus, tmp_path):
+    sd = {"w": torch.ones(3, 2), "b": torch.zeros(2)}
+    torch.save({"a": sd, "b": {"x": torch.ones(1)}}, tmp_path / "two.pt")
+    torch.save(sd, tmp_path / "ok.pt")
+    blob = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(blob[: len(blob) // 2])
+    before = snapshot(tmp_path)
+    assert_error(locus("convert", tmp_path / "two.pt", tmp_path / "o.h5"), "two.pt")          # which dict? needs --key
+    assert_error(locus("convert", tmp_path / "two.pt", tmp_path / "o.h5", "--key", "c"), "two.pt")
+    assert_error(locus("convert", tmp_path / "cut.pt", tmp_path / "o.h5"), "cut.pt")
+    assert_error(locus("convert", tmp_path / "ok.pt", tmp_path / "o.h5", "--key", "x"), "ok.pt")
+    assert snapshot(tmp_path) == before
+    assert_ok(locus("convert", tmp_path / "two.pt", tmp_path / "o.h5", "--key", "a"))

@@ -89,7 +89,8 @@ public enum Inspector {
     /// Builds the report; `tensor` restricts it to one tensor, `stats` reads values.
     public static func inspect(_ path: String, tensor only: String? = nil, stats: Bool = false) throws -> InspectReport {
         let options = CheckpointOpenOptions.current
-        if try detectCheckpointKind(path: path) != .locus || !(options.renaming?.isIdentity ?? true) {
+        // What is not a checkpoint source at all gets the Locus file checks' own messages below.
+        if let kind = try? detectCheckpointKind(path: path), kind != .locus || !(options.renaming?.isIdentity ?? true) {
             return try inspectSource(path, tensor: only, stats: stats)
         }
         let a = try ArtifactFile.open(path)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import assert_error, assert_ok, snapshot, spec_fingerprint, st_fingerprint, st_read
+from conftest import assert_error, assert_invalid, assert_ok, snapshot, spec_fingerprint, st_fingerprint, st_read
 
 transformers = pytest.importorskip("transformers")
 
@@ -62,6 +62,7 @@ def test_transformers_sharded_folder_imports_bit_exact(locus, bert):
     assert {t["name"] for t in j["tensors"]} == set(back)
     assert locus("inspect", src, "--stats", "--json").json()["fingerprint"] == expected
     assert_ok(locus("validate", bert / "base.h5"))
+    assert "valid" in assert_ok(locus("validate", src)).out
 
 
 def test_diff_apply_merge_read_folders_in_place(locus, bert):
@@ -192,6 +193,7 @@ def test_bad_folders_fail_with_one_line_and_write_nothing(locus, tmp_path, case)
         if expect_obj:
             assert expect_obj in line, line
         assert snapshot(tmp_path) == before
+    assert_invalid(locus("validate", d), expect_file)
 
 
 def test_open_clip_visual_renamed_to_timm(locus, tmp_path):

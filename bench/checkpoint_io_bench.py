@@ -2,7 +2,7 @@
 """Checkpoint I/O: Hugging Face folders in and out of Locus, against `cp` of the same bytes.
 
 Every number is measured in this run, interleaved with its baseline, median of --rounds rounds:
-  1. import: a synthetic sharded bfloat16 folder (>= 2 GiB by default) -> Locus .h5, vs `cp -r` of the
+  1. import: a synthetic sharded bfloat16 folder (>= 2 GiB by default, 512 MiB shards) -> Locus .h5, vs `cp -r` of the
      folder and vs `cp -r` + fsync of every copied file (convert fsyncs its output before the rename);
   2. export: that .h5 -> a Hugging Face folder (5 GB shards), vs `cp` (+ fsync) of the .h5;
   3. peak RSS of each (/usr/bin/time -v), and of `locus inspect --stats` and `locus diff` on the folder;
@@ -68,7 +68,7 @@ def write_safetensors(path, tensors):
             f.write(raw)
 
 
-def make_folder(d, gib, rows=4096, cols=4096, shard_bytes=5 * 10**9):
+def make_folder(d, gib, rows=4096, cols=4096, shard_bytes=512 << 20):
     """A sharded bfloat16 folder of `gib` GiB: tensors of rows x cols, bf16 from normal float32 values."""
     os.makedirs(d, exist_ok=True)
     per = rows * cols * 2

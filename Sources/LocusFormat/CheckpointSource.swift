@@ -118,6 +118,9 @@ public final class ByteRangeSource: CheckpointSource {
         public var file: String
         public var object: String
         public var read: (Int, UnsafeMutableRawBufferPointer) throws -> Void
+        /// The tensor's bytes in a memory map of its file, when they lie there contiguously (blocks
+        /// are then passed straight from the map, and their pages dropped once used).
+        var mapped: (map: MappedFile, bytes: UnsafeRawBufferPointer)?
         public init(tensor: CheckpointTensor, file: String, object: String, read: @escaping (Int, UnsafeMutableRawBufferPointer) throws -> Void) {
             self.tensor = tensor; self.file = file; self.object = object; self.read = read
         }
@@ -191,6 +194,16 @@ public final class ByteRangeSource: CheckpointSource {
         if t.byteCount == 0 { return }
         let rowBytes = max(t.rowByteCount, 1)
         let step = min(t.byteCount, max(rowBytes, (blockBytes / rowBytes) * rowBytes))
+        if let (map, bytes) = e.mapped, bytes.count == t.byteCount {
+            var offset = 0
+            while offset < bytes.count {
+                let block = UnsafeRawBufferPointer(rebasing: bytes[offset..<min(bytes.count, offset + step)])
+                try body(block)
+                map.release(block)
+                offset += block.count
+            }
+            return
+        }
         var buffer = [UInt8](repeating: 0, count: step)
         var offset = 0
         while offset < t.byteCount {

@@ -84,14 +84,19 @@ public enum SafeTensorsSource {
     }
 
     static func entries(_ reader: SafeTensorsReader, only wanted: ((String) -> Bool)? = nil) throws -> [ByteRangeSource.Entry] {
-        try reader.entries.filter { wanted?($0.name) ?? true }.map { e in
+        // Reading straight from a map saves a copy per block; a file that shrank since the header
+        // was checked is caught by the bounds of the map (then reads fall back to pread and fail there).
+        let map = MappedFile(path: reader.path)
+        return try reader.entries.filter { wanted?($0.name) ?? true }.map { e in
             let d = try dtype(e, file: reader.path)
             let t = CheckpointTensor(name: e.name, link: e.name, dtype: d, shape: e.shape, count: e.elementCount)
-            return ByteRangeSource.Entry(tensor: t, file: reader.path, object: "tensor '\(e.name)'") { offset, buffer in
+            var entry = ByteRangeSource.Entry(tensor: t, file: reader.path, object: "tensor '\(e.name)'") { offset, buffer in
                 do { try reader.read(e, fromByte: offset, into: buffer) } catch let err as SafeTensorsError {
                     throw LocusError(file: err.path, object: err.object.map { "tensor '\($0)'" }, err.message)
                 }
             }
+            if let map, let bytes = map.slice(offset: reader.dataSectionOffset + e.dataBegin, count: e.byteCount) { entry.mapped = (map, bytes) }
+            return entry
         }
     }
 

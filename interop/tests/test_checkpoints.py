@@ -300,3 +300,23 @@ def test_torch_bad_inputs_fail_cleanly(locus, tmp_path):
     assert_error(locus("convert", tmp_path / "ok.pt", tmp_path / "o.h5", "--key", "x"), "ok.pt")
     assert snapshot(tmp_path) == before
     assert_ok(locus("convert", tmp_path / "two.pt", tmp_path / "o.h5", "--key", "a"))
+
+
+def test_engine_commands_run_a_folder_locus_wrote(locus, tmp_path):
+    # The model description travels in the folder's metadata, so eval runs the folder in place.
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+    import locus_h5
+    rng = np.random.default_rng(4)
+    x = rng.random((12, 1, 4, 4)).astype(np.float32)
+    y = np.arange(12) % 3
+    data = tmp_path / "d.h5"
+    locus_h5.write_dataset(data, x, y, ["a", "b", "c"], {"train": np.arange(8), "test": np.arange(8, 12)})
+    assert_ok(locus("init", "--preset", "mlp", "--hidden", "8", "--data", data, "--head", "t", "-o", tmp_path / "m.h5"))
+    assert_ok(locus("convert", tmp_path / "m.h5", f"{tmp_path}/hf/"))
+    a = locus("eval", tmp_path / "m.h5", data, "--json").json()
+    b = locus("eval", tmp_path / "hf", data, "--json").json()
+    assert a == b
+    # A folder without a description says what is missing.
+    save_file({"w": torch.ones(2)}, str(tmp_path / "plain.safetensors"))
+    assert_error(locus("eval", tmp_path / "plain.safetensors", data), "plain.safetensors")

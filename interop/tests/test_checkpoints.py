@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import load_file, save_file
 
-from conftest import assert_error, assert_invalid, assert_ok, snapshot, spec_fingerprint, st_fingerprint, st_read
+torch = pytest.importorskip("torch")
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from conftest import assert_error, assert_invalid, assert_ok, snapshot, spec_fingerprint, st_fingerprint, st_read  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
 
@@ -304,9 +305,7 @@ def test_torch_bad_inputs_fail_cleanly(locus, tmp_path):
 
 def test_engine_commands_run_a_folder_locus_wrote(locus, tmp_path):
     # The model description travels in the folder's metadata, so eval runs the folder in place.
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-    import locus_h5
+    import locus_h5   # interop/python, on the path through conftest
     rng = np.random.default_rng(4)
     x = rng.random((12, 1, 4, 4)).astype(np.float32)
     y = np.arange(12) % 3

@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "LocusEngine", dependencies: ["LocusFormat", "CBLAS"]),
         .target(name: "LocusMerge", dependencies: ["LocusFormat"]),
         .target(name: "LocusFormat", dependencies: [
-            "HDF5", "SafeTensors",
+            "HDF5", "SafeTensors", "TorchCheckpoint",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "locus", dependencies: [

@@ -97,7 +97,7 @@ public final class Model {
 
     /// Loads a checkpoint written by `save` (or any checkpoint whose `/architecture` describes its tensors).
     public static func load(_ path: String) throws -> Model {
-        let reader = try CheckpointReader(path: path)
+        let reader = try openCheckpoint(path: path)
         guard let text = try reader.architecture() else {
             throw LocusError(file: path, object: "/architecture", "the checkpoint has no model description; create models with `locus init`")
         }

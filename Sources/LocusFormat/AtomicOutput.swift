@@ -176,7 +176,7 @@ public func writeAtomically<R>(to target: String, _ body: (String) throws -> R) 
 /// SIGHUP), then dies of the same signal. The handler only calls unlink and raise, which are
 /// async-signal-safe; the slots are plain C strings so the handler never touches Swift objects.
 enum InterruptCleanup {
-    static let slotCount = 32
+    static let slotCount = 256
     nonisolated(unsafe) static var slots = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: slotCount)
     nonisolated(unsafe) static var installed = false
     static let lock = PthreadMutex()
@@ -204,7 +204,9 @@ enum InterruptCleanup {
     }
 
     static let handler: @convention(c) (Int32) -> Void = { sig in
+        // Files first, then folders (an output folder's temporary directory, now empty).
         for i in 0..<InterruptCleanup.slotCount { if let p = InterruptCleanup.slots[i] { unlink(p) } }
+        for i in 0..<InterruptCleanup.slotCount { if let p = InterruptCleanup.slots[i] { rmdir(p) } }
         signal(sig, SIG_DFL)
         raise(sig)
     }

@@ -199,7 +199,9 @@ public final class CheckpointReader {
             let step = max(t.rowByteCount, (blockBytes / max(t.rowByteCount, 1)) * t.rowByteCount)
             while start < m.count {
                 let end = min(m.count, start + step)
-                try body(UnsafeRawBufferPointer(rebasing: m[start..<end]))
+                let block = UnsafeRawBufferPointer(rebasing: m[start..<end])
+                try body(block)
+                mapped?.release(block)
                 start = end
             }
             return

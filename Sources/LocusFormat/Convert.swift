@@ -1,3 +1,4 @@
+import Foundation
 import SafeTensors
 
 /// safetensors ⇄ Locus conversion, streaming tensor by tensor (and large tensors in row blocks).
@@ -75,7 +76,7 @@ public enum Convert {
         guard let basePath = options.basePath else {
             throw LocusError(file: source, "importing a \(options.kind.rawValue) needs --base, the checkpoint it belongs to")
         }
-        let base = try CheckpointReader(path: basePath)
+        let base = try openCheckpoint(path: basePath)
         let baseFingerprint = try base.fingerprint
         prov.inputs.append(.init(role: "base", path: basePath, fingerprint: baseFingerprint))
         try checkAgainstBase(entries.map { ($0.name, $0.shape) }, base: base, source: source)
@@ -130,7 +131,7 @@ public enum Convert {
     }
 
     /// Every name must exist in the base with the same shape; all mismatches are reported at once.
-    public static func checkAgainstBase(_ tensors: [(name: String, shape: [Int])], base: CheckpointReader, source: String) throws {
+    public static func checkAgainstBase(_ tensors: [(name: String, shape: [Int])], base: any CheckpointSource, source: String) throws {
         var problems: [String] = []
         for (name, shape) in tensors {
             guard let b = base.tensor(named: name) else { problems.append("'\(name)' is not in the base"); continue }
@@ -191,5 +192,63 @@ public enum Convert {
         case .dataset:
             throw LocusError(file: artifact.path, "a dataset artifact has no tensors to export to safetensors")
         }
+    }
+}
+
+extension Convert {
+    /// Copies every tensor of `source` into `sink` in row blocks (float tensors converted to
+    /// `dtype` when given, with one rounding), then commits. Returns the output's fingerprint.
+    @discardableResult
+    public static func copy(_ source: any CheckpointSource, to sink: any CheckpointSink, dtype: LocusDType? = nil,
+                            blockBytes: Int = 64 << 20) throws -> String {
+        for t in source.tensors {
+            let out = outputDType(t.dtype, dtype)
+            try sink.beginTensor(name: t.name, dtype: out, shape: t.shape)
+            if t.count == 0 { continue }
+            try source.forEachBlock(t, blockBytes: blockBytes) { bytes in
+                if out == t.dtype { return try sink.writeRows(bytes) }
+                let converted = HalfPrecision.encode(HalfPrecision.decode64(bytes, dtype: t.dtype), as: out)
+                try converted.withUnsafeBytes { try sink.writeRows($0) }
+            }
+        }
+        return try sink.finish()
+    }
+
+    static func outputDType(_ d: LocusDType, _ wanted: LocusDType?) -> LocusDType {
+        guard let wanted, d.isFloatingPoint else { return d }
+        return wanted
+    }
+
+    /// The output plan for copying `source` (with `dtype` applied to float tensors).
+    public static func plan(_ source: any CheckpointSource, dtype: LocusDType? = nil) -> [TensorPlan] {
+        source.tensors.map { TensorPlan(name: $0.name, dtype: outputDType($0.dtype, dtype), shape: $0.shape) }
+    }
+
+    /// Files `--config-from` copies beside the weights: the model config and, if present,
+    /// generation and tokenizer files.
+    public static let configFiles = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                                     "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model",
+                                     "added_tokens.json", "preprocessor_config.json"]
+
+    /// Writes `source` as a Locus `.h5` or a Hugging Face folder.
+    @discardableResult
+    public static func write(_ source: any CheckpointSource, to target: String, architecture: String?, format: CheckpointOutputFormat, dtype: LocusDType? = nil,
+                             shardBytes: Int = HuggingFaceFolderWriter.defaultShardBytes, configFrom: String? = nil,
+                             provenance: Provenance, blockBytes: Int = 64 << 20) throws -> String {
+        if let d = dtype, !d.isFloatingPoint { throw LocusError(file: target, "--dtype must be a floating-point type, not \(d.rawValue)") }
+        var configs: [String] = []
+        if let dir = configFrom {
+            guard format == .hf else { throw LocusError(file: dir, "--config-from applies to folder outputs only") }
+            guard FileManager.default.fileExists(atPath: dir + "/config.json") else {
+                throw LocusError(file: dir, "has no config.json to copy")
+            }
+            configs = configFiles.filter { FileManager.default.fileExists(atPath: dir + "/" + $0) }
+        }
+        let sink = try makeCheckpointSink(path: target, format: format, plan: plan(source, dtype: dtype), provenance: provenance,
+                                          metadata: try source.metadata(), architecture: architecture, shardBytes: shardBytes)
+        if let folder = sink as? HuggingFaceFolderWriter, let dir = configFrom {
+            for f in configs { folder.addFile(from: dir + "/" + f, as: f) }
+        }
+        return try copy(source, to: sink, dtype: dtype, blockBytes: blockBytes)
     }
 }

@@ -88,6 +88,11 @@ public struct InspectReport: Codable, Sendable {
 public enum Inspector {
     /// Builds the report; `tensor` restricts it to one tensor, `stats` reads values.
     public static func inspect(_ path: String, tensor only: String? = nil, stats: Bool = false) throws -> InspectReport {
+        let options = CheckpointOpenOptions.current
+        // What is not a checkpoint source at all gets the Locus file checks' own messages below.
+        if let kind = try? detectCheckpointKind(path: path), kind != .locus || !(options.renaming?.isIdentity ?? true) {
+            return try inspectSource(path, tensor: only, stats: stats)
+        }
         let a = try ArtifactFile.open(path)
         let h = a.header
         var r = InspectReport(path: path, kind: h.kind.rawValue, encoding_version: h.encodingVersion, producer: h.producer,
@@ -186,13 +191,61 @@ public enum Inspector {
         return r
     }
 
+    /// A checkpoint that is not a Locus file (or is seen through a renaming), read in place. Only
+    /// headers are read unless `stats`, which streams every tensor in row blocks (constant memory)
+    /// and computes the base fingerprint.
+    static func inspectSource(_ path: String, tensor only: String?, stats: Bool) throws -> InspectReport {
+        let kind = try detectCheckpointKind(path: path)
+        let source = try openCheckpoint(path: path)
+        var r = InspectReport(path: path, kind: ArtifactKind.checkpoint.rawValue, encoding_version: kind.rawValue, producer: "-", created: "-",
+                              file_bytes: fileBytes(path), fingerprint: nil, base_fingerprint: nil, provenance: nil, tensors: [], totals: .init())
+        r.metadata = try source.metadata()
+        if stats { r.fingerprint = try source.fingerprint }
+        for t in source.tensors where only.map({ TensorName.same($0, t.name) }) ?? true {
+            var e = InspectReport.Tensor(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, encoding: "dense", count: t.count,
+                                         bytes_on_disk: t.byteCount, logical_bytes: t.byteCount)
+            if stats, t.dtype.isFloatingPoint, t.count > 0 {
+                var lo = Float.infinity, hi = -Float.infinity, sum = 0.0, squares = 0.0
+                try source.forEachBlock(t, blockBytes: 16 << 20) { bytes in
+                    let v = HalfPrecision.decode(bytes, dtype: t.dtype)
+                    v.withUnsafeBufferPointer { b in
+                        for x in b { lo = Swift.min(lo, x); hi = Swift.max(hi, x) }
+                        sum += Summaries.sum(b); squares += Summaries.sumOfSquares(b)
+                    }
+                }
+                e.min = Double(lo); e.max = Double(hi); e.mean = sum / Double(t.count); e.l2_norm = squares.squareRoot()
+            }
+            r.tensors.append(e)
+        }
+        if let only, r.tensors.isEmpty { throw LocusError(file: path, object: "tensor '\(only)'", "no tensor of this name") }
+        r.totals.tensor_count = r.tensors.count
+        r.totals.count = r.tensors.reduce(0) { $0 + $1.count }
+        r.totals.bytes_on_disk = r.tensors.reduce(0) { $0 + $1.bytes_on_disk }
+        r.totals.logical_bytes = r.tensors.reduce(0) { $0 + $1.logical_bytes }
+        return r
+    }
+
+    /// Size of a file, or of the files directly inside a folder.
+    static func fileBytes(_ path: String) -> Int {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: path, isDirectory: &isDir) else { return 0 }
+        let files = isDir.boolValue ? ((try? fm.contentsOfDirectory(atPath: path)) ?? []).map { path + "/" + $0 } : [path]
+        return files.reduce(0) { $0 + (((try? fm.attributesOfItem(atPath: $1))?[.size] as? Int) ?? 0) }
+    }
+
     public static func json(_ r: InspectReport) throws -> String { try JSON.encode(r, pretty: true) }
 
     /// A compact human-readable rendering.
     public static func text(_ r: InspectReport) -> String {
         var lines: [String] = []
-        lines.append("\(r.path): Locus \(r.kind) (encoding \(r.encoding_version)), \(bytes(r.file_bytes)) on disk")
-        lines.append("  producer \(r.producer), created \(r.created)")
+        if r.producer == "-" {
+            lines.append("\(r.path): \(r.encoding_version) checkpoint, \(bytes(r.file_bytes)) on disk (read in place)")
+            if r.fingerprint == nil { lines.append("  fingerprint not stored (--stats computes it)") }
+        } else {
+            lines.append("\(r.path): Locus \(r.kind) (encoding \(r.encoding_version)), \(bytes(r.file_bytes)) on disk")
+            lines.append("  producer \(r.producer), created \(r.created)")
+        }
         if let f = r.fingerprint { lines.append("  fingerprint \(f)") }
         if let f = r.base_fingerprint { lines.append("  base        \(f)") }
         if let e = r.estimator { lines.append("  estimator \(e), \(r.samples ?? 0) samples × \(r.draws ?? 1) draws, values are \(r.reduction == "sum" ? "sums" : "means")") }

@@ -25,6 +25,18 @@ final class MappedFile: @unchecked Sendable {
 
     deinit { if let base { munmap(base, bytes.count) } }
 
+    /// Drops the pages wholly inside `slice` from this process's resident set once they have been
+    /// consumed (they are clean file pages: the next access reads them again), so streaming a
+    /// multi-GB file through the map keeps resident memory bounded.
+    func release(_ slice: UnsafeRawBufferPointer) {
+        guard let start = slice.baseAddress, slice.count > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = (Int(bitPattern: start) + page - 1) / page * page
+        let hi = (Int(bitPattern: start) + slice.count) / page * page
+        guard hi > lo, let p = UnsafeMutableRawPointer(bitPattern: lo) else { return }
+        _ = madvise(p, hi - lo, MADV_DONTNEED)
+    }
+
     /// The bytes `[offset, offset + count)`, or nil if they are not all inside the file.
     func slice(offset: Int, count: Int) -> UnsafeRawBufferPointer? {
         guard offset >= 0, count >= 0, offset <= bytes.count, count <= bytes.count - offset else { return nil }

@@ -75,7 +75,7 @@ public enum Merger {
 
     /// Opens and checks everything before any output exists: fingerprints (refused unless `force`),
     /// names and shapes against the base (every mismatch listed), finite values are checked as read.
-    public static func open(base: CheckpointReader, taskVectors: [String], force: Bool, warn: (String) -> Void) throws -> [Input] {
+    public static func open(base: any CheckpointSource, taskVectors: [String], force: Bool, warn: (String) -> Void) throws -> [Input] {
         guard !taskVectors.isEmpty else { throw LocusError(file: base.path, "no task vectors to merge") }
         let fp = try base.fingerprint
         var inputs: [Input] = []

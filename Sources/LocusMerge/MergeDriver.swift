@@ -12,8 +12,9 @@ extension Merger {
     /// models into `tallDirectory`). Everything is checked before the first tensor is written.
     @discardableResult
     public static func merge(base basePath: String, taskVectors: [String], output: String, options o: MergeOptions,
-                             tallDirectory: String? = nil, warn: (String) -> Void = { _ in }, provenance: Provenance = Provenance()) throws -> Report {
-        let base = try CheckpointReader(path: basePath)
+                             tallDirectory: String? = nil, warn: (String) -> Void = { _ in }, provenance: Provenance = Provenance(),
+                             outputFormat: CheckpointOutputFormat = .h5, shardBytes: Int = HuggingFaceFolderWriter.defaultShardBytes) throws -> Report {
+        let base = try openCheckpoint(path: basePath)
         let inputs = try open(base: base, taskVectors: taskVectors, force: o.force, warn: warn)
         if let w = o.weights, w.count != inputs.count {
             throw LocusError(file: output, "\(w.count) weights for \(inputs.count) task vectors")
@@ -64,7 +65,9 @@ extension Merger {
             ? try globalThresholds(base: base, inputs: inputs, options: o) : nil
 
         let dtypeFor: (CheckpointTensor) -> LocusDType = { t in t.dtype.isFloatingPoint ? (o.dtype ?? t.dtype) : t.dtype }
-        let writer = try CheckpointWriter(path: output, provenance: provenance, metadata: try base.metadata(), architecture: try base.architecture())
+        let plan = base.tensors.map { TensorPlan(name: $0.name, dtype: dtypeFor($0), shape: $0.shape) }
+        let writer = try makeCheckpointSink(path: output, format: outputFormat, plan: plan, provenance: provenance,
+                                            metadata: try base.metadata(), architecture: try base.architecture(), shardBytes: shardBytes)
         var tallWriters: [(MaskWriter, CheckpointWriter)] = []
         if o.method == .tall, let dir = tallDirectory {
             let fp = try base.fingerprint
@@ -109,7 +112,7 @@ extension Merger {
     /// (float32), θ0, the output bytes, and each vector's stored entries of the block; the
     /// direction of the next block (of the same tensor or the next one) is computed on a second
     /// thread while the current block is combined with θ0 and written.
-    static func mergeStreaming(_ w: CheckpointWriter, _ base: CheckpointReader, inputs: [Input], options o: MergeOptions, tiesThresholds: [Float]?,
+    static func mergeStreaming(_ w: any CheckpointSink, _ base: any CheckpointSource, inputs: [Input], options o: MergeOptions, tiesThresholds: [Float]?,
                                tallWriters: [(MaskWriter, CheckpointWriter)] = [],
                                dtypeFor: (CheckpointTensor) -> LocusDType, output: String, report: inout Report) throws {
         var steps: [Step] = []
@@ -145,7 +148,7 @@ extension Merger {
         // TALL writes each block's masks after the block's direction: no direction is computed ahead.
         let prefetch = tallWriters.isEmpty
         if prefetch && !blockSteps.isEmpty { try direction(0) }
-        let modelWriters = [w] + tallWriters.map(\.1)
+        let modelWriters: [any CheckpointSink] = [w] + tallWriters.map { $0.1 as any CheckpointSink }
         var k = 0   // block steps done
         let lambda = o.lambda
         for step in steps {
@@ -237,7 +240,7 @@ extension Merger {
         }
     }
 
-    static func writeTensor(_ w: CheckpointWriter, _ t: CheckpointTensor, _ values: [Double], dtype: LocusDType, output: String) throws {
+    static func writeTensor(_ w: any CheckpointSink, _ t: CheckpointTensor, _ values: [Double], dtype: LocusDType, output: String) throws {
         if let bad = values.firstIndex(where: { !$0.isFinite }) {
             throw LocusError(file: output, object: t.objectPath, "merged entry \(bad) is not finite")
         }
@@ -250,7 +253,7 @@ extension Merger {
 
     /// Rows of a tensor already begun on `w`, from float64 values, with `writeTensor`'s checks
     /// (entry numbers are flat indices of the tensor).
-    static func writeBlock(_ w: CheckpointWriter, _ t: CheckpointTensor, _ values: [Double], offset: Int, dtype: LocusDType, output: String) throws {
+    static func writeBlock(_ w: any CheckpointSink, _ t: CheckpointTensor, _ values: [Double], offset: Int, dtype: LocusDType, output: String) throws {
         if let bad = values.firstIndex(where: { !$0.isFinite }) {
             throw LocusError(file: output, object: t.objectPath, "merged entry \(offset + bad) is not finite")
         }
@@ -264,7 +267,7 @@ extension Merger {
     /// Fisher merging, streaming: each merged tensor in blocks of whole rows of at most
     /// `blockEntries` entries (one row when a row is longer). Per block: θ0, Σ λ_i F_i θ_i, Σ λ_i F_i
     /// and one θ_i (float64), one vector's stored entries and one scores file's rows (float32).
-    static func fisherStreaming(_ w: CheckpointWriter, _ base: CheckpointReader, inputs: [Input], scores: [ScoresReader], options o: MergeOptions,
+    static func fisherStreaming(_ w: any CheckpointSink, _ base: any CheckpointSource, inputs: [Input], scores: [ScoresReader], options o: MergeOptions,
                                 dtypeFor: (CheckpointTensor) -> LocusDType, output: String, report: inout Report) throws {
         let weights = o.vectorWeights(inputs.count)
         let buffers = inputs.map { _ in EntryStreamBuffers() }
@@ -355,7 +358,7 @@ extension Merger {
 
     /// Global TIES: per vector, the |τ| threshold keeping ⌊density · N⌋ entries of the whole model
     /// (N = the base's floating-point entries), found with two streaming passes over the vector.
-    static func globalThresholds(base: CheckpointReader, inputs: [Input], options o: MergeOptions) throws -> [Float] {
+    static func globalThresholds(base: any CheckpointSource, inputs: [Input], options o: MergeOptions) throws -> [Float] {
         let total = base.tensors.filter { $0.dtype.isFloatingPoint }.reduce(0) { $0 + $1.count }
         let keep = Int(o.tiesDensity * Double(total))
         return try inputs.enumerated().map { t, input in try magnitudeThreshold(input, input.reader.tensors, vector: t, keep: keep, options: o) }
@@ -365,7 +368,7 @@ extension Merger {
 extension Merger {
     /// The merged direction of every touched tensor, in memory (for the α search, which evaluates
     /// whole models anyway). Not available for Fisher merging, which is not θ0 + α·direction.
-    public static func directions(base: CheckpointReader, taskVectors: [String], options o: MergeOptions,
+    public static func directions(base: any CheckpointSource, taskVectors: [String], options o: MergeOptions,
                                   warn: (String) -> Void = { _ in }) throws -> [String: [Float]] {
         guard o.method != .fisher else { throw LocusError(file: base.path, "α search does not apply to fisher merging (it has no α)") }
         let inputs = try open(base: base, taskVectors: taskVectors, force: o.force, warn: warn)

@@ -18,7 +18,7 @@ public enum TaskArithmetic {
     }
 
     /// Checks that two checkpoints have the same tensors (names, shapes, dtypes); lists every mismatch.
-    public static func checkSameLayout(_ a: CheckpointReader, _ b: CheckpointReader) throws {
+    public static func checkSameLayout(_ a: any CheckpointSource, _ b: any CheckpointSource) throws {
         var problems: [String] = []
         for t in b.tensors {
             guard let u = a.tensor(named: t.name) else { problems.append("'\(t.name)' is not in \(a.path)"); continue }
@@ -32,12 +32,12 @@ public enum TaskArithmetic {
     }
 
     /// The exact difference per tensor, in float64 (exact for float32, float16 and bfloat16 inputs).
-    static func difference(_ base: CheckpointReader, _ ft: CheckpointReader, _ t: CheckpointTensor) throws -> [Double] {
+    static func difference(_ base: any CheckpointSource, _ ft: any CheckpointSource, _ t: CheckpointTensor) throws -> [Double] {
         let b = try readDouble(base, base.tensor(named: t.name)!), f = try readDouble(ft, t)
         return zip(f, b).map { $0 - $1 }
     }
 
-    static func readDouble(_ r: CheckpointReader, _ t: CheckpointTensor) throws -> [Double] { try r.readFloat64(t) }
+    static func readDouble(_ r: any CheckpointSource, _ t: CheckpointTensor) throws -> [Double] { try r.readFloat64(t) }
 
     /// Writes the task vector of `finetuned` relative to `base`. Values are stored as float32 when
     /// θ_base + τ reproduces θ_ft exactly in float32 for every entry of the tensor (the usual case),
@@ -46,9 +46,11 @@ public enum TaskArithmetic {
     public static func diff(base basePath: String, finetuned ftPath: String, output: String, sparsify: Sparsify = .none,
                             attributes: [String: String] = [:], numbers: [String: Double] = [:],
                             provenance: Provenance = Provenance()) throws -> Summary {
-        let base = try CheckpointReader(path: basePath), ft = try CheckpointReader(path: ftPath)
+        let base = try openCheckpoint(path: basePath), ft = try openCheckpoint(path: ftPath)
         try checkSameLayout(base, ft)
-        var taus: [(CheckpointTensor, [Double])] = []
+        if case .threshold(let th) = sparsify, !(th >= 0) { throw LocusError(file: output, "--threshold must be ≥ 0") }
+        if case .density(let d) = sparsify, !(d > 0 && d <= 1) { throw LocusError(file: output, "--density must be in (0, 1], got \(d)") }
+        var floats: [CheckpointTensor] = []
         for t in ft.tensors {
             guard t.dtype.isFloatingPoint else {
                 if try base.readRaw(base.tensor(named: t.name)!) != ft.readRaw(t) {
@@ -56,28 +58,28 @@ public enum TaskArithmetic {
                 }
                 continue
             }
-            taus.append((t, try difference(base, ft, t)))
+            floats.append(t)
         }
-        var keep: [[Bool]]? = nil
-        switch sparsify {
-        case .none: break
-        case .threshold(let th):
-            guard th >= 0 else { throw LocusError(file: output, "--threshold must be ≥ 0") }
-            keep = taus.map { $0.1.map { abs($0) >= th && $0 != 0 } }
-        case .density(let d):
-            guard d > 0, d <= 1 else { throw LocusError(file: output, "--density must be in (0, 1], got \(d)") }
-            keep = topMagnitude(taus.map(\.1), count: Int(d * Double(taus.reduce(0) { $0 + $1.1.count })))
+        // Only the global top-k of --density needs every difference at once; otherwise each tensor's
+        // difference is made, written and dropped in turn, so memory follows the largest tensor.
+        var globalKeep: [[Bool]]? = nil
+        if case .density(let d) = sparsify {
+            let taus = try floats.map { try difference(base, ft, $0) }
+            globalKeep = topMagnitude(taus, count: Int(d * Double(taus.reduce(0) { $0 + $1.count })))
         }
         var attrs = attributes
         attrs["finetuned-fingerprint"] = try ft.fingerprint
         let w = try TaskVectorWriter(path: output, baseFingerprint: try base.fingerprint, attributes: attrs, numbers: numbers, provenance: provenance)
         var summary = Summary(tensors: 0, count: 0, nnz: 0)
-        for (k, (t, tau)) in taus.enumerated() {
+        for (k, t) in floats.enumerated() {
+            let tau = try difference(base, ft, t)
+            var keep: [Bool]? = globalKeep?[k]
+            if case .threshold(let th) = sparsify { keep = tau.map { abs($0) >= th && $0 != 0 } }
             var idx: [Int] = [], vals: [Double] = []
             // A zero difference can still be a change of sign bit (−0.0 → +0.0); keep it as an explicit
             // zero (spec §5 allows them) so apply reproduces the bits.
             let b32 = try base.readFloat32(base.tensor(named: t.name)!), f32 = try ft.readFloat32(t)
-            for (i, v) in tau.enumerated() where (v != 0 || (keep == nil && b32[i].bitPattern != f32[i].bitPattern)) && (keep?[k][i] ?? true) {
+            for (i, v) in tau.enumerated() where (v != 0 || (keep == nil && b32[i].bitPattern != f32[i].bitPattern)) && (keep?[i] ?? true) {
                 idx.append(i); vals.append(v)
             }
             summary.count += t.count
@@ -91,7 +93,7 @@ public enum TaskArithmetic {
     }
 
     /// float32 when it reproduces θ_ft from θ_base exactly (in the base's own precision), else float64.
-    static func valueType(_ b: [Float], _ f: [Float], _ ft: CheckpointReader, _ t: CheckpointTensor, _ idx: [Int], _ vals: [Double]) throws -> LocusDType {
+    static func valueType(_ b: [Float], _ f: [Float], _ ft: any CheckpointSource, _ t: CheckpointTensor, _ idx: [Int], _ vals: [Double]) throws -> LocusDType {
         var needs64 = false
         for (i, v) in zip(idx, vals) where Float(b[i]) + Float(v) != f[i] {
             needs64 = true
@@ -124,9 +126,10 @@ public enum TaskArithmetic {
     /// math in float64 so α = 1 reproduces the fine-tuned weights exactly). Refuses a task vector made
     /// from another base unless `force`.
     public static func apply(base basePath: String, taskVector tvPath: String, alpha: Double = 1, output: String,
-                             force: Bool = false, warn: (String) -> Void = { _ in }, provenance: Provenance = Provenance()) throws {
+                             force: Bool = false, warn: (String) -> Void = { _ in }, provenance: Provenance = Provenance(),
+                             outputFormat: CheckpointOutputFormat = .h5, shardBytes: Int = HuggingFaceFolderWriter.defaultShardBytes) throws {
         guard alpha.isFinite else { throw LocusError(file: output, "--alpha must be finite") }
-        let base = try CheckpointReader(path: basePath)
+        let base = try openCheckpoint(path: basePath)
         let tv = try TaskVectorReader(path: tvPath)
         let fp = try base.fingerprint
         if tv.baseFingerprint != fp {
@@ -141,7 +144,9 @@ public enum TaskArithmetic {
         }
         let byName = Dictionary(uniqueKeysWithValues: tv.tensors.map { ($0.name, $0) })
         let factor = alpha * tv.scale
-        let w = try CheckpointWriter(path: output, provenance: provenance, metadata: try base.metadata(), architecture: try base.architecture())
+        let plan = base.tensors.map { TensorPlan(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
+        let w = try makeCheckpointSink(path: output, format: outputFormat, plan: plan, provenance: provenance,
+                                       metadata: try base.metadata(), architecture: try base.architecture(), shardBytes: shardBytes)
         for t in base.tensors {
             guard let tt = byName[t.name], factor != 0 else {   // untouched tensors are copied bit for bit
                 let raw = try base.readRaw(t)

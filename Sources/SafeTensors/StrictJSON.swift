@@ -583,3 +583,48 @@ enum UTF8Validation {
         bytes.withUnsafeBufferPointer { firstInvalidOffset($0) }
     }
 }
+
+/// The parts of a sharded checkpoint's `*.index.json` that readers use, parsed with the same
+/// strict parser as headers (so a tensor listed twice in `weight_map` is an error, not a silent
+/// choice of one shard).
+public struct ShardIndexJSON: Sendable {
+    /// `weight_map` in file order: tensor name → shard file name.
+    public let weightMap: [(name: String, shard: String)]
+    /// `metadata` members whose values are strings or numbers (numbers as written).
+    public let metadata: [String: String]?
+
+    public static func parse(_ bytes: [UInt8]) throws -> ShardIndexJSON {
+        let value: JSONValue
+        do { value = try StrictJSONParser.parse(bytes) } catch { throw ShardIndexJSONError(message: error.message) }
+        guard case .object(let top) = value else { throw ShardIndexJSONError(message: "expected a JSON object, found \(value.kindDescription)") }
+        guard let wm = top.first(where: { $0.key == "weight_map" })?.value else {
+            throw ShardIndexJSONError(message: "has no weight_map")
+        }
+        guard case .object(let members) = wm else { throw ShardIndexJSONError(message: "weight_map: expected an object, found \(wm.kindDescription)") }
+        var map: [(String, String)] = []
+        for m in members {
+            guard case .string(let s) = m.value else {
+                throw ShardIndexJSONError(message: "weight_map: tensor '\(m.key)': expected a shard file name, found \(m.value.kindDescription)")
+            }
+            map.append((m.key, s))
+        }
+        var metadata: [String: String]? = nil
+        if let meta = top.first(where: { $0.key == "metadata" })?.value, case .object(let ms) = meta {
+            var out: [String: String] = [:]
+            for m in ms {
+                switch m.value {
+                case .string(let s): out[m.key] = s
+                case .number(let n): out[m.key] = n.literal
+                default: break
+                }
+            }
+            metadata = out
+        }
+        return ShardIndexJSON(weightMap: map, metadata: metadata)
+    }
+}
+
+public struct ShardIndexJSONError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public var description: String { message }
+}

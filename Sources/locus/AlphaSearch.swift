@@ -24,7 +24,7 @@ struct AlphaSearch {
     init(base: String, taskVectors: [String], datasets: [String], heads given: [String]?, split: String, options: MergeOptions, warn: (String) -> Void) throws {
         let m = try Model.load(base)
         let start = Dictionary(uniqueKeysWithValues: m.parameters.map { ($0.name, $0.value.data) })
-        let reader = try CheckpointReader(path: base)
+        let reader = try openCheckpoint(path: base)
         let dir = try Merger.directions(base: reader, taskVectors: taskVectors, options: options, warn: warn)
         let tvs = try taskVectors.map { try TaskVectorReader(path: $0) }
         if let given, given.count != tvs.count { throw LocusError(file: base, "--heads names \(given.count) heads for \(tvs.count) task vectors") }

@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import LocusEngine
 import LocusFormat
-import SafeTensors
 
 extension ArtifactKind: ExpressibleByArgument {}
 extension ScoreReduction: ExpressibleByArgument {}
@@ -10,88 +9,115 @@ extension AbsentTensors: ExpressibleByArgument {}
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert between safetensors and Locus artifacts (direction by file extension).",
+        abstract: "Convert checkpoints between Locus .h5, safetensors, Hugging Face folders and PyTorch files.",
         discussion: """
-        IN.safetensors → OUT.h5 imports; IN.h5 → OUT.safetensors exports. Both stream tensor by tensor
-        (large tensors in 64 MiB row blocks), so memory does not grow with the model.
+        Checkpoints (the input's kind is found from its content):
+          IN (.h5, .safetensors, HF folder, PyTorch .bin/.pt) → OUT.h5
+          IN → OUT/  (a Hugging Face folder: OUT ends in '/', is a folder,
+                      or --format hf)
+          IN.h5 → OUT.safetensors  (one file)
+        Everything streams tensor by tensor in row blocks, so memory does
+        not grow with the model; outputs appear atomically (a folder as a
+        whole). Folders hold model.safetensors, or shards
+        model-0000i-of-0000N.safetensors of at most --shard-size with
+        model.safetensors.index.json, as transformers writes them.
+        --config-from DIR copies config.json (and tokenizer files) so that
+        transformers' from_pretrained loads the folder. --dtype converts
+        float tensors (one rounding). Bit-exact otherwise.
 
-        Import as --kind checkpoint (default): bit-exact for F64 F32 F16 BF16 I64 I32 I16 I8 U64 U32 U16 U8 BOOL;
-          __metadata__ is kept in /metadata. F8 types have no HDF5 equivalent and are refused.
-        Import as --kind scores | mask | task-vector: needs --base CHECKPOINT.h5; every tensor must exist in the
-          base with the same shape, and the base's fingerprint is recorded. Scores are float tensors stored as
-          float32 (needs --estimator and --samples); masks are BOOL or U8 0/1 tensors (1 = trainable); task vectors
-          are dense float tensors τ = θ_ft − θ_base: zeros are dropped and each tensor gets the cheapest encoding
-          (coo, bitmask or dense — spec §5). Task-vector values pass through float32.
-        --architecture FILE (checkpoints) stores a model description (a spec §2.1
-          JSON file, or the /architecture of a Locus checkpoint) so the engine
-          can run the imported weights. Every parameter it implies must be in
-          the safetensors file with that shape and a float dtype; this is
-          checked before anything is written. A timm VisionTransformer saved
-          with safetensors.torch.save_file(model.state_dict(), F) imports as is:
-            locus init --preset vit --input 3,224,224 --classes 1000 \\
-              --patch-size 16 --width 192 --depth 12 --num-heads 3 \\
-              --head imagenet --head-prefix head -o vit-ti-arch.h5
-            locus convert vit_tiny.safetensors vit-ti.h5 \\
-              --architecture vit-ti-arch.h5
-          open_clip names (conv1, class_embedding, transformer.resblocks.N...)
-          need renaming first: docs/vit.md gives the mapping.
-        Export: checkpoints bit-exact with their metadata; scores as F32; masks as BOOL; task vectors as dense
-          unscaled tensors of their value dtype, with locus.kind / locus.base-fingerprint / locus.scale in __metadata__.
+        Renaming (also on every command that reads checkpoints):
+          --strip-prefix visual.      keep visual.* only, without the prefix
+          --rename open_clip-to-timm  open_clip ViT names → Locus/timm names
+          --rename timm-to-open_clip  back again (for export)
+          --rename-rules FILE         'REGEX → REPLACEMENT' lines
+        The renaming is recorded in the output's provenance.
+          locus convert clip.safetensors vit.h5 --strip-prefix visual. \\
+            --rename open_clip-to-timm
+          locus convert model.h5 out/ --shard-size 2GB --config-from hf/
+
+        Other artifacts: IN.safetensors → OUT.h5 with --kind scores | mask |
+        task-vector needs --base CHECKPOINT (every tensor must exist there
+        with the same shape; the base fingerprint is recorded). Scores are
+        stored as float32 (needs --estimator and --samples); masks are BOOL
+        or U8 0/1 (1 = trainable); task vectors are dense θ_ft − θ_base.
+        A Locus scores, mask or task-vector file → OUT.safetensors exports
+        it densely with locus.kind / locus.base-fingerprint / locus.scale
+        in __metadata__.
+        --architecture FILE stores a model description (spec §2.1 JSON or
+        the /architecture of a Locus checkpoint) so the engine can run the
+        weights; every parameter it implies must be in the input.
+        docs/checkpoints.md has the details.
         """)
 
-    @Argument(help: "Input file (.safetensors or a Locus .h5).") var input: String
-    @Argument(help: "Output file (.h5 or .safetensors); written atomically.") var output: String
-    @Option(help: "Kind of artifact to create when importing.") var kind: ArtifactKind = .checkpoint
+    @Argument(help: "Input: .h5, .safetensors, a model folder or a PyTorch file.") var input: String
+    @Argument(help: "Output: .h5, .safetensors or a folder; written atomically.") var output: String
+    @Option(help: "Kind of artifact to create from safetensors.") var kind: ArtifactKind = .checkpoint
     @Option(help: "The checkpoint scores, masks and task vectors belong to.") var base: String?
-    @Option(help: "Scores: the estimator that produced them (e.g. talos, fisher-empirical).") var estimator: String?
+    @Option(help: "Scores: the estimator that produced them (e.g. talos).") var estimator: String?
     @Option(help: "Scores: number of inputs that contributed.") var samples: Int64?
     @Option(help: "Scores: sampled classes per input.") var draws: Int64 = 1
-    @Option(help: "Scores: whether values are sums or means over samples × draws.") var reduction: ScoreReduction = .sum
+    @Option(help: "Scores: whether values are sums or means.") var reduction: ScoreReduction = .sum
     @Option(help: "Masks: what tensors without a mask entry are.") var absentTensors: AbsentTensors = .frozen
-    @Option(help: "Checkpoints: a model description (JSON, or a Locus checkpoint to take /architecture from) to store with the weights.")
+    @Option(help: ArgumentHelp("Checkpoints: a model description to store with the weights.", valueName: "file"))
     var architecture: String?
+    @Option(help: ArgumentHelp("Folder outputs: copy config.json and tokenizer files from here.", valueName: "dir"))
+    var configFrom: String?
+    @Option(help: ArgumentHelp("Convert floating-point tensors to this dtype.", valueName: "dtype"))
+    var dtype: LocusDType?
+    @OptionGroup(title: "Writing checkpoints") var out: OutputOptions
+
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
 
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(source) {
             try protectInputs()
-            let inST = input.hasSuffix(".safetensors"), outST = output.hasSuffix(".safetensors")
-            switch (inST, outST) {
-            case (true, false):
+            let prov = Provenance(command: ["locus"] + Array(CommandLine.arguments.dropFirst()),
+                                  inputs: [.init(role: "source", path: input, fingerprint: nil)], parameters: try source.parameters())
+            let inputKind = try detectCheckpointKind(path: input)
+            let format = out.format(for: output)
+            if kind != .checkpoint {
+                guard inputKind == .safetensors, format == .h5 else {
+                    throw LocusError(file: input, "--kind \(kind.rawValue) imports a .safetensors file into a Locus .h5 file")
+                }
                 var o = LocusFormat.Convert.ImportOptions()
                 o.kind = kind; o.basePath = base; o.estimator = estimator; o.samples = samples
                 o.draws = draws; o.reduction = reduction; o.absentTensors = absentTensors
-                if let architecture {
-                    guard kind == .checkpoint else { throw LocusError(file: architecture, "--architecture applies to checkpoints only") }
-                    o.architecture = try checkedArchitecture(architecture, against: input)
-                }
-                try LocusFormat.Convert.importSafeTensors(from: input, to: output, options: o,
-                                                          provenance: Provenance(command: ["locus"] + Array(CommandLine.arguments.dropFirst())))
-            case (false, true):
-                try LocusFormat.Convert.exportSafeTensors(from: input, to: output)
-            case (true, true):
-                throw LocusError(file: output, "both files are safetensors; one side must be a Locus .h5 file")
-            case (false, false):
-                throw LocusError(file: output, "neither file ends in .safetensors; convert goes between safetensors and Locus .h5")
+                if architecture != nil { throw LocusError(file: input, "--architecture applies to checkpoints only") }
+                return try LocusFormat.Convert.importSafeTensors(from: input, to: output, options: o, provenance: prov)
             }
+            if output.hasSuffix(".safetensors") && format == .h5 {
+                guard inputKind == .locus, try source.openOptions().renaming == nil else {
+                    throw LocusError(file: output, "a single .safetensors output is exported from a Locus .h5 file without renaming; write a folder (OUT/) instead")
+                }
+                guard dtype == nil, configFrom == nil else { throw LocusError(file: output, "--dtype and --config-from apply to .h5 and folder outputs") }
+                return try LocusFormat.Convert.exportSafeTensors(from: input, to: output)
+            }
+            let src = try openCheckpoint(path: input)
+            if let r = src as? RenamedSource, r.droppedCount > 0 {
+                FileHandle.standardError.write("locus: \(input): --strip-prefix dropped \(r.droppedCount) tensor(s) without the prefix\n")
+            }
+            var arch = try src.architecture()
+            if let architecture { arch = try checkedArchitecture(architecture, against: src) }
+            let fp = try LocusFormat.Convert.write(src, to: output, architecture: arch, format: format, dtype: dtype,
+                                                   shardBytes: try out.shardBytes(), configFrom: configFrom, provenance: prov)
+            print("\(output): \(src.tensors.count) tensors, \(fp)")
         }
     }
 
-    /// The description as JSON, after checking that the safetensors file holds every parameter it implies.
-    private func checkedArchitecture(_ path: String, against source: String) throws -> String {
+    /// The description as JSON, after checking that the source holds every parameter it implies.
+    private func checkedArchitecture(_ path: String, against source: any CheckpointSource) throws -> String {
         let arch = try loadArchitecture(path)
         let model = try engine(file: path) { try Model(arch, seed: 0) }
-        let reader: SafeTensorsReader
-        do { reader = try SafeTensorsReader(path: source) } catch { throw LocusError(file: source, "\(error)") }
         let problems = parameterMismatches(model) { name in
-            reader.entry(named: name).map { ($0.shape, $0.dtype.rawValue, [.F64, .F32, .F16, .BF16].contains($0.dtype)) }
+            source.tensor(named: name).map { ($0.shape, $0.dtype.rawValue, $0.dtype.isFloatingPoint) }
         }.map { $0.message }
         guard problems.isEmpty else {
-            throw LocusError(file: source, "does not fit the architecture of \(path) (\(problems.count) problem(s)): \(problems.prefix(8).joined(separator: "; "))")
+            throw LocusError(file: input, "does not fit the architecture of \(path) (\(problems.count) problem(s)): \(problems.prefix(8).joined(separator: "; "))")
         }
         let used = Set(model.parameters.map(\.name))
-        let extra = reader.entries.map(\.name).filter { !used.contains($0) }
+        let extra = source.tensors.map(\.name).filter { !used.contains($0) }
         if !extra.isEmpty {
-            FileHandle.standardError.write("locus: warning: \(source): \(extra.count) tensor(s) the architecture does not use are kept as they are: \(extra.prefix(6).joined(separator: ", "))\n")
+            FileHandle.standardError.write("locus: warning: \(input): \(extra.count) tensor(s) the architecture does not use are kept as they are: \(extra.prefix(6).joined(separator: ", "))\n")
         }
         return try arch.json()
     }

@@ -5,6 +5,7 @@ import LocusMerge
 struct Diff: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write the task vector τ = θ_finetuned − θ_base of two checkpoints.",
+        usage: "locus diff <base> <finetuned> -o <output> [<options>]",
         discussion: """
         Exact by default: every nonzero difference is kept, in float32 when θ_base + τ reproduces θ_ft exactly in
         float32 (the usual case) and in float64 otherwise, so `locus apply BASE TV` gives back FINETUNED bit for bit.
@@ -21,8 +22,10 @@ struct Diff: ParsableCommand {
     @Option(help: "Keep only this fraction of entries, by magnitude.") var density: Double?
     @Option(help: "Keep only entries with |τ| ≥ this.") var threshold: Double?
 
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
+
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(source) {
             try protectInputs()
             let sparsify: TaskArithmetic.Sparsify
             switch (density, threshold) {
@@ -34,6 +37,7 @@ struct Diff: ParsableCommand {
             var params: [String: JSONValue] = [:]
             if let density { params["density"] = .number(density) }
             if let threshold { params["threshold"] = .number(threshold) }
+            params.merge(try source.parameters()) { a, _ in a }
             let s = try TaskArithmetic.diff(base: base, finetuned: finetuned, output: output, sparsify: sparsify,
                                             provenance: provenance(inputs: [.init(role: "base", path: base, fingerprint: nil),
                                                                             .init(role: "finetuned", path: finetuned, fingerprint: nil)], parameters: params))
@@ -45,6 +49,7 @@ struct Diff: ParsableCommand {
 struct Apply: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Add a task vector to a base checkpoint: θ = θ_base + α · scale · τ.",
+        usage: "locus apply <base> <task-vector> -o <output> [--alpha <α>] [<options>]",
         discussion: """
         Refuses a task vector whose base fingerprint is not BASE's (--force applies it anyway, with a warning).
         Arithmetic in float64, result in each tensor's dtype (round-to-nearest-even for float16/bfloat16), so α = 1
@@ -55,18 +60,22 @@ struct Apply: ParsableCommand {
 
     @Argument(help: "Base checkpoint.") var base: String
     @Argument(help: "Task vector.") var taskVector: String
-    @Option(name: .shortAndLong, help: "Output checkpoint.") var output: String
+    @Option(name: .shortAndLong, help: "Output checkpoint (.h5, or a folder: see --format).") var output: String
     @Option(help: "Scaling coefficient α.") var alpha: Double = 1
     @Flag(help: "Apply even if the task vector was made from another base.") var force = false
+    @OptionGroup(title: "Writing checkpoints") var out: OutputOptions
+
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
 
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(source) {
             try protectInputs()
             try TaskArithmetic.apply(base: base, taskVector: taskVector, alpha: alpha, output: output, force: force,
                                      warn: { FileHandle.standardError.write("locus: warning: \($0)\n") },
                                      provenance: provenance(inputs: [.init(role: "base", path: base, fingerprint: nil),
                                                                      .init(role: "task-vector", path: taskVector, fingerprint: nil)],
-                                                            parameters: ["alpha": .number(alpha), "force": .bool(force)]))
+                                                            parameters: ["alpha": .number(alpha), "force": .bool(force)].merging(try source.parameters()) { a, _ in a }),
+                                     outputFormat: out.format(for: output), shardBytes: try out.shardBytes())
             print("\(output): \(base) + \(alpha) · \(taskVector)")
         }
     }

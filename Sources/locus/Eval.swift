@@ -6,6 +6,7 @@ import LocusEngine
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Accuracy, loss and per-class accuracy of a model's heads on a dataset split.",
+        usage: "locus eval <model> <data> [--head <head> ...] [--split <split>] [<options>]",
         discussion: "Example: locus eval mlp-trained.h5 digits.h5 --head digits --split test")
 
     @Argument(help: "Model checkpoint.") var model: String
@@ -18,8 +19,10 @@ struct Eval: ParsableCommand {
     @Option(help: "Write the logits of the (single) evaluated head as a NumPy .npy file, float32 [samples, classes], in split order.")
     var logits: String?
 
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
+
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(source) {
             try protectInputs()
             let m = try Model.load(model)
             let d = try DatasetArtifact.read(data)

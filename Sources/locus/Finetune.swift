@@ -40,8 +40,10 @@ struct Finetune: ParsableCommand {
     @Flag(help: "Use the mask even though it was made from another base.") var force = false
     @OptionGroup var training: TrainingOptions
 
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
+
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(source) {
             try protectInputs()
             let m = try Model.load(base)
             let baseFP = m.sourceFingerprint ?? ""

@@ -4,6 +4,7 @@ import LocusFormat
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show what a Locus artifact holds: kind, provenance and a table of its tensors.",
+        usage: "locus inspect <file> [--stats] [--tensor <name>] [--json] [<options>]",
         discussion: """
         By default only metadata is read (shapes, dtypes, encodings and the summaries writers store as
         attributes), so inspecting a multi-GB checkpoint takes milliseconds. --stats reads the values and
@@ -24,8 +25,10 @@ struct Inspect: ParsableCommand {
     @Option(help: ArgumentHelp("Also write an SVG plot of a mask, scores or task-vector file (atomically).", valueName: "out.svg"))
     var plot: String?
 
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
+
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(source) {
             let report = try Inspector.inspect(file, tensor: tensor, stats: stats || tensor != nil)
             if let plot { try InspectPlot.write(try InspectPlot.svg(report), to: plot) }
             print(json ? try Inspector.json(report) : Inspector.text(report) + (plot.map { "\n  plot written to \($0)" } ?? ""))

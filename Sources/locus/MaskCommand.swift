@@ -54,8 +54,10 @@ struct MaskCommand: ParsableCommand {
         }
     }
 
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
+
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(source) {
             try protectInputs()
             let d = try targetDensity()
             let m = try Model.load(model)

@@ -110,8 +110,11 @@ struct Merge: ParsableCommand {
         return o
     }
 
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
+    @OptionGroup(title: "Writing checkpoints") var out: OutputOptions
+
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(source) {
             let base: String, taskVectors: [String]
             var o: MergeOptions
             if let config {
@@ -153,11 +156,13 @@ struct Merge: ParsableCommand {
             }
             if let config { params["config"] = .string(config) }
             if alphaGrid != nil { params["alpha_search"] = .array(table.map { .object(["alpha": .number($0.alpha), "average_normalized": .number($0.averageNormalized)]) }) }
-            var inputs: [Provenance.Input] = [.init(role: "base", path: base, fingerprint: try CheckpointReader(path: base).fingerprint)]
+            params.merge(try source.parameters()) { a, _ in a }
+            var inputs: [Provenance.Input] = [.init(role: "base", path: base, fingerprint: try openCheckpoint(path: base).fingerprint)]
             for t in taskVectors { inputs.append(.init(role: "task-vector", path: t, fingerprint: nil)) }
             for s in o.fisherScores { inputs.append(.init(role: "scores", path: s, fingerprint: nil)) }
             let r = try Merger.merge(base: base, taskVectors: taskVectors, output: output, options: o, tallDirectory: tallDir, warn: warn,
-                                     provenance: provenance(inputs: inputs, parameters: params))
+                                     provenance: provenance(inputs: inputs, parameters: params),
+                                     outputFormat: out.format(for: output), shardBytes: try out.shardBytes())
             print("\(output): \(method.rawValue) of \(taskVectors.count) task vectors (λ = \(o.lambda)), \(r.tensorsMerged) tensors merged, \(r.tensorsCopied) copied, \(r.fingerprint)")
         }
     }

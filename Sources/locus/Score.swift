@@ -69,8 +69,10 @@ struct Score: ParsableCommand {
     @Flag(help: "Add to the existing scores in OUTPUT instead of starting anew.") var append = false
     @Flag(help: "No progress bar.") var quiet = false
 
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
+
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(source) {
             try protectInputs()
             let m = try Model.load(model)
             let d = try DatasetArtifact.read(data)

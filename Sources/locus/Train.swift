@@ -27,8 +27,10 @@ struct Train: ParsableCommand {
     @Flag(help: "Train only the head (the body stays frozen).") var linearProbe = false
     @OptionGroup var training: TrainingOptions
 
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
+
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(source) {
             try protectInputs()
             let m = try Model.load(model)
             let d = try DatasetArtifact.read(data)

@@ -6,7 +6,9 @@ struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check files against every rule of spec/FORMAT.md.",
         discussion: """
-        Reads all data: recomputes the checkpoint fingerprint and every stored summary, checks index order,
+        A safetensors file, Hugging Face folder or PyTorch file is checked by
+        opening it (a folder's shards against its index) and reading every tensor.
+        Locus files: reads all data, recomputes the checkpoint fingerprint and every stored summary, checks index order,
         padding bits, value ranges, filters and byte order. A checkpoint's /architecture is checked against the
         engine's rules (§2.1: known layers, shapes that chain, unique names) and against /tensors (every parameter
         it implies present with its shape and a float dtype). Prints one line per violation as
@@ -20,8 +22,13 @@ struct Validate: ParsableCommand {
     func run() throws {
         var all: [Finding] = []
         for f in files {
-            var findings = Validator.validate(f)
-            if !findings.contains(where: { $0.severity == .error }) { findings += architectureFindings(f) }
+            var findings: [Finding]
+            if let kind = try? detectCheckpointKind(path: f), kind != .locus {
+                findings = sourceFindings(f)
+            } else {
+                findings = Validator.validate(f)
+                if !findings.contains(where: { $0.severity == .error }) { findings += architectureFindings(f) }
+            }
             all += findings
             if !json {
                 for x in findings where !(noWarnings && x.severity == .warning) { print(x) }
@@ -33,6 +40,20 @@ struct Validate: ParsableCommand {
             print(try jsonText(Out(valid: !all.contains { $0.severity == .error }, findings: all)))
         }
         if all.contains(where: { $0.severity == .error }) { throw ExitCode.failure }
+    }
+}
+
+/// A checkpoint that is not a Locus file (safetensors, a Hugging Face folder, a PyTorch file) is
+/// valid when it opens (a folder's shards agree with its index) and every tensor's bytes can be
+/// read: the fingerprint is computed over all of them.
+func sourceFindings(_ path: String) -> [Finding] {
+    do {
+        let source = try openCheckpoint(path: path)
+        _ = try source.computeFingerprint()
+        return []
+    } catch {
+        let e = LocusError.wrap(error, file: path)
+        return [Finding(severity: .error, file: e.file, object: e.object ?? "", message: e.message)]
     }
 }
 

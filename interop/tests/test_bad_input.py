@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import (FIXTURES, assert_error, assert_invalid, assert_nothing_new, assert_ok, assert_valid,
-                      copy_fixture, names_object, replace_dataset, snapshot, st_write, truncated_copy)
+                      copy_fixture, names_object, replace_dataset, snapshot, st_fingerprint, st_write, truncated_copy)
 
 W = "encoder.layer.0.attention.query.weight"
 SCORES_ARGS = ["--kind", "scores", "--estimator", "fisher-empirical", "--samples", "1", "--draws", "1",
@@ -105,10 +105,18 @@ def test_wrong_kind_as_base(locus, tmp_path, fixture):
 
 
 def test_safetensors_as_base(locus, tmp_path):
-    base = st_write(tmp_path / "base.safetensors", {W: ("F32", (4, 6), np.ones(24, np.float32).tobytes())})
-    src = st_write(tmp_path / "s.safetensors", {W: ("F32", (4, 6), np.ones(24, np.float32).tobytes())})
+    # Any checkpoint source may be the base (read in place); its fingerprint is computed from the data.
+    raw = np.ones(24, np.float32).tobytes()
+    base = st_write(tmp_path / "base.safetensors", {W: ("F32", (4, 6), raw)})
+    src = st_write(tmp_path / "s.safetensors", {W: ("F32", (4, 6), raw)})
     out = tmp_path / "s.h5"
-    fails_cleanly(locus, out, "convert", src, out, *SCORES_ARGS, "--base", base, names=[base])
+    assert_ok(locus("convert", src, out, *SCORES_ARGS, "--base", base))
+    assert locus("inspect", out, "--json").json()["base_fingerprint"] == st_fingerprint({W: ("F32", (4, 6), raw)})
+    # A file that is no checkpoint at all still fails cleanly.
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not a checkpoint at all")
+    out2 = tmp_path / "s2.h5"
+    fails_cleanly(locus, out2, "convert", src, out2, *SCORES_ARGS, "--base", junk, names=[junk])
 
 
 # ------------------------------------------------------------------ HDF5 files that break a MUST (h5py-modified fixtures)
@@ -449,15 +457,25 @@ def test_valid_after_all(locus, tmp_path):
     assert os.path.exists(tmp_path / "ok.h5")
 
 
-@pytest.mark.parametrize("names", [("a.bin", "b.h5"), ("a.h5", "b.h5")])   # directions the contract does not list
+@pytest.mark.parametrize("names", [("junk.bin", "b.h5"), ("mask.h5", "b.h5"), ("mask.h5", "out/")])   # no checkpoint to convert
 def test_unknown_conversion_direction(locus, tmp_path, names):
-    src, out = tmp_path / names[0], tmp_path / names[1]
-    if src.suffix == ".h5":
-        shutil.copyfile(FIXTURES / "checkpoint.h5", src)
+    src, out = tmp_path / names[0], str(tmp_path / names[1]) + ("/" if names[1].endswith("/") else "")
+    if names[0] == "mask.h5":
+        shutil.copyfile(FIXTURES / "mask.h5", src)
     else:
-        st_write(src, {"a": ("F32", (2,), _f32(2))})
+        src.write_bytes(b"neither HDF5, safetensors nor a PyTorch archive")
     before = snapshot(tmp_path)
     r = locus("convert", src, out)
     line = assert_error(r, "")
     assert str(src) in line or str(out) in line, repr(r)
-    assert_nothing_new(tmp_path, before, out)
+    assert_nothing_new(tmp_path, before, out.rstrip("/"))
+
+
+def test_inputs_are_recognised_by_content(locus, tmp_path):
+    # A safetensors file named .bin and a checkpoint .h5 → .h5 copy: the kind comes from the bytes.
+    src = st_write(tmp_path / "a.bin", {"a": ("F32", (2,), _f32(2))})
+    assert_ok(locus("convert", src, tmp_path / "a.h5"))
+    shutil.copyfile(FIXTURES / "checkpoint.h5", tmp_path / "c.h5")
+    assert_ok(locus("convert", tmp_path / "c.h5", tmp_path / "copy.h5"))
+    assert (locus("inspect", tmp_path / "copy.h5", "--json").json()["fingerprint"]
+            == locus("inspect", tmp_path / "c.h5", "--json").json()["fingerprint"])

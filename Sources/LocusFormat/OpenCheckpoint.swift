@@ -86,7 +86,7 @@ public enum SafeTensorsSource {
     static func entries(_ reader: SafeTensorsReader, only wanted: ((String) -> Bool)? = nil) throws -> [ByteRangeSource.Entry] {
         // Reading straight from a map saves a copy per block; a file that shrank since the header
         // was checked is caught by the bounds of the map (then reads fall back to pread and fail there).
-        let map = MappedFile(path: reader.path)
+        let map = MappedFile(descriptor: reader.descriptor)
         return try reader.entries.filter { wanted?($0.name) ?? true }.map { e in
             let d = try dtype(e, file: reader.path)
             let t = CheckpointTensor(name: e.name, link: e.name, dtype: d, shape: e.shape, count: e.elementCount)

@@ -31,7 +31,7 @@ deps-pip:
 	@$(PYTHON) -c "import setuptools" 2>/dev/null || $(PYTHON) -m pip install -q setuptools
 	@# The CLIP tower is checked against open_clip (interop/tests/test_clip.py) and Hugging Face folders
 	@# against transformers (test_checkpoints.py): both run in `make test`, from PyPI.
-	@$(PYTHON) -c "import open_clip, transformers" 2>/dev/null || $(PYTHON) -m pip install -q open_clip_torch transformers
+	@$(PYTHON) -c "import open_clip, timm, transformers" 2>/dev/null || $(PYTHON) -m pip install -q open_clip_torch timm transformers
 
 build: deps-apt
 	swift build

@@ -250,8 +250,15 @@ struct ObjectHeaderCheck {
         at += pad(spaceSize)
         guard at <= m.count, typeSize >= 8 else { return }
         guard m[typeAt] & 0x0F == 9 else { return }   // class 9: variable-length (sequence or string)
+        // Its base type follows (a whole datatype message): libhdf5 allocates length × base size per
+        // element, so a damaged base size is as dangerous as a damaged length.
+        guard typeSize >= 16, let baseSize = Self.little(m, typeAt + 12, 4), baseSize >= 1 else { return }
+        let isString = m[typeAt + 1] & 0x0F == 1
+        if isString && baseSize != 1 {
+            throw Problem(offset: -1, message: "\(object): a string attribute with \(baseSize)-byte characters")
+        }
         guard let count = elementCount(m, spaceAt, spaceSize), count <= (m.count - at) / 16 else { return }
-        try verifyReferences(Array(m[at...]), count: count, object: object)
+        try verifyReferences(Array(m[at...]), count: count, object: object, elementBytes: baseSize)
     }
 
     /// Elements of a dataspace message (versions 1 and 2); nil if it does not parse.
@@ -272,7 +279,7 @@ struct ObjectHeaderCheck {
     }
 
     /// Each reference: length (4), collection address (8), object index (4).
-    func verifyReferences(_ raw: [UInt8], count: Int, object: String) throws {
+    func verifyReferences(_ raw: [UInt8], count: Int, object: String, elementBytes: Int = 1) throws {
         for e in 0..<count {
             guard let length = Self.little(raw, 16 * e, 4), let collection = Self.little(raw, 16 * e + 4, 8),
                   let index = Self.little(raw, 16 * e + 12, 4) else { return }
@@ -283,8 +290,8 @@ struct ObjectHeaderCheck {
             guard let size = objects[index] else {
                 throw Problem(offset: collection, message: "\(object) refers to object \(index), which it does not hold")
             }
-            guard length <= size else {
-                throw Problem(offset: collection, message: "\(object) reads \(length) bytes from object \(index) of \(size) bytes")
+            guard length <= size / elementBytes else {
+                throw Problem(offset: collection, message: "\(object) reads \(length) elements of \(elementBytes) bytes from object \(index) of \(size) bytes")
             }
         }
     }

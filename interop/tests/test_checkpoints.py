@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # make deps installs torch, transformers, open_clip and timm: missing is a failure
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from conftest import assert_error, assert_invalid, assert_ok, snapshot, spec_fingerprint, st_fingerprint, st_read  # noqa: E402
 
-transformers = pytest.importorskip("transformers")
+import transformers  # noqa: E402
 
 
 def tiny_bert(seed=0):
@@ -198,8 +198,8 @@ def test_bad_folders_fail_with_one_line_and_write_nothing(locus, tmp_path, case)
 
 
 def test_open_clip_visual_renamed_to_timm(locus, tmp_path):
-    open_clip = pytest.importorskip("open_clip")
-    timm_vit = pytest.importorskip("timm.models.vision_transformer")
+    import open_clip
+    import timm.models.vision_transformer as timm_vit
     torch.manual_seed(0)
     model = open_clip.CLIP(embed_dim=16,
                            vision_cfg=open_clip.model.CLIPVisionCfg(layers=2, width=32, head_width=16, patch_size=8, image_size=32),

@@ -277,3 +277,33 @@ def test_spec_only_fixture_matches_open_clip(locus, tmp_path):
         ref = (t["heads.shapes.logit_scale"].exp() * F.normalize(f, dim=-1) @ F.normalize(t["heads.shapes.text_embeddings"], dim=-1).T).numpy()
     z = np.load(out)
     assert np.abs(z - ref).max() / np.abs(ref).max() <= 1e-5
+
+
+def test_open_clip_state_dict_through_the_builtin_renaming(locus, tmp_path):
+    """The whole path a user takes with no renaming script: open_clip's `visual.` tensors (plus the
+    head's two tensors) saved as they are, then `convert --strip-prefix visual. --rename
+    open_clip-to-timm --architecture`; Locus's zero-shot logits equal open_clip's."""
+    import safetensors.torch as st
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+    torch.manual_seed(3)
+    m = CLIP(embed_dim=32, vision_cfg=CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=8, image_size=32),
+             text_cfg=CLIPTextCfg(context_length=16, vocab_size=100, width=32, heads=2, layers=1), quick_gelu=True).eval()
+    sd = {k: v for k, v in m.state_dict().items() if k.startswith("visual.")}
+    text = F.normalize(torch.randn(3, 32), dim=-1)
+    sd["visual.heads.zs.text_embeddings"] = text
+    sd["visual.heads.zs.logit_scale"] = m.logit_scale.detach().clone()
+    st.save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "clip_visual.safetensors"))
+    np.save(tmp_path / "text.npy", text.numpy().astype("float32"))
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        expected = (m.logit_scale.exp() * F.normalize(m.encode_image(x), dim=-1) @ text.T).numpy()
+    locus_h5.write_dataset(tmp_path / "data.h5", x.numpy(), np.array([0, 1, 2, 0, 1]), ["a", "b", "c"], {"test": np.arange(5)})
+    assert_ok(locus("init", "--preset", "vit", "--input", "3,32,32", "--patch-size", "8", "--width", "64", "--depth", "2",
+                    "--num-heads", "2", "--activation", "quick_gelu", "--no-patch-bias", "--norm-pre", "--eps", "1e-5",
+                    "--proj-dim", "32", "--head", "zs", "--text-embeddings", tmp_path / "text.npy", "-o", tmp_path / "arch.h5"))
+    assert_ok(locus("convert", tmp_path / "clip_visual.safetensors", tmp_path / "clip.h5", "--strip-prefix", "visual.",
+                    "--rename", "open_clip-to-timm", "--architecture", tmp_path / "arch.h5"))
+    assert_valid(locus("validate", tmp_path / "clip.h5"))
+    assert_ok(locus("eval", tmp_path / "clip.h5", tmp_path / "data.h5", "--head", "zs", "--logits", tmp_path / "logits.npy"))
+    got = np.load(tmp_path / "logits.npy")
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()

@@ -25,3 +25,7 @@ python3 bench/score_bench.py "$LOCUS" "$LOCUS_BENCH" "$FASHION" --json bench/out
 python3 bench/vit_bench.py "$LOCUS" "$LOCUS_BENCH" --json bench/out/vit.json
 # The PyTorch bridge: TaLoSScorer (locus_h5.torch) vs a per-sample backward loop and one training epoch, CPU.
 python3 bench/torch_score_bench.py --json bench/out/torch_score.json
+# Reading torch.save state dicts: TorchCheckpointReader vs torch.load.
+python3 bench/torch_read_bench.py
+# Hugging Face folders in and out (a synthetic 2 GiB sharded bfloat16 model) vs cp, peak RSS; MiniLM .bin vs torch.load.
+python3 bench/checkpoint_io_bench.py "$LOCUS" --json bench/out/checkpoint_io.json

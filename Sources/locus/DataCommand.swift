@@ -127,6 +127,7 @@ extension DataCommand {
         static let configuration = CommandConfiguration(
             commandName: "derive",
             abstract: "Derive a new task from a dataset artifact: a class subset and/or input transforms.",
+            usage: "locus data derive <source> -o <output> [--classes <names>] [--transform <t> ...] [<options>]",
             discussion: """
             --classes keeps the samples of the listed classes (names, or 0-based
             class indices when no class has that name) and relabels them 0, 1, …

@@ -33,14 +33,12 @@ public enum GlobalHeapCheck {
         var st = stat()
         guard fstat(fd, &st) == 0 else { return }
         let size = Int(st.st_size)
-        var extents: [(Int, Int)] = []
-        collectRawExtents(try file.root, depth: 0, into: &extents)
-        extents.sort { $0.0 < $1.0 }
+        let objects = FileObjects(try file.root)
         // The gaps between raw extents are where metadata (and so every collection) lives.
         var gaps: [(Int, Int)] = []
         var at = 0
         // Extents come from the file: clamp them to it before any arithmetic.
-        for (start, length) in extents where length > 0 && start >= 0 && start < size {
+        for (start, length) in objects.rawExtents.sorted(by: { $0.offset < $1.offset }) where length > 0 && start >= 0 && start < size {
             if start > at { gaps.append((at, start)) }
             at = max(at, start + min(length, size - start))
         }
@@ -49,44 +47,7 @@ public enum GlobalHeapCheck {
         for (start, end) in gaps where end - start >= 4 {
             try scan(fd, from: start, to: end, fileSize: size, into: &collections)
         }
-        try ObjectHeaderCheck(fd: fd, fileSize: size, collections: collections).verifyReferences(try file.root)
-    }
-
-    /// Raw data extents (offset, length) of every dataset below `group`: a contiguous block, or
-    /// each chunk of a chunked dataset. Compact data lives in the object header (metadata).
-    static func collectRawExtents(_ group: Group, depth: Int, into extents: inout [(Int, Int)]) {
-        guard depth <= 8, let names = try? group.childNames() else { return }
-        for name in names {
-            switch group.kind(of: name) {
-            case .group:
-                if let g = try? group.openGroup(name) { collectRawExtents(g, depth: depth + 1, into: &extents) }
-            case .dataset:
-                guard let ds = try? group.openDataset(name) else { continue }
-                if let offset = ds.dataOffset {
-                    extents.append((offset, ds.storageSize))
-                    continue
-                }
-                withExtendedLifetime(ds) {   // its id is used by the C calls below
-                    HDF5Library.silence()
-                    let space = H5Dget_space(ds.id)
-                    defer { if space >= 0 { H5Sclose(space) } }
-                    var count: hsize_t = 0
-                    guard space >= 0, H5Dget_num_chunks(ds.id, space, &count) >= 0, count < (1 << 24) else {
-                        _ = HDF5Library.takeErrorStack(); return
-                    }
-                    for i in 0..<count {
-                        var mask: UInt32 = 0
-                        var address: haddr_t = 0, bytes: hsize_t = 0
-                        guard H5Dget_chunk_info(ds.id, space, i, nil, &mask, &address, &bytes) >= 0 else {
-                            _ = HDF5Library.takeErrorStack(); break
-                        }
-                        extents.append((Int(clamping: address), Int(clamping: bytes)))
-                    }
-                }
-            default:
-                continue
-            }
-        }
+        try ObjectHeaderCheck(fd: fd, fileSize: size, collections: collections).verify(objects)
     }
 
     /// Finds and verifies every collection in [start, end); records each one's objects (index → size).
@@ -152,6 +113,69 @@ public enum GlobalHeapCheck {
     }
 }
 
+/// What the checks need from the file's objects, gathered in one walk that reads no string: the
+/// raw data extents of every dataset (a contiguous block, or each chunk; compact data lives in the
+/// object header), every object header's address, and the contiguous string datasets, whose data
+/// are heap references.
+struct FileObjects {
+    var rawExtents: [(offset: Int, length: Int)] = []
+    var headerAddresses: [Int] = []
+    var stringDatasets: [(path: String, offset: Int, storage: Int, count: Int)] = []
+
+    init(_ root: Group) { walk(root, depth: 0) }
+
+    private mutating func walk(_ group: Group, depth: Int) {
+        guard depth <= 8 else { return }   // the layout nests three deep; deeper is a link pointing up
+        record(group.id)
+        guard let names = try? group.childNames() else { return }
+        for name in names {
+            switch group.kind(of: name) {
+            case .group:
+                if let g = try? group.openGroup(name) { walk(g, depth: depth + 1) }
+            case .dataset:
+                guard let ds = try? group.openDataset(name) else { continue }
+                withExtendedLifetime(ds) { add(ds) }   // its id is used by the C calls below
+            default:
+                continue
+            }
+        }
+    }
+
+    private mutating func record(_ id: hid_t) {
+        HDF5Library.silence()
+        var info = H5O_info_t()
+        guard H5Oget_info2(id, &info, UInt32(H5O_INFO_BASIC)) >= 0 else { _ = HDF5Library.takeErrorStack(); return }
+        headerAddresses.append(Int(clamping: info.addr))
+    }
+
+    private mutating func add(_ ds: Dataset) {
+        record(ds.id)
+        if let offset = ds.dataOffset {
+            rawExtents.append((offset, ds.storageSize))
+            let type = ds.type   // held: its id must stay open for the call below
+            if withExtendedLifetime(type, { H5Tis_variable_str(type.id) > 0 }) {
+                stringDatasets.append((ds.path, offset, ds.storageSize, ds.elementCount))
+            }
+            return
+        }
+        HDF5Library.silence()
+        let space = H5Dget_space(ds.id)
+        defer { if space >= 0 { H5Sclose(space) } }
+        var count: hsize_t = 0
+        guard space >= 0, H5Dget_num_chunks(ds.id, space, &count) >= 0, count < (1 << 24) else {
+            _ = HDF5Library.takeErrorStack(); return
+        }
+        for i in 0..<count {
+            var mask: UInt32 = 0
+            var address: haddr_t = 0, bytes: hsize_t = 0
+            guard H5Dget_chunk_info(ds.id, space, i, nil, &mask, &address, &bytes) >= 0 else {
+                _ = HDF5Library.takeErrorStack(); return
+            }
+            rawExtents.append((Int(clamping: address), Int(clamping: bytes)))
+        }
+    }
+}
+
 /// Checks the references into the global heap that variable-length values hold: each one must
 /// name a verified collection and an object that exists in it, at least as long as the value.
 /// libhdf5 follows them without checks (an index past the collection's objects reads through a
@@ -166,28 +190,14 @@ struct ObjectHeaderCheck {
     let collections: [Int: [Int: Int]]
     typealias Problem = GlobalHeapCheck.Problem
 
-    func verifyReferences(_ group: Group, depth: Int = 0) throws {
-        guard depth <= 8 else { return }
-        try verifyObject(group.id)
-        guard let names = try? group.childNames() else { return }
-        for name in names {
-            switch group.kind(of: name) {
-            case .group: if let g = try? group.openGroup(name) { try verifyReferences(g, depth: depth + 1) }
-            case .dataset:
-                guard let ds = try? group.openDataset(name) else { continue }
-                try verifyObject(ds.id)
-                // A contiguous dataset of variable-length strings stores heap references as its data.
-                let type = ds.type   // held: its id must stay open for the call below
-                if withExtendedLifetime(type, { H5Tis_variable_str(type.id) > 0 }), let offset = ds.dataOffset {
-                    // libhdf5 reads one reference per element of the dataspace, whatever the layout says is stored.
-                    let count = ds.elementCount
-                    guard count <= 1 << 20, count * 16 <= ds.storageSize, let raw = read(offset, count * 16) else {
-                        throw Problem(offset: -1, message: "\(ds.path) stores \(ds.storageSize) bytes of string references for \(count) strings")
-                    }
-                    try verifyReferences(raw, count: count, object: ds.path)
-                }
-            default: continue
+    func verify(_ objects: FileObjects) throws {
+        for address in objects.headerAddresses { try verifyHeader(at: address) }
+        for d in objects.stringDatasets {
+            // libhdf5 reads one reference per element of the dataspace, whatever the layout says is stored.
+            guard d.count <= 1 << 20, d.count * 16 <= d.storage, let raw = read(d.offset, d.count * 16) else {
+                throw Problem(offset: -1, message: "\(d.path) stores \(d.storage) bytes of string references for \(d.count) strings")
             }
+            try verifyReferences(raw, count: d.count, object: d.path)
         }
     }
 
@@ -205,11 +215,7 @@ struct ObjectHeaderCheck {
         return v > UInt64(Int.max) ? nil : Int(v)
     }
 
-    func verifyObject(_ id: hid_t) throws {
-        HDF5Library.silence()
-        var info = H5O_info_t()
-        guard H5Oget_info2(id, &info, UInt32(H5O_INFO_BASIC)) >= 0 else { _ = HDF5Library.takeErrorStack(); return }
-        let address = Int(clamping: info.addr)
+    func verifyHeader(at address: Int) throws {
         guard let prefix = read(address, 16), prefix[0] == 1, prefix[1] == 0,
               let messages = Self.little(prefix, 2, 2), let size = Self.little(prefix, 8, 4) else { return }
         // Chunks: the first follows the 16-byte prefix; continuation messages (type 0x10) add more.

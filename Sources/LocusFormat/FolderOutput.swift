@@ -231,8 +231,8 @@ public final class AtomicFolder {
             throw LocusError(file: target, "output directory '\(dir)' does not exist")
         }
         guard access(dir, W_OK) == 0 else { throw LocusError(file: target, "output directory '\(dir)' is not writable") }
-        let tag = String(UInt64.random(in: 0...UInt64.max), radix: 16)
-        temporaryPath = (dir == "." && !target.hasPrefix("./") ? "" : dir + "/") + ".\(base).locus-tmp-\(getpid())-\(tag)"
+        StaleTemporaries.removeStale(in: dir)
+        temporaryPath = (dir == "." && !target.hasPrefix("./") ? "" : dir + "/") + StaleTemporaries.name(base: base)
         guard mkdir(temporaryPath, 0o755) == 0 else {
             throw LocusError(file: target, "cannot create the temporary folder: \(String(cString: strerror(errno)))")
         }

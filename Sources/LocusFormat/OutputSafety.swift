@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -69,7 +70,7 @@ public enum OutputSafety {
     }
 }
 
-/// Temporary files of writers that died without cleaning up (SIGKILL, power loss) are named
+/// Temporary files (and folders) of writers that died without cleaning up (SIGKILL, power loss) are named
 /// `.NAME.locus-tmp-HOST-PID-RANDOM`; the next writer into the same directory removes those of
 /// its own host whose process no longer exists.
 enum StaleTemporaries {
@@ -109,6 +110,10 @@ enum StaleTemporaries {
             guard let (h, pid) = owner(of: name), h == me, pid != getpid() else { continue }
             if kill(pid, 0) != 0 && errno == ESRCH { stale.append(name) }
         }
-        for name in stale { unlink((directory == "/" ? "" : directory) + "/" + name) }
+        for name in stale {
+            let path = (directory == "/" ? "" : directory) + "/" + name
+            // A folder output's temporary is a directory (AtomicFolder): remove it with its files.
+            if unlink(path) != 0 && errno == EISDIR { try? FileManager.default.removeItem(atPath: path) }
+        }
     }
 }

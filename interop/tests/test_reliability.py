@@ -282,3 +282,15 @@ def test_every_flipped_data_bit_is_reported_with_its_dataset(locus, workdir, kin
         assert any(obj.split("/tensors/")[1].split("/")[0] in ln and "digest" in ln for ln in r.out.splitlines()), \
             f"flip {k} at byte {at}: no digest finding names {obj}:\n{r!r}"
         bad.unlink()
+
+
+def test_stale_temporary_folders_are_removed_too(locus, workdir, tmp_path):
+    """A killed folder output (`convert M out/`) leaves a temporary directory; the next writer removes it."""
+    host = "".join(c if c.isalnum() or c == "." else "_" for c in socket.gethostname())
+    dead = subprocess.Popen(["true"]); dead.wait()
+    stale = tmp_path / f".out.locus-tmp-{host}-{dead.pid}-4f"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"partial")
+    assert_ok(locus("convert", workdir / "base.h5", f"{tmp_path}/out/"))   # the trailing / asks for a folder
+    assert not stale.exists(), "a dead writer's temporary folder was left"
+    assert (tmp_path / "out").is_dir() and not [p for p in tmp_path.iterdir() if ".locus-tmp-" in p.name]

@@ -211,14 +211,22 @@ public final class CheckpointReader {
 
     /// Reads a tensor dataset through HDF5 in blocks of whole rows into one reused buffer.
     static func readBlocks(_ ds: Dataset, _ t: CheckpointTensor, blockBytes: Int, path: String, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
-        if t.count == 0 { return }
-        let type = try t.dtype.hdf5Type()
-        if t.shape.isEmpty || t.byteCount <= blockBytes {
-            var bytes = [UInt8](repeating: 0, count: t.byteCount)
-            try withContext(file: path, object: t.objectPath) { try bytes.withUnsafeMutableBytes { try ds.read(into: $0, memType: type) } }
+        try readRowBlocks(ds, shape: t.shape, elementBytes: t.dtype.byteSize, memType: try t.dtype.hdf5Type(),
+                          blockBytes: blockBytes, path: path, object: t.objectPath, body)
+    }
+
+    /// Reads any dataset of `shape` with `memType` (elements of `elementBytes`) in blocks of whole
+    /// rows of at most `blockBytes` (at least one row) into one reused buffer.
+    static func readRowBlocks(_ ds: Dataset, shape: [Int], elementBytes: Int, memType type: Datatype, blockBytes: Int,
+                              path: String, object: String, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        guard let count = checkedProduct(shape), count > 0 else { return }
+        let byteCount = count * elementBytes
+        if shape.isEmpty || byteCount <= blockBytes {
+            var bytes = [UInt8](repeating: 0, count: byteCount)
+            try withContext(file: path, object: object) { try bytes.withUnsafeMutableBytes { try ds.read(into: $0, memType: type) } }
             return try bytes.withUnsafeBytes { try body($0) }
         }
-        let rows = t.shape[0], rowBytes = t.rowByteCount
+        let rows = shape[0], rowBytes = byteCount / rows
         let perBlock = max(1, blockBytes / max(rowBytes, 1))
         var buffer = [UInt8](repeating: 0, count: perBlock * rowBytes)
         var r = 0
@@ -226,8 +234,8 @@ public final class CheckpointReader {
             let k = min(perBlock, rows - r)
             try buffer.withUnsafeMutableBytes { b in
                 let slice = UnsafeMutableRawBufferPointer(rebasing: b[0..<(k * rowBytes)])
-                try withContext(file: path, object: t.objectPath) {
-                    try ds.read(into: slice, memType: type, start: [r] + Array(repeating: 0, count: t.shape.count - 1), count: [k] + t.shape.dropFirst())
+                try withContext(file: path, object: object) {
+                    try ds.read(into: slice, memType: type, start: [r] + Array(repeating: 0, count: shape.count - 1), count: [k] + shape.dropFirst())
                 }
                 try body(UnsafeRawBufferPointer(slice))
             }

@@ -19,33 +19,16 @@ enum DataDigest {
     }
 
     /// The digest of what the dataset stores, read with its own file type as memory type (no
-    /// conversion: the stored bytes) in blocks of whole rows of at most `blockBytes`.
+    /// conversion: the stored bytes) in blocks of whole rows.
     static func compute(_ ds: Dataset, blockBytes: Int = 64 << 20) throws -> String {
         let type = ds.type
         let shape = ds.shape
-        let element = type.size
-        guard element > 0, let count = checkedProduct(shape), count.multipliedReportingOverflow(by: element).overflow == false else {
+        guard type.size > 0, let count = checkedProduct(shape), count.multipliedReportingOverflow(by: type.size).overflow == false else {
             throw LocusError(file: ds.filePath, object: ds.path, "shape \(shape) is too large")
         }
         var d = TensorDigester()
-        if count == 0 { return "sha256:" + d.finalize().map { String(format2hex: $0) }.joined() }
-        let rowElements = shape.isEmpty ? 1 : shape.dropFirst().reduce(1, *)
-        let rows = shape.first ?? 1
-        let perBlock = max(1, blockBytes / max(1, rowElements * element))
-        var buffer = [UInt8](repeating: 0, count: min(rows, perBlock) * rowElements * element)
-        var r = 0
-        while r < rows {
-            let k = min(perBlock, rows - r)
-            let n = k * rowElements * element
-            try buffer.withUnsafeMutableBytes { b in
-                let slice = UnsafeMutableRawBufferPointer(rebasing: b[0..<n])
-                if shape.isEmpty { try ds.read(into: slice, memType: type) } else {
-                    try ds.read(into: slice, memType: type, start: [r] + Array(repeating: 0, count: shape.count - 1), count: [k] + shape.dropFirst())
-                }
-                d.update(UnsafeRawBufferPointer(slice))
-            }
-            r += k
-        }
+        try CheckpointReader.readRowBlocks(ds, shape: shape, elementBytes: type.size, memType: type, blockBytes: blockBytes,
+                                           path: ds.filePath, object: ds.path) { d.update($0) }
         return "sha256:" + d.finalize().map { String(format2hex: $0) }.joined()
     }
 }

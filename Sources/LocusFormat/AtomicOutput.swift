@@ -57,7 +57,8 @@ public final class AtomicOutput {
             let n = readlink(current, &buffer, buffer.count - 1)
             guard n > 0 else { return current }
             let link = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            current = link.hasPrefix("/") ? link : (split(current).dir == "." && !current.hasPrefix("./") ? link : split(current).dir + "/" + link)
+            let dir = split(current).dir
+            current = link.hasPrefix("/") || (dir == "." && !current.hasPrefix("./")) ? link : dir + "/" + link
         }
         return current
     }

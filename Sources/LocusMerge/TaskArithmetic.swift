@@ -56,16 +56,26 @@ public enum TaskArithmetic {
         try buffer.withUnsafeMutableBytes { try s.readRows(t, start: rows.lowerBound, count: rows.count, into: $0) }
     }
 
-    /// Streams the same rows of a tensor from two checkpoints as float64 (exact for every float dtype).
-    static func forEachPairBlock(_ base: any CheckpointSource, _ tb: CheckpointTensor, _ ft: any CheckpointSource, _ t: CheckpointTensor,
-                                 elements: Int = blockElements, _ body: (_ flat: Range<Int>, _ b: [Double], _ f: [Double]) throws -> Void) throws {
+    /// Streams the same rows of a tensor from two checkpoints (same dtype) and calls `body` with the
+    /// elements whose bits differ, as (flat index, base value, fine-tuned value) in float64 (exact
+    /// for every float dtype); `block` is told each block's range first. Elements with equal bits
+    /// have τ = 0 with no sign change: no selection keeps them, so they are never decoded.
+    static func forEachChange(_ base: any CheckpointSource, _ tb: CheckpointTensor, _ ft: any CheckpointSource, _ t: CheckpointTensor,
+                              elements: Int, block: (Range<Int>) throws -> Void = { _ in },
+                              _ body: (_ i: Int, _ b: Double, _ f: Double) throws -> Void) throws {
         var rawB: [UInt8] = [], rawF: [UInt8] = []
+        let dtype = t.dtype
         try forEachRowBlock(t, elements: elements) { rows, flat in
             try readRows(base, tb, rows, &rawB)
             try readRows(ft, t, rows, &rawF)
-            let b = rawB.withUnsafeBytes { HalfPrecision.decode64($0, dtype: tb.dtype) }
-            let f = rawF.withUnsafeBytes { HalfPrecision.decode64($0, dtype: t.dtype) }
-            try body(flat, b, f)
+            try block(flat)
+            try rawB.withUnsafeBytes { b in
+                try rawF.withUnsafeBytes { f in
+                    try HalfPrecision.forEachDifferingElement(b, f, elementBytes: dtype.byteSize) { i in
+                        try body(flat.lowerBound + i, HalfPrecision.element(b, i, dtype: dtype), HalfPrecision.element(f, i, dtype: dtype))
+                    }
+                }
+            }
         }
     }
 
@@ -130,17 +140,15 @@ public enum TaskArithmetic {
             // Pass 1: how many entries, and whether float32 values reproduce θ_ft.
             let start = selection
             var stored = 0, needs64 = false
-            try forEachPairBlock(base, tb, ft, t, elements: elements) { flat, b, f in
-                for i in 0..<b.count {
-                    let v = f[i] - b[i]
-                    guard selection.keeps(v, b[i], f[i]) else { continue }
-                    stored += 1
-                    if t.dtype != .float64 && Float(b[i]) + Float(v) != Float(f[i]) {
-                        needs64 = true
-                        // apply computes θ_base + τ in float64 and rounds; that must give θ_ft back exactly.
-                        if Float(b[i] + v) != Float(f[i]) {
-                            throw LocusError(file: ft.path, object: t.objectPath, "entry \(flat.lowerBound + i) changed from \(Float(b[i])) to \(Float(f[i])): the difference is not representable exactly even in float64 (exponent gap too wide)")
-                        }
+            try forEachChange(base, tb, ft, t, elements: elements) { i, b, f in
+                let v = f - b
+                guard selection.keeps(v, b, f) else { return }
+                stored += 1
+                if t.dtype != .float64 && Float(b) + Float(v) != Float(f) {
+                    needs64 = true
+                    // apply computes θ_base + τ in float64 and rounds; that must give θ_ft back exactly.
+                    if Float(b + v) != Float(f) {
+                        throw LocusError(file: ft.path, object: t.objectPath, "entry \(i) changed from \(Float(b)) to \(Float(f)): the difference is not representable exactly even in float64 (exponent gap too wide)")
                     }
                 }
             }
@@ -149,14 +157,17 @@ public enum TaskArithmetic {
             selection = start
             let tw = try w.beginTensor(name: t.name, shape: t.shape, dtype: t.dtype == .float64 || needs64 ? .float64 : .float32, stored: stored)
             var idx: [Int] = [], vals: [Double] = []
-            try forEachPairBlock(base, tb, ft, t, elements: elements) { flat, b, f in
+            var range: Range<Int>? = nil
+            func flush() throws {
+                guard let r = range else { return }
+                try idx.withUnsafeBufferPointer { i in try vals.withUnsafeBufferPointer { try tw.append(upTo: r.upperBound, indices: i, values: $0) } }
                 idx.removeAll(keepingCapacity: true); vals.removeAll(keepingCapacity: true)
-                for i in 0..<b.count {
-                    let v = f[i] - b[i]
-                    if selection.keeps(v, b[i], f[i]) { idx.append(flat.lowerBound + i); vals.append(v) }
-                }
-                try idx.withUnsafeBufferPointer { i in try vals.withUnsafeBufferPointer { try tw.append(upTo: flat.upperBound, indices: i, values: $0) } }
             }
+            try forEachChange(base, tb, ft, t, elements: elements, block: { try flush(); range = $0 }) { i, b, f in
+                let v = f - b
+                if selection.keeps(v, b, f) { idx.append(i); vals.append(v) }
+            }
+            try flush()
             try tw.finish()
             summary.tensors += 1; summary.nnz += stored
         }
@@ -185,9 +196,14 @@ public enum TaskArithmetic {
                                  _ floats: [(base: CheckpointTensor, ft: CheckpointTensor)], count k: Int,
                                  elements: Int, collectLimit: Int) throws -> (key: UInt64, ties: Int) {
         guard k > 0 else { return (.max, 0) }
-        func forEachKey(_ body: (UInt64) -> Void) throws {
+        /// Every entry's key: `body` for the changed ones, `zeros(n)` for the n unchanged (key 0) of a block.
+        func forEachKey(_ body: (UInt64) -> Void, zeros: (Int) -> Void) throws {
             for (tb, t) in floats {
-                try forEachPairBlock(base, tb, ft, t, elements: elements) { _, b, f in for i in 0..<b.count { body((f[i] - b[i]).magnitude.bitPattern) } }
+                var changed = 0, range = 0..<0
+                try forEachChange(base, tb, ft, t, elements: elements, block: { zeros(range.count - changed); range = $0; changed = 0 }) { _, b, f in
+                    body((f - b).magnitude.bitPattern); changed += 1
+                }
+                zeros(range.count - changed)
             }
         }
         var prefix: UInt64 = 0, prefixBits = 0, remaining = k
@@ -198,7 +214,7 @@ public enum TaskArithmetic {
             if candidates <= collectLimit {
                 var keys: [UInt64] = []
                 keys.reserveCapacity(candidates)
-                try forEachKey { if matches($0) { keys.append($0) } }
+                try forEachKey({ if matches($0) { keys.append($0) } }, zeros: { if matches(0) { keys += repeatElement(0, count: $0) } })
                 keys.sort(by: >)
                 let key = keys[remaining - 1]
                 return (key, remaining - keys.prefix { $0 > key }.count)
@@ -206,7 +222,7 @@ public enum TaskArithmetic {
             var histogram = [Int](repeating: 0, count: 1 << 16)
             let shift = UInt64(48 - prefixBits)
             try histogram.withUnsafeMutableBufferPointer { h in
-                try forEachKey { if matches($0) { h[Int(($0 >> shift) & 0xFFFF)] += 1 } }
+                try forEachKey({ if matches($0) { h[Int(($0 >> shift) & 0xFFFF)] += 1 } }, zeros: { if matches(0) { h[0] += $0 } })
             }
             var digit = (1 << 16) - 1
             while histogram[digit] < remaining { remaining -= histogram[digit]; digit -= 1 }
@@ -256,18 +272,24 @@ public enum TaskArithmetic {
             let entries = EntryBlock(capacity: min(t.count, max(elements, t.count / max(t.shape.first ?? 1, 1))), exact: true)
             try forEachRowBlock(t, elements: elements) { rows, flat in
                 try readRows(base, t, rows, &raw)
-                var values = raw.withUnsafeBytes { HalfPrecision.decode64($0, dtype: t.dtype) }
                 entries.count = 0
                 try stream.next(upTo: flat.upperBound, into: entries)
                 let v64 = entries.values64!
-                for k in 0..<entries.count { values[Int(entries.offsets[k])] += factor * v64[k] }
-                let out = HalfPrecision.encode(values, as: t.dtype)   // one rounding from float64
-                // Checked in the output precision: a finite float64 can still overflow float32 / 16-bit types.
-                let stored = t.dtype == .float64 ? values : TaskVectorWriter.decodeForCheck(out, dtype: t.dtype)
-                if let bad = stored.firstIndex(where: { !$0.isFinite }) {
-                    throw LocusError(file: output, object: t.objectPath, "entry \(flat.lowerBound + bad) is not finite in \(t.dtype.rawValue) after applying the task vector")
+                try raw.withUnsafeMutableBytes { r in
+                    // θ + α·τ in float64, one rounding to the dtype, only where τ has entries; every
+                    // other element keeps its bits. Checked in the output precision: a finite float64
+                    // can still overflow float32 / 16-bit types, and a non-finite base value stays so.
+                    var bad = HalfPrecision.firstNonFinite(UnsafeRawBufferPointer(r), dtype: t.dtype) ?? Int.max
+                    for k in 0..<entries.count {
+                        let i = Int(entries.offsets[k])
+                        let stored = HalfPrecision.setElement(r, i, HalfPrecision.element(UnsafeRawBufferPointer(r), i, dtype: t.dtype) + factor * v64[k], dtype: t.dtype)
+                        if !stored.isFinite { bad = min(bad, i); break }
+                    }
+                    if bad != Int.max {
+                        throw LocusError(file: output, object: t.objectPath, "entry \(flat.lowerBound + bad) is not finite in \(t.dtype.rawValue) after applying the task vector")
+                    }
                 }
-                try out.withUnsafeBytes { try w.writeRows($0) }
+                try raw.withUnsafeBytes { try w.writeRows($0) }
             }
         }
         try w.finish()

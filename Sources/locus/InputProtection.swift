@@ -89,3 +89,9 @@ extension Merge {
 
 private func optional(_ role: String, _ path: String?) -> [OutputSafety.Input] { path.map { [.init(role, $0)] } ?? [] }
 private func optional(_ role: String, _ path: String?) -> [OutputSafety.Output] { path.map { [.init(role, $0)] } ?? [] }
+
+extension Compare {
+    func protectInputs() throws {
+        try OutputSafety.check(outputs: optional("heatmap", svg), inputs: files.enumerated().map { .init("file \($0.offset + 1)", $0.element) })
+    }
+}

@@ -14,6 +14,9 @@ public protocol CheckpointSource: AnyObject {
     /// The base fingerprint (spec §1.5): stored by a Locus checkpoint, computed from the data for
     /// every other source — the same value for the same tensors whatever holds them.
     var fingerprint: String { get throws }
+    /// Whether `fingerprint` is at hand without reading the data (stored, or computed already):
+    /// a command that streams every tensor anyway can compute it on the way instead.
+    var fingerprintIsKnown: Bool { get }
     /// String metadata carried with the tensors (safetensors `__metadata__`, the index's metadata).
     func metadata() throws -> [String: String]?
     /// The model description (spec §2.1 JSON), if the source carries one.
@@ -105,6 +108,7 @@ extension HalfPrecision {
 }
 
 extension CheckpointReader: CheckpointSource {
+    public var fingerprintIsKnown: Bool { true }   // stored (spec §1.5)
     public func location(of t: CheckpointTensor) -> (file: String, object: String) { (path, t.objectPath) }
 }
 
@@ -147,6 +151,8 @@ public final class ByteRangeSource: CheckpointSource {
         tensors = list.map(\.tensor).sorted { TensorName.byteOrder($0.name, $1.name) }
         storedMetadata = metadata
     }
+
+    public var fingerprintIsKnown: Bool { cachedFingerprint != nil }
 
     public var fingerprint: String {
         get throws {

@@ -185,6 +185,8 @@ public final class RenamedSource: CheckpointSource {
         return o
     }
 
+    public var fingerprintIsKnown: Bool { cachedFingerprint != nil }
+
     public var fingerprint: String {
         get throws {
             if let cachedFingerprint { return cachedFingerprint }

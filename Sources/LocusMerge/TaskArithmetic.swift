@@ -242,12 +242,16 @@ public enum TaskArithmetic {
         guard alpha.isFinite else { throw LocusError(file: output, "--alpha must be finite") }
         let base = try openCheckpoint(path: basePath)
         let tv = try TaskVectorReader(path: tvPath)
-        let fp = try base.fingerprint
-        if tv.baseFingerprint != fp {
+        func checkBase(_ fp: String) throws {
+            guard tv.baseFingerprint != fp else { return }
             let message = "was made from a different base (\(tv.baseFingerprint)) than \(basePath) (\(fp))"
             guard force else { throw LocusError(file: tvPath, object: "/@base-fingerprint", message + "; use --force to apply it anyway") }
             warn("\(tvPath): \(message); applying anyway (--force)")
         }
+        // A base whose fingerprint is not stored (safetensors, a folder, a PyTorch file) is hashed
+        // on the way through the one pass below, and checked before the output is published.
+        var hasher: FingerprintHasher? = nil
+        if base.fingerprintIsKnown { try checkBase(try base.fingerprint) } else { hasher = FingerprintHasher() }
         try Convert.checkAgainstBase(tv.tensors.map { ($0.name, $0.shape) }, base: base, source: tvPath)
         for t in tv.tensors {
             let b = base.tensor(named: t.name)!
@@ -262,16 +266,18 @@ public enum TaskArithmetic {
         let buffers = EntryStreamBuffers()
         var raw: [UInt8] = []
         for t in base.tensors {
+            hasher?.beginTensor(name: t.name, dtype: t.dtype, shape: t.shape)
             try w.beginTensor(name: t.name, dtype: t.dtype, shape: t.shape)
             if t.count == 0 { continue }
             guard let tt = byName[t.name], factor != 0 else {   // untouched tensors are copied bit for bit
-                try base.forEachBlock(t, blockBytes: elements * 8) { try w.writeRows($0) }
+                try base.forEachBlock(t, blockBytes: elements * 8) { hasher?.update(bytes: $0); try w.writeRows($0) }
                 continue
             }
             let stream = try TaskVectorEntryStream(tv, tt, scale: 1, buffers: buffers)
             let entries = EntryBlock(capacity: min(t.count, max(elements, t.count / max(t.shape.first ?? 1, 1))), exact: true)
             try forEachRowBlock(t, elements: elements) { rows, flat in
                 try readRows(base, t, rows, &raw)
+                raw.withUnsafeBytes { hasher?.update(bytes: $0) }
                 entries.count = 0
                 try stream.next(upTo: flat.upperBound, into: entries)
                 let v64 = entries.values64!
@@ -292,6 +298,7 @@ public enum TaskArithmetic {
                 try raw.withUnsafeBytes { try w.writeRows($0) }
             }
         }
+        if var h = hasher { try checkBase(h.finalize()) }
         try w.finish()
     }
 }

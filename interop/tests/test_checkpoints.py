@@ -78,6 +78,13 @@ def test_diff_apply_merge_read_folders_in_place(locus, bert):
     got = transformers.AutoModel.from_pretrained(bert / "applied").state_dict()
     want = transformers.AutoModel.from_pretrained(bert / "ft").state_dict()
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    # A folder base is fingerprinted on the way through apply's one pass: another base is still
+    # refused before anything is published, and --force applies with a warning.
+    r = locus("apply", bert / "ft", bert / "tau.h5", "-o", bert / "wrong.h5")
+    assert_error(r, bert / "tau.h5", "base-fingerprint")
+    assert not (bert / "wrong.h5").exists() and not [p for p in bert.iterdir() if p.name.startswith(".wrong")]
+    r = assert_ok(locus("apply", bert / "ft", bert / "tau.h5", "-o", bert / "wrong.h5", "--force"))
+    assert "different base" in r.err and (bert / "wrong.h5").exists()
     # Merge reads the folder base in place and writes .h5 or a folder.
     assert_ok(locus("merge", bert / "base", bert / "tau.h5", "--lambda", "0.5", "-o", bert / "merged.h5"))
     assert_ok(locus("merge", bert / "base", bert / "tau.h5", "--lambda", "0.5", "-o", bert / "merged", "--format", "hf"))

@@ -9,8 +9,8 @@ struct Inspect: ParsableCommand {
         By default only metadata is read (shapes, dtypes, encodings and the summaries writers store as
         attributes), so inspecting a multi-GB checkpoint takes milliseconds. --stats reads the values and
         recomputes the summaries (and adds min / max / mean / L2 norm for checkpoint tensors).
-        Columns: 'on disk' is the bytes HDF5 stores for the tensor; 'ratio' is logical bytes ÷ bytes on disk
-        (the dense size for task vectors, ceil(n/8) for masks).
+        Columns: 'on disk' is the bytes HDF5 stores for the tensor; 'ratio' is logical bytes ÷ bytes
+        on disk (the dense size for task vectors, ceil(n/8) for masks).
         --plot writes an SVG: per-tensor density bars for a mask or task vector (with the overall density);
         for scores a histogram of log10(score) over all values (zeros in a separate bar; the values are read
         one tensor at a time) and a per-tensor box chart of the stored quantiles on the same axis.
@@ -23,7 +23,7 @@ struct Inspect: ParsableCommand {
         """)
 
     @Argument(help: "A Locus artifact (.h5).") var file: String
-    @Flag(help: "Read the values and recompute summaries instead of trusting stored attributes.") var stats = false
+    @Flag(help: "Read the values and recompute summaries, not trusting stored attributes.") var stats = false
     @Option(help: "Show only this tensor.") var tensor: String?
     @Flag(help: "Print the report as JSON.") var json = false
     @Option(help: ArgumentHelp("Also write an SVG plot of a mask, scores or task-vector file (atomically).", valueName: "out.svg"))

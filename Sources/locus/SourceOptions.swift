@@ -23,7 +23,7 @@ struct VerifyOptions: ParsableArguments {
 struct SourceOptions: ParsableArguments {
     @Option(help: ArgumentHelp("PyTorch files: dotted key of the state dict (e.g. state_dict).", valueName: "key"))
     var key: String?
-    @Option(help: ArgumentHelp("Rename tensors with a built-in table.", valueName: "table"))
+    @Option(help: ArgumentHelp("Built-in renaming table.", valueName: "table"))
     var rename: RenameTable?
     @Option(help: ArgumentHelp("Keep only tensors whose names start with this, without it.", valueName: "prefix"))
     var stripPrefix: String?

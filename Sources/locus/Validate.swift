@@ -6,21 +6,22 @@ struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check files against every rule of spec/FORMAT.md.",
         discussion: """
-        A safetensors file, Hugging Face folder or PyTorch file is checked by
-        opening it (a folder's shards against its index) and reading every tensor.
-        Locus files: reads all data, recomputes the checkpoint fingerprint and every stored summary, checks index order,
-        padding bits, value ranges, filters and byte order. A checkpoint's /architecture is checked against the
-        engine's rules (§2.1: known layers, shapes that chain, unique names) and against /tensors (every parameter
-        it implies present with its shape and a float dtype). NaN or ±inf in scores or task-vector values is an
-        error with the counts; --stats also counts them in checkpoint tensors and dataset inputs, where the format
-        allows them, as a warning naming the tensor. Prints one line per violation as
-        '<file>: <object>: <message>' ('warning: ' first for SHOULD rules). Exit status 1 if any file has an error.
+        A safetensors file, Hugging Face folder or PyTorch file is checked by opening it (a folder's
+        shards against its index) and reading every tensor.
+        Locus files: reads all data, recomputes the checkpoint fingerprint and every stored summary,
+        checks index order, padding bits, value ranges, filters and byte order. A checkpoint's
+        /architecture is checked against the engine's rules (§2.1: known layers, shapes that chain,
+        unique names) and against /tensors (every parameter it implies present with its shape and a
+        float dtype). NaN or ±inf in scores or task-vector values is an error with the counts; --stats
+        also counts them in checkpoint tensors and dataset inputs, where the format allows them, as a
+        warning naming the tensor. Prints one line per violation as '<file>: <object>: <message>'
+        ('warning: ' first for SHOULD rules). Exit status 1 if any file has an error.
         """)
 
     @Argument(help: "Files to check.") var files: [String]
     @Flag(help: "Print findings as JSON.") var json = false
     @Flag(help: "Do not print warnings.") var noWarnings = false
-    @Flag(help: "Also count NaN and ±inf in every checkpoint tensor and dataset input (warnings).")
+    @Flag(help: "Also count NaN/±inf in checkpoint tensors and dataset inputs (warnings).")
     var stats = false
 
     func run() throws {

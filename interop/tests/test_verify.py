@@ -217,8 +217,13 @@ def test_help_mentions_verify_within_100_columns(locus):
             p = subprocess.run([str(LOCUS_BIN), cmd, "--help"], capture_output=True, text=True,
                                env={**os.environ, "COLUMNS": cols})
             assert p.returncode == 0 and "--verify" in p.stdout, (cmd, p.stdout)
-            lines = p.stdout.splitlines() if cols == "80" else [l for l in p.stdout.splitlines() if "verify" in l]
+            whole = cols == "80" or cmd == "inspect"
+            lines = p.stdout.splitlines() if whole else [l for l in p.stdout.splitlines() if "verify" in l]
             assert max(len(l) for l in lines) <= 100, (cmd, cols)
+    for cols in ("80", "160"):
+        p = subprocess.run([str(LOCUS_BIN), "validate", "--help"], capture_output=True, text=True,
+                           env={**os.environ, "COLUMNS": cols})
+        assert "--stats" in p.stdout and max(len(l) for l in p.stdout.splitlines()) <= 100, p.stdout
 
 
 # ------------------------------------------------------------------ non-finite numbers

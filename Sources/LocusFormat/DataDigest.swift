@@ -102,6 +102,12 @@ public enum DataVerifier {
         return VerificationReport(file: path, kind: a.header.kind.rawValue, items: items, note: note)
     }
 
+    /// Notes, once per file and process, that a checkpoint source that is not a Locus file is read unchecked.
+    static func noteSource(_ path: String, _ kind: CheckpointSourceKind, _ options: ReadVerification) {
+        if let v = FileVersion(path), !VerifiedFiles.shared.firstNote(v) { return }
+        options.note("\(path): \(sourceNote(kind))")
+    }
+
     /// What `--verify` says about a checkpoint source that is not a Locus file.
     static func sourceNote(_ kind: CheckpointSourceKind) -> String {
         let what: String
@@ -258,4 +264,7 @@ final class VerifiedFiles: @unchecked Sendable {
     private var files = Set<FileVersion>()
     func contains(_ f: FileVersion) -> Bool { lock.lock(); defer { lock.unlock() }; return files.contains(f) }
     func insert(_ f: FileVersion) { lock.lock(); defer { lock.unlock() }; files.insert(f) }
+    /// True the first time for a file: a source opened twice by one command is noted once.
+    func firstNote(_ f: FileVersion) -> Bool { lock.lock(); defer { lock.unlock() }; return noted.insert(f).inserted }
+    private var noted = Set<FileVersion>()
 }

@@ -35,7 +35,7 @@ public func openCheckpointUnrenamed(path: String, key: String? = nil) throws -> 
         throw LocusError(file: path, "--key selects a state dict inside a PyTorch file; this is a \(kind.rawValue) source")
     }
     let verification = ReadVerification.current
-    if verification.enabled && kind != .locus { verification.note("\(path): \(DataVerifier.sourceNote(kind))") }
+    if verification.enabled && kind != .locus { DataVerifier.noteSource(path, kind, verification) }
     switch kind {
     case .locus: return try CheckpointReader(path: path)
     case .safetensors: return try SafeTensorsSource.file(path)

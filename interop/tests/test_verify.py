@@ -204,6 +204,11 @@ def test_safetensors_input_passes_with_a_note(locus, work, tmp_path):
     st_write(st, st_from_numpy({"w": np.arange(6, dtype=np.float32).reshape(2, 3)}))
     r = assert_ok(locus("convert", st, tmp_path / "m.h5", "--verify"))
     assert "stores no digests" in r.err, repr(r)
+    st2 = tmp_path / "m2.safetensors"
+    st_write(st2, st_from_numpy({"w": np.ones((2, 3), dtype=np.float32)}))
+    assert_ok(locus("diff", st, st2, "-o", tmp_path / "t.h5"))
+    r = assert_ok(locus("merge", st, tmp_path / "t.h5", "-o", tmp_path / "merged.h5", "--verify"))
+    assert r.err.count(f"locus: note: {st}: a safetensors file stores no digests") == 1, repr(r)   # base opened twice, noted once
     r = assert_ok(locus("inspect", "--verify", st))
     assert "stores no digests" in r.out, repr(r)
 

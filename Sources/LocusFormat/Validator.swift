@@ -24,6 +24,10 @@ public struct Validator {
     /// holds any: the format allows them there, unlike in scores and task vectors).
     public let stats: Bool
     public private(set) var findings: [Finding] = []
+    /// Tensor digests computed while checking `digest` attributes, by object path, so that the
+    /// fingerprint of a checkpoint whose tensors carry digests does not read them a second time.
+    /// Keyed by the path's bytes: Swift strings compare canonically equivalent names (NFC, NFD) equal.
+    private var computedDigests: [[UInt8]: [UInt8]] = [:]
 
     public static func validate(_ path: String, stats: Bool = false) -> [Finding] {
         var v = Validator(path: path, stats: stats)
@@ -113,7 +117,12 @@ public struct Validator {
                 if dcpl.layout == .chunked && !filters.contains(3) { warning(ds.path, "chunked data should carry fletcher32") }
                 if ds.hasAttribute(DataDigest.attribute) {
                     let stored = try ds.stringAttribute(DataDigest.attribute)
-                    let actual = try withContext(file: path, object: ds.path) { try DataDigest.compute(ds) }
+                    var d = TensorDigester()
+                    try withContext(file: path, object: ds.path) { try DataDigest.forEachStoredBlock(ds) { d.update($0) } }
+                    let digest = d.finalize()
+                    // Stored bytes are the fingerprint's raw bytes when they are little-endian.
+                    if t.isLittleEndian || t.size == 1 { computedDigests[Array(ds.path.utf8)] = digest }
+                    let actual = DataDigest.text(digest)
                     if stored != actual {
                         error(ds.path, "the data does not match its digest (\(stored), the data gives \(actual)): a stored value changed after writing")
                     }
@@ -183,13 +192,24 @@ public struct Validator {
                 let bytes = try reader.readRaw(t)
                 if let bad = bytes.firstIndex(where: { $0 > 1 }) { v.error(t.objectPath, "bool element \(bad) is \(bytes[bad]), expected 0 or 1") }
             }
-            let computed = try reader.computeFingerprint()
-            if v.stats {
-                for t in reader.tensors where t.dtype.isFloatingPoint {
-                    let counts = try NonFiniteCounts.of(reader, t)
-                    if counts.total > 0 { v.warning(t.objectPath, "holds \(counts) among \(t.count) values") }
+            // One pass: tensor digests (reused from the digest check when it made them), the
+            // fingerprint from them and, with stats, the non-finite counts.
+            var hasher = FingerprintHasher()
+            for t in reader.tensors {
+                let countValues = v.stats && t.dtype.isFloatingPoint
+                if !countValues, let digest = v.computedDigests[Array(t.objectPath.utf8)] {
+                    hasher.addTensor(name: t.name, dtype: t.dtype, shape: t.shape, digest: digest)
+                    continue
                 }
+                var d = TensorDigester(), counts = NonFiniteCounts()
+                try reader.forEachBlock(t) { block in
+                    d.update(block)
+                    if countValues { counts.add(block, dtype: t.dtype) }
+                }
+                hasher.addTensor(name: t.name, dtype: t.dtype, shape: t.shape, digest: d.finalize())
+                if counts.total > 0 { v.warning(t.objectPath, "holds \(counts) among \(t.count) values") }
             }
+            let computed = hasher.finalize()
             if !a.root.hasAttribute("fingerprint") { v.error("/@fingerprint", "required attribute is missing") }
             else {
                 let stored = try a.root.stringAttribute("fingerprint")

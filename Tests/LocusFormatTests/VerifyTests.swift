@@ -107,6 +107,13 @@ final class VerifyTests: LocusTestCase {
         XCTAssertTrue(Inspector.verificationText(report).contains("MISMATCH   /tensors/layer.weight"), Inspector.verificationText(report))
     }
 
+    func testValidatorNamesTheChangedCheckpointTensor() throws {
+        let bad = try flipped(try checkpoint(), "bad.h5", object: "/tensors/layer.bias", byte: 5, bit: 2)
+        let findings = Validator.validate(bad)
+        XCTAssertEqual(findings.map(\.object), ["/tensors/layer.bias", "/@fingerprint"], "\(findings)")
+        XCTAssertTrue(findings[0].message.contains("does not match its digest"), findings[0].message)
+    }
+
     func testCheckpointWithoutTensorDigestsIsCheckedByItsFingerprint() throws {
         let p = try checkpoint()
         try modifyHDF5(p) { root in

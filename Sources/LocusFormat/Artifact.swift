@@ -244,11 +244,14 @@ final class ArtifactWriter {
     }
 
     /// A 1-D dataset chunked + compressed when over the threshold (packed bits, indices).
+    /// Chunks of 1 MiB (streaming writers append whole chunks: `DatasetAppender`).
+    static func chunkElements(count: Int, elementBytes: Int) -> Int { max(1, min(count, (1 << 20) / max(elementBytes, 1))) }
+
     func createCompressible(_ group: Group, _ name: String, type: Datatype, count: Int) throws -> Dataset {
         let bytes = count * type.size
         guard bytes > LocusSpec.compressionThreshold else { return try group.createDataset(name, type: type, shape: [count]) }
         let dcpl = try PropertyList.datasetCreate()
-        let chunkElements = max(1, min(count, (1 << 20) / type.size))
+        let chunkElements = ArtifactWriter.chunkElements(count: count, elementBytes: type.size)
         try dcpl.setChunk([chunkElements])
         if type.size > 1 { try dcpl.addShuffle() }
         try dcpl.addDeflate(level: 4)

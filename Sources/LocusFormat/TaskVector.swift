@@ -35,6 +35,7 @@ public final class TaskVectorWriter {
     private let writer: ArtifactWriter
     private var totalCount = 0, totalNNZ = 0, tensorCount = 0, sumSquares = 0.0
     private var names = Set<[UInt8]>()
+    private var open: TaskVectorTensorWriter?
     public var target: String { writer.target }
 
     /// `attributes` adds optional root string attributes (e.g. `finetuned-fingerprint`).
@@ -83,73 +84,59 @@ public final class TaskVectorWriter {
     }
 
     private func add(name: String, shape: [Int], indices: [Int], values: [Double], dtype: LocusDType, dense: [Float]?) throws {
+        let object = "/tensors/\(TensorName.linkName(for: name))"
+        try writer.guarded(object: object) {
+            guard indices.count == values.count else { throw LocusError(file: target, object: object, "\(indices.count) indices but \(values.count) values") }
+        }
+        let t = try beginTensor(name: name, shape: shape, dtype: dtype, stored: values.count)
+        try indices.withUnsafeBufferPointer { i in
+            try values.withUnsafeBufferPointer { v in try t.append(upTo: t.count, indices: i, values: v) }
+        }
+        try t.finish()
+    }
+
+    /// Starts a tensor whose `stored` entries arrive in order through `append` (see
+    /// `TaskVectorTensorWriter`); the encoding is chosen now by the spec's cost rule. Memory stays
+    /// bounded by the largest append, whatever the tensor's size.
+    public func beginTensor(name: String, shape: [Int], dtype: LocusDType, stored: Int) throws -> TaskVectorTensorWriter {
         let link = TensorName.linkName(for: name)
         let object = "/tensors/\(link)"
-        try writer.guarded(object: object) {
+        return try writer.guarded(object: object) {
+            guard open == nil else { throw LocusError(file: target, object: object, "the previous tensor is incomplete") }
             guard dtype.isFloatingPoint else { throw LocusError(file: target, object: object, "task-vector values must be floating point, not \(dtype.rawValue)") }
             if let problem = TensorName.problem(with: name) { throw LocusError(file: target, object: object, problem) }
             guard names.insert(TensorName.key(name)).inserted else { throw LocusError(file: target, object: object, "duplicate tensor name") }
             guard let count = checkedProduct(shape) else { throw LocusError(file: target, object: object, "invalid shape \(shape)") }
-            guard indices.count == values.count else { throw LocusError(file: target, object: object, "\(indices.count) indices but \(values.count) values") }
-            for k in indices.indices {
-                guard indices[k] >= 0, indices[k] < count else { throw LocusError(file: target, object: object, "index \(indices[k]) is outside [0, \(count))") }
-                guard k == 0 || indices[k] > indices[k - 1] else { throw LocusError(file: target, object: object, "indices are not strictly increasing at position \(k)") }
-            }
-            if let bad = values.firstIndex(where: { !$0.isFinite }) {
-                throw LocusError(file: target, object: object, "value at flat index \(indices[bad]) is \(values[bad]); task vectors must be finite")
-            }
-            // Statistics of what is stored, after rounding to the value type.
-            let storedBytes = TaskVectorWriter.encode(values, as: dtype)
-            let rounded = TaskVectorWriter.decode(storedBytes, dtype: dtype)
-            if let bad = rounded.firstIndex(where: { !$0.isFinite }) {
-                throw LocusError(file: target, object: object, "value \(values[bad]) at flat index \(indices[bad]) overflows \(dtype.rawValue)")
-            }
-            let nnz = rounded.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
-            let squares = rounded.reduce(0.0) { $0 + $1 * $1 }
-
-            let encoding = TaskVectorEncoding.choose(count: count, stored: values.count, valueBytes: dtype.byteSize)
-            let g = try writer.tensors.createGroup(link)
-            let valueType = try dtype.hdf5Type()
-            switch encoding {
-            case .dense:
-                var full = [Double](repeating: 0, count: count)
-                if let dense { for i in 0..<count { full[i] = Double(dense[i]) } } else { for (i, v) in zip(indices, values) { full[i] = v } }
-                let bytes = TaskVectorWriter.encode(full, as: dtype)
-                let ds = try g.createDataset("values", type: valueType, shape: shape)
-                try bytes.withUnsafeBytes { try ds.write($0, memType: valueType); try DataDigest.store(ds, $0) }
-            case .bitmask:
-                var bits = [Bool](repeating: false, count: count)
-                for i in indices { bits[i] = true }
-                let packed = BitPacking.pack(bits)
-                let m = try writer.createCompressible(g, "mask", type: .uint8LE, count: packed.count)
-                try packed.withUnsafeBytes { try m.write($0, memType: .nativeUInt8); try DataDigest.store(m, $0) }
-                let v = try g.createDataset("values", type: valueType, shape: [values.count])
-                try storedBytes.withUnsafeBytes { try v.write($0, memType: valueType); try DataDigest.store(v, $0) }
-            case .coo:
-                let wide = count > (1 << 32)
-                let ix = try writer.createCompressible(g, "indices", type: wide ? .uint64LE : .uint32LE, count: indices.count)
-                if wide {
-                    let u = indices.map { UInt64($0) }
-                    try u.withUnsafeBytes { try ix.write($0, memType: .nativeUInt64); try DataDigest.store(ix, $0) }
-                } else {
-                    let u = indices.map { UInt32($0) }
-                    try u.withUnsafeBytes { try ix.write($0, memType: .nativeUInt32); try DataDigest.store(ix, $0) }
-                }
-                let v = try g.createDataset("values", type: valueType, shape: [values.count])
-                try storedBytes.withUnsafeBytes { try v.write($0, memType: valueType); try DataDigest.store(v, $0) }
-            }
-            try g.setAttribute("encoding-type", encoding.rawValue)
-            try g.setAttribute("shape", shape.map(Int64.init))
-            try g.setAttribute("count", Int64(count))
-            try g.setAttribute("dtype", dtype.rawValue)
-            try g.setAttribute("nnz", Int64(nnz))
-            try g.setAttribute("l2-norm", squares.squareRoot())
-            totalCount += count; totalNNZ += nnz; sumSquares += squares; tensorCount += 1
+            guard stored >= 0, stored <= count else { throw LocusError(file: target, object: object, "\(stored) stored entries for \(count) elements") }
+            let t = try TaskVectorTensorWriter(parent: self, group: try writer.tensors.createGroup(link), object: object,
+                                               shape: shape, count: count, dtype: dtype, stored: stored)
+            open = t
+            return t
         }
+    }
+
+    /// Called by a tensor writer when its last entry is written.
+    func close(_ t: TaskVectorTensorWriter, nnz: Int, squares: Double) throws {
+        try guarded(object: t.object) {
+            try t.group.setAttribute("encoding-type", t.encoding.rawValue)
+            try t.group.setAttribute("shape", t.shape.map(Int64.init))
+            try t.group.setAttribute("count", Int64(t.count))
+            try t.group.setAttribute("dtype", t.dtype.rawValue)
+            try t.group.setAttribute("nnz", Int64(nnz))
+            try t.group.setAttribute("l2-norm", squares.squareRoot())
+        }
+        totalCount += t.count; totalNNZ += nnz; sumSquares += squares; tensorCount += 1
+        open = nil
+    }
+
+    func guarded<R>(object: String, _ body: () throws -> R) throws -> R { try writer.guarded(object: object, body) }
+    func compressible(_ g: Group, _ name: String, type: Datatype, count: Int) throws -> Dataset {
+        try writer.createCompressible(g, name, type: type, count: count)
     }
 
     public func finish() throws {
         try writer.guarded {
+            if let open { throw LocusError(file: target, object: open.object, "tensor is incomplete: \(open.position) of \(open.count) elements written") }
             try writer.root.setAttribute("tensor-count", Int64(tensorCount))
             try writer.root.setAttribute("count", Int64(totalCount))
             try writer.root.setAttribute("nnz", Int64(totalNNZ))

@@ -7,14 +7,18 @@ public final class EntryBlock {
     public let capacity: Int
     public let offsets: UnsafeMutablePointer<Int32>
     public let values: UnsafeMutablePointer<Float>
+    /// With `exact`: the values in float64, exactly as stored (times the stream's scale), for
+    /// arithmetic that must reproduce float64 task vectors bit for bit (`apply`).
+    public let values64: UnsafeMutablePointer<Double>?
     public var count = 0
 
-    public init(capacity: Int) {
+    public init(capacity: Int, exact: Bool = false) {
         self.capacity = max(capacity, 1)
         offsets = .allocate(capacity: self.capacity)
         values = .allocate(capacity: self.capacity)
+        values64 = exact ? .allocate(capacity: self.capacity) : nil
     }
-    deinit { offsets.deallocate(); values.deallocate() }
+    deinit { offsets.deallocate(); values.deallocate(); values64?.deallocate() }
 }
 
 /// Reusable windows and scratch for `TaskVectorEntryStream`s read one after another.
@@ -90,7 +94,7 @@ public final class TaskVectorEntryStream {
     // MARK: values
 
     /// Reads stored values [start, start + n) of the 1-D values dataset and writes them, scaled, to `out`.
-    private func readValues(_ start: Int, _ n: Int, to out: UnsafeMutablePointer<Float>) throws {
+    private func readValues(_ start: Int, _ n: Int, to out: UnsafeMutablePointer<Float>, exact out64: UnsafeMutablePointer<Double>? = nil) throws {
         guard n > 0 else { return }
         let object = tensor.objectPath + "/values"
         if tensor.dtype == .float32 {
@@ -101,6 +105,7 @@ public final class TaskVectorEntryStream {
             for j in 0..<n where !dst[j].isFinite {
                 throw LocusError(file: path, object: object, "value \(start + j) is \(dst[j]); task vectors must be finite")
             }
+            if let out64 { for j in 0..<n { out64[j] = Double(dst[j]) * scale } }
             if scale != 1 { let s = scale; for j in 0..<n { dst[j] = Float(Double(dst[j]) * s) } }
         } else {
             if buffers.doubleScratch.count < n { buffers.doubleScratch = [Double](repeating: 0, count: n) }
@@ -112,6 +117,7 @@ public final class TaskVectorEntryStream {
                 for j in 0..<n {
                     guard part[j].isFinite else { throw LocusError(file: path, object: object, "value \(start + j) is \(part[j]); task vectors must be finite") }
                     out[j] = Float(part[j] * scale)
+                    out64?[j] = part[j] * scale
                 }
             }
         }
@@ -142,7 +148,8 @@ public final class TaskVectorEntryStream {
             try buffers.floatScratch.withUnsafeBufferPointer { v in
                 for j in 0..<n where v[j] != 0 || !v[j].isFinite {
                     guard v[j].isFinite else { throw LocusError(file: path, object: object, "value \(a + j) is \(v[j]); task vectors must be finite") }
-                    block.offsets[k] = Int32(j); block.values[k] = scale == 1 ? v[j] : Float(Double(v[j]) * scale); k += 1
+                    block.offsets[k] = Int32(j); block.values[k] = scale == 1 ? v[j] : Float(Double(v[j]) * scale)
+                    block.values64?[k] = Double(v[j]) * scale; k += 1
                 }
             }
         } else {
@@ -151,7 +158,8 @@ public final class TaskVectorEntryStream {
             try buffers.doubleScratch.withUnsafeBufferPointer { v in
                 for j in 0..<n where v[j] != 0 || !v[j].isFinite {
                     guard v[j].isFinite else { throw LocusError(file: path, object: object, "value \(a + j) is \(v[j]); task vectors must be finite") }
-                    block.offsets[k] = Int32(j); block.values[k] = Float(v[j] * scale); k += 1
+                    block.offsets[k] = Int32(j); block.values[k] = Float(v[j] * scale)
+                    block.values64?[k] = v[j] * scale; k += 1
                 }
             }
         }
@@ -193,7 +201,7 @@ public final class TaskVectorEntryStream {
             }
             if stop { break scan }
         }
-        try readValues(valuePosition, k - first, to: block.values + first)
+        try readValues(valuePosition, k - first, to: block.values + first, exact: block.values64.map { $0 + first })
         valuePosition += k - first
         block.count = k
     }
@@ -254,7 +262,7 @@ public final class TaskVectorEntryStream {
         }
         let n = k - first
         guard valuePosition + n <= storedValues else { throw try mismatch() }
-        try readValues(valuePosition, n, to: block.values + first)
+        try readValues(valuePosition, n, to: block.values + first, exact: block.values64.map { $0 + first })
         valuePosition += n
         block.count = k
     }

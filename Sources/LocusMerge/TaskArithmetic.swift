@@ -3,7 +3,7 @@ import LocusFormat
 /// τ = θ_finetuned − θ_base and its inverse, tensor by tensor from files.
 public enum TaskArithmetic {
     /// How `diff` sparsifies τ (besides dropping exact zeros).
-    public enum Sparsify: Sendable {
+    public enum Sparsify: Sendable, Equatable {
         case none
         /// Keep the ⌊density · n⌋ entries of largest |τ| over all tensors (ties by position).
         case density(Double)
@@ -31,95 +31,205 @@ public enum TaskArithmetic {
         }
     }
 
-    /// The exact difference per tensor, in float64 (exact for float32, float16 and bfloat16 inputs).
-    static func difference(_ base: any CheckpointSource, _ ft: any CheckpointSource, _ t: CheckpointTensor) throws -> [Double] {
-        let b = try readDouble(base, base.tensor(named: t.name)!), f = try readDouble(ft, t)
-        return zip(f, b).map { $0 - $1 }
+    /// Entries per block when streaming a tensor: whole rows, about 1 Mi entries (8 MiB as float64).
+    public static let blockElements = 1 << 20
+
+    /// Calls `body` with consecutive blocks of whole rows covering `t` (rows and flat indices);
+    /// a scalar is one block.
+    static func forEachRowBlock(_ t: CheckpointTensor, elements: Int = blockElements, _ body: (Range<Int>, Range<Int>) throws -> Void) throws {
+        guard let rows = t.shape.first else { return try body(0..<1, 0..<t.count) }
+        guard rows > 0, t.count > 0 else { return }
+        let rowLength = t.count / rows
+        let step = max(1, elements / rowLength)
+        var r = 0
+        while r < rows {
+            let n = min(step, rows - r)
+            try body(r..<(r + n), (r * rowLength)..<((r + n) * rowLength))
+            r += n
+        }
     }
 
-    static func readDouble(_ r: any CheckpointSource, _ t: CheckpointTensor) throws -> [Double] { try r.readFloat64(t) }
+    /// Raw little-endian bytes of rows `rows` of `t`, in a buffer reused from block to block.
+    static func readRows(_ s: any CheckpointSource, _ t: CheckpointTensor, _ rows: Range<Int>, _ buffer: inout [UInt8]) throws {
+        let bytes = t.shape.isEmpty ? t.byteCount : rows.count * t.rowByteCount
+        if buffer.count != bytes { buffer = [UInt8](repeating: 0, count: bytes) }
+        try buffer.withUnsafeMutableBytes { try s.readRows(t, start: rows.lowerBound, count: rows.count, into: $0) }
+    }
+
+    /// Streams the same rows of a tensor from two checkpoints (same dtype) and calls `body` with the
+    /// elements whose bits differ, as (flat index, base value, fine-tuned value) in float64 (exact
+    /// for every float dtype); `block` is told each block's range first. Elements with equal bits
+    /// have τ = 0 with no sign change: no selection keeps them, so they are never decoded.
+    static func forEachChange(_ base: any CheckpointSource, _ tb: CheckpointTensor, _ ft: any CheckpointSource, _ t: CheckpointTensor,
+                              elements: Int, block: (Range<Int>) throws -> Void = { _ in },
+                              _ body: (_ i: Int, _ b: Double, _ f: Double) throws -> Void) throws {
+        var rawB: [UInt8] = [], rawF: [UInt8] = []
+        let dtype = t.dtype
+        try forEachRowBlock(t, elements: elements) { rows, flat in
+            try readRows(base, tb, rows, &rawB)
+            try readRows(ft, t, rows, &rawF)
+            try block(flat)
+            try rawB.withUnsafeBytes { b in
+                try rawF.withUnsafeBytes { f in
+                    try HalfPrecision.forEachDifferingElement(b, f, elementBytes: dtype.byteSize) { i in
+                        try body(flat.lowerBound + i, HalfPrecision.element(b, i, dtype: dtype), HalfPrecision.element(f, i, dtype: dtype))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Which differences `diff` stores, entry by entry in tensor order then flat-index order.
+    struct Selection {
+        var sparsify: Sparsify
+        /// `.density`: the k-th largest |τ| as a bit pattern, and how many entries equal to it are
+        /// still to be kept (ties go to the earlier position).
+        var thresholdKey: UInt64 = .max
+        var ties = 0
+
+        /// Whether τ = f − b is stored. An unchanged value can still be a change of sign bit
+        /// (−0.0 → +0.0): exact diffs keep it as an explicit zero (spec §5 allows them) so apply
+        /// reproduces the bits.
+        @inline(__always) mutating func keeps(_ v: Double, _ b: Double, _ f: Double) -> Bool {
+            switch sparsify {
+            case .none: return v != 0 || Float(b).bitPattern != Float(f).bitPattern
+            case .threshold(let th): return v != 0 && abs(v) >= th
+            case .density:
+                let key = v.magnitude.bitPattern
+                if key > thresholdKey { return v != 0 }
+                if key == thresholdKey && ties > 0 { ties -= 1; return v != 0 }
+                return false
+            }
+        }
+    }
 
     /// Writes the task vector of `finetuned` relative to `base`. Values are stored as float32 when
     /// θ_base + τ reproduces θ_ft exactly in float32 for every entry of the tensor (the usual case),
     /// else as float64, so `apply` at α = 1 gives back the fine-tuned weights bit for bit.
+    ///
+    /// Streams blocks of rows: each tensor is read twice (count and value type, then write), and
+    /// `--density`'s global top-k is found by a radix select over |τ| (`densityThreshold`), so
+    /// memory does not depend on the model's or the largest tensor's size.
     @discardableResult
     public static func diff(base basePath: String, finetuned ftPath: String, output: String, sparsify: Sparsify = .none,
                             attributes: [String: String] = [:], numbers: [String: Double] = [:],
-                            provenance: Provenance = Provenance()) throws -> Summary {
+                            provenance: Provenance = Provenance(), blockElements elements: Int = blockElements,
+                            collectLimit: Int = 1 << 22) throws -> Summary {
         let base = try openCheckpoint(path: basePath), ft = try openCheckpoint(path: ftPath)
         try checkSameLayout(base, ft)
         if case .threshold(let th) = sparsify, !(th >= 0) { throw LocusError(file: output, "--threshold must be ≥ 0") }
         if case .density(let d) = sparsify, !(d > 0 && d <= 1) { throw LocusError(file: output, "--density must be in (0, 1], got \(d)") }
-        var floats: [CheckpointTensor] = []
+        var floats: [(base: CheckpointTensor, ft: CheckpointTensor)] = []
         for t in ft.tensors {
-            guard t.dtype.isFloatingPoint else {
-                if try base.readRaw(base.tensor(named: t.name)!) != ft.readRaw(t) {
-                    throw LocusError(file: ftPath, object: t.objectPath, "\(t.dtype.rawValue) tensor differs from the base; task vectors cover floating-point tensors only")
-                }
-                continue
-            }
-            floats.append(t)
+            let tb = base.tensor(named: t.name)!
+            guard t.dtype.isFloatingPoint else { try checkEqual(base, tb, ft, t); continue }
+            floats.append((tb, t))
         }
-        // Only the global top-k of --density needs every difference at once; otherwise each tensor's
-        // difference is made, written and dropped in turn, so memory follows the largest tensor.
-        var globalKeep: [[Bool]]? = nil
+        var selection = Selection(sparsify: sparsify)
         if case .density(let d) = sparsify {
-            let taus = try floats.map { try difference(base, ft, $0) }
-            globalKeep = topMagnitude(taus, count: Int(d * Double(taus.reduce(0) { $0 + $1.count })))
+            let total = floats.reduce(0) { $0 + $1.ft.count }
+            (selection.thresholdKey, selection.ties) = try densityThreshold(base, ft, floats, count: Int(d * Double(total)),
+                                                                            elements: elements, collectLimit: collectLimit)
         }
         var attrs = attributes
         attrs["finetuned-fingerprint"] = try ft.fingerprint
         let w = try TaskVectorWriter(path: output, baseFingerprint: try base.fingerprint, attributes: attrs, numbers: numbers, provenance: provenance)
         var summary = Summary(tensors: 0, count: 0, nnz: 0)
-        for (k, t) in floats.enumerated() {
-            let tau = try difference(base, ft, t)
-            var keep: [Bool]? = globalKeep?[k]
-            if case .threshold(let th) = sparsify { keep = tau.map { abs($0) >= th && $0 != 0 } }
-            var idx: [Int] = [], vals: [Double] = []
-            // A zero difference can still be a change of sign bit (−0.0 → +0.0); keep it as an explicit
-            // zero (spec §5 allows them) so apply reproduces the bits.
-            let b32 = try base.readFloat32(base.tensor(named: t.name)!), f32 = try ft.readFloat32(t)
-            for (i, v) in tau.enumerated() where (v != 0 || (keep == nil && b32[i].bitPattern != f32[i].bitPattern)) && (keep?[i] ?? true) {
-                idx.append(i); vals.append(v)
-            }
+        for (tb, t) in floats {
             summary.count += t.count
-            if idx.isEmpty { continue }   // an unchanged tensor is simply absent (= zero)
-            let dtype = t.dtype == .float64 ? .float64 : try valueType(b32, f32, ft, t, idx, vals)
-            try w.add(name: t.name, shape: t.shape, indices: idx, values64: vals, dtype: dtype)
-            summary.tensors += 1; summary.nnz += idx.count
+            // Pass 1: how many entries, and whether float32 values reproduce θ_ft.
+            let start = selection
+            var stored = 0, needs64 = false
+            try forEachChange(base, tb, ft, t, elements: elements) { i, b, f in
+                let v = f - b
+                guard selection.keeps(v, b, f) else { return }
+                stored += 1
+                if t.dtype != .float64 && Float(b) + Float(v) != Float(f) {
+                    needs64 = true
+                    // apply computes θ_base + τ in float64 and rounds; that must give θ_ft back exactly.
+                    if Float(b + v) != Float(f) {
+                        throw LocusError(file: ft.path, object: t.objectPath, "entry \(i) changed from \(Float(b)) to \(Float(f)): the difference is not representable exactly even in float64 (exponent gap too wide)")
+                    }
+                }
+            }
+            if stored == 0 { continue }   // an unchanged tensor is simply absent (= zero)
+            // Pass 2: the same selection again, written block by block.
+            selection = start
+            let tw = try w.beginTensor(name: t.name, shape: t.shape, dtype: t.dtype == .float64 || needs64 ? .float64 : .float32, stored: stored)
+            var idx: [Int] = [], vals: [Double] = []
+            var range: Range<Int>? = nil
+            func flush() throws {
+                guard let r = range else { return }
+                try idx.withUnsafeBufferPointer { i in try vals.withUnsafeBufferPointer { try tw.append(upTo: r.upperBound, indices: i, values: $0) } }
+                idx.removeAll(keepingCapacity: true); vals.removeAll(keepingCapacity: true)
+            }
+            try forEachChange(base, tb, ft, t, elements: elements, block: { try flush(); range = $0 }) { i, b, f in
+                let v = f - b
+                if selection.keeps(v, b, f) { idx.append(i); vals.append(v) }
+            }
+            try flush()
+            try tw.finish()
+            summary.tensors += 1; summary.nnz += stored
         }
         try w.finish()
         return summary
     }
 
-    /// float32 when it reproduces θ_ft from θ_base exactly (in the base's own precision), else float64.
-    static func valueType(_ b: [Float], _ f: [Float], _ ft: any CheckpointSource, _ t: CheckpointTensor, _ idx: [Int], _ vals: [Double]) throws -> LocusDType {
-        var needs64 = false
-        for (i, v) in zip(idx, vals) where Float(b[i]) + Float(v) != f[i] {
-            needs64 = true
-            // apply computes θ_base + τ in float64 and rounds; that must give θ_ft back exactly.
-            if Float(Double(b[i]) + v) != f[i] {
-                throw LocusError(file: ft.path, object: t.objectPath, "entry \(i) changed from \(b[i]) to \(f[i]): the difference is not representable exactly even in float64 (exponent gap too wide)")
+    /// Integer and bool tensors carry no task vector: they must be equal, compared block by block.
+    static func checkEqual(_ base: any CheckpointSource, _ tb: CheckpointTensor, _ ft: any CheckpointSource, _ t: CheckpointTensor) throws {
+        var rawB: [UInt8] = [], rawF: [UInt8] = []
+        try forEachRowBlock(t) { rows, _ in
+            try readRows(base, tb, rows, &rawB)
+            try readRows(ft, t, rows, &rawF)
+            if rawB != rawF {
+                throw LocusError(file: ft.path, object: t.objectPath, "\(t.dtype.rawValue) tensor differs from the base; task vectors cover floating-point tensors only")
             }
         }
-        return needs64 ? .float64 : .float32
     }
 
-    /// Marks the `count` entries of largest |value| (ties: earlier position first).
-    static func topMagnitude(_ tensors: [[Double]], count k: Int) -> [[Bool]] {
-        var mags = tensors.flatMap { $0.map { -abs($0) } }   // smaller is better
-        var out = tensors.map { [Bool](repeating: false, count: $0.count) }
-        guard k > 0, !mags.isEmpty else { return out }
-        mags.sort()
-        let threshold = mags[min(k, mags.count) - 1]
-        var ties = min(k, mags.count) - mags.prefix { $0 < threshold }.count
-        for (t, values) in tensors.enumerated() {
-            for (i, v) in values.enumerated() {
-                let m = -abs(v)
-                if m < threshold { out[t][i] = true } else if m == threshold && ties > 0 { out[t][i] = true; ties -= 1 }
+    /// The k-th largest |τ| over all tensors (as the bit pattern of a non-negative double, whose
+    /// order is the numbers' order) and how many entries equal to it the top k take. A radix
+    /// select: each pass histograms the next 16 bits of the entries that share the bits fixed so
+    /// far, until few enough candidates remain to sort (at most 4 Mi keys); memory is the histogram
+    /// and those candidates, never the model.
+    static func densityThreshold(_ base: any CheckpointSource, _ ft: any CheckpointSource,
+                                 _ floats: [(base: CheckpointTensor, ft: CheckpointTensor)], count k: Int,
+                                 elements: Int, collectLimit: Int) throws -> (key: UInt64, ties: Int) {
+        guard k > 0 else { return (.max, 0) }
+        /// Every entry's key: `body` for the changed ones, `zeros(n)` for the n unchanged (key 0) of a block.
+        func forEachKey(_ body: (UInt64) -> Void, zeros: (Int) -> Void) throws {
+            for (tb, t) in floats {
+                var changed = 0, range = 0..<0
+                try forEachChange(base, tb, ft, t, elements: elements, block: { zeros(range.count - changed); range = $0; changed = 0 }) { _, b, f in
+                    body((f - b).magnitude.bitPattern); changed += 1
+                }
+                zeros(range.count - changed)
             }
         }
-        return out
+        var prefix: UInt64 = 0, prefixBits = 0, remaining = k
+        var candidates = floats.reduce(0) { $0 + $1.ft.count }
+        while true {
+            if prefixBits == 64 { return (prefix, remaining) }
+            let matches: (UInt64) -> Bool = { [prefix, prefixBits] key in prefixBits == 0 || key >> UInt64(64 - prefixBits) == prefix }
+            if candidates <= collectLimit {
+                var keys: [UInt64] = []
+                keys.reserveCapacity(candidates)
+                try forEachKey({ if matches($0) { keys.append($0) } }, zeros: { if matches(0) { keys += repeatElement(0, count: $0) } })
+                keys.sort(by: >)
+                let key = keys[remaining - 1]
+                return (key, remaining - keys.prefix { $0 > key }.count)
+            }
+            var histogram = [Int](repeating: 0, count: 1 << 16)
+            let shift = UInt64(48 - prefixBits)
+            try histogram.withUnsafeMutableBufferPointer { h in
+                try forEachKey({ if matches($0) { h[Int(($0 >> shift) & 0xFFFF)] += 1 } }, zeros: { if matches(0) { h[0] += $0 } })
+            }
+            var digit = (1 << 16) - 1
+            while histogram[digit] < remaining { remaining -= histogram[digit]; digit -= 1 }
+            candidates = histogram[digit]
+            prefix = prefix << 16 | UInt64(digit)
+            prefixBits += 16
+        }
     }
 
     /// θ = θ_base + α · scale · τ, written in each tensor's own dtype (RNE for 16-bit types; float32
@@ -127,7 +237,8 @@ public enum TaskArithmetic {
     /// from another base unless `force`.
     public static func apply(base basePath: String, taskVector tvPath: String, alpha: Double = 1, output: String,
                              force: Bool = false, warn: (String) -> Void = { _ in }, provenance: Provenance = Provenance(),
-                             outputFormat: CheckpointOutputFormat = .h5, shardBytes: Int = HuggingFaceFolderWriter.defaultShardBytes) throws {
+                             outputFormat: CheckpointOutputFormat = .h5, shardBytes: Int = HuggingFaceFolderWriter.defaultShardBytes,
+                             blockElements elements: Int = blockElements) throws {
         guard alpha.isFinite else { throw LocusError(file: output, "--alpha must be finite") }
         let base = try openCheckpoint(path: basePath)
         let tv = try TaskVectorReader(path: tvPath)
@@ -147,26 +258,39 @@ public enum TaskArithmetic {
         let plan = base.tensors.map { TensorPlan(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
         let w = try makeCheckpointSink(path: output, format: outputFormat, plan: plan, provenance: provenance,
                                        metadata: try base.metadata(), architecture: try base.architecture(), shardBytes: shardBytes)
+        // Block by block: memory is one block of rows and the task vector's entries in it, not a tensor.
+        let buffers = EntryStreamBuffers()
+        var raw: [UInt8] = []
         for t in base.tensors {
+            try w.beginTensor(name: t.name, dtype: t.dtype, shape: t.shape)
+            if t.count == 0 { continue }
             guard let tt = byName[t.name], factor != 0 else {   // untouched tensors are copied bit for bit
-                let raw = try base.readRaw(t)
-                try raw.withUnsafeBytes { try w.add(name: t.name, dtype: t.dtype, shape: t.shape, bytes: $0) }
+                try base.forEachBlock(t, blockBytes: elements * 8) { try w.writeRows($0) }
                 continue
             }
-            let (idx, vals) = try tv.readSparse64(tt)
-            var values = try base.readFloat64(t)
-            for (i, v) in zip(idx, vals) { values[i] += factor * v }
-            let out: [UInt8]
-            switch t.dtype {
-            case .float64: out = values.withUnsafeBytes { Array($0) }
-            default: out = HalfPrecision.encode(values, as: t.dtype)   // one rounding from float64
+            let stream = try TaskVectorEntryStream(tv, tt, scale: 1, buffers: buffers)
+            let entries = EntryBlock(capacity: min(t.count, max(elements, t.count / max(t.shape.first ?? 1, 1))), exact: true)
+            try forEachRowBlock(t, elements: elements) { rows, flat in
+                try readRows(base, t, rows, &raw)
+                entries.count = 0
+                try stream.next(upTo: flat.upperBound, into: entries)
+                let v64 = entries.values64!
+                try raw.withUnsafeMutableBytes { r in
+                    // θ + α·τ in float64, one rounding to the dtype, only where τ has entries; every
+                    // other element keeps its bits. Checked in the output precision: a finite float64
+                    // can still overflow float32 / 16-bit types, and a non-finite base value stays so.
+                    var bad = HalfPrecision.firstNonFinite(UnsafeRawBufferPointer(r), dtype: t.dtype) ?? Int.max
+                    for k in 0..<entries.count {
+                        let i = Int(entries.offsets[k])
+                        let stored = HalfPrecision.setElement(r, i, HalfPrecision.element(UnsafeRawBufferPointer(r), i, dtype: t.dtype) + factor * v64[k], dtype: t.dtype)
+                        if !stored.isFinite { bad = min(bad, i); break }
+                    }
+                    if bad != Int.max {
+                        throw LocusError(file: output, object: t.objectPath, "entry \(flat.lowerBound + bad) is not finite in \(t.dtype.rawValue) after applying the task vector")
+                    }
+                }
+                try raw.withUnsafeBytes { try w.writeRows($0) }
             }
-            // Checked in the output precision: a finite float64 can still overflow float32 / 16-bit types.
-            let stored = t.dtype == .float64 ? values : TaskVectorWriter.decodeForCheck(out, dtype: t.dtype)
-            if let bad = stored.firstIndex(where: { !$0.isFinite }) {
-                throw LocusError(file: output, object: t.objectPath, "entry \(bad) is not finite in \(t.dtype.rawValue) after applying the task vector")
-            }
-            try out.withUnsafeBytes { try w.add(name: t.name, dtype: t.dtype, shape: t.shape, bytes: $0) }
         }
         try w.finish()
     }

@@ -1,5 +1,6 @@
 import Foundation
-import LocusFormat
+import HDF5
+@testable import LocusFormat
 import XCTest
 
 @testable import LocusMerge
@@ -247,6 +248,92 @@ final class TaskArithmeticTests: XCTestCase {
                 let want = v.indices.filter { abs(v[$0]) >= th && v[$0] != 0 }
                 XCTAssertEqual(got[name]?.indices ?? [], want, "--threshold \(th): \(name)")
                 if let g = got[name] { XCTAssertEqual(g.values, want.map { v[$0] }, "--threshold \(th): \(name) values") }
+            }
+        }
+    }
+
+    // MARK: - streaming in blocks
+
+    /// What a task vector stores, tensor by tensor: metadata, entries and each dataset's digest.
+    private func contents(_ file: String) throws -> [String] {
+        let r = try TaskVectorReader(path: file)
+        return try r.tensors.map { t in
+            let (i, v) = try r.readSparse64(t)
+            let g = try r.group.openGroup(t.link)
+            let digests = try ["values", "indices", "mask"].filter { g.kind(of: $0) == .dataset }.map { try g.openDataset($0).stringAttribute("digest") }
+            return "\(t.name) \(t.shape) \(t.encoding) \(t.dtype) nnz=\(t.nnz) l2=\(t.l2Norm.bitPattern) \(i) \(v.map(\.bitPattern)) \(digests)"
+        }
+    }
+
+    /// Blocks of 1, 2, 3, 7 and 64 entries (a range ending inside a mask byte, a row split from
+    /// the next) write the same task vector as one block per tensor, for every sparsification and
+    /// every encoding; apply in small blocks writes the same checkpoint.
+    func testSmallBlocksWriteTheSameFilesAsOneBlock() throws {
+        var rng = LCG(7)
+        // bitmask (≈ 1/3 changed), coo (≈ 2 % changed), dense (all changed, rank 2), float16 / float64 / scalar.
+        var b: [String: T] = [:], f: [String: T] = [:]
+        let n = 1003
+        b["mask.w"] = T(.float32, [n], (0..<n).map { _ in rng.normal() })
+        b["coo.w"] = T(.float32, [17, 59], (0..<(17 * 59)).map { _ in rng.normal() })
+        b["dense.w"] = T(.float32, [9, 13], (0..<117).map { _ in rng.normal() })
+        b["half"] = T(.float16, [40], (0..<40).map { _ in rng.normal() })
+        b["double"] = T(.float64, [5, 3], (0..<15).map { _ in rng.normal() })
+        b["scalar"] = T(.float32, [], [0.5])
+        f = b
+        f["mask.w"]!.values = b["mask.w"]!.stored.enumerated().map { $0.offset % 3 == 1 ? $0.element + 0.25 * rng.normal() : $0.element }
+        f["coo.w"]!.values = b["coo.w"]!.stored.enumerated().map { $0.offset % 50 == 7 ? $0.element * 1.5 : $0.element }
+        f["dense.w"]!.values = b["dense.w"]!.stored.map { $0 + 0.125 }
+        f["half"]!.values = b["half"]!.stored.enumerated().map { $0.offset % 4 == 0 ? $0.element + 0.5 : $0.element }
+        f["double"]!.values = b["double"]!.stored.map { $0 + 1e-13 }
+        f["scalar"]!.values = [0.75]
+        let base = try write("sb.h5", b), ft = try write("sf.h5", f)
+        for sparsify in [TaskArithmetic.Sparsify.none, .density(0.1), .density(0.37), .threshold(0.2)] {
+            let whole = path("whole.h5")
+            try? FileManager.default.removeItem(atPath: whole)
+            try TaskArithmetic.diff(base: base, finetuned: ft, output: whole, sparsify: sparsify)
+            let want = try contents(whole)
+            XCTAssertTrue(want.contains { $0.contains(" bitmask ") } || sparsify != .none, "the case covers the bitmask encoding")
+            for (elements, limit) in [(1, 1), (2, 5), (3, 1 << 22), (7, 2), (64, 100)] {
+                let tv = path("blocks-\(elements).h5")
+                try? FileManager.default.removeItem(atPath: tv)
+                try TaskArithmetic.diff(base: base, finetuned: ft, output: tv, sparsify: sparsify, blockElements: elements, collectLimit: limit)
+                XCTAssertEqual(try contents(tv), want, "\(sparsify) in blocks of \(elements), collecting ≤ \(limit) keys")
+            }
+        }
+        let tv = path("tv.h5"), whole = path("applied.h5")
+        try TaskArithmetic.diff(base: base, finetuned: ft, output: tv)
+        try TaskArithmetic.apply(base: base, taskVector: tv, alpha: 0.7, output: whole)
+        for elements in [1, 3, 64] {
+            let out = path("applied-\(elements).h5")
+            try TaskArithmetic.apply(base: base, taskVector: tv, alpha: 0.7, output: out, blockElements: elements)
+            XCTAssertEqual(try raw(out), try raw(whole), "apply in blocks of \(elements)")
+        }
+        let back = path("back.h5")
+        try TaskArithmetic.apply(base: base, taskVector: tv, output: back, blockElements: 5)
+        XCTAssertEqual(try raw(back), try raw(ft), "α = 1 in blocks reproduces the fine-tuned checkpoint")
+    }
+
+    /// The radix select of --density against a sort of every |τ|: many ties (quantized values),
+    /// zeros and signed zeros, with candidate limits that force one, two and four histogram passes.
+    func testDensitySelectionMatchesASortWithTies() throws {
+        var rng = LCG(11)
+        var tb: [String: [Double]] = [:], tf: [String: [Double]] = [:]
+        for (name, count) in [("a", 300), ("b.w", 257), ("c", 64)] {
+            tb[name] = (0..<count).map { _ in Double(Int(rng.unit() * 8)) / 4 }
+            tf[name] = tb[name]!.map { x in
+                let u = rng.unit()
+                return u < 0.2 ? x : (u < 0.25 ? -x : x + Double(Int(rng.unit() * 9) - 4) / 8)
+            }
+        }
+        let base = try write("rb.h5", tb.mapValues { T(.float32, [$0.count], $0) })
+        let ft = try write("rf.h5", tf.mapValues { T(.float32, [$0.count], $0) })
+        let taus = tf.keys.sorted { TensorName.byteOrder($0, $1) }.map { ($0, zip(tf[$0]!, tb[$0]!).map { $0 - $1 }) }
+        for d in [0.001, 0.05, 0.3, 0.5, 0.77, 1.0] {
+            let want = expectedDensity(taus, density: d)
+            for limit in [1, 40, 1 << 22] {
+                let tv = path("r\(d)-\(limit).h5")
+                try TaskArithmetic.diff(base: base, finetuned: ft, output: tv, sparsify: .density(d), blockElements: 50, collectLimit: limit)
+                XCTAssertEqual(try tau(tv).mapValues(\.indices), want, "--density \(d), collecting ≤ \(limit) keys")
             }
         }
     }

@@ -39,9 +39,11 @@ public final class ArtifactFile {
     public let header: ArtifactHeader
 
     /// Opens `path`, checks that it is a Locus artifact of a version we read (and of `kind`, if given).
+    /// With `ReadVerification.current.enabled`, every stored digest is checked here, before any
+    /// value of the file can be used (`DataVerifier`).
     public static func open(_ path: String, expecting kind: ArtifactKind? = nil) throws -> ArtifactFile {
         try checkReadable(path)
-        return try withContext(file: path) {
+        let artifact = try withContext(file: path) {
             let file = try File.open(path)
             // Before libhdf5 reads any string: it trusts the global heap, and a corrupt one makes it hang or crash.
             do { try GlobalHeapCheck.verify(file) } catch let p as GlobalHeapCheck.Problem {
@@ -54,6 +56,9 @@ public final class ArtifactFile {
             }
             return ArtifactFile(path: path, file: file, root: root, header: header)
         }
+        let verification = ReadVerification.current
+        if verification.enabled { try DataVerifier.verifyOnOpen(artifact, verification) }
+        return artifact
     }
 
     private init(path: String, file: File, root: Group, header: ArtifactHeader) {

@@ -246,7 +246,9 @@ public final class CheckpointReader {
 
 /// Writes a checkpoint tensor by tensor (optionally in row blocks), atomically.
 /// Feed tensors in ascending byte order of their names and the fingerprint is computed on the
-/// way; otherwise `finish()` reads the data back once to compute it.
+/// way; otherwise `finish()` reads the data back once to compute it. Each tensor gets the §1.8
+/// `digest` (its tensor digest, which the fingerprint hashes anyway), so `--verify` can name a
+/// tensor that changed.
 public final class CheckpointWriter {
     private let writer: ArtifactWriter
     private var hasher = FingerprintHasher()
@@ -336,8 +338,15 @@ public final class CheckpointWriter {
         try bytes.withUnsafeBytes { try add(name: name, dtype: dtype, shape: shape, bytes: $0) }
     }
 
+    /// Tensors whose §1.8 `digest` is stored (those hashed on the way, in name order).
+    private var digested = Set<String>()
+
     private func endTensor() throws {
-        guard let (t, _, _) = open else { return }
+        guard let (t, ds, _) = open else { return }
+        if inNameOrder, let digest = hasher.endTensor() {
+            try ds.setAttribute(DataDigest.attribute, DataDigest.text(digest))
+            digested.insert(t.link)
+        }
         written.append(t)
         open = nil
     }
@@ -353,7 +362,9 @@ public final class CheckpointWriter {
                 var h = FingerprintHasher()
                 for t in written.sorted(by: { TensorName.byteOrder($0.name, $1.name) }) {
                     h.beginTensor(name: t.name, dtype: t.dtype, shape: t.shape)
-                    try CheckpointReader.readBlocks(try writer.tensors.openDataset(t.link), t, blockBytes: 64 << 20, path: target) { h.update(bytes: $0) }
+                    let ds = try writer.tensors.openDataset(t.link)
+                    try CheckpointReader.readBlocks(ds, t, blockBytes: 64 << 20, path: target) { h.update(bytes: $0) }
+                    if let digest = h.endTensor(), !digested.contains(t.link) { try ds.setAttribute(DataDigest.attribute, DataDigest.text(digest)) }
                 }
                 fp = h.finalize()
             }

@@ -81,21 +81,21 @@ public enum DatasetArtifact {
             }
             let inputs = try root.createDataset("inputs", type: type, shape: data.shape, properties: data.sampleCount > 0 ? dcpl : nil)
             switch data.inputs {
-            case .uint8(let a): try a.withUnsafeBytes { try inputs.write($0, memType: .nativeUInt8) }
-            case .float32(let a): try a.withUnsafeBytes { try inputs.write($0, memType: .nativeFloat) }
+            case .uint8(let a): try a.withUnsafeBytes { try inputs.write($0, memType: .nativeUInt8); try DataDigest.store(inputs, $0) }
+            case .float32(let a): try a.withUnsafeBytes { try inputs.write($0, memType: .nativeFloat); try DataDigest.store(inputs, $0) }
             }
             try inputs.setAttribute("dtype", dtype.rawValue)
             try inputs.setAttribute("scale", data.normalization.scale)
             try inputs.setAttribute("mean", data.normalization.mean)
             try inputs.setAttribute("std", data.normalization.std)
             let labels = try root.createDataset("labels", type: .int64LE, shape: [data.labels.count])
-            try data.labels.withUnsafeBytes { try labels.write($0, memType: .nativeInt64) }
+            try data.labels.withUnsafeBytes { try labels.write($0, memType: .nativeInt64); try DataDigest.store(labels, $0) }
             try root.createStringDataset("classes", data.classes)
             let splits = try root.createGroup("splits")
             for (name, idx) in data.splits.sorted(by: { $0.key < $1.key }) {
                 let ds = try splits.createDataset(TensorName.linkName(for: name), type: .int64LE, shape: [idx.count])
                 let v = idx.map(Int64.init)
-                try v.withUnsafeBytes { try ds.write($0, memType: .nativeInt64) }
+                try v.withUnsafeBytes { try ds.write($0, memType: .nativeInt64); try DataDigest.store(ds, $0) }
             }
         }
         try w.finish()

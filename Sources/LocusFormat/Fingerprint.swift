@@ -27,9 +27,25 @@ public struct FingerprintHasher {
         tensor!.update(bytes)
     }
 
-    private mutating func finishTensor() {
-        if let t = tensor { outer.update(data: t.finalize()) }
+    private mutating func finishTensor() { endTensor() }
+
+    /// Ends the tensor in progress (if any) and returns its tensor digest, which a writer can
+    /// store as the dataset's §1.8 `digest`; the next `beginTensor` or `finalize` needs no call.
+    @discardableResult
+    mutating func endTensor() -> [UInt8]? {
+        guard let t = tensor else { return nil }
+        let digest = t.finalize()
+        outer.update(data: digest)
         tensor = nil
+        return digest
+    }
+
+    /// Adds a whole tensor whose tensor digest is already known (a reader that computed it to
+    /// check the tensor's own `digest`).
+    mutating func addTensor(name: String, dtype: LocusDType, shape: [Int], digest: [UInt8]) {
+        beginTensor(name: name, dtype: dtype, shape: shape)
+        tensor = nil
+        outer.update(data: digest)
     }
 
     public mutating func finalize() -> String {

@@ -295,6 +295,25 @@ public enum Inspector {
         return lines.joined(separator: "\n")
     }
 
+    /// `inspect --verify`: one line per stored check (`ok`, `MISMATCH` or `unchecked`), then a total.
+    public static func verificationText(_ r: VerificationReport) -> String {
+        var lines = ["\(r.file): \(r.kind)" + (r.note.map { ", \($0)" } ?? "")]
+        let width = r.items.map(\.object.count).max() ?? 0
+        for item in r.items {
+            let status = item.status == .ok ? "ok       " : item.status == .mismatch ? "MISMATCH " : "unchecked"
+            let what = item.status == .mismatch ? "\(item.check): \(item.message)" : item.status == .ok ? item.check : item.message
+            lines.append("  \(status)  \(item.object.padding(width))  \(what)")
+        }
+        let count = { (s: VerificationItem.Status) in r.items.filter { $0.status == s }.count }
+        lines.append("  total: \(r.items.count) checks, \(count(.ok)) ok, \(count(.mismatch)) mismatched, \(count(.unchecked)) without a digest")
+        return lines.joined(separator: "\n")
+    }
+
+    public static func verificationJSON(_ r: VerificationReport) throws -> String {
+        struct Out: Encodable { var file: String; var kind: String; var note: String?; var valid: Bool; var checks: [VerificationItem] }
+        return try JSON.encode(Out(file: r.file, kind: r.kind, note: r.note, valid: r.mismatches.isEmpty, checks: r.items), pretty: true)
+    }
+
     static func percent(_ x: Double?) -> String { x.map { String(format1: $0 * 100) + "%" } ?? "-" }
     static func number(_ x: Double?) -> String {
         guard let x else { return "-" }

@@ -44,7 +44,7 @@ public final class MaskWriter {
             }
             let ones = BitPacking.popcount(packed)
             let ds = try createDataset(link, shape: shape, count: count)
-            try packed.withUnsafeBytes { try ds.write($0, memType: .nativeUInt8) }
+            try packed.withUnsafeBytes { try ds.write($0, memType: .nativeUInt8); try DataDigest.store(ds, $0) }
             try ds.setAttribute("ones", Int64(ones))
             totalCount += count; totalOnes += ones; tensorCount += 1
         }
@@ -57,6 +57,8 @@ public final class MaskWriter {
     private var open: (object: String, dataset: Dataset, count: Int, bitsDone: Int, bytesDone: Int, ones: Int)?
     private var pending: [UInt8] = []
     private var carry: UInt8 = 0
+    /// The §1.8 digest of the open mask's packed bytes, fed as they are written.
+    private var digester = TensorDigester()
 
     public func beginTensor(name: String, shape: [Int]) throws {
         let link = TensorName.linkName(for: name)
@@ -66,6 +68,7 @@ public final class MaskWriter {
             let count = try checkedNewTensor(name, shape: shape, object: object)
             open = (object, try createDataset(link, shape: shape, count: count), count, 0, 0, 0)
             carry = 0
+            digester = TensorDigester()
             if count == 0 { try endTensor() }
         }
     }
@@ -83,7 +86,11 @@ public final class MaskWriter {
             var n = 0   // bytes in pending
             func flush() throws {
                 guard n > 0 else { return }
-                try pending.withUnsafeBytes { try o.dataset.write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), memType: .nativeUInt8, start: [bytesDone], count: [n]) }
+                try pending.withUnsafeBytes {
+                    let bytes = UnsafeRawBufferPointer(rebasing: $0[0..<n])
+                    try o.dataset.write(bytes, memType: .nativeUInt8, start: [bytesDone], count: [n])
+                    digester.update(bytes)
+                }
                 bytesDone += n; n = 0
             }
             for b in bits {
@@ -121,6 +128,7 @@ public final class MaskWriter {
     private func endTensor() throws {
         guard let o = open else { return }
         try o.dataset.setAttribute("ones", Int64(o.ones))
+        try o.dataset.setAttribute(DataDigest.attribute, DataDigest.text(digester.finalize()))
         totalCount += o.count; totalOnes += o.ones; tensorCount += 1
         open = nil
     }

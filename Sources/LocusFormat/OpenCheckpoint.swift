@@ -34,6 +34,8 @@ public func openCheckpointUnrenamed(path: String, key: String? = nil) throws -> 
     if key != nil && kind != .torch && kind != .torchFolder {
         throw LocusError(file: path, "--key selects a state dict inside a PyTorch file; this is a \(kind.rawValue) source")
     }
+    let verification = ReadVerification.current
+    if verification.enabled && kind != .locus { DataVerifier.noteSource(path, kind, verification) }
     switch kind {
     case .locus: return try CheckpointReader(path: path)
     case .safetensors: return try SafeTensorsSource.file(path)

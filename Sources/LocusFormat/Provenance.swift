@@ -76,6 +76,8 @@ enum JSON {
     static func encode<T: Encodable>(_ value: T, pretty: Bool = false) throws -> String {
         let e = JSONEncoder()
         e.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        // JSON has no NaN or infinity; a non-finite summary prints as text (spec §7), it is no error.
+        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return String(decoding: try e.encode(value), as: UTF8.self)
     }
     static func decode<T: Decodable>(_ type: T.Type, from text: String) throws -> T {

@@ -20,15 +20,22 @@ public struct Finding: Sendable, Equatable, Codable, CustomStringConvertible {
 /// stopping at the first.
 public struct Validator {
     public let path: String
+    /// Also count NaN and ±inf in checkpoint tensors and dataset inputs (a warning per tensor that
+    /// holds any: the format allows them there, unlike in scores and task vectors).
+    public let stats: Bool
     public private(set) var findings: [Finding] = []
+    /// Tensor digests computed while checking `digest` attributes, by object path, so that the
+    /// fingerprint of a checkpoint whose tensors carry digests does not read them a second time.
+    /// Keyed by the path's bytes: Swift strings compare canonically equivalent names (NFC, NFD) equal.
+    private var computedDigests: [[UInt8]: [UInt8]] = [:]
 
-    public static func validate(_ path: String) -> [Finding] {
-        var v = Validator(path: path)
+    public static func validate(_ path: String, stats: Bool = false) -> [Finding] {
+        var v = Validator(path: path, stats: stats)
         v.run()
         return v.findings
     }
 
-    init(path: String) { self.path = path }
+    init(path: String, stats: Bool = false) { self.path = path; self.stats = stats }
 
     mutating func error(_ object: String, _ message: String) { findings.append(.init(severity: .error, file: path, object: object, message: message)) }
     mutating func warning(_ object: String, _ message: String) { findings.append(.init(severity: .warning, file: path, object: object, message: message)) }
@@ -62,7 +69,19 @@ public struct Validator {
         case .scores: checkScores(artifact)
         case .mask: checkMask(artifact)
         case .taskVector: checkTaskVector(artifact)
-        case .dataset: attempt("/") { _ in _ = try DatasetArtifact.read(artifact) }
+        case .dataset:
+            attempt("/") { _ in _ = try DatasetArtifact.read(artifact) }
+            if stats, artifact.root.kind(of: "inputs") == .dataset {
+                attempt("/inputs") { v in
+                    let ds = try artifact.root.openDataset("inputs")
+                    guard ds.type.typeClass == .float, let dtype = LocusDType.matching(ds.type) else { return }
+                    var counts = NonFiniteCounts()
+                    try withContext(file: v.path, object: "/inputs") {
+                        try DataDigest.forEachStoredBlock(ds) { counts.add($0, dtype: dtype) }
+                    }
+                    if counts.total > 0 { v.warning("/inputs", "holds \(counts) among \(ds.elementCount) values") }
+                }
+            }
         }
     }
 
@@ -98,7 +117,12 @@ public struct Validator {
                 if dcpl.layout == .chunked && !filters.contains(3) { warning(ds.path, "chunked data should carry fletcher32") }
                 if ds.hasAttribute(DataDigest.attribute) {
                     let stored = try ds.stringAttribute(DataDigest.attribute)
-                    let actual = try withContext(file: path, object: ds.path) { try DataDigest.compute(ds) }
+                    var d = TensorDigester()
+                    try withContext(file: path, object: ds.path) { try DataDigest.forEachStoredBlock(ds) { d.update($0) } }
+                    let digest = d.finalize()
+                    // Stored bytes are the fingerprint's raw bytes when they are little-endian.
+                    if t.isLittleEndian || t.size == 1 { computedDigests[Array(ds.path.utf8)] = digest }
+                    let actual = DataDigest.text(digest)
                     if stored != actual {
                         error(ds.path, "the data does not match its digest (\(stored), the data gives \(actual)): a stored value changed after writing")
                     }
@@ -120,10 +144,21 @@ public struct Validator {
         attempt("\(obj.path)@\(name)") { v in
             guard obj.hasAttribute(name) else { return v.error("\(obj.path)@\(name)", "required attribute is missing") }
             let got = try obj.doubleAttributes(name, maxCount: 16)
+            if got.contains(where: { !$0.isFinite }), expected.allSatisfy(\.isFinite) {
+                let shown = scalar && got.count == 1 ? NonFiniteCounts.text(got[0]) : "[" + got.map(NonFiniteCounts.text).joined(separator: ", ") + "]"
+                return v.error("\(obj.path)@\(name)", "is \(shown), the data gives \(expected.count == 1 ? "\(expected[0])" : "\(expected)"): a summary of finite values is finite")
+            }
             if got.count != expected.count || zip(got, expected).contains(where: { !Summaries.close($0, $1) }) {
                 v.error("\(obj.path)@\(name)", "is \(scalar && got.count == 1 ? "\(got[0])" : "\(got)"), the data gives \(scalar && expected.count == 1 ? "\(expected[0])" : "\(expected)")")
             }
         }
+    }
+
+    /// NaN and ±inf among a float dataset's stored values, streamed in row blocks.
+    func nonFinite(_ ds: Dataset, dtype: LocusDType, object: String) throws -> NonFiniteCounts {
+        var c = NonFiniteCounts()
+        try withContext(file: path, object: object) { try DataDigest.forEachStoredBlock(ds) { c.add($0, dtype: dtype) } }
+        return c
     }
 
     func failed(since index: Int) -> Bool { findings[index...].contains { $0.severity == .error } }
@@ -157,7 +192,24 @@ public struct Validator {
                 let bytes = try reader.readRaw(t)
                 if let bad = bytes.firstIndex(where: { $0 > 1 }) { v.error(t.objectPath, "bool element \(bad) is \(bytes[bad]), expected 0 or 1") }
             }
-            let computed = try reader.computeFingerprint()
+            // One pass: tensor digests (reused from the digest check when it made them), the
+            // fingerprint from them and, with stats, the non-finite counts.
+            var hasher = FingerprintHasher()
+            for t in reader.tensors {
+                let countValues = v.stats && t.dtype.isFloatingPoint
+                if !countValues, let digest = v.computedDigests[Array(t.objectPath.utf8)] {
+                    hasher.addTensor(name: t.name, dtype: t.dtype, shape: t.shape, digest: digest)
+                    continue
+                }
+                var d = TensorDigester(), counts = NonFiniteCounts()
+                try reader.forEachBlock(t) { block in
+                    d.update(block)
+                    if countValues { counts.add(block, dtype: t.dtype) }
+                }
+                hasher.addTensor(name: t.name, dtype: t.dtype, shape: t.shape, digest: d.finalize())
+                if counts.total > 0 { v.warning(t.objectPath, "holds \(counts) among \(t.count) values") }
+            }
+            let computed = hasher.finalize()
             if !a.root.hasAttribute("fingerprint") { v.error("/@fingerprint", "required attribute is missing") }
             else {
                 let stored = try a.root.stringAttribute("fingerprint")
@@ -184,6 +236,9 @@ public struct Validator {
         let before = findings.count
         for t in reader.tensors {
             attempt(t.objectPath) { v in
+                // Counted from the stored bits first: the reader stops at the first non-finite score.
+                let counts = try v.nonFinite(try reader.dataset(t), dtype: .float32, object: t.objectPath)
+                if counts.total > 0 { return v.error(t.objectPath, "holds \(counts) among \(t.count) values; scores must be finite and ≥ 0") }
                 let values = try reader.read(t)
                 if let bad = values.firstIndex(where: { !$0.isFinite || $0 < 0 }) {
                     v.error(t.objectPath, "score \(bad) is \(values[bad]); scores must be finite and ≥ 0")
@@ -249,6 +304,12 @@ public struct Validator {
         for (name, link) in links {
             attempt("/tensors/\(link)") { v in
                 let t = try TaskVectorReader.describe(group, artifact: a, name: name, link: link)
+                // Counted from the stored bits first: the reader stops at the first non-finite value.
+                let valuesSet = try withContext(file: a.path, object: t.objectPath + "/values") { try group.openGroup(link).openDataset("values") }
+                let counts = try v.nonFinite(valuesSet, dtype: t.dtype, object: t.objectPath + "/values")
+                if counts.total > 0 {
+                    return v.error(t.objectPath + "/values", "holds \(counts) among \(valuesSet.elementCount) stored values; task-vector values must be finite (spec §5)")
+                }
                 let (_, values) = try TaskVectorReader.readSparse(t, in: group, path: a.path)
                 let n = values.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
                 let sq = values.reduce(0.0) { $0 + $1 * $1 }
@@ -263,4 +324,52 @@ public struct Validator {
         summary(a.root, "nnz", int: nnz)
         summary(a.root, "l2-norm", double: [squares.squareRoot()])
     }
+}
+
+/// NaN and ±inf among floating-point values, counted from their little-endian bit patterns (no
+/// conversion, so float16 and bfloat16 are counted as stored).
+public struct NonFiniteCounts: Sendable, Equatable, CustomStringConvertible {
+    public var nan = 0, positiveInfinity = 0, negativeInfinity = 0
+    public var total: Int { nan + positiveInfinity + negativeInfinity }
+    public init() {}
+
+    public init(counting bytes: UnsafeRawBufferPointer, dtype: LocusDType) { add(bytes, dtype: dtype) }
+
+    /// Adds the values of `bytes`, raw little-endian elements of `dtype` (integers hold none).
+    public mutating func add(_ bytes: UnsafeRawBufferPointer, dtype: LocusDType) {
+        switch dtype {
+        case .float64: count(bytes, UInt64.self, exponent: 0x7FF0_0000_0000_0000, mantissa: 0x000F_FFFF_FFFF_FFFF)
+        case .float32: count(bytes, UInt32.self, exponent: 0x7F80_0000, mantissa: 0x007F_FFFF)
+        case .float16: count(bytes, UInt16.self, exponent: 0x7C00, mantissa: 0x03FF)
+        case .bfloat16: count(bytes, UInt16.self, exponent: 0x7F80, mantissa: 0x007F)
+        default: break
+        }
+    }
+
+    private mutating func count<T: FixedWidthInteger & UnsignedInteger>(_ bytes: UnsafeRawBufferPointer, _: T.Type, exponent: T, mantissa: T) {
+        let size = MemoryLayout<T>.size
+        var i = 0
+        while i + size <= bytes.count {
+            let bits = T(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: T.self))
+            if bits & exponent == exponent {
+                if bits & mantissa != 0 { nan += 1 } else if bits >> (T.bitWidth - 1) == 0 { positiveInfinity += 1 } else { negativeInfinity += 1 }
+            }
+            i += size
+        }
+    }
+
+    /// Streams a checkpoint tensor (any source) in blocks of whole rows.
+    public static func of(_ source: any CheckpointSource, _ t: CheckpointTensor, blockBytes: Int = 64 << 20) throws -> NonFiniteCounts {
+        var c = NonFiniteCounts()
+        try source.forEachBlock(t, blockBytes: blockBytes) { c.add($0, dtype: t.dtype) }
+        return c
+    }
+
+    /// "2 nan, 1 +inf" (only the kinds present), the words inspect prints.
+    public var description: String {
+        [(nan, "nan"), (positiveInfinity, "+inf"), (negativeInfinity, "-inf")].filter { $0.0 > 0 }.map { "\($0.0) \($0.1)" }.joined(separator: ", ")
+    }
+
+    /// A number as inspect prints it: nan, inf, -inf for the non-finite ones.
+    static func text(_ x: Double) -> String { x.isNaN ? "nan" : x.isInfinite ? (x < 0 ? "-inf" : "inf") : "\(x)" }
 }

@@ -98,9 +98,10 @@ extension DataCommand {
                                    valueName: "scale")) var scale: String?
         @Option(help: "Refuse a file larger than this many bytes once decompressed.") var maxBytes: Int = GzipReader.defaultLimit
         @Flag(help: "Print nothing on success.") var quiet = false
+        @OptionGroup var verification: VerifyOptions
 
         func run() throws {
-            try reportingErrors {
+            try reportingErrors(verification) {
             try protectInputs()
                 var o = DataImport.Options()
                 o.format = format
@@ -170,9 +171,10 @@ extension DataCommand {
         @Option(help: "Seed of --split.") var seed: UInt64 = 0
         @Flag(help: "Split without stratifying by class.") var noStratify = false
         @Flag(help: "Print nothing on success.") var quiet = false
+        @OptionGroup var verification: VerifyOptions
 
         func run() throws {
-            try reportingErrors {
+            try reportingErrors(verification) {
             try protectInputs()
                 let t = try transforms.map(InputTransform.init(parsing:))
                 let c = classes.map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }

@@ -60,6 +60,7 @@ struct Init: ParsableCommand {
     @Option(help: "Class text embeddings [classes, width] (.npy) for the zero-shot head --head.") var textEmbeddings: String?
     @Option(help: "Zero-shot head: the logit scale s (stored as ln s, as open_clip's logit_scale).") var logitScale: Double = 100
     @Option(help: "Seed of the initialisation.") var seed: UInt64 = 0
+    @OptionGroup var verification: VerifyOptions
 
     func validate() throws {
         guard LayerSpec.knownActivations.contains(activation) else {
@@ -75,7 +76,7 @@ struct Init: ParsableCommand {
     }
 
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(verification) {
             try protectInputs()
             let text = try textEmbeddings.map { try NumPy.readMatrix($0) }
             var inputShape = input?.values, classCount = classes

@@ -5,17 +5,32 @@ import LocusFormat
 extension RenameTable: ExpressibleByArgument {}
 extension CheckpointOutputFormat: ExpressibleByArgument {}
 
+/// `--verify`: check every Locus artifact a command reads against its stored digests and
+/// fingerprint before using its values (docs/reliability.md). Shared by every command that reads.
+struct VerifyOptions: ParsableArguments {
+    @Flag(help: "Check each Locus file read against its stored digests first.")
+    var verify = false
+
+    /// Runs `body` with verification on or off for every artifact it opens; notes go to stderr.
+    func scoped<R>(_ body: () throws -> R) throws -> R {
+        let v = ReadVerification(enabled: verify) { FileHandle.standardError.write("locus: note: \($0)\n") }
+        return try ReadVerification.$current.withValue(v) { try body() }
+    }
+}
+
 /// How every checkpoint a command reads is opened: a key inside PyTorch files and a renaming
-/// (docs/checkpoints.md). Shared by all commands that read models.
+/// (docs/checkpoints.md), and whether it is verified first. Shared by all commands that read models.
 struct SourceOptions: ParsableArguments {
     @Option(help: ArgumentHelp("PyTorch files: dotted key of the state dict (e.g. state_dict).", valueName: "key"))
     var key: String?
-    @Option(help: ArgumentHelp("Rename tensors with a built-in table.", valueName: "table"))
+    @Option(help: ArgumentHelp("Built-in renaming table.", valueName: "table"))
     var rename: RenameTable?
     @Option(help: ArgumentHelp("Keep only tensors whose names start with this, without it.", valueName: "prefix"))
     var stripPrefix: String?
     @Option(help: ArgumentHelp("Rename with 'REGEX → REPLACEMENT' lines, first match wins.", valueName: "file"))
     var renameRules: String?
+    @OptionGroup var verification: VerifyOptions
+    var verify: Bool { verification.verify }
 
     func openOptions() throws -> CheckpointOpenOptions {
         let rules = try renameRules.map { try RenameRule.parse(file: $0) } ?? []
@@ -33,13 +48,18 @@ struct SourceOptions: ParsableArguments {
 
     /// Runs `body` with these options applying to every checkpoint it opens.
     func scoped<R>(_ body: () throws -> R) throws -> R {
-        try CheckpointOpenOptions.$current.withValue(try openOptions()) { try body() }
+        try verification.scoped { try CheckpointOpenOptions.$current.withValue(try openOptions()) { try body() } }
     }
 }
 
 /// `reportingErrors` with the source options applying to every checkpoint opened inside.
 func reportingErrors<R>(_ source: SourceOptions, _ body: () throws -> R) throws -> R {
     try reportingErrors { try source.scoped(body) }
+}
+
+/// `reportingErrors` with `--verify` applying to every artifact opened inside.
+func reportingErrors<R>(_ verification: VerifyOptions, _ body: () throws -> R) throws -> R {
+    try reportingErrors { try verification.scoped(body) }
 }
 
 /// Where a checkpoint output goes: `.h5` or a Hugging Face folder, and the folder's shard size.

@@ -6,27 +6,32 @@ struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check files against every rule of spec/FORMAT.md.",
         discussion: """
-        A safetensors file, Hugging Face folder or PyTorch file is checked by
-        opening it (a folder's shards against its index) and reading every tensor.
-        Locus files: reads all data, recomputes the checkpoint fingerprint and every stored summary, checks index order,
-        padding bits, value ranges, filters and byte order. A checkpoint's /architecture is checked against the
-        engine's rules (§2.1: known layers, shapes that chain, unique names) and against /tensors (every parameter
-        it implies present with its shape and a float dtype). Prints one line per violation as
-        '<file>: <object>: <message>' ('warning: ' first for SHOULD rules). Exit status 1 if any file has an error.
+        A safetensors file, Hugging Face folder or PyTorch file is checked by opening it (a folder's
+        shards against its index) and reading every tensor.
+        Locus files: reads all data, recomputes the checkpoint fingerprint and every stored summary,
+        checks index order, padding bits, value ranges, filters and byte order. A checkpoint's
+        /architecture is checked against the engine's rules (§2.1: known layers, shapes that chain,
+        unique names) and against /tensors (every parameter it implies present with its shape and a
+        float dtype). NaN or ±inf in scores or task-vector values is an error with the counts; --stats
+        also counts them in checkpoint tensors and dataset inputs, where the format allows them, as a
+        warning naming the tensor. Prints one line per violation as '<file>: <object>: <message>'
+        ('warning: ' first for SHOULD rules). Exit status 1 if any file has an error.
         """)
 
     @Argument(help: "Files to check.") var files: [String]
     @Flag(help: "Print findings as JSON.") var json = false
     @Flag(help: "Do not print warnings.") var noWarnings = false
+    @Flag(help: "Also count NaN/±inf in checkpoint tensors and dataset inputs (warnings).")
+    var stats = false
 
     func run() throws {
         var all: [Finding] = []
         for f in files {
             var findings: [Finding]
             if let kind = try? detectCheckpointKind(path: f), kind != .locus {
-                findings = sourceFindings(f)
+                findings = sourceFindings(f, stats: stats)
             } else {
-                findings = Validator.validate(f)
+                findings = Validator.validate(f, stats: stats)
                 if !findings.contains(where: { $0.severity == .error }) { findings += architectureFindings(f) }
             }
             all += findings
@@ -46,11 +51,18 @@ struct Validate: ParsableCommand {
 /// A checkpoint that is not a Locus file (safetensors, a Hugging Face folder, a PyTorch file) is
 /// valid when it opens (a folder's shards agree with its index) and every tensor's bytes can be
 /// read: the fingerprint is computed over all of them.
-func sourceFindings(_ path: String) -> [Finding] {
+func sourceFindings(_ path: String, stats: Bool = false) -> [Finding] {
     do {
         let source = try openCheckpoint(path: path)
         _ = try source.computeFingerprint()
-        return []
+        guard stats else { return [] }
+        var out: [Finding] = []
+        for t in source.tensors where t.dtype.isFloatingPoint {
+            let counts = try NonFiniteCounts.of(source, t)
+            let l = source.location(of: t)
+            if counts.total > 0 { out.append(Finding(severity: .warning, file: l.file, object: l.object, message: "holds \(counts) among \(t.count) values")) }
+        }
+        return out
     } catch {
         let e = LocusError.wrap(error, file: path)
         return [Finding(severity: .error, file: e.file, object: e.object ?? "", message: e.message)]

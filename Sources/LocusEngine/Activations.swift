@@ -84,13 +84,13 @@ public final class Flatten: Layer {
 public final class Dropout: Layer {
     public let spec: LayerSpec
     public let p: Float
-    private var rng: SeededRandom
+    private var rng: SplitMix64
     private var keep: [Float] = []
     public private(set) var lastInput: Tensor?
     public private(set) var lastOutputGradient: Tensor?
-    init(spec: LayerSpec, p: Float, seed: UInt64) { self.spec = spec; self.p = p; rng = SeededRandom(seed: seed) }
+    init(spec: LayerSpec, p: Float, seed: UInt64) { self.spec = spec; self.p = p; rng = SplitMix64(seed: seed) }
     /// Restarts the mask generator (training seeds it from its own seed).
-    public func reseed(_ seed: UInt64) { rng = SeededRandom(seed: seed) }
+    public func reseed(_ seed: UInt64) { rng = SplitMix64(seed: seed) }
     public func outputShape(for input: [Int]) throws -> [Int] { input }
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {

@@ -107,7 +107,7 @@ public final class TransformerBlock: Layer {
 
     init(spec: LayerSpec, prefix: String, width d: Int, heads: Int, hidden: Int, qkvBias: Bool, eps: Float, quickGelu: Bool = false, seed: UInt64) {
         self.spec = spec; self.width = d
-        func seedFor(_ i: UInt64) -> UInt64 { SeededRandom.derivedSeed(seed, i) }
+        func seedFor(_ i: UInt64) -> UInt64 { SplitMix64.derivedSeed(seed, i) }
         let init_ = Linear.Initialisation.normal(std: 0.02)   // timm's init_weights_vit_timm
         norm1 = LayerNorm(spec: .layerNorm(d), prefix: parameterName(prefix, "norm1"), features: d, eps: eps)
         qkv = Linear(spec: .linear(d, 3 * d, bias: qkvBias), prefix: parameterName(prefix, "attn.qkv"), inFeatures: d, outFeatures: 3 * d,

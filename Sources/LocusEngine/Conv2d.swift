@@ -17,7 +17,7 @@ public final class Conv2d: InputGradientOptional {
     init(spec: LayerSpec, prefix: String, inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int, bias: Bool, seed: UInt64) {
         self.spec = spec; self.inChannels = inChannels; self.outChannels = outChannels
         self.kernel = kernel; self.stride = stride; self.padding = padding
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let bound = 1 / Float(inChannels * kernel * kernel).squareRoot()   // PyTorch's default bounds
         weight = Parameter(name: parameterName(prefix, "weight"), value: Tensor(shape: [outChannels, inChannels, kernel, kernel]) { w in
             for i in 0..<w.count { w[i] = rng.uniform(-bound, bound) } })

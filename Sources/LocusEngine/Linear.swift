@@ -18,7 +18,7 @@ public final class Linear: InputGradientOptional {
     init(spec: LayerSpec, prefix: String, inFeatures: Int, outFeatures: Int, bias: Bool, seed: UInt64,
          initialisation: Initialisation = .pytorchDefault) {
         self.spec = spec; self.inFeatures = inFeatures; self.outFeatures = outFeatures
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let draw: () -> Float, biasDraw: () -> Float
         switch initialisation {
         case .pytorchDefault:

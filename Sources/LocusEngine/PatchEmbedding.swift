@@ -89,7 +89,7 @@ public final class ClassTokenPosition: Layer {
 
     init(spec: LayerSpec, prefix: String, patches: Int, width: Int, seed: UInt64) {
         self.spec = spec; self.tokens = patches + 1; self.width = width
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         // timm: cls_token ~ N(0, 1e-6), pos_embed ~ trunc_normal(std 0.02).
         classToken = Parameter(name: parameterName(prefix, "cls_token"), value: Tensor(shape: [1, 1, width]) { v in
             for i in 0..<v.count { v[i] = 1e-6 * rng.normal() } })

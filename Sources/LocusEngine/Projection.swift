@@ -15,7 +15,7 @@ public final class Projection: Layer {
 
     init(spec: LayerSpec, prefix: String, inFeatures: Int, outFeatures: Int, seed: UInt64) {
         self.spec = spec; self.inFeatures = inFeatures; self.outFeatures = outFeatures
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         // open_clip: proj = width^-0.5 · randn(width, output_dim).
         let scale = 1 / Float(inFeatures).squareRoot()
         weight = Parameter(name: parameterName(prefix, "proj"), value: Tensor(shape: [inFeatures, outFeatures]) { w in
@@ -100,7 +100,7 @@ public final class ZeroShotHead: ClassifierHead {
     init(prefix: String, features: Int, classes: Int, seed: UInt64) {
         var s = LayerSpec(type: "zero_shot"); s.in_features = features; s.out_features = classes
         self.spec = s; self.inFeatures = features; self.outFeatures = classes
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         textEmbeddings = Parameter(name: parameterName(prefix, "text_embeddings"), value: Tensor(shape: [classes, features]) { v in
             for i in 0..<v.count { v[i] = rng.normal() } })
         logitScale = Parameter(name: parameterName(prefix, "logit_scale"), value: Tensor(shape: [], data: [Float(log(100.0))]))

@@ -44,7 +44,7 @@ public final class Scorer {
     public private(set) var sums: [[Float]]
     /// Inputs seen so far.
     public private(set) var samples = 0
-    private var rng: SeededRandom
+    private var rng: SplitMix64
     /// The body layer owning each scored parameter (looked up once, not per pass).
     private let owners: [ObjectIdentifier: any Layer]
 
@@ -56,7 +56,7 @@ public final class Scorer {
         self.parameters = parameters ?? Scorer.defaultParameters(model)
         guard !self.parameters.isEmpty else { throw EngineError("no parameters to score") }
         sums = self.parameters.map { [Float](repeating: 0, count: $0.value.count) }
-        rng = SeededRandom(seed: seed)
+        rng = SplitMix64(seed: seed)
         var owners: [ObjectIdentifier: any Layer] = [:]
         for layer in model.body.flatMap(\.allLayers) where layer.sublayers.isEmpty {
             for p in layer.parameters { owners[ObjectIdentifier(p)] = layer }

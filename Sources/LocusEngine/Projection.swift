@@ -63,6 +63,20 @@ public final class Projection: Layer {
     }
 }
 
+extension Projection {
+    /// Per-sample squared gradients (see `Layer`): y = x W with W [in, out], so G_n = x_n δ_nᵀ and
+    /// Σ_n G_n² = (x²)ᵀ (δ²): [in, B] · [B, out], one GEMM.
+    public func addSquaredPerSampleGradients(of p: Parameter, batch b: Int, into local: inout [Float]) throws {
+        guard p === weight else { throw notMine(p) }
+        let (x, delta) = try perSampleData(for: p)
+        let d2 = delta.data.map { $0 * $0 }, x2 = x.data.map { $0 * $0 }
+        d2.withUnsafeBufferPointer { dp in x2.withUnsafeBufferPointer { xp in local.withUnsafeMutableBufferPointer { out in
+            BLAS.gemm(transA: true, m: inFeatures, n: outFeatures, k: b, a: xp.baseAddress!, lda: inFeatures,
+                      b: dp.baseAddress!, ldb: outFeatures, c: out.baseAddress!, ldc: outFeatures)
+        } } }
+    }
+}
+
 /// A task's classifier on the body's features: a trainable linear head, or a fixed zero-shot head.
 public protocol ClassifierHead: Layer {
     var inFeatures: Int { get }
@@ -137,6 +151,13 @@ public final class ZeroShotHead: ClassifierHead {
         } } }
         if mode.keepsActivations { normalized = u; norms = fn; classes = t; scale = s } else { normalized = []; norms = []; classes = [] }
         return y
+    }
+
+    /// The head is fixed: its backward pass computes no gradients for its tensors, and scoring,
+    /// which covers trainable body parameters only, has none to square (see `Layer`).
+    public func addSquaredPerSampleGradients(of p: Parameter, batch: Int, into sum: inout [Float]) throws {
+        guard p === textEmbeddings || p === logitScale else { throw notMine(p) }
+        throw EngineError("\(p.name): the zero-shot head is fixed (never trained or scored), so its tensors have no per-sample gradients")
     }
 
     /// d/df of u = f / ‖f‖ applied to g_u: (g_u − u ⟨u, g_u⟩) / ‖f‖ (for ‖f‖ < ε, u = f/ε and it is g_u / ε).

@@ -69,7 +69,7 @@ final class CLIPTests: EngineTestCase {
     }
 
     /// The head has parameters that never get gradients; the layer seen without them has its input gradient checked.
-    final class InputOnly: Layer {
+    final class InputOnly: ParameterFree {
         let inner: any Layer
         init(_ inner: any Layer) { self.inner = inner }
         var spec: LayerSpec { inner.spec }

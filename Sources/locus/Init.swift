@@ -21,8 +21,8 @@ struct Init: ParsableCommand {
 
         Parameters are named like a PyTorch module with `layers = nn.Sequential(...)` and `heads = \
         nn.ModuleDict(...)`, so a checkpoint exported with `locus convert` loads into it with \
-        load_state_dict unchanged. Initialisation follows PyTorch's defaults, drawn from Locus's seeded \
-        generator. --data takes the input shape and classes from a dataset artifact.
+        load_state_dict unchanged. Initialisation follows PyTorch's defaults (U(±1/√fan_in) for weights \
+        and biases, LayerNorm 1 and 0), drawn from Locus's seeded generator. --data takes the input shape and classes from a dataset artifact.
 
         Example: locus init --preset mlp --hidden 256,256 --data digits.h5 -o mlp.h5
         """)

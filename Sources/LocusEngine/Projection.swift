@@ -106,8 +106,9 @@ public final class ZeroShotHead: ClassifierHead {
     public var parameters: [Parameter] { [textEmbeddings, logitScale] }
     /// F.normalize's ε.
     static let epsilon: Float = 1e-12
-    /// From the last forward: normalised features [B, E], their norms ‖f‖ clamped at ε, normalised T, s.
-    private var normalized: [Float] = [], norms: [Float] = [], classes: [Float] = [], scale: Float = 1
+    /// From the last forward: normalised features [B, E], their norms ‖f‖ clamped at ε, normalised T
+    /// and its row norms (clamped the same way), s.
+    private var normalized: [Float] = [], norms: [Float] = [], classes: [Float] = [], classNorms: [Float] = [], scale: Float = 1
 
     /// Fresh text embeddings are N(0, 1) rows (placeholders until real ones are put in); the scale is
     /// CLIP's trained value, s = 100 (`logit_scale` = ln 100).
@@ -143,21 +144,47 @@ public final class ZeroShotHead: ClassifierHead {
         lastInput = mode.keepsActivations ? x : nil
         let b = x.count / inFeatures, e = inFeatures, c = outFeatures
         let (u, fn) = ZeroShotHead.normalizeRows(x.data, width: e)
-        let t = ZeroShotHead.normalizeRows(textEmbeddings.effective.data, width: e).rows
+        let (t, tn) = ZeroShotHead.normalizeRows(textEmbeddings.effective.data, width: e)
         let s = Float(exp(Double(logitScale.effective.data[0])))
         var y = Tensor(zeros: [b, c])
         u.withUnsafeBufferPointer { up in t.withUnsafeBufferPointer { tp in y.data.withUnsafeMutableBufferPointer { yp in
             BLAS.gemm(transB: true, m: b, n: c, k: e, alpha: s, a: up.baseAddress!, lda: e, b: tp.baseAddress!, ldb: e, c: yp.baseAddress!, ldc: c)
         } } }
-        if mode.keepsActivations { normalized = u; norms = fn; classes = t; scale = s } else { normalized = []; norms = []; classes = [] }
+        if mode.keepsActivations { normalized = u; norms = fn; classes = t; classNorms = tn; scale = s }
+        else { normalized = []; norms = []; classes = []; classNorms = [] }
         return y
     }
 
-    /// The head is fixed: its backward pass computes no gradients for its tensors, and scoring,
-    /// which covers trainable body parameters only, has none to square (see `Layer`).
-    public func addSquaredPerSampleGradients(of p: Parameter, batch: Int, into sum: inout [Float]) throws {
+    /// Per-sample squared gradients (see `Layer`). The head is fixed — its backward pass accumulates
+    /// nothing for its tensors and default scoring leaves heads out — but its statistics follow from
+    /// what the forward and backward passes keep. With y_nc = s⟨u_n, t̂_c⟩ and δ the output gradient:
+    ///   logit_scale ℓ (s = e^ℓ): G_n = Σ_c δ_nc y_nc
+    ///   T_c: G_n = s δ_nc (u_n − t̂_c⟨t̂_c, u_n⟩) / ‖T_c‖   (s δ_nc u_n / ε when ‖T_c‖ ≤ ε)
+    public func addSquaredPerSampleGradients(of p: Parameter, batch b: Int, into local: inout [Float]) throws {
         guard p === textEmbeddings || p === logitScale else { throw notMine(p) }
-        throw EngineError("\(p.name): the zero-shot head is fixed (never trained or scored), so its tensors have no per-sample gradients")
+        let delta = try perSampleData(for: p).outputGradient
+        let e = inFeatures, c = outFeatures
+        for n in 0..<b {
+            if p === logitScale {
+                var g: Float = 0
+                for k in 0..<c {
+                    var dot: Float = 0
+                    for j in 0..<e { dot += normalized[n * e + j] * classes[k * e + j] }
+                    g += delta.data[n * c + k] * scale * dot
+                }
+                local[0] += g * g
+            } else {
+                for k in 0..<c {
+                    let d = delta.data[n * c + k], norm = classNorms[k], row = k * e
+                    var dot: Float = 0
+                    if norm > ZeroShotHead.epsilon { for j in 0..<e { dot += classes[row + j] * normalized[n * e + j] } }
+                    for j in 0..<e {
+                        let g = scale * d * (normalized[n * e + j] - classes[row + j] * dot) / norm
+                        local[row + j] += g * g
+                    }
+                }
+            }
+        }
     }
 
     /// d/df of u = f / ‖f‖ applied to g_u: (g_u − u ⟨u, g_u⟩) / ‖f‖ (for ‖f‖ < ε, u = f/ε and it is g_u / ε).

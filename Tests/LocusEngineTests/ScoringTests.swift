@@ -477,7 +477,7 @@ final class ScoringTests: EngineTestCase {
 
     /// Each layer computes its own parameters' statistics: a composite layer (transformer block, patch
     /// embedding) answers with its sublayer's result, bit for bit; a layer refuses a parameter that is
-    /// not its own, and the fixed zero-shot head refuses to invent gradients for its tensors.
+    /// not its own.
     func testPerSampleStatisticsComeFromTheLayerHoldingTheParameter() throws {
         let model = try makeModel(Self.clip())
         let (x, y) = batches(Self.clip(), seed: 4)[1]
@@ -504,8 +504,8 @@ final class ScoringTests: EngineTestCase {
         let foreign = Parameter(name: "elsewhere.weight", value: Tensor(zeros: [2]))
         expectEngineError(["elsewhere.weight", "not a parameter"]) { try block.addSquaredPerSampleGradients(of: foreign, batch: x.rows, into: &sink) }
         let head = try XCTUnwrap(try model.head(model.architecture.heads[0].name) as? ZeroShotHead)
-        expectEngineError([head.textEmbeddings.name, "fixed"]) {
-            try head.addSquaredPerSampleGradients(of: head.textEmbeddings, batch: x.rows, into: &sink)
+        expectEngineError([block.qkv.weight.name, "not a parameter", "zero_shot"]) {
+            try head.addSquaredPerSampleGradients(of: block.qkv.weight, batch: x.rows, into: &sink)
         }
         // A layer that kept nothing (an inference-mode forward) says so.
         let fresh = try makeModel(Self.clip())

@@ -2,6 +2,7 @@
 import PackageDescription
 
 // Layering, bottom to top:
+//   LocusRandom (the one seeded generator, SplitMix64; re-exported by LocusFormat)
 //   CHDF5 (C shim over libhdf5)  →  HDF5 (safe wrapper, knows nothing of Locus)
 //   SafeTensors (strict reader/writer, knows nothing of Locus)
 //   CZlib → TorchCheckpoint (strict torch.save reader, restricted unpickler, knows nothing of Locus)
@@ -30,6 +31,7 @@ let package = Package(
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
         .target(name: "HDF5", dependencies: ["CHDF5"]),
         .target(name: "SafeTensors"),
+        .target(name: "LocusRandom"),
         // Strict reader of torch.save checkpoints (restricted unpickler; knows nothing of Locus).
         .target(name: "TorchCheckpoint", dependencies: ["CZlib"]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
@@ -38,7 +40,7 @@ let package = Package(
         .target(name: "LocusEngine", dependencies: ["LocusFormat", "CBLAS"]),
         .target(name: "LocusMerge", dependencies: ["LocusFormat"]),
         .target(name: "LocusFormat", dependencies: [
-            "HDF5", "SafeTensors", "TorchCheckpoint",
+            "HDF5", "SafeTensors", "TorchCheckpoint", "LocusRandom",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "locus", dependencies: [
@@ -49,9 +51,10 @@ let package = Package(
         // Benchmarks that need the engine's internals; the scripts around them live in bench/.
         .executableTarget(name: "locus-bench", dependencies: ["LocusEngine"], path: "bench/swift"),
         .executableTarget(name: "torch-checkpoint-bench", dependencies: ["TorchCheckpoint"], path: "bench/torch-checkpoint"),
-        .testTarget(name: "HDF5Tests", dependencies: ["HDF5"]),
-        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
-        .testTarget(name: "TorchCheckpointTests", dependencies: ["TorchCheckpoint"]),
+        .testTarget(name: "LocusRandomTests", dependencies: ["LocusRandom"]),
+        .testTarget(name: "HDF5Tests", dependencies: ["HDF5", "LocusRandom"]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "LocusRandom"]),
+        .testTarget(name: "TorchCheckpointTests", dependencies: ["TorchCheckpoint", "LocusRandom"]),
         .testTarget(name: "LocusFormatTests", dependencies: ["LocusFormat", "HDF5", "SafeTensors"]),
         .testTarget(name: "LocusDataTests", dependencies: ["LocusData", "LocusFormat"]),
         .testTarget(name: "LocusEngineTests", dependencies: ["LocusEngine", "LocusFormat"]),

@@ -1,40 +1,5 @@
 import LocusFormat
 
-/// SplitMix64 (Steele, Lea & Flood 2014): a tiny seeded generator with the same output on every
-/// machine, so a split made from `--seed 0` is the same split everywhere.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    public private(set) var state: UInt64
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..<bound` without modulo bias: draws are rejected while they fall below
-    /// `2^64 mod bound`, then reduced modulo `bound`.
-    public mutating func below(_ bound: UInt64) -> UInt64 {
-        precondition(bound > 0, "empty range")
-        let threshold = (0 &- bound) % bound
-        while true {
-            let r = next()
-            if r >= threshold { return r % bound }
-        }
-    }
-
-    /// Fisher–Yates: for i from count−1 down to 1, swap element i with element `below(i + 1)`.
-    public mutating func shuffle<T>(_ a: inout [T]) {
-        guard a.count > 1 else { return }
-        for i in stride(from: a.count - 1, to: 0, by: -1) {
-            let j = Int(below(UInt64(i + 1)))
-            a.swapAt(i, j)
-        }
-    }
-}
-
 /// Named fractions such as `train 0.8, val 0.1, test 0.1`.
 public struct SplitFractions: Sendable, Equatable, CustomStringConvertible {
     public var parts: [(name: String, fraction: Double)]

@@ -3,7 +3,7 @@ import Glibc
 #endif
 
 /// max(x, 0).
-public final class ReLU: Layer {
+public final class ReLU: ParameterFree {
     public let spec: LayerSpec
     public private(set) var lastInput: Tensor?
     public private(set) var lastOutputGradient: Tensor?
@@ -24,7 +24,7 @@ public final class ReLU: Layer {
 
 /// The exact GELU, x · Φ(x) = x/2 · (1 + erf(x/√2)) (PyTorch's default, not the tanh approximation),
 /// computed with vectorisable exp and erfc approximations of float32 accuracy (see FastMath).
-public final class GELU: Layer {
+public final class GELU: ParameterFree {
     public let spec: LayerSpec
     public private(set) var lastInput: Tensor?
     public private(set) var lastOutputGradient: Tensor?
@@ -48,7 +48,7 @@ public final class GELU: Layer {
 /// QuickGELU, x · σ(1.702 x): the sigmoid approximation of GELU that OpenAI's CLIP was trained with
 /// (open_clip's `QuickGELU`, `quick_gelu=True`); a model trained with it must be run with it.
 /// Computed with the same vectorisable exp as GELU (see FastMath).
-public final class QuickGELU: Layer {
+public final class QuickGELU: ParameterFree {
     public let spec: LayerSpec
     public private(set) var lastInput: Tensor?
     public private(set) var lastOutputGradient: Tensor?
@@ -69,7 +69,7 @@ public final class QuickGELU: Layer {
 }
 
 /// [B, d1, d2, …] → [B, d1·d2·…].
-public final class Flatten: Layer {
+public final class Flatten: ParameterFree {
     public let spec: LayerSpec
     public private(set) var lastInput: Tensor?
     public private(set) var lastOutputGradient: Tensor?
@@ -81,16 +81,16 @@ public final class Flatten: Layer {
 
 /// Inverted dropout: in training, zero each element with probability p and scale the rest by
 /// 1/(1−p); in evaluation, the identity. The mask comes from a seeded generator.
-public final class Dropout: Layer {
+public final class Dropout: ParameterFree {
     public let spec: LayerSpec
     public let p: Float
-    private var rng: SeededRandom
+    private var rng: SplitMix64
     private var keep: [Float] = []
     public private(set) var lastInput: Tensor?
     public private(set) var lastOutputGradient: Tensor?
-    init(spec: LayerSpec, p: Float, seed: UInt64) { self.spec = spec; self.p = p; rng = SeededRandom(seed: seed) }
+    init(spec: LayerSpec, p: Float, seed: UInt64) { self.spec = spec; self.p = p; rng = SplitMix64(seed: seed) }
     /// Restarts the mask generator (training seeds it from its own seed).
-    public func reseed(_ seed: UInt64) { rng = SeededRandom(seed: seed) }
+    public func reseed(_ seed: UInt64) { rng = SplitMix64(seed: seed) }
     public func outputShape(for input: [Int]) throws -> [Int] { input }
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {

@@ -6,7 +6,7 @@ import Glibc
 /// projection, laid out per token as q | k | v, each head-major as timm's `qkv.reshape(B, T, 3, H,
 /// D/H)`) → [B, T, D] (heads concatenated, as timm's `transpose(1, 2).reshape(B, T, D)`).
 /// The projections around it are ordinary Linear layers, so they are trained and scored as such.
-public final class SelfAttention: Layer {
+public final class SelfAttention: ParameterFree {
     public let spec: LayerSpec
     public let width: Int, heads: Int
     public private(set) var lastInput: Tensor?
@@ -94,7 +94,7 @@ public final class SelfAttention: Layer {
 /// Parameters are named as timm's (`blocks.3.attn.qkv.weight` [3D, D], `blocks.3.mlp.fc1.weight`
 /// [hidden, D], ...). Its parts are ordinary layers, exposed as `sublayers` so that scoring finds
 /// each parameter's own input and output gradient.
-public final class TransformerBlock: Layer {
+public final class TransformerBlock: CompositeLayer {
     public let spec: LayerSpec
     public let norm1: LayerNorm, qkv: Linear, attention: SelfAttention, proj: Linear
     public let norm2: LayerNorm, fc1: Linear, activation: any Layer, fc2: Linear
@@ -103,11 +103,10 @@ public final class TransformerBlock: Layer {
     public private(set) var lastOutputGradient: Tensor?
 
     public var sublayers: [any Layer] { [norm1, qkv, attention, proj, norm2, fc1, activation, fc2] }
-    public var parameters: [Parameter] { sublayers.flatMap(\.parameters) }
 
     init(spec: LayerSpec, prefix: String, width d: Int, heads: Int, hidden: Int, qkvBias: Bool, eps: Float, quickGelu: Bool = false, seed: UInt64) {
         self.spec = spec; self.width = d
-        func seedFor(_ i: UInt64) -> UInt64 { SeededRandom.derivedSeed(seed, i) }
+        func seedFor(_ i: UInt64) -> UInt64 { SplitMix64.derivedSeed(seed, i) }
         let init_ = Linear.Initialisation.normal(std: 0.02)   // timm's init_weights_vit_timm
         norm1 = LayerNorm(spec: .layerNorm(d), prefix: parameterName(prefix, "norm1"), features: d, eps: eps)
         qkv = Linear(spec: .linear(d, 3 * d, bias: qkvBias), prefix: parameterName(prefix, "attn.qkv"), inFeatures: d, outFeatures: 3 * d,

@@ -42,7 +42,7 @@ public struct Batches {
     /// The order of one epoch: shuffled by a generator seeded with (seed, epoch), or as stored.
     public func order(epoch: Int, seed: UInt64?, shuffle: Bool) -> [Int] {
         guard shuffle, let seed else { return indices }
-        var rng = SeededRandom.derived(seed: seed, 0x5EED_0000 + UInt64(epoch))
+        var rng = SplitMix64.derived(seed: seed, 0x5EED_0000 + UInt64(epoch))
         return rng.permutation(indices.count).map { indices[$0] }
     }
 

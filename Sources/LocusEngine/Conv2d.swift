@@ -8,7 +8,7 @@ public final class Conv2d: InputGradientOptional {
     public private(set) var lastInput: Tensor?
     public private(set) var lastOutputGradient: Tensor?
     /// im2col of the last input: [C·k·k, B·Ho·Wo]; column b·L + l holds sample b's patch l.
-    public private(set) var lastColumns: [Float] = []
+    private var lastColumns: [Float] = []
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
     /// False for the first layer of a model (see InputGradientOptional).
     public var computesInputGradient = true
@@ -17,7 +17,7 @@ public final class Conv2d: InputGradientOptional {
     init(spec: LayerSpec, prefix: String, inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int, bias: Bool, seed: UInt64) {
         self.spec = spec; self.inChannels = inChannels; self.outChannels = outChannels
         self.kernel = kernel; self.stride = stride; self.padding = padding
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let bound = 1 / Float(inChannels * kernel * kernel).squareRoot()   // PyTorch's default bounds
         weight = Parameter(name: parameterName(prefix, "weight"), value: Tensor(shape: [outChannels, inChannels, kernel, kernel]) { w in
             for i in 0..<w.count { w[i] = rng.uniform(-bound, bound) } })
@@ -116,6 +116,34 @@ public final class Conv2d: InputGradientOptional {
             weight.grad.data.withUnsafeMutableBufferPointer { d in for i in 0..<d.count { d[i] += gw[i] * s[i] } }
         } else {
             accumulate(into: &weight.grad.data)
+        }
+    }
+
+    /// Per-sample squared gradients (see `Layer`). The positions share the weight, so each sample's
+    /// G_n = δ_n · cols_nᵀ is formed first (one GEMM per sample) and then squared; bias (Σ_positions δ_n)².
+    public func addSquaredPerSampleGradients(of p: Parameter, batch b: Int, into local: inout [Float]) throws {
+        guard p === weight || p === bias else { throw notMine(p) }
+        let delta = try perSampleData(for: p).outputGradient
+        let o = outChannels
+        let positions = delta.count / (b * o), total = b * positions
+        if p === weight {
+            var g = [Float](repeating: 0, count: o * patch)
+            delta.data.withUnsafeBufferPointer { dp in lastColumns.withUnsafeBufferPointer { cp in
+                for n in 0..<b {
+                    g.withUnsafeMutableBufferPointer { gp in
+                        // G_n = δ_n [O, L] · cols_nᵀ, cols_n = columns n·L ..< (n+1)·L of [patch, B·L]
+                        BLAS.gemm(transB: true, m: o, n: patch, k: positions, a: dp.baseAddress! + n * o * positions, lda: positions,
+                                  b: cp.baseAddress! + n * positions, ldb: total, c: gp.baseAddress!, ldc: patch)
+                    }
+                    for j in 0..<g.count { local[j] += g[j] * g[j] }
+                }
+            } }
+        } else {
+            for n in 0..<b { for c in 0..<o {
+                var s: Float = 0
+                for t in 0..<positions { s += delta.data[(n * o + c) * positions + t] }
+                local[c] += s * s
+            } }
         }
     }
 

@@ -42,9 +42,15 @@ public enum GradientAccumulation {
 /// One layer: forward and backward side by side. A layer remembers what its backward pass needs
 /// from the last forward (`lastInput`) and the gradient it last received (`lastOutputGradient`),
 /// which is what per-sample gradient statistics are built from.
+///
+/// A layer that holds parameters declares them and computes their per-sample statistics for
+/// scoring (`addSquaredPerSampleGradients`) in its own file, next to its forward and backward.
+/// Neither has a default: a layer without parameters says so by adopting `ParameterFree`, a layer
+/// made of other layers by adopting `CompositeLayer`; any other layer that omits the hook does not compile.
 public protocol Layer: AnyObject {
     /// The architecture entry this layer was built from.
     var spec: LayerSpec { get }
+    /// The parameters this layer holds (a composite layer's are its sublayers'), in model order.
     var parameters: [Parameter] { get }
     var lastInput: Tensor? { get }
     var lastOutputGradient: Tensor? { get }
@@ -54,15 +60,53 @@ public protocol Layer: AnyObject {
     /// Accumulates parameter gradients and returns the gradient with respect to the input.
     func backward(_ gy: Tensor) -> Tensor
     /// The layers a composite layer (a transformer block) is made of; their parameters are its
-    /// parameters. Scoring walks them to find each parameter's owning leaf layer.
+    /// parameters.
     var sublayers: [any Layer] { get }
+    /// Adds Σ_n G_n ⊙ G_n to `sum` (one entry per element of `p`), where G_n is the gradient of
+    /// sample n's term of the last backward pass with respect to the value the forward pass used
+    /// (`p.effective`), for a batch of `batch` samples: what every scoring estimator sums
+    /// (docs/talos.md §Estimators; the scorer applies `forwardScale`). It reads only what the
+    /// last forward (in `.eval` or `.train` mode) and backward kept; throws when they kept nothing
+    /// or when `p` is not one of this layer's parameters.
+    func addSquaredPerSampleGradients(of p: Parameter, batch: Int, into sum: inout [Float]) throws
 }
 
 extension Layer {
-    public var parameters: [Parameter] { [] }
     public var sublayers: [any Layer] { [] }
     /// This layer and, recursively, the layers it is made of.
     public var allLayers: [any Layer] { [self] + sublayers.flatMap(\.allLayers) }
+
+    /// The last input and output gradient, which every per-sample statistic is built from.
+    func perSampleData(for p: Parameter) throws -> (input: Tensor, outputGradient: Tensor) {
+        guard let delta = lastOutputGradient, let x = lastInput else {
+            throw EngineError("\(p.name): no per-sample data (is it before the first trainable layer?)")
+        }
+        return (x, delta)
+    }
+
+    func notMine(_ p: Parameter) -> EngineError {
+        EngineError("\(p.name) is not a parameter of this \(spec.type) layer")
+    }
+}
+
+/// A layer without parameters (activations, pooling, attention's softmax, dropout).
+public protocol ParameterFree: Layer {}
+
+extension ParameterFree {
+    public var parameters: [Parameter] { [] }
+    public func addSquaredPerSampleGradients(of p: Parameter, batch: Int, into sum: inout [Float]) throws { throw notMine(p) }
+}
+
+/// A layer made of other layers (a transformer block, the patch embedding): its parameters are its
+/// sublayers', and each sublayer computes the statistics of its own.
+public protocol CompositeLayer: Layer {}
+
+extension CompositeLayer {
+    public var parameters: [Parameter] { sublayers.flatMap(\.parameters) }
+    public func addSquaredPerSampleGradients(of p: Parameter, batch: Int, into sum: inout [Float]) throws {
+        guard let owner = sublayers.first(where: { $0.parameters.contains { $0 === p } }) else { throw notMine(p) }
+        try owner.addSquaredPerSampleGradients(of: p, batch: batch, into: &sum)
+    }
 }
 
 /// A layer that can skip its input gradient. The model switches it off in its first trainable

@@ -6,7 +6,7 @@ public final class LayerNorm: Layer {
     public let features: Int
     public let eps: Float
     /// x̂ of the last forward (what per-sample LayerNorm gradients are built from) and 1/σ per row.
-    public private(set) var lastNormalized: [Float] = []
+    private var lastNormalized: [Float] = []
     private var inverseStd: [Float] = []
     public private(set) var lastInput: Tensor?
     public private(set) var lastOutputGradient: Tensor?
@@ -51,6 +51,23 @@ public final class LayerNorm: Layer {
         lastNormalized = mode.keepsActivations ? normalized : []
         inverseStd = mode.keepsActivations ? inverse : []
         return y
+    }
+
+    /// Per-sample squared gradients (see `Layer`), summing over a sample's rows (tokens) before
+    /// squaring: weight Σ_n (Σ_t δ_nt ⊙ x̂_nt)², bias Σ_n (Σ_t δ_nt)².
+    public func addSquaredPerSampleGradients(of p: Parameter, batch b: Int, into local: inout [Float]) throws {
+        guard p === weight || p === bias else { throw notMine(p) }
+        let delta = try perSampleData(for: p).outputGradient
+        let d = features, rowsPerSample = delta.count / (b * d)
+        let isWeight = p === weight
+        for n in 0..<b {
+            var acc = [Float](repeating: 0, count: d)
+            for r in 0..<rowsPerSample {
+                let row = (n * rowsPerSample + r) * d
+                for j in 0..<d { acc[j] += delta.data[row + j] * (isWeight ? lastNormalized[row + j] : 1) }
+            }
+            for j in 0..<d { local[j] += acc[j] * acc[j] }
+        }
     }
 
     public func backward(_ gy: Tensor) -> Tensor {

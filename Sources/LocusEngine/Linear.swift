@@ -18,7 +18,7 @@ public final class Linear: InputGradientOptional {
     init(spec: LayerSpec, prefix: String, inFeatures: Int, outFeatures: Int, bias: Bool, seed: UInt64,
          initialisation: Initialisation = .pytorchDefault) {
         self.spec = spec; self.inFeatures = inFeatures; self.outFeatures = outFeatures
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let draw: () -> Float, biasDraw: () -> Float
         switch initialisation {
         case .pytorchDefault:
@@ -88,6 +88,49 @@ public final class Linear: InputGradientOptional {
             } }
             let s = bias.forwardScale
             bias.grad.data.withUnsafeMutableBufferPointer { db in for j in 0..<outFeatures { db[j] += sums[j] * (s?[j] ?? 1) } }
+        }
+    }
+
+    /// Per-sample squared gradients (see `Layer`). One sample's rows x_n, δ_n:
+    ///   one row per sample: Σ_n (δ_n x_nᵀ)² = (δ²)ᵀ(x²), one GEMM; bias Σ_n δ_n²;
+    ///   T token rows per sample ([B, T, in]: transformer blocks, the patch embedding): the weight is
+    ///   shared by the tokens, so G_n = Σ_t δ_nt x_ntᵀ = δ_nᵀ X_n is formed first (one GEMM per
+    ///   sample) and then squared, since (δ²)ᵀ(x²) would miss the cross-token terms; bias (Σ_t δ_nt)².
+    public func addSquaredPerSampleGradients(of p: Parameter, batch b: Int, into local: inout [Float]) throws {
+        guard p === weight || p === bias else { throw notMine(p) }
+        let (x, delta) = try perSampleData(for: p)
+        if x.count != b * inFeatures {
+            // Tokens share the weight: G_n = δ_nᵀ X_n ([out, T] · [T, in]) per sample, then squared.
+            let t = x.count / (b * inFeatures), o = outFeatures, i = inFeatures
+            if p === weight {
+                var g = [Float](repeating: 0, count: o * i)
+                delta.data.withUnsafeBufferPointer { dp in x.data.withUnsafeBufferPointer { xp in g.withUnsafeMutableBufferPointer { gp in
+                    local.withUnsafeMutableBufferPointer { acc in
+                        for n in 0..<b {
+                            BLAS.gemm(transA: true, m: o, n: i, k: t, a: dp.baseAddress! + n * t * o, lda: o,
+                                      b: xp.baseAddress! + n * t * i, ldb: i, c: gp.baseAddress!, ldc: i)
+                            for j in 0..<gp.count { acc[j] += gp[j] * gp[j] }
+                        }
+                    }
+                } } }
+            } else {
+                delta.data.withUnsafeBufferPointer { dp in
+                    for n in 0..<b {
+                        var acc = [Float](repeating: 0, count: o)
+                        for r in 0..<t { for j in 0..<o { acc[j] += dp[(n * t + r) * o + j] } }
+                        for j in 0..<o { local[j] += acc[j] * acc[j] }
+                    }
+                }
+            }
+        } else if p === weight {
+            // (δ²)ᵀ (x²): [out, B] · [B, in]
+            let d2 = delta.data.map { $0 * $0 }, x2 = x.data.map { $0 * $0 }
+            d2.withUnsafeBufferPointer { dp in x2.withUnsafeBufferPointer { xp in local.withUnsafeMutableBufferPointer { out in
+                BLAS.gemm(transA: true, m: outFeatures, n: inFeatures, k: b, a: dp.baseAddress!, lda: outFeatures,
+                          b: xp.baseAddress!, ldb: inFeatures, c: out.baseAddress!, ldc: inFeatures)
+            } } }
+        } else {
+            for n in 0..<b { for j in 0..<outFeatures { let v = delta.data[n * outFeatures + j]; local[j] += v * v } }
         }
     }
 

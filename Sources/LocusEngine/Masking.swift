@@ -64,7 +64,7 @@ public enum Selection {
 
     /// Uniformly random selection of ⌊density · n⌋ entries (globally or per tensor), seeded.
     public static func random(shapes counts: [Int], density: Double, scope: MaskScope, seed: UInt64) -> [[Bool]] {
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         switch scope {
         case .global:
             let total = counts.reduce(0, +)

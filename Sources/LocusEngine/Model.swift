@@ -16,13 +16,13 @@ public final class Model {
         try BLAS.ensureLoaded()
         self.architecture = architecture
         let layers = try architecture.layers.enumerated().map { i, spec in
-            try spec.build(prefix: architecture.prefix(ofLayer: i), seed: SeededRandom.derivedSeed(seed, UInt64(i)))
+            try spec.build(prefix: architecture.prefix(ofLayer: i), seed: SplitMix64.derivedSeed(seed, UInt64(i)))
         }
         body = layers
         firstTrainable = layers.firstIndex { !$0.parameters.isEmpty }
         if let i = firstTrainable, let first = layers[i] as? any InputGradientOptional { first.computesInputGradient = false }
         for (j, h) in architecture.heads.enumerated() {
-            heads[h.name] = Model.makeHead(h, seed: SeededRandom.derivedSeed(seed, 1_000_000 + UInt64(j)))
+            heads[h.name] = Model.makeHead(h, seed: SplitMix64.derivedSeed(seed, 1_000_000 + UInt64(j)))
         }
     }
 

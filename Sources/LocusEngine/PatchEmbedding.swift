@@ -2,14 +2,13 @@
 /// `flatten(2).transpose(1, 2)`: [B, C, H, W] → [B, N, D], N = (H/p)·(W/p) patches in row-major
 /// order. Computed as a Linear layer over non-overlapping patches, so the weight keeps the conv's
 /// layout [D, C, p, p] (`patch_embed.proj.weight`) and scoring sees an ordinary token-shared weight.
-public final class PatchEmbedding: InputGradientOptional {
+public final class PatchEmbedding: CompositeLayer, InputGradientOptional {
     public let spec: LayerSpec
     public let proj: Linear
     public let channels: Int, patch: Int, imageSize: Int, width: Int
     public private(set) var lastInput: Tensor?
     public private(set) var lastOutputGradient: Tensor?
     public var sublayers: [any Layer] { [proj] }
-    public var parameters: [Parameter] { proj.parameters }
     /// False for the first layer of a model (see InputGradientOptional).
     public var computesInputGradient = true {
         didSet { proj.computesInputGradient = computesInputGradient }
@@ -89,7 +88,7 @@ public final class ClassTokenPosition: Layer {
 
     init(spec: LayerSpec, prefix: String, patches: Int, width: Int, seed: UInt64) {
         self.spec = spec; self.tokens = patches + 1; self.width = width
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         // timm: cls_token ~ N(0, 1e-6), pos_embed ~ trunc_normal(std 0.02).
         classToken = Parameter(name: parameterName(prefix, "cls_token"), value: Tensor(shape: [1, 1, width]) { v in
             for i in 0..<v.count { v[i] = 1e-6 * rng.normal() } })
@@ -138,8 +137,24 @@ public final class ClassTokenPosition: Layer {
     }
 }
 
+extension ClassTokenPosition {
+    /// Per-sample squared gradients (see `Layer`): the output gradient per token is the per-sample
+    /// gradient of pos_embed (Σ_n δ_n²); token 0's is cls_token's (Σ_n δ_n0²).
+    public func addSquaredPerSampleGradients(of p: Parameter, batch b: Int, into local: inout [Float]) throws {
+        guard p === classToken || p === positions else { throw notMine(p) }
+        let delta = try perSampleData(for: p).outputGradient
+        let per = tokens * width
+        delta.data.withUnsafeBufferPointer { dp in
+            for n in 0..<b {
+                let count = p === classToken ? width : per
+                for j in 0..<count { let v = dp[n * per + j]; local[j] += v * v }
+            }
+        }
+    }
+}
+
 /// Takes the class token's features, timm's `global_pool='token'`: [B, T, D] → [B, D].
-public final class ClassTokenPool: Layer {
+public final class ClassTokenPool: ParameterFree {
     public let spec: LayerSpec
     public private(set) var lastInput: Tensor?
     public private(set) var lastOutputGradient: Tensor?

@@ -1,6 +1,6 @@
 /// Max or average pooling over [B, C, H, W] windows, no padding, floor of the output size
 /// (PyTorch's defaults). Max pooling sends the gradient to the first maximum of each window.
-public final class Pool2d: Layer {
+public final class Pool2d: ParameterFree {
     public let spec: LayerSpec
     public let isMax: Bool
     public let kernel: Int, stride: Int

@@ -15,7 +15,7 @@ public final class Projection: Layer {
 
     init(spec: LayerSpec, prefix: String, inFeatures: Int, outFeatures: Int, seed: UInt64) {
         self.spec = spec; self.inFeatures = inFeatures; self.outFeatures = outFeatures
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         // open_clip: proj = width^-0.5 · randn(width, output_dim).
         let scale = 1 / Float(inFeatures).squareRoot()
         weight = Parameter(name: parameterName(prefix, "proj"), value: Tensor(shape: [inFeatures, outFeatures]) { w in
@@ -63,6 +63,20 @@ public final class Projection: Layer {
     }
 }
 
+extension Projection {
+    /// Per-sample squared gradients (see `Layer`): y = x W with W [in, out], so G_n = x_n δ_nᵀ and
+    /// Σ_n G_n² = (x²)ᵀ (δ²): [in, B] · [B, out], one GEMM.
+    public func addSquaredPerSampleGradients(of p: Parameter, batch b: Int, into local: inout [Float]) throws {
+        guard p === weight else { throw notMine(p) }
+        let (x, delta) = try perSampleData(for: p)
+        let d2 = delta.data.map { $0 * $0 }, x2 = x.data.map { $0 * $0 }
+        d2.withUnsafeBufferPointer { dp in x2.withUnsafeBufferPointer { xp in local.withUnsafeMutableBufferPointer { out in
+            BLAS.gemm(transA: true, m: inFeatures, n: outFeatures, k: b, a: xp.baseAddress!, lda: inFeatures,
+                      b: dp.baseAddress!, ldb: outFeatures, c: out.baseAddress!, ldc: outFeatures)
+        } } }
+    }
+}
+
 /// A task's classifier on the body's features: a trainable linear head, or a fixed zero-shot head.
 public protocol ClassifierHead: Layer {
     var inFeatures: Int { get }
@@ -92,15 +106,16 @@ public final class ZeroShotHead: ClassifierHead {
     public var parameters: [Parameter] { [textEmbeddings, logitScale] }
     /// F.normalize's ε.
     static let epsilon: Float = 1e-12
-    /// From the last forward: normalised features [B, E], their norms ‖f‖ clamped at ε, normalised T, s.
-    private var normalized: [Float] = [], norms: [Float] = [], classes: [Float] = [], scale: Float = 1
+    /// From the last forward: normalised features [B, E], their norms ‖f‖ clamped at ε, normalised T
+    /// and its row norms (clamped the same way), s.
+    private var normalized: [Float] = [], norms: [Float] = [], classes: [Float] = [], classNorms: [Float] = [], scale: Float = 1
 
     /// Fresh text embeddings are N(0, 1) rows (placeholders until real ones are put in); the scale is
     /// CLIP's trained value, s = 100 (`logit_scale` = ln 100).
     init(prefix: String, features: Int, classes: Int, seed: UInt64) {
         var s = LayerSpec(type: "zero_shot"); s.in_features = features; s.out_features = classes
         self.spec = s; self.inFeatures = features; self.outFeatures = classes
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         textEmbeddings = Parameter(name: parameterName(prefix, "text_embeddings"), value: Tensor(shape: [classes, features]) { v in
             for i in 0..<v.count { v[i] = rng.normal() } })
         logitScale = Parameter(name: parameterName(prefix, "logit_scale"), value: Tensor(shape: [], data: [Float(log(100.0))]))
@@ -129,14 +144,47 @@ public final class ZeroShotHead: ClassifierHead {
         lastInput = mode.keepsActivations ? x : nil
         let b = x.count / inFeatures, e = inFeatures, c = outFeatures
         let (u, fn) = ZeroShotHead.normalizeRows(x.data, width: e)
-        let t = ZeroShotHead.normalizeRows(textEmbeddings.effective.data, width: e).rows
+        let (t, tn) = ZeroShotHead.normalizeRows(textEmbeddings.effective.data, width: e)
         let s = Float(exp(Double(logitScale.effective.data[0])))
         var y = Tensor(zeros: [b, c])
         u.withUnsafeBufferPointer { up in t.withUnsafeBufferPointer { tp in y.data.withUnsafeMutableBufferPointer { yp in
             BLAS.gemm(transB: true, m: b, n: c, k: e, alpha: s, a: up.baseAddress!, lda: e, b: tp.baseAddress!, ldb: e, c: yp.baseAddress!, ldc: c)
         } } }
-        if mode.keepsActivations { normalized = u; norms = fn; classes = t; scale = s } else { normalized = []; norms = []; classes = [] }
+        if mode.keepsActivations { normalized = u; norms = fn; classes = t; classNorms = tn; scale = s }
+        else { normalized = []; norms = []; classes = []; classNorms = [] }
         return y
+    }
+
+    /// Per-sample squared gradients (see `Layer`). The head is fixed — its backward pass accumulates
+    /// nothing for its tensors and default scoring leaves heads out — but its statistics follow from
+    /// what the forward and backward passes keep. With y_nc = s⟨u_n, t̂_c⟩ and δ the output gradient:
+    ///   logit_scale ℓ (s = e^ℓ): G_n = Σ_c δ_nc y_nc
+    ///   T_c: G_n = s δ_nc (u_n − t̂_c⟨t̂_c, u_n⟩) / ‖T_c‖   (s δ_nc u_n / ε when ‖T_c‖ ≤ ε)
+    public func addSquaredPerSampleGradients(of p: Parameter, batch b: Int, into local: inout [Float]) throws {
+        guard p === textEmbeddings || p === logitScale else { throw notMine(p) }
+        let delta = try perSampleData(for: p).outputGradient
+        let e = inFeatures, c = outFeatures
+        for n in 0..<b {
+            if p === logitScale {
+                var g: Float = 0
+                for k in 0..<c {
+                    var dot: Float = 0
+                    for j in 0..<e { dot += normalized[n * e + j] * classes[k * e + j] }
+                    g += delta.data[n * c + k] * scale * dot
+                }
+                local[0] += g * g
+            } else {
+                for k in 0..<c {
+                    let d = delta.data[n * c + k], norm = classNorms[k], row = k * e
+                    var dot: Float = 0
+                    if norm > ZeroShotHead.epsilon { for j in 0..<e { dot += classes[row + j] * normalized[n * e + j] } }
+                    for j in 0..<e {
+                        let g = scale * d * (normalized[n * e + j] - classes[row + j] * dot) / norm
+                        local[row + j] += g * g
+                    }
+                }
+            }
+        }
     }
 
     /// d/df of u = f / ‖f‖ applied to g_u: (g_u − u ⟨u, g_u⟩) / ‖f‖ (for ‖f‖ < ε, u = f/ε and it is g_u / ε).

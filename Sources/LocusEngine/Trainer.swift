@@ -112,7 +112,7 @@ public enum Training {
                      step: (Float) -> Void, progress: ((Progress) -> Void)?) throws -> [EpochReport] {
         let headLayer = try model.head(head)
         if config.deterministic { BLAS.setThreads(1) }
-        for (i, layer) in model.body.enumerated() { (layer as? Dropout)?.reseed(SeededRandom.derivedSeed(config.seed, 0xD0_0000 + UInt64(i))) }
+        for (i, layer) in model.body.enumerated() { (layer as? Dropout)?.reseed(SplitMix64.derivedSeed(config.seed, 0xD0_0000 + UInt64(i))) }
         let steps = (train.count + config.batchSize - 1) / config.batchSize
         let schedule = LearningRateSchedule(base: config.learningRate, shape: config.schedule,
                                             warmup: Int(config.warmupFraction * Float(steps * config.epochs)), total: steps * config.epochs)

@@ -13,56 +13,33 @@ struct Convert: ParsableCommand {
         discussion: """
         Checkpoints (the input's kind is found from its content):
           IN (.h5, .safetensors, HF folder, PyTorch .bin/.pt) → OUT.h5
-          IN → OUT/  (a Hugging Face folder: OUT ends in '/', is a folder,
-                      or --format hf)
-          IN.h5 → OUT.safetensors  (one file)
-        Everything streams tensor by tensor in row blocks, so memory does
-        not grow with the model; outputs appear atomically (a folder as a
-        whole). Folders hold model.safetensors, or shards
-        model-0000i-of-0000N.safetensors of at most --shard-size with
-        model.safetensors.index.json, as transformers writes them.
-        --config-from DIR copies config.json (and tokenizer files) so that
-        transformers' from_pretrained loads the folder. --dtype converts
-        float tensors (one rounding). Bit-exact otherwise.
+          IN → OUT/ (a Hugging Face folder; also when OUT is a folder or --format hf)
+          IN.h5 → OUT.safetensors (one file)
+        Tensors stream one by one, so memory does not grow with the model; outputs appear atomically. \
+        Folders are laid out as transformers writes them; --config-from DIR copies config.json and \
+        tokenizer files for from_pretrained. --dtype converts float tensors (one rounding); bit-exact \
+        otherwise. The renaming options are recorded in the provenance.
 
-        Renaming (also on every command that reads checkpoints):
-          --strip-prefix visual.      keep visual.* only, without the prefix
-          --rename open_clip-to-timm  open_clip ViT names → Locus/timm names
-          --rename timm-to-open_clip  back again (for export)
-          --rename-rules FILE         'REGEX → REPLACEMENT' lines
-        The renaming is recorded in the output's provenance.
-          locus convert clip.safetensors vit.h5 --strip-prefix visual. \\
-            --rename open_clip-to-timm
-          locus convert model.h5 out/ --shard-size 2GB --config-from hf/
-
-        Other artifacts: IN.safetensors → OUT.h5 with --kind scores | mask |
-        task-vector needs --base CHECKPOINT (every tensor must exist there
-        with the same shape; the base fingerprint is recorded). Scores are
-        stored as float32 (needs --estimator and --samples); masks are BOOL
-        or U8 0/1 (1 = trainable); task vectors are dense θ_ft − θ_base.
-        A Locus scores, mask or task-vector file → OUT.safetensors exports
-        it densely with locus.kind / locus.base-fingerprint / locus.scale
-        in __metadata__.
-        --architecture FILE stores a model description (spec §2.1 JSON or
-        the /architecture of a Locus checkpoint) so the engine can run the
-        weights; every parameter it implies must be in the input.
-        docs/checkpoints.md has the details.
+        Other artifacts: IN.safetensors → OUT.h5 with --kind scores | mask | task-vector needs --base \
+        (same tensors and shapes; its fingerprint is recorded); scores need --estimator and --samples. \
+        A Locus scores, mask or task-vector file → OUT.safetensors exports it densely. --architecture \
+        FILE stores a model description (spec §2.1). Examples and details: docs/checkpoints.md.
         """)
 
-    @Argument(help: "Input: .h5, .safetensors, a model folder or a PyTorch file.") var input: String
-    @Argument(help: "Output: .h5, .safetensors or a folder; written atomically.") var output: String
-    @Option(help: "Kind of artifact to create from safetensors.") var kind: ArtifactKind = .checkpoint
-    @Option(help: "The checkpoint scores, masks and task vectors belong to.") var base: String?
-    @Option(help: "Scores: the estimator that produced them (e.g. talos).") var estimator: String?
-    @Option(help: "Scores: number of inputs that contributed.") var samples: Int64?
+    @Argument(help: ".h5, .safetensors, a model folder or a PyTorch file.") var input: String
+    @Argument(help: ".h5, .safetensors or a folder (written atomically).") var output: String
+    @Option(help: "Kind made from safetensors.") var kind: ArtifactKind = .checkpoint
+    @Option(help: ArgumentHelp("Checkpoint the scores, mask or vector belong to.", valueName: "file")) var base: String?
+    @Option(help: ArgumentHelp("Scores: the estimator that made them.", valueName: "name")) var estimator: String?
+    @Option(help: ArgumentHelp("Scores: number of inputs that contributed.", valueName: "n")) var samples: Int64?
     @Option(help: "Scores: sampled classes per input.") var draws: Int64 = 1
-    @Option(help: "Scores: whether values are sums or means.") var reduction: ScoreReduction = .sum
-    @Option(help: "Masks: what tensors without a mask entry are.") var absentTensors: AbsentTensors = .frozen
-    @Option(help: ArgumentHelp("Checkpoints: a model description to store with the weights.", valueName: "file"))
+    @Option(help: ArgumentHelp("Scores: sum or mean.", valueName: "r")) var reduction: ScoreReduction = .sum
+    @Option(help: ArgumentHelp("Masks: unlisted tensors.", valueName: "rule")) var absentTensors: AbsentTensors = .frozen
+    @Option(help: ArgumentHelp("Checkpoints: a model description to store.", valueName: "file"))
     var architecture: String?
-    @Option(help: ArgumentHelp("Folder outputs: copy config.json and tokenizer files from here.", valueName: "dir"))
+    @Option(help: ArgumentHelp("Folders: copy config.json and tokenizer from here.", valueName: "dir"))
     var configFrom: String?
-    @Option(help: ArgumentHelp("Convert floating-point tensors to this dtype.", valueName: "dtype"))
+    @Option(help: ArgumentHelp("Convert floating-point tensors to this dtype.", valueName: "t"))
     var dtype: LocusDType?
     @OptionGroup(title: "Writing checkpoints") var out: OutputOptions
 

@@ -7,10 +7,10 @@ struct Diff: ParsableCommand {
         abstract: "Write the task vector τ = θ_finetuned − θ_base of two checkpoints.",
         usage: "locus diff <base> <finetuned> -o <output> [<options>]",
         discussion: """
-        Exact by default: every nonzero difference is kept, in float32 when θ_base + τ reproduces θ_ft exactly in
-        float32 (the usual case) and in float64 otherwise, so `locus apply BASE TV` gives back FINETUNED bit for bit.
-        Each tensor is stored as coo, bitmask or dense, whichever is smallest (spec §5); unchanged tensors are
-        left out. Integer tensors must be equal. --density keeps the largest |τ| entries over the whole model
+        Exact by default: every nonzero difference is kept, in float32 when θ_base + τ reproduces θ_ft exactly in \
+        float32 (the usual case) and in float64 otherwise, so `locus apply BASE TV` gives back FINETUNED bit for bit. \
+        Each tensor is stored as coo, bitmask or dense, whichever is smallest (spec §5); unchanged tensors are \
+        left out. Integer tensors must be equal. --density keeps the largest |τ| entries over the whole model \
         (ties by position); --threshold keeps |τ| ≥ t.
 
         Example: locus diff base.h5 finetuned.h5 -o tau.h5 --density 0.05
@@ -51,8 +51,8 @@ struct Apply: ParsableCommand {
         abstract: "Add a task vector to a base checkpoint: θ = θ_base + α · scale · τ.",
         usage: "locus apply <base> <task-vector> -o <output> [--alpha <α>] [<options>]",
         discussion: """
-        Refuses a task vector whose base fingerprint is not BASE's (--force applies it anyway, with a warning).
-        Arithmetic in float64, result in each tensor's dtype (round-to-nearest-even for float16/bfloat16), so α = 1
+        Refuses a task vector whose base fingerprint is not BASE's (--force applies it anyway, with a warning). \
+        Arithmetic in float64, result in each tensor's dtype (round-to-nearest-even for float16/bfloat16), so α = 1 \
         reproduces the fine-tuned checkpoint exactly for float32. Negative α negates a task.
 
         Example: locus apply base.h5 tau.h5 --alpha 0.5 -o edited.h5

@@ -8,36 +8,28 @@ struct Finetune: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Sparse fine-tuning: train only the entries a mask selects, and optionally write the task vector.",
         discussion: """
-        Optimizers (--optimizer):
-          sgd    SparseSGDM (docs/talos.md §SparseSGDM): d = g + λp; d ⊙= m;
-                 buf = d (first step) or μ·buf + (1−δ)·d; buf ⊙= m;
-                 d = d + μ·buf (Nesterov) or buf; p −= lr·d.
-          adamw  masked AdamW as TaLoS's AdaptW: moments from the unmasked
-                 gradient; the update and the decoupled weight decay are
-                 multiplied by the mask.
-        Entries whose mask bit is 0 keep their base values bit for bit. Tensors with an all-zero mask get no
-        optimizer state; below 50 % density the optimizer keeps state for, and loops over, the trainable entries
-        only, so a step costs O(ones) (the backward pass itself stays dense). Tensors the mask file does not list
-        follow its absent-tensors attribute (frozen or trainable).
-        The head: by default the task's head (--head) stays frozen — it must already exist, e.g. fitted with
-        `locus train --linear-probe --add-head`. That is the TaLoS / task-arithmetic protocol: the task vector then
-        describes only the shared body, so vectors of different tasks can be added, while each task keeps its
-        own head. --train-head also trains the head (densely); the head is then part of the task vector.
-        A zero-shot head (CLIP's class text embeddings, docs/clip.md) is fixed: --train-head is refused.
-        The fine-tuned checkpoint records the base and mask fingerprints, the hyper-parameters and the task's
-        accuracy on --val-split; --task-vector also writes τ = θ_ft − θ_base (as `locus diff` would) with them.
+        Optimizers: sgd is SparseSGDM, adamw masked AdamW (TaLoS's AdaptW); docs/talos.md gives both. \
+        Entries whose mask bit is 0 keep their base values bit for bit; below 50 % density the optimizer \
+        keeps state for the trainable entries only, so a step costs O(ones) (the backward pass stays \
+        dense).
 
-        Example: locus finetune base.h5 task.h5 --mask mask.h5 --head task --epochs 3 --lr 1e-3 -o ft.h5 --task-vector tau.h5
+        The task's head (--head) stays frozen and must exist (e.g. `locus train --linear-probe \
+        --add-head`), so task vectors describe only the shared body and add up across tasks (TaLoS / \
+        task arithmetic); --train-head trains it too, densely. A zero-shot head is fixed. The output \
+        records base and mask fingerprints, hyper-parameters and --val-split accuracy; --task-vector \
+        also writes τ = θ_ft − θ_base.
+
+        Example: locus finetune base.h5 task.h5 --mask m.h5 --head task -o ft.h5
         """)
 
     @Argument(help: "Base model checkpoint.") var base: String
     @Argument(help: "Dataset artifact of the task.") var data: String
     @Option(help: "Mask file (1 = trainable) made from BASE.") var mask: String
     @Option(name: .shortAndLong, help: "Output fine-tuned checkpoint.") var output: String
-    @Option(help: "Also write the task vector here.") var taskVector: String?
+    @Option(help: ArgumentHelp("Also write the task vector here.", valueName: "file")) var taskVector: String?
     @Option(help: "The task's head.") var head: String = "default"
-    @Flag(help: "Train the head too (densely) instead of keeping it frozen.") var trainHead = false
-    @Flag(help: "Use the mask even though it was made from another base.") var force = false
+    @Flag(help: "Train the head too (densely).") var trainHead = false
+    @Flag(help: "Use a mask made from another base.") var force = false
     @OptionGroup var training: TrainingOptions
 
     @OptionGroup(title: "Reading checkpoints") var source: SourceOptions

@@ -9,56 +9,47 @@ struct Init: ParsableCommand {
         discussion: """
         Presets:
           mlp    flatten → (Linear → ReLU) per --hidden width → head
-          lenet  Conv5×5(pad 2) → ReLU → MaxPool2 → Conv5×5 → ReLU → MaxPool2 → flatten → (Linear → ReLU) per --hidden → head
-          vit    a vision transformer in timm's VisionTransformer layout:
-                 patch embedding (a conv with stride = kernel = --patch-size),
-                 class token, learned positions, --depth pre-LayerNorm blocks
-                 (--num-heads heads, fused qkv, GELU MLP of --mlp-ratio ×
-                 --width), final LayerNorm (eps 1e-6), class-token pooling,
-                 head. Square images only. timm's ViT-Ti/16 on 3,224,224:
-                 --patch-size 16 --width 192 --depth 12 --num-heads 3.
-                 Parameter names are timm's (patch_embed.proj.weight,
-                 cls_token, pos_embed, blocks.N.attn.qkv.weight, norm.weight);
-                 --head-prefix head names the head head.* as timm does.
-                 Initialisation as timm's: Linear N(0, 0.02²) with zero bias,
-                 pos_embed N(0, 0.02²), cls_token N(0, 1e-12).
-                 CLIP's image tower (open_clip / OpenAI, docs/clip.md):
-                 --activation quick_gelu (OpenAI's weights), --no-patch-bias,
-                 --norm-pre, --eps 1e-5, --proj-dim E (`proj` [width, E]),
-                 --zero-shot (the head is logit_scale.exp() · normalize(f) ·
-                 normalize(T)ᵀ, fixed) with --text-embeddings T.npy [C, E].
-        Parameters are named like a PyTorch module with `layers = nn.Sequential(...)` and `heads = nn.ModuleDict(...)`
-        (`layers.1.weight` [out, in], conv [out, in, k, k], `heads.NAME.weight`), so a checkpoint exported with
-        `locus convert` loads into that module with load_state_dict unchanged. Initialisation uses PyTorch's default
-        distributions (U(±1/√fan_in) for weights and biases, LayerNorm 1/0) from Locus's own seeded generator.
-        --data DATA takes the input shape, class count and class names from a dataset artifact.
+          lenet  Conv5×5(pad 2) → ReLU → MaxPool2 → Conv5×5 → ReLU → MaxPool2 →
+                 flatten → (Linear → ReLU) per --hidden → head
+          vit    timm's VisionTransformer (docs/vit.md): patch embedding, class token,
+                 positions, --depth pre-LayerNorm blocks, final LayerNorm, class-token
+                 pooling, head; timm's names and initialisation. ViT-Ti/16 on
+                 3,224,224: --patch-size 16 --width 192 --depth 12 --num-heads 3.
+                 CLIP's image tower (docs/clip.md): --activation quick_gelu
+                 --no-patch-bias --norm-pre --eps 1e-5 --proj-dim E, and --zero-shot
+                 --text-embeddings T.npy for its fixed zero-shot head.
 
-        Example: locus init --preset mlp --hidden 256,256 --data digits.h5 --head digits -o mlp.h5
+        Parameters are named like a PyTorch module with `layers = nn.Sequential(...)` and `heads = \
+        nn.ModuleDict(...)`, so a checkpoint exported with `locus convert` loads into it with \
+        load_state_dict unchanged. Initialisation follows PyTorch's defaults (U(±1/√fan_in) for weights \
+        and biases, LayerNorm 1 and 0), drawn from Locus's seeded generator. --data takes the input shape and classes from a dataset artifact.
+
+        Example: locus init --preset mlp --hidden 256,256 --data digits.h5 -o mlp.h5
         """)
 
     @Option(name: .shortAndLong, help: "Output checkpoint (.h5).") var output: String
-    @Option(help: "mlp, lenet or vit (ignored with --config).") var preset: String = "mlp"
-    @Option(help: "Architecture JSON file (the /architecture format of spec/FORMAT.md §2.1) instead of a preset.") var config: String?
-    @Option(help: "A dataset artifact to take input shape, classes and class names from.") var data: String?
-    @Option(help: "Per-sample input shape, e.g. 1,28,28.") var input: IntList?
-    @Option(help: "Number of classes of the first head.") var classes: Int?
+    @Option(help: "mlp, lenet or vit (not with --config).") var preset: String = "mlp"
+    @Option(help: ArgumentHelp("Architecture JSON (spec/FORMAT.md §2.1), not a preset.", valueName: "file")) var config: String?
+    @Option(help: ArgumentHelp("Dataset artifact: input shape, classes, class names.", valueName: "file")) var data: String?
+    @Option(help: ArgumentHelp("Per-sample input shape, e.g. 1,28,28.", valueName: "shape")) var input: IntList?
+    @Option(help: ArgumentHelp("Number of classes of the first head.", valueName: "n")) var classes: Int?
     @Option(help: "Name of the first head.") var head: String = "default"
-    @Option(help: "Hidden widths of the MLP / of LeNet's dense part.") var hidden: IntList?
-    @Option(help: "LeNet's two conv widths.") var channels: IntList = IntList([6, 16])
-    @Option(help: "ViT: patch size (the image size must be a multiple).") var patchSize: Int = 16
-    @Option(help: "ViT: embedding width.") var width: Int = 192
-    @Option(help: "ViT: number of transformer blocks.") var depth: Int = 12
-    @Option(help: "ViT: attention heads per block (must divide --width).") var numHeads: Int = 3
-    @Option(help: "ViT: MLP hidden width as a multiple of --width.") var mlpRatio: Double = 4
-    @Option(help: "Parameter-name prefix of the first head (default heads.NAME; timm uses 'head').") var headPrefix: String?
-    @Option(help: "ViT: the MLP activation, gelu (exact) or quick_gelu (OpenAI CLIP).") var activation: String = "gelu"
+    @Option(help: ArgumentHelp("Hidden widths of the MLP / LeNet's dense part.", valueName: "widths")) var hidden: IntList?
+    @Option(help: ArgumentHelp("LeNet's two conv widths.", valueName: "c1,c2")) var channels: IntList = IntList([6, 16])
+    @Option(help: ArgumentHelp("ViT: patch size.", valueName: "p")) var patchSize: Int = 16
+    @Option(help: ArgumentHelp("ViT: embedding width.", valueName: "d")) var width: Int = 192
+    @Option(help: ArgumentHelp("ViT: number of transformer blocks.", valueName: "n")) var depth: Int = 12
+    @Option(help: ArgumentHelp("ViT: attention heads (divide --width).", valueName: "h")) var numHeads: Int = 3
+    @Option(help: ArgumentHelp("ViT: MLP width ÷ --width.", valueName: "r")) var mlpRatio: Double = 4
+    @Option(help: ArgumentHelp("First head's prefix (default heads.NAME; timm: head).", valueName: "prefix")) var headPrefix: String?
+    @Option(help: ArgumentHelp("ViT: gelu or quick_gelu (CLIP).", valueName: "act")) var activation: String = "gelu"
     @Flag(help: "ViT: a patch embedding without bias (CLIP's conv1).") var noPatchBias = false
-    @Flag(help: "ViT: a LayerNorm `norm_pre` before the blocks (CLIP's ln_pre).") var normPre = false
-    @Option(help: "ViT: LayerNorm eps of the blocks and norms (timm 1e-6, CLIP 1e-5).") var eps: Double = 1e-6
-    @Option(help: "ViT: project the pooled features to this width with `proj` (CLIP).") var projDim: Int?
-    @Flag(help: "The first head is a fixed zero-shot head (CLIP; docs/clip.md).") var zeroShot = false
-    @Option(help: "Class text embeddings [classes, width] (.npy) for the zero-shot head --head.") var textEmbeddings: String?
-    @Option(help: "Zero-shot head: the logit scale s (stored as ln s, as open_clip's logit_scale).") var logitScale: Double = 100
+    @Flag(help: "ViT: a LayerNorm `norm_pre` first (CLIP's ln_pre).") var normPre = false
+    @Option(help: "ViT: LayerNorm eps (CLIP: 1e-5).") var eps: Double = 1e-6
+    @Option(help: ArgumentHelp("ViT: width of CLIP's output projection `proj`.", valueName: "e")) var projDim: Int?
+    @Flag(help: "The first head is CLIP's fixed zero-shot head.") var zeroShot = false
+    @Option(help: ArgumentHelp("Zero-shot head: text embeddings [C, E] (.npy).", valueName: "npy")) var textEmbeddings: String?
+    @Option(help: ArgumentHelp("Zero-shot head's logit scale.", valueName: "s")) var logitScale: Double = 100
     @Option(help: "Seed of the initialisation.") var seed: UInt64 = 0
     @OptionGroup var verification: VerifyOptions
 

@@ -10,7 +10,7 @@ struct Locus: ParsableCommand {
         commandName: "locus",
         abstract: "Task-localized sparse model editing: checkpoints, Fisher scores, masks and sparse task vectors in HDF5.",
         discussion: """
-        Every artifact is one HDF5 file following spec/FORMAT.md (readable by h5py, h5dump and h5ls without Locus).
+        Every artifact is one HDF5 file following spec/FORMAT.md (readable by h5py, h5dump and h5ls without Locus). \
         Outputs are written atomically: a failed command leaves no file behind and never touches an existing one.
         """,
         version: LocusSpec.producer,
@@ -18,6 +18,7 @@ struct Locus: ParsableCommand {
 
     static func main() {
         ProcessSetup.prepare()
+        capHelpWidth()
         do {
             var command = try parseAsRoot()
             try command.run()
@@ -25,6 +26,18 @@ struct Locus: ParsableCommand {
             exit(withError: error)
         }
     }
+}
+
+/// Help is laid out for at most 80 columns, whatever the terminal (or COLUMNS) says: ArgumentParser
+/// would otherwise run option descriptions to the full width and re-wrap the texts. It takes the
+/// width from COLUMNS, else from the terminal; a narrower one is kept.
+func capHelpWidth(_ limit: Int = 80) {
+    var width = getenv("COLUMNS").flatMap { Int(String(cString: $0)) }
+    if width == nil {
+        var w = winsize()
+        if ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &w) == 0, w.ws_col > 0 { width = Int(w.ws_col) }
+    }
+    if let width, width > limit { setenv("COLUMNS", "\(limit)", 1) }
 }
 
 /// Prints a user-facing error as one line on stderr and exits with status 1.

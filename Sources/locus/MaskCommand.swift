@@ -13,35 +13,31 @@ struct MaskCommand: ParsableCommand {
         commandName: "mask",
         abstract: "Build a bitpacked mask of trainable parameters (1 = fine-tuned), by TaLoS calibration or a baseline.",
         discussion: """
-        --method talos (default) calibrates on DATA in --rounds rounds (4) with target densities d^(r/R)
-          (e.g. 56.2 %, 31.6 %, 17.8 %, 10 % for d = 0.1). Every round re-scores the scoring set; entries that
-          dropped out are multiplied by 0.1 in the forward pass and can never come back. The threshold is the
-          k-th smallest score among entries still in play, k = ⌊density · total⌋: with --keep lowest (default,
-          TaLoS) the least sensitive parameters become trainable; --keep highest makes pruning-style masks.
-        --from-scores SCORES selects once from a stored scores file (no data needed, no rounds).
-        --method random | magnitude are baselines with the same count (magnitude scores are |w|).
-        Ties: equal scores are broken by position (tensors in model order, C order inside a tensor), so the
-        number of ones is exactly ⌊density · n⌋ (globally, or per tensor with --scope local) on every machine.
-        Tensors that are not scored (heads, activations' neighbours excluded with --exclude) have no mask entry;
-        --absent-tensors records whether they count as frozen (default) or trainable.
+        --method talos calibrates on DATA in --rounds rounds with target densities d^(r/R): each round \
+        re-scores the scoring set, entries that dropped out are multiplied by 0.1 in the forward pass \
+        and never come back, and the threshold is the k-th smallest score still in play, k = ⌊density · \
+        total⌋ (docs/talos.md §Mask calibration). --keep lowest (TaLoS) makes the least sensitive \
+        entries trainable, --keep highest makes pruning-style masks. --from-scores selects once from a \
+        scores file; --method random | magnitude (|w|) are baselines with the same count. Ties go by \
+        position, so exactly ⌊density · n⌋ entries are ones (per tensor with --scope local) on any \
+        machine. Tensors not scored (heads, --exclude) get no entry (see --absent-tensors).
 
         Examples:
           locus mask model.h5 task.h5 --head task --density 0.1 -o mask.h5
           locus mask model.h5 --from-scores scores.h5 --sparsity 0.9 -o mask.h5
-          locus mask model.h5 --method random --density 0.1 --seed 3 -o random.h5
         """)
 
     @Argument(help: "Model checkpoint.") var model: String
-    @Argument(help: "Dataset artifact (for --method talos without --from-scores).") var data: String?
+    @Argument(help: "Dataset artifact (talos calibration only).") var data: String?
     @Option(name: .shortAndLong, help: "Output mask file.") var output: String
     @Option(help: "talos, random or magnitude.") var method: Method = .talos
-    @Option(help: "Fraction of the scored parameters that become trainable, in (0, 1].") var density: Double?
-    @Option(help: "1 − density (give one of the two).") var sparsity: Double?
+    @Option(help: ArgumentHelp("Trainable fraction of the scored entries, in (0, 1].", valueName: "d")) var density: Double?
+    @Option(help: ArgumentHelp("1 − density (give one of the two).", valueName: "s")) var sparsity: Double?
     @Option(help: "Calibration rounds.") var rounds: Int = 4
     @Option(help: "lowest (TaLoS) or highest.") var keep: KeepRule = .lowest
-    @Option(help: "global or local threshold.") var scope: MaskScope = .global
-    @Option(help: "Select once from this scores file instead of calibrating.") var fromScores: String?
-    @Option(help: "What tensors without a mask entry are.") var absentTensors: AbsentTensors = .frozen
+    @Option(help: "Threshold.") var scope: MaskScope = .global
+    @Option(help: ArgumentHelp("Select once from this scores file (no rounds).", valueName: "file")) var fromScores: String?
+    @Option(help: ArgumentHelp("Tensors without a mask entry.", valueName: "rule")) var absentTensors: AbsentTensors = .frozen
     @OptionGroup var scoring: ScoringSetOptions
     @Flag(help: "No progress output.") var quiet = false
 

@@ -7,15 +7,15 @@ extension ScoreEstimator: ExpressibleByArgument {}
 
 /// Options shared by `score` and `mask` for choosing the scoring set.
 struct ScoringSetOptions: ParsableArguments {
-    @Option(help: "Estimator: talos (TaLoS: sampled class, raw logit), talos-exact, fisher-empirical, fisher-mc, fisher-exact; see docs/talos.md.")
+    @Option(help: "Estimator (docs/talos.md §Estimators).")
     var estimator: ScoreEstimator = .talos
     @Option(help: "Head whose logits are scored.") var head: String = "default"
     @Option(help: "Split the scoring samples come from.") var split: String = "train"
     @Option(help: "Use only the first N batches of the split.") var batches: Int?
-    @Option(help: "Batch size of the scoring passes.") var batchSize: Int = 64
-    @Option(help: "Sampled classes per input (talos, fisher-mc).") var draws: Int = 1
+    @Option(help: ArgumentHelp("Batch size of the scoring passes.", valueName: "n")) var batchSize: Int = 64
+    @Option(help: "Draws per input (talos, fisher-mc).") var draws: Int = 1
     @Option(help: "Seed of the class sampling.") var seed: UInt64 = 0
-    @Option(help: "Regular expression: parameters whose names match are not scored.") var exclude: String?
+    @Option(help: ArgumentHelp("Regex of parameter names not to score.", valueName: "regex")) var exclude: String?
 
     func parameters(_ model: Model) throws -> [Parameter] {
         var ps = Scorer.defaultParameters(model)
@@ -36,37 +36,27 @@ struct Score: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Compute per-parameter sensitivity scores (diagonal Fisher / TaLoS) of a model on data.",
         discussion: """
-        Scores are sums over samples (and draws) of squared per-sample gradients,
-        stored as float32 per tensor with reduction "sum" (spec §3).
+        Scores are sums over samples (and draws) of squared per-sample gradients, stored as float32 per \
+        tensor with reduction "sum" (spec §3). Scored by default: every body parameter (Linear, Conv2d, \
+        LayerNorm; in a vision transformer also the patch embedding, every block, cls_token and \
+        pos_embed), never the heads; the model runs in evaluation mode. Weights shared across tokens get \
+        per-sample gradients summed over the tokens before squaring (docs/talos.md §Per-sample squared \
+        gradients in one backward pass).
 
-        Scored by default: weights and biases of the body's Linear, Conv2d and
-        LayerNorm layers — in a vision transformer also the patch embedding,
-        every block's qkv / proj / MLP / norms, cls_token and pos_embed; never
-        the heads. The model runs in evaluation mode (no dropout). Weights shared
-        across tokens get per-sample gradients summed over the tokens before
-        squaring, Σ_n (Σ_t δ_nt x_ntᵀ)² (one product per sample), not
-        Σ_n Σ_t (δ_nt x_ntᵀ)².
+        talos follows the TaLoS reference: ŷ ~ softmax(f(x)) per input and draw, gradient of the raw \
+        logit f_ŷ, computed with one backward pass per batch and draw instead of one per sample; \
+        talos-exact and fisher-exact do one backward pass per class (docs/talos.md §Estimators). \
+        --append adds samples to an existing scores file after checking estimator, draws, tensors and \
+        base fingerprint.
 
-        talos follows the TaLoS reference: ŷ ~ softmax(f(x)) per input and draw,
-        gradient of the raw logit f_ŷ. It differs from the reference only in how
-        it is computed: one forward and one backward pass per batch (per draw)
-        with per-sample squared gradients formed per layer, instead of one
-        backward pass per sample. talos-exact and fisher-exact do one backward
-        pass per class.
-
-        --append adds samples to an existing scores file after checking
-        estimator, draws, tensors and base fingerprint.
-
-        Example:
-          locus score model.h5 task.h5 --head task --estimator talos \\
-            --batches 20 -o scores.h5
+        Example: locus score model.h5 task.h5 --head task --batches 20 -o scores.h5
         """)
 
     @Argument(help: "Model checkpoint.") var model: String
     @Argument(help: "Dataset artifact.") var data: String
     @Option(name: .shortAndLong, help: "Output scores file.") var output: String
     @OptionGroup var scoring: ScoringSetOptions
-    @Flag(help: "Add to the existing scores in OUTPUT instead of starting anew.") var append = false
+    @Flag(help: "Add to the scores already in OUTPUT.") var append = false
     @Flag(help: "No progress bar.") var quiet = false
 
     @OptionGroup(title: "Reading checkpoints") var source: SourceOptions

@@ -21,13 +21,13 @@ struct VerifyOptions: ParsableArguments {
 /// How every checkpoint a command reads is opened: a key inside PyTorch files and a renaming
 /// (docs/checkpoints.md), and whether it is verified first. Shared by all commands that read models.
 struct SourceOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("PyTorch files: dotted key of the state dict (e.g. state_dict).", valueName: "key"))
+    @Option(help: ArgumentHelp("PyTorch files: dotted key of the state dict.", valueName: "key"))
     var key: String?
     @Option(help: ArgumentHelp("Built-in renaming table.", valueName: "table"))
     var rename: RenameTable?
-    @Option(help: ArgumentHelp("Keep only tensors whose names start with this, without it.", valueName: "prefix"))
+    @Option(help: ArgumentHelp("Keep only tensors named <prefix>…, minus the prefix.", valueName: "prefix"))
     var stripPrefix: String?
-    @Option(help: ArgumentHelp("Rename with 'REGEX → REPLACEMENT' lines, first match wins.", valueName: "file"))
+    @Option(help: ArgumentHelp("'REGEX → REPLACEMENT' lines, first match wins.", valueName: "file"))
     var renameRules: String?
     @OptionGroup var verification: VerifyOptions
     var verify: Bool { verification.verify }
@@ -66,7 +66,7 @@ func reportingErrors<R>(_ verification: VerifyOptions, _ body: () throws -> R) t
 struct OutputOptions: ParsableArguments {
     @Option(help: ArgumentHelp("h5, or hf for a Hugging Face folder (default: hf when OUTPUT ends in / or is a folder).", valueName: "fmt"))
     var format: CheckpointOutputFormat?
-    @Option(help: ArgumentHelp("Folder outputs: largest shard, e.g. 5GB, 200MB, 512MiB.", valueName: "size"))
+    @Option(help: ArgumentHelp("Largest shard of a folder, e.g. 200MB.", valueName: "size"))
     var shardSize: String = "5GB"
 
     func format(for output: String) -> CheckpointOutputFormat { CheckpointOutputFormat.infer(path: output, explicit: format) }

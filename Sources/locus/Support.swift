@@ -63,19 +63,19 @@ func fmt(_ x: Double, _ digits: Int = 4) -> String {
 /// The training options `train` and `finetune` share.
 struct TrainingOptions: ParsableArguments {
     @Option(help: "Split to train on.") var split: String = "train"
-    @Option(help: "Split to evaluate on after each epoch (default: 'val' when the data has it; '' for none).") var valSplit: String?
+    @Option(help: ArgumentHelp("Split evaluated each epoch (val if any; '' for none).", valueName: "split")) var valSplit: String?
     @Option(help: "Epochs.") var epochs: Int = 1
-    @Option(help: "Batch size.") var batchSize: Int = 64
+    @Option(help: ArgumentHelp("Batch size.", valueName: "n")) var batchSize: Int = 64
     @Option(help: "Peak learning rate.") var lr: Float = 1e-3
-    @Option(help: "sgd or adamw (masked variants in finetune).") var optimizer: OptimizerKind = .adamw
+    @Option(help: "Optimizer.") var optimizer: OptimizerKind = .adamw
     @Option(help: "SGD momentum.") var momentum: Float = 0.9
     @Option(help: "SGD dampening.") var dampening: Float = 0
     @Flag(help: "SGD with Nesterov momentum.") var nesterov = false
-    @Option(help: "Weight decay (coupled for sgd, decoupled for adamw).") var weightDecay: Float = 0
-    @Option(help: "cosine or constant after warm-up.") var schedule: LearningRateSchedule.Shape = .cosine
+    @Option(help: ArgumentHelp("Weight decay.", valueName: "wd")) var weightDecay: Float = 0
+    @Option(help: "LR decay.") var schedule: LearningRateSchedule.Shape = .cosine
     @Option(help: "Warm-up as a fraction of all steps.") var warmup: Float = 0
     @Option(help: "Clip the global gradient norm to this value.") var clipNorm: Float?
-    @Option(help: "Label smoothing ε.") var labelSmoothing: Float = 0
+    @Option(help: ArgumentHelp("Label smoothing ε.", valueName: "ε")) var labelSmoothing: Float = 0
     @Option(help: "Seed of shuffling, dropout and new heads.") var seed: UInt64 = 0
     @Flag(help: "One BLAS thread: bit-identical results run to run.") var deterministic = false
     @Flag(help: "No progress bar.") var quiet = false

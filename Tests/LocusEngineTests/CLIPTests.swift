@@ -69,7 +69,7 @@ final class CLIPTests: EngineTestCase {
     }
 
     /// The head has parameters that never get gradients; the layer seen without them has its input gradient checked.
-    final class InputOnly: Layer {
+    final class InputOnly: ParameterFree {
         let inner: any Layer
         init(_ inner: any Layer) { self.inner = inner }
         var spec: LayerSpec { inner.spec }
@@ -111,6 +111,47 @@ final class CLIPTests: EngineTestCase {
         let z = head.forward(Tensor(zeros: [1, 6]), mode: .eval)
         XCTAssertEqual(z.data, [0, 0, 0, 0])
         XCTAssertTrue(head.backward(Tensor(shape: [1, 4], repeating: 1)).data.allSatisfy(\.isFinite))
+    }
+
+    /// The fixed head's per-sample statistics against central differences of its function in Double:
+    /// for each sample n, G_n = ∂(Σ_c δ_nc y_nc)/∂θ, summed as Σ_n G_n².
+    func testZeroShotHeadPerSampleSquaredGradients() throws {
+        var rnd = TestRandom(21)
+        let head = ZeroShotHead(prefix: "heads.zs", features: 5, classes: 3, seed: 22)
+        head.logitScale.value.data = [Float(Foundation.log(4.0))]
+        head.textEmbeddings.value.data[5..<10] = [0, 0, 0, 0, 0]   // a zero class row: its norm is clamped at ε
+        let b = 4, x = rnd.tensor([b, 5], -2, 2), delta = rnd.tensor([b, 3])
+        _ = head.forward(x, mode: .eval); _ = head.backward(delta)
+        func output(_ n: Int, _ t: [Double], _ l: Double) -> Double {
+            func normalized(_ v: [Double]) -> [Double] { let r = max(v.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-12); return v.map { $0 / r } }
+            let f = normalized((0..<5).map { Double(x.data[n * 5 + $0]) })
+            return (0..<3).reduce(0.0) { acc, c in
+                let tc = normalized(Array(t[(c * 5)..<(c * 5 + 5)]))
+                return acc + Double(delta.data[n * 3 + c]) * Foundation.exp(l) * zip(f, tc).reduce(0) { $0 + $1.0 * $1.1 }
+            }
+        }
+        let t0 = head.textEmbeddings.value.data.map(Double.init), l0 = Double(head.logitScale.value.data[0]), h = 1e-6
+        var refT = [Double](repeating: 0, count: 15), refL = [0.0]
+        for n in 0..<b {
+            for i in 0..<15 where !(5..<10).contains(i) {
+                var up = t0, down = t0; up[i] += h; down[i] -= h
+                let g = (output(n, up, l0) - output(n, down, l0)) / (2 * h)
+                refT[i] += g * g
+            }
+            let g = (output(n, t0, l0 + h) - output(n, t0, l0 - h)) / (2 * h)
+            refL[0] += g * g
+        }
+        // The zero row: F.normalize divides by ε there, so ∂/∂T_c = s δ_nc u_n / ε (differences would blow up).
+        for n in 0..<b {
+            let f = (0..<5).map { Double(x.data[n * 5 + $0]) }, r = f.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            for j in 0..<5 { let g = 4 * Double(delta.data[n * 3 + 1]) * f[j] / r / 1e-12; refT[5 + j] += g * g }
+        }
+        var gotT = [Float](repeating: 0, count: 15), gotL: [Float] = [0]
+        try head.addSquaredPerSampleGradients(of: head.textEmbeddings, batch: b, into: &gotT)
+        try head.addSquaredPerSampleGradients(of: head.logitScale, batch: b, into: &gotL)
+        assertClose(Array(gotT[0..<5] + gotT[10..<15]), Array(refT[0..<5] + refT[10..<15]), tol: 1e-5, "text embeddings")
+        assertClose(Array(gotT[5..<10]), Array(refT[5..<10]), tol: 1e-5, "text embeddings, zero row")
+        assertClose(gotL, refL, tol: 1e-5, "logit scale")
     }
 
     /// The whole CLIP tower: the loss gradient of a few entries of every parameter through the zero-shot head.

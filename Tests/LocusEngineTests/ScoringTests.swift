@@ -475,6 +475,45 @@ final class ScoringTests: EngineTestCase {
         XCTAssertEqual(s.samples, 0)
     }
 
+    /// Each layer computes its own parameters' statistics: a composite layer (transformer block, patch
+    /// embedding) answers with its sublayer's result, bit for bit; a layer refuses a parameter that is
+    /// not its own.
+    func testPerSampleStatisticsComeFromTheLayerHoldingTheParameter() throws {
+        let model = try makeModel(Self.clip())
+        let (x, y) = batches(Self.clip(), seed: 4)[1]
+        let s = try Scorer(model: model, head: model.architecture.heads[0].name, estimator: .talosExact)
+        try s.accumulate(x, labels: y)   // every layer keeps its last input and output gradient
+        let composites = model.body.filter { $0 is TransformerBlock || $0 is PatchEmbedding }
+        XCTAssertGreaterThan(composites.count, 1)
+        for layer in composites { for p in layer.parameters {
+            var viaComposite = [Float](repeating: 0, count: p.value.count), viaLeaf = viaComposite
+            try layer.addSquaredPerSampleGradients(of: p, batch: x.rows, into: &viaComposite)
+            let leaf = try XCTUnwrap(layer.allLayers.first { $0.sublayers.isEmpty && $0.parameters.contains { $0 === p } })
+            try leaf.addSquaredPerSampleGradients(of: p, batch: x.rows, into: &viaLeaf)
+            XCTAssertEqual(bits(viaComposite), bits(viaLeaf), p.name)
+            XCTAssertTrue(viaLeaf.contains { $0 > 0 }, p.name)
+        } }
+        let block = try XCTUnwrap(model.body.first { $0 is TransformerBlock } as? TransformerBlock)
+        var sink = [Float](repeating: 0, count: block.qkv.weight.value.count)
+        expectEngineError([block.qkv.weight.name, "not a parameter", "layernorm"]) {
+            try block.norm1.addSquaredPerSampleGradients(of: block.qkv.weight, batch: x.rows, into: &sink)
+        }
+        expectEngineError([block.qkv.weight.name, "not a parameter", "attention"]) {
+            try block.attention.addSquaredPerSampleGradients(of: block.qkv.weight, batch: x.rows, into: &sink)
+        }
+        let foreign = Parameter(name: "elsewhere.weight", value: Tensor(zeros: [2]))
+        expectEngineError(["elsewhere.weight", "not a parameter"]) { try block.addSquaredPerSampleGradients(of: foreign, batch: x.rows, into: &sink) }
+        let head = try XCTUnwrap(try model.head(model.architecture.heads[0].name) as? ZeroShotHead)
+        expectEngineError([block.qkv.weight.name, "not a parameter", "zero_shot"]) {
+            try head.addSquaredPerSampleGradients(of: block.qkv.weight, batch: x.rows, into: &sink)
+        }
+        // A layer that kept nothing (an inference-mode forward) says so.
+        let fresh = try makeModel(Self.clip())
+        _ = try fresh.forward(x, head: fresh.architecture.heads[0].name, mode: .inference)
+        let first = fresh.body[0].parameters[0]
+        expectEngineError([first.name, "no per-sample data"]) { try fresh.body[0].addSquaredPerSampleGradients(of: first, batch: x.rows, into: &sink) }
+    }
+
     func testScorerErrors() throws {
         let model = try makeModel(Self.mlp())
         expectEngineError(["nope"]) { _ = try Scorer(model: model, head: "nope", estimator: .talos) }

@@ -8,8 +8,8 @@ import XCTest
 
 /// A seeded generator for test data (Locus's own SplitMix64, so failures reproduce bit for bit).
 struct TestRandom {
-    var rng: SeededRandom
-    init(_ seed: UInt64) { rng = SeededRandom(seed: seed ^ 0x7E57_7E57) }
+    var rng: SplitMix64
+    init(_ seed: UInt64) { rng = SplitMix64(seed: seed ^ 0x7E57_7E57) }
     mutating func uniform(_ lo: Float = -1, _ hi: Float = 1) -> Float { rng.uniform(lo, hi) }
     /// Standard normal (Box–Muller, in Double).
     mutating func normal() -> Float {

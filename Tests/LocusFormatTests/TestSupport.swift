@@ -4,20 +4,11 @@ import HDF5
 import LocusFormat
 import XCTest
 
-/// Deterministic generator so failures reproduce (SplitMix64).
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// Test-data helpers on the shared generator (LocusRandom's SplitMix64, so failures reproduce).
+extension SplitMix64 {
     mutating func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(truncatingIfNeeded: next()) } }
     /// Uniform in [0, 1).
-    mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
+    mutating func unit() -> Double { unitDouble() }
     mutating func floats(_ n: Int, in range: ClosedRange<Float>) -> [Float] {
         (0..<n).map { _ in range.lowerBound + Float(unit()) * (range.upperBound - range.lowerBound) }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import LocusRandom
 import XCTest
 
 @testable import TorchCheckpoint

@@ -19,7 +19,7 @@ import LocusFormat
 
 func gemmBench(n: Int, repeats: Int) throws {
     try BLAS.ensureLoaded()
-    var rng = SeededRandom(seed: 1)
+    var rng = SplitMix64(seed: 1)
     let a = (0..<(n * n)).map { _ in rng.uniform(-1, 1) }
     let b = (0..<(n * n)).map { _ in rng.uniform(-1, 1) }
     var c = [Float](repeating: 0, count: n * n)
@@ -180,7 +180,7 @@ func sparseStepBench(_ args: [String]) throws {
         i += 2
     }
     let sizes = [n / 2, n / 4, n / 8, n - n / 2 - n / 4 - n / 8]
-    var rng = SeededRandom(seed: 7)
+    var rng = SplitMix64(seed: 7)
     let params = sizes.enumerated().map { k, c in
         let p = Parameter(name: "t\(k)", value: Tensor(shape: [c], data: (0..<c).map { _ in rng.uniform(-0.1, 0.1) }))
         p.grad = Tensor(shape: [c], data: (0..<c).map { _ in rng.uniform(-1e-3, 1e-3) })
@@ -289,7 +289,7 @@ func stepBench(_ args: [String]) throws {
     try BLAS.ensureLoaded()
     let model = try Model.load(positional[0])
     let classes = try model.head(head).outFeatures
-    var rng = SeededRandom(seed: 1)
+    var rng = SplitMix64(seed: 1)
     let x = Tensor(shape: [batch] + model.architecture.input) { v in for j in 0..<v.count { v[j] = rng.normal() } }
     let y = (0..<batch).map { $0 % classes }
     func once() throws -> Double {

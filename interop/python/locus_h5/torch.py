@@ -58,7 +58,7 @@ _LOCUS_TO_TORCH = {v: k for k, v in _TORCH_TO_LOCUS.items()}
 _U64 = np.uint64
 
 
-# ================================================================ SplitMix64 (Locus's SeededRandom)
+# ================================================================ SplitMix64 (Sources/LocusRandom)
 
 class SplitMix64:
     """Locus's seeded generator (SplitMix64). The k-th output (k = 0, 1, ...) depends only on the seed
@@ -83,16 +83,25 @@ class SplitMix64:
 
     @classmethod
     def derived(cls, seed: int, label: int) -> "SplitMix64":
-        """SeededRandom.derived(seed:label): an independent stream for a label (e.g. an epoch)."""
+        """SplitMix64.derived(seed:label): an independent stream for a label (e.g. an epoch)."""
         r = cls(int(seed) ^ ((int(label) * 0xD1B54A32D192ED03) & cls.MASK))
         r.next()
         return r
 
+    def below(self, bound: int) -> int:
+        """Uniform in 0..<bound without modulo bias: outputs below 2**64 mod bound are rejected, the
+        first other one is reduced modulo bound (SplitMix64.below)."""
+        threshold = (1 << 64) % bound
+        while True:
+            r = self.next()
+            if r >= threshold:
+                return r % bound
+
     def permutation(self, n: int) -> List[int]:
-        """Fisher–Yates shuffle of 0..<n, as Locus draws it."""
+        """Fisher–Yates shuffle of 0..<n, as Locus draws it: swap i with below(i + 1), i = n−1 ... 1."""
         p = list(range(n))
         for i in range(n - 1, 0, -1):
-            j = self.next() % (i + 1)
+            j = self.below(i + 1)
             p[i], p[j] = p[j], p[i]
         return p
 

@@ -22,13 +22,14 @@ struct Compare: ParsableCommand {
     @Flag(help: "Print the report as JSON.") var json = false
     @Option(help: ArgumentHelp("Also draw the Jaccard or cosine matrix as an SVG heatmap.", valueName: "file"))
     var svg: String?
+    @OptionGroup var verification: VerifyOptions
 
     func validate() throws {
         guard files.count >= 2 else { throw ValidationError("give at least two files to compare") }
     }
 
     func run() throws {
-        try reportingErrors {
+        try reportingErrors(verification) {
             try protectInputs()
             let kinds = try files.map { f in (f, try ArtifactFile.open(f).header.kind) }
             let labels = files.map { fileLabel($0) }

@@ -7,8 +7,10 @@ output dtype once, with round-to-nearest-even (RNE). No Locus code and no locus_
 Where the result depends on a *decision* (TIES trim threshold, Breadcrumbs ranking, TALL mask
 inequality) the magnitudes compared are the float32 numbers Locus compares
 (float32(value · scale) · float32(weight)), so that ties created by rounding are the same ties; every
-sum, mean and the final θ0 + λ·τ are float64. DARE's generator is re-implemented from its
-documentation: SplitMix64 seeded with seed ^ FNV-1a(tensor name) ^ vector·0x9E3779B97F4A7C15,
+sum, mean and the final θ0 + λ·τ are float64. Method and option names are the ones `locus merge --help` lists (docs/merging.md): task_arithmetic,
+ties, dare_linear, dare_ties, breadcrumbs, tall, consensus, fisher; density, scope, drop_rate, rescale,
+seed, gamma, tall_lambda, k, floor, normalize, weight, lambda, dtype. DARE's generator is re-implemented
+from its documentation: SplitMix64 seeded with seed ^ FNV-1a(tensor name) ^ vector·0x9E3779B97F4A7C15,
 unit = (next >> 11)·2⁻⁵³, keep when unit ≥ p, one draw per stored entry in index order.
 """
 import math
@@ -227,23 +229,23 @@ class Inputs:
 
 
 def _after_dare(inp, t, name, idx, v32, o):
-    p = o.get("dare_drop", 0.9)
+    p = o.get("drop_rate", 0.9)
     keep = dare_keep(name, t, len(idx), p, o.get("seed", 0))
-    factor = np.float32(1.0 / (1.0 - p)) if o.get("dare_rescale", True) else np.float32(1.0)
+    factor = np.float32(1.0 / (1.0 - p)) if o.get("rescale", True) else np.float32(1.0)
     return idx[keep], (v32[keep] * factor).astype(np.float32)
 
 
 def _vector_entries(inp, t, name, o):
     """Weighted (and, for DARE, dropped/rescaled) entries of vector t for one tensor."""
     idx, v32 = inp.weighted(t, name)
-    if o["method"] == "dare":
+    if o["method"] in ("dare_linear", "dare_ties"):
         idx, v32 = _after_dare(inp, t, name, idx, v32, o)
     return idx, v32
 
 
 def ties_thresholds(inp, o):
     """Global trim: per vector, the k-th largest |τ| over the whole model, k = ⌊density · N⌋."""
-    k = int(o.get("ties_density", 0.2) * inp.float_total)
+    k = int(o.get("density", 0.2) * inp.float_total)
     out = []
     for t, tv in enumerate(inp.tvs):
         mags = [np.abs(_vector_entries(inp, t, name, o)[1]).astype(np.float64) for name in tv["tensors"]]
@@ -257,22 +259,22 @@ def direction(inp, name, o, thresholds=None):
     n = int(np.prod(shape, dtype=np.int64))
     m = o["method"]
     T = len(inp.tvs)
-    if m == "task-arithmetic":
+    if m == "task_arithmetic":
         d = np.zeros(n)
         for t in range(T):
             idx, e32 = inp.entries(t, name)
             np.add.at(d, idx, inp.w[t] * e32.astype(np.float64))
         return d, None
-    if m in ("ties", "dare"):
-        use_ties = m == "ties" or o.get("dare_then") == "ties"
+    if m in ("ties", "dare_linear", "dare_ties"):
+        use_ties = m in ("ties", "dare_ties")
         kept = []
         for t in range(T):
             idx, v32 = _vector_entries(inp, t, name, o)
             if use_ties:
-                if o.get("ties_scope", "global") == "global":
+                if o.get("scope", "global") == "global":
                     thr = thresholds[t]
                 else:
-                    thr = kth_largest(np.abs(v32).astype(np.float64), int(o.get("ties_density", 0.2) * n), n)
+                    thr = kth_largest(np.abs(v32).astype(np.float64), int(o.get("density", 0.2) * n), n)
                 sel = (np.abs(v32).astype(np.float64) >= thr) & (v32 != 0)
                 idx, v32 = idx[sel], v32[sel]
             dense = np.zeros(n)
@@ -287,7 +289,7 @@ def direction(inp, name, o, thresholds=None):
         s = np.where(agree, stack, 0.0).sum(axis=0)
         return np.where(cnt > 0, s / np.maximum(cnt, 1), 0.0), None
     if m == "breadcrumbs":
-        beta, gam = o.get("beta", 0.2), o.get("gamma", 0.1)
+        beta, gam = o.get("density", 0.2), o.get("gamma", 0.1)
         seg = (int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else n) if o.get("scope", "row") == "row" else n
         seg = max(1, seg)
         d = np.zeros(n)
@@ -319,7 +321,7 @@ def direction(inp, name, o, thresholds=None):
         if m == "tall":
             return mtl, (masks, margins)
         votes = np.sum(masks, axis=0) if masks else np.zeros(n)
-        return np.where(votes >= o.get("consensus_k", 2), mtl, 0.0), (masks, margins)
+        return np.where(votes >= o.get("k", 2), mtl, 0.0), (masks, margins)
     raise ValueError(m)
 
 
@@ -334,8 +336,8 @@ def fisher(inp, name, scores, o):
         sc = scores[t]
         if name in sc["tensors"]:
             F = sc["tensors"][name].reshape(-1)
-            norm = 1.0 / sc["samples"] if o.get("fisher_normalize") and sc["samples"] > 0 and sc["reduction"] == "sum" else 1.0
-            F = np.maximum(F * norm, o.get("fisher_floor", 1e-6))
+            norm = 1.0 / sc["samples"] if o.get("normalize") and sc["samples"] > 0 and sc["reduction"] == "sum" else 1.0
+            F = np.maximum(F * norm, o.get("floor", 1e-6))
         else:
             F = np.ones(n)
         F = F * inp.w[t]
@@ -349,10 +351,10 @@ def merge(base_path, tv_paths, options, scores_paths=()):
     rounded float64 in the output dtype, raw for copied tensors), plus TALL per-task masks/models."""
     o = dict(options)
     o.setdefault("lambda", 1.0)
-    inp = Inputs(base_path, tv_paths, o.get("weights"))
+    inp = Inputs(base_path, tv_paths, o.get("weight"))
     scores = [read_scores(p) for p in scores_paths] if o["method"] == "fisher" else None
     thresholds = None
-    if (o["method"] == "ties" or (o["method"] == "dare" and o.get("dare_then") == "ties")) and o.get("ties_scope", "global") == "global":
+    if o["method"] in ("ties", "dare_ties") and o.get("scope", "global") == "global":
         thresholds = ties_thresholds(inp, o)
     out, tall_masks, tall_models = {}, [{} for _ in inp.tvs], [{} for _ in inp.tvs]
     for name, b in inp.base.items():

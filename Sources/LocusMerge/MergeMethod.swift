@@ -193,7 +193,7 @@ public struct MergeParameterError: Error, Sendable {
 public enum MergeMethods {
     /// Registration: one line per method file.
     public static let all: [any MergeMethodDefinition] = [
-        TaskArithmeticMethod(), TiesMethod(), DareLinearMethod(), DareTiesMethod(), BreadcrumbsMethod(),
+        TaskArithmeticMethod(), TiesMethod(), DareLinearMethod(), DareTiesMethod(), BreadcrumbsMethod(), BreadcrumbsTiesMethod(),
         TallMethod(), ConsensusMethod(), FisherMethod(),
     ]
 

@@ -105,6 +105,7 @@ final class MergeMethodTests: XCTestCase {
             ("dare_linear", GTAComposition(random: true)),
             ("dare_ties", GTAComposition(random: true, magnitude: true, signElection: true)),
             ("breadcrumbs", GTAComposition(outliers: true)),
+            ("breadcrumbs_ties", GTAComposition(outliers: true, signElection: true)),
         ]
         for (name, want) in family {
             let m = MergeMethods.named(name)!

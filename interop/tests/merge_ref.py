@@ -8,7 +8,7 @@ Where the result depends on a *decision* (TIES trim threshold, Breadcrumbs ranki
 inequality) the magnitudes compared are the float32 numbers Locus compares
 (float32(value · scale) · float32(weight)), so that ties created by rounding are the same ties; every
 sum, mean and the final θ0 + λ·τ are float64. Method and option names are the ones `locus merge --help` lists (docs/merging.md): task_arithmetic,
-ties, dare_linear, dare_ties, breadcrumbs, tall, consensus, fisher; density, scope, drop_rate, rescale,
+ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, tall, consensus, fisher; density, scope, drop_rate, rescale,
 seed, gamma, tall_lambda, k, floor, normalize, weight, lambda, dtype. DARE's generator is re-implemented
 from its documentation: SplitMix64 seeded with seed ^ FNV-1a(tensor name) ^ vector·0x9E3779B97F4A7C15,
 unit = (next >> 11)·2⁻⁵³, keep when unit ≥ p, one draw per stored entry in index order.
@@ -253,6 +253,16 @@ def ties_thresholds(inp, o):
     return out
 
 
+def sign_elect(stack):
+    """TIES's elect + disjoint mean over a (vectors × n) stack: the mean of the entries whose sign
+    agrees with the sign of the column sum (Yadav et al., 2023, §3)."""
+    gamma = np.sign(stack.sum(axis=0))                      # elected sign
+    agree = (np.sign(stack) == gamma) & (stack != 0) & (gamma != 0)
+    cnt = agree.sum(axis=0)
+    s = np.where(agree, stack, 0.0).sum(axis=0)
+    return np.where(cnt > 0, s / np.maximum(cnt, 1), 0.0)
+
+
 def direction(inp, name, o, thresholds=None):
     """τ_m (float64, flat) of one tensor for the linear methods; for tall/consensus also the masks."""
     shape = inp.base[name]["shape"]
@@ -282,21 +292,20 @@ def direction(inp, name, o, thresholds=None):
             kept.append(dense)
         if not use_ties:
             return np.sum(kept, axis=0) if kept else np.zeros(n), None
-        stack = np.array(kept) if kept else np.zeros((0, n))
-        gamma = np.sign(stack.sum(axis=0))                      # elected sign
-        agree = (np.sign(stack) == gamma) & (stack != 0) & (gamma != 0)
-        cnt = agree.sum(axis=0)
-        s = np.where(agree, stack, 0.0).sum(axis=0)
-        return np.where(cnt > 0, s / np.maximum(cnt, 1), 0.0), None
-    if m == "breadcrumbs":
+        return sign_elect(np.array(kept) if kept else np.zeros((0, n))), None
+    if m in ("breadcrumbs", "breadcrumbs_ties"):
+        # Each vector's mask is ranked on its unweighted entries; the kept entries are weighted (float32
+        # products, as Locus holds them), then summed (breadcrumbs) or sign-elected (breadcrumbs_ties).
         beta, gam = o.get("density", 0.2), o.get("gamma", 0.1)
         seg = (int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else n) if o.get("scope", "row") == "row" else n
         seg = max(1, seg)
         d = np.zeros(n)
+        kept = []
         for t in range(T):
             idx, e32 = inp.entries(t, name)
             dense = np.zeros(n, np.float32)
             dense[idx] = e32
+            mine = np.zeros(n)
             for s0 in range(0, n, seg):
                 part = dense[s0:s0 + seg]
                 L = len(part)
@@ -304,8 +313,14 @@ def direction(inp, name, o, thresholds=None):
                 drop, take = int(gam * L), int(beta * L)
                 chosen = order[drop:drop + take]
                 chosen = chosen[part[chosen] != 0]
-                d[s0 + chosen] += inp.w[t] * part[chosen].astype(np.float64)
-        return d, None
+                if m == "breadcrumbs":
+                    d[s0 + chosen] += inp.w[t] * part[chosen].astype(np.float64)
+                else:
+                    mine[s0 + chosen] = (part[chosen] * np.float32(inp.w[t])).astype(np.float64)
+            kept.append(mine)
+        if m == "breadcrumbs":
+            return d, None
+        return sign_elect(np.array(kept) if kept else np.zeros((0, n))), None
     if m in ("tall", "consensus"):
         lam = o.get("tall_lambda", 0.4)
         vecs = []

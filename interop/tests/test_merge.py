@@ -226,6 +226,9 @@ CONFIGS = {
     "breadcrumbs-row": {"method": "breadcrumbs"},
     "breadcrumbs-row-wide": {"method": "breadcrumbs", "density": 0.5, "gamma": 0.25, "weight": W5, "lambda": 0.4},
     "breadcrumbs-tensor": {"method": "breadcrumbs", "scope": "tensor", "density": 0.3, "gamma": 0.1},
+    "breadcrumbs-ties-row": {"method": "breadcrumbs_ties"},
+    "breadcrumbs-ties-row-wide": {"method": "breadcrumbs_ties", "density": 0.5, "gamma": 0.25, "weight": W5, "lambda": 0.4},
+    "breadcrumbs-ties-tensor": {"method": "breadcrumbs_ties", "scope": "tensor", "density": 0.3, "gamma": 0.1, "lambda": 1.2},
     "tall": {"method": "tall", "tall_lambda": 0.4},
     "tall-weights": {"method": "tall", "tall_lambda": 0.2, "weight": W5, "lambda": 0.6},
     "consensus-2": {"method": "consensus", "k": 2},
@@ -640,6 +643,21 @@ def test_dare_seed_above_int64_max(locus, setup, tmp_path):
 
 def tensors_raw(path):
     return {k: v["raw"] for k, v in ref.read_checkpoint(path).items()}
+
+
+@pytest.mark.parametrize("scope", ["row", "tensor"])
+def test_breadcrumbs_ties_of_one_vector_is_breadcrumbs(locus, setup, tmp_path, scope):
+    """With one vector nothing disagrees: the sign election keeps every kept entry as it is, so
+    breadcrumbs_ties and breadcrumbs write the same bytes (and differ once the vectors disagree)."""
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    o = {"density": 0.4, "gamma": 0.1, "scope": scope, "weight": [-1.5]}
+    assert_ok(run_merge(locus, setup["base"], [setup["tvs"][0]], {"method": "breadcrumbs_ties", **o}, a))
+    assert_ok(run_merge(locus, setup["base"], [setup["tvs"][0]], {"method": "breadcrumbs", **o}, b))
+    assert tensors_raw(a) == tensors_raw(b)
+    o["weight"] = [1.0, 1.0, 1.0]
+    assert_ok(run_merge(locus, setup["base"], setup["tvs"][:3], {"method": "breadcrumbs_ties", **o}, a))
+    assert_ok(run_merge(locus, setup["base"], setup["tvs"][:3], {"method": "breadcrumbs", **o}, b))
+    assert tensors_raw(a) != tensors_raw(b)
 
 
 @pytest.mark.parametrize("canonical,older", [

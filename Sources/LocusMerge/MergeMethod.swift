@@ -194,7 +194,7 @@ public enum MergeMethods {
     /// Registration: one line per method file.
     public static let all: [any MergeMethodDefinition] = [
         TaskArithmeticMethod(), TiesMethod(), DareLinearMethod(), DareTiesMethod(), BreadcrumbsMethod(), BreadcrumbsTiesMethod(),
-        TallMethod(), ConsensusMethod(), FisherMethod(),
+        TallMethod(), ConsensusMethod(), FisherMethod(), LinearMethod(),
     ]
 
     public static var names: [String] { all.map(\.name) }

@@ -36,6 +36,7 @@ extension Merger {
             }
             for t in m.tensors where first.tensor(named: t.name) == nil { problems.append("\(paths[i]): tensor '\(t.name)' is not in \(paths[0])") }
         }
+        problems.sort { ($0.hasSuffix("is missing") ? 1 : 0) < ($1.hasSuffix("is missing") ? 1 : 0) }   // stable: mismatches first
         guard problems.isEmpty else {
             throw LocusError(file: paths[0], "\(problems.count) problem(s) with the models: \(problems.prefix(8).joined(separator: "; "))\(problems.count > 8 ? "; …" : "")")
         }

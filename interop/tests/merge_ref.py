@@ -404,3 +404,39 @@ def merge(base_path, tv_paths, options, scores_paths=()):
                      "theta0": theta0.reshape(b["shape"]), "mag": (abs(o["lambda"]) * mag).reshape(b["shape"]),
                      "value": round_to(exact, dt).reshape(b["shape"]), "copied": False}
     return {"tensors": out, "tall_masks": tall_masks, "tall_models": tall_models, "inputs": inp}
+
+
+# ------------------------------------------------------------------ methods on full models (no base)
+
+def combine_models(method, xs, o):
+    """One tensor (flat float64 arrays, one per model) → (exact result, size of the summands)."""
+    if method == "linear":
+        w = o.get("weight") or [1.0] * len(xs)
+        acc = np.zeros_like(xs[0])
+        mag = np.zeros_like(xs[0])
+        for wi, x in zip(w, xs):
+            acc = acc + wi * x
+            mag = mag + np.abs(wi * x)
+        if o.get("normalize", True):
+            total = sum(w)
+            return acc / total, mag / abs(total)
+        return acc, mag
+    raise ValueError(method)
+
+
+def merge_models(paths, options):
+    """The merged checkpoint of full models, in the form `merge` returns (non-float tensors copied
+    from the first model)."""
+    o = dict(options)
+    models = [read_checkpoint(p) for p in paths]
+    out = {}
+    for name, first in models[0].items():
+        if first["dtype"] not in FLOATS:
+            out[name] = {"dtype": first["dtype"], "shape": first["shape"], "raw": first["raw"], "copied": True}
+            continue
+        xs = [m[name]["value"].reshape(-1) for m in models]
+        exact, mag = combine_models(o["method"], xs, o)
+        dt = o.get("dtype") or first["dtype"]
+        out[name] = {"dtype": dt, "shape": first["shape"], "exact": exact.reshape(first["shape"]), "mag": mag.reshape(first["shape"]),
+                     "value": round_to(exact, dt).reshape(first["shape"]), "copied": False}
+    return {"tensors": out}

@@ -194,7 +194,7 @@ public enum MergeMethods {
     /// Registration: one line per method file.
     public static let all: [any MergeMethodDefinition] = [
         TaskArithmeticMethod(), TiesMethod(), DareLinearMethod(), DareTiesMethod(), BreadcrumbsMethod(), BreadcrumbsTiesMethod(),
-        TallMethod(), ConsensusMethod(), FisherMethod(), LinearMethod(),
+        TallMethod(), ConsensusMethod(), FisherMethod(), LinearMethod(), SlerpMethod(),
     ]
 
     public static var names: [String] { all.map(\.name) }

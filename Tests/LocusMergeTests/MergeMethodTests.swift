@@ -115,4 +115,22 @@ final class MergeMethodTests: XCTestCase {
         }
         XCTAssertNil(MergeMethods.named("fisher")!.producer.directionKernel, "Fisher's output is not θ0 + λ·d (no α search)")
     }
+
+    func testSlerpCoefficients() {
+        // Orthogonal unit vectors: the quarter circle, cos(tπ/2) and sin(tπ/2).
+        for t in [0.0, 0.2, 0.5, 1.0] {
+            let (a, b) = SlerpKernel.coefficients(t: t, normSquared0: 1, normSquared1: 1, dot: 0)
+            XCTAssertEqual(a, cos(t * .pi / 2), accuracy: 1e-15); XCTAssertEqual(b, sin(t * .pi / 2), accuracy: 1e-15)
+        }
+        // The norms do not change the angle: ‖v0‖ = 2, ‖v1‖ = 3, 60° apart.
+        let (a, b) = SlerpKernel.coefficients(t: 0.5, normSquared0: 4, normSquared1: 9, dot: 6 * 0.5)
+        XCTAssertEqual(a, sin(Double.pi / 6) / sin(Double.pi / 3), accuracy: 1e-12); XCTAssertEqual(b, a, accuracy: 1e-12)
+        // Nearly parallel or opposite (|cos Ω| > 0.9995): the linear weights.
+        XCTAssertTrue(SlerpKernel.coefficients(t: 0.3, normSquared0: 1, normSquared1: 1, dot: 0.9996) == (0.7, 0.3))
+        XCTAssertTrue(SlerpKernel.coefficients(t: 0.3, normSquared0: 1, normSquared1: 4, dot: -2) == (0.7, 0.3))
+        XCTAssertFalse(SlerpKernel.coefficients(t: 0.3, normSquared0: 1, normSquared1: 1, dot: 0.9994) == (0.7, 0.3))
+        // A zero tensor is not divided by its norm: cos Ω = 0.
+        let z = SlerpKernel.coefficients(t: 0.5, normSquared0: 0, normSquared1: 1, dot: 0)
+        XCTAssertEqual(z.0, 0.5.squareRoot(), accuracy: 1e-15)
+    }
 }

@@ -409,7 +409,8 @@ def merge(base_path, tv_paths, options, scores_paths=()):
 # ------------------------------------------------------------------ methods on full models (no base)
 
 def combine_models(method, xs, o):
-    """One tensor (flat float64 arrays, one per model) → (exact result, size of the summands)."""
+    """One tensor (flat float64 arrays, one per model) → (exact result, size of the summands):
+    linear (Σ w_i x_i, divided by Σ w_i unless normalize is false) or slerp (two models)."""
     if method == "linear":
         w = o.get("weight") or [1.0] * len(xs)
         acc = np.zeros_like(xs[0])
@@ -421,7 +422,26 @@ def combine_models(method, xs, o):
             total = sum(w)
             return acc / total, mag / abs(total)
         return acc, mag
+    if method == "slerp":
+        t = o.get("t", 0.5)
+        v0, v1 = xs
+        s0, s1 = slerp_coefficients(t, v0, v1)
+        return s0 * v0 + s1 * v1, np.abs(s0 * v0) + np.abs(s1 * v1)
     raise ValueError(method)
+
+
+def slerp_coefficients(t, v0, v1, parallel=0.9995, eps=1e-8):
+    """Spherical interpolation of two flattened tensors (Shoemake, 1985): the angle Ω between the
+    directions of v0 and v1 (each divided by its norm when that exceeds eps), and
+    sin((1−t)Ω)/sin Ω, sin(tΩ)/sin Ω; when |cos Ω| > 0.9995 the linear weights 1−t, t."""
+    n0, n1 = np.linalg.norm(v0), np.linalg.norm(v1)
+    u0 = v0 / n0 if n0 > eps else v0
+    u1 = v1 / n1 if n1 > eps else v1
+    cos = float(np.sum(u0 * u1))
+    if abs(cos) > parallel:
+        return 1.0 - t, t
+    omega = math.acos(cos)
+    return math.sin((1 - t) * omega) / math.sin(omega), math.sin(t * omega) / math.sin(omega)
 
 
 def merge_models(paths, options):

@@ -1,5 +1,6 @@
 """`locus merge` of full models (no base, no task vectors) checked against numpy (merge_ref.py):
-linear (weighted average, Wortsman et al., 2022). Models of one architecture are made with h5py
+linear (weighted average, Wortsman et al., 2022) and slerp (Shoemake, 1985, per tensor, with the
+linear fallback for nearly parallel tensors). Models of one architecture are made with h5py
 through locus_h5 (test_merge's mixed shapes and dtypes), each with other values.
 """
 import json
@@ -118,3 +119,75 @@ def test_models_of_another_architecture_are_refused(locus, models, tmp_path):
 def test_bad_linear_parameters_are_refused(locus, models, tmp_path, args, mention):
     out = tmp_path / "m.h5"
     expect_refusal(locus, ["merge", *models, *args], tmp_path, out, out, mention=(mention,))
+
+
+# ------------------------------------------------------------------ slerp
+
+@pytest.mark.parametrize("o", [{"method": "slerp"}, {"method": "slerp", "t": 0.3}, {"method": "slerp", "t": 0.85, "dtype": "float32"}],
+                         ids=["default", "t0.3", "t0.85-float32"])
+def test_slerp_matches_numpy(locus, models, tmp_path, o):
+    out = tmp_path / "m.h5"
+    assert_ok(run(locus, models[:2], o, out))
+    compare(out, ref.merge_models(models[:2], o)["tensors"], "slerp")
+
+
+@pytest.mark.parametrize("t,which", [(0, 0), (1, 1)])
+def test_slerp_ends_are_the_models(locus, models, tmp_path, t, which):
+    """t = 0 is the first model and t = 1 the second, bit for bit (sin Ω / sin Ω = 1, sin 0 = 0)."""
+    out = tmp_path / "m.h5"
+    assert_ok(run(locus, models[:2], {"method": "slerp", "t": t}, out))
+    got, want = ref.read_checkpoint(out), ref.read_checkpoint(models[which])
+    for name in BASE_SPEC:
+        if BASE_SPEC[name][0] in ref.FLOATS:
+            assert got[name]["raw"] == want[name]["raw"], name
+
+
+def test_slerp_of_parallel_tensors_falls_back_to_linear(locus, tmp_path):
+    """|cos Ω| > 0.9995: 2·a (parallel), −a (opposite) and a + tiny noise are interpolated linearly, as
+    mergekit does (the spherical formula divides by sin Ω ≈ 0); a tensor at 90° is interpolated on the
+    circle, so its norm stays that of the inputs instead of shrinking."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((8, 16)).astype(np.float32)
+    b = rng.standard_normal((8, 16)).astype(np.float32)
+    ortho = b - (np.sum(a.astype(np.float64) * b) / np.sum(a.astype(np.float64) ** 2)) * a
+    ortho = (ortho * np.linalg.norm(a) / np.linalg.norm(ortho)).astype(np.float32)
+    noise = (a + 1e-4 * rng.standard_normal(a.shape)).astype(np.float32)
+    m0, m1 = tmp_path / "a.h5", tmp_path / "b.h5"
+    locus_h5.write_checkpoint(m0, {"double": a, "opposite": a, "near": a, "ortho": a})
+    locus_h5.write_checkpoint(m1, {"double": 2 * a, "opposite": -a, "near": noise, "ortho": ortho})
+    out = tmp_path / "m.h5"
+    t = 0.25
+    assert_ok(run(locus, [m0, m1], {"method": "slerp", "t": t}, out))
+    got = {k: v["value"] for k, v in ref.read_checkpoint(out).items()}
+    a64 = a.astype(np.float64)
+    np.testing.assert_allclose(got["double"], 1.25 * a64, rtol=1e-6)
+    np.testing.assert_allclose(got["opposite"], 0.5 * a64, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got["near"], 0.75 * a64 + 0.25 * noise.astype(np.float64), rtol=1e-6, atol=1e-7)
+    lerp = 0.75 * a64 + 0.25 * ortho.astype(np.float64)
+    assert np.linalg.norm(got["ortho"]) == pytest.approx(np.linalg.norm(a64), rel=1e-5)
+    assert np.linalg.norm(lerp) < 0.8 * np.linalg.norm(a64)
+    np.testing.assert_allclose(got["ortho"], math_slerp(a64, ortho.astype(np.float64), t), rtol=1e-5, atol=1e-6)
+
+
+def math_slerp(a, b, t):
+    """Slerp of two orthogonal vectors of equal norm: cos(tπ/2)·a + sin(tπ/2)·b."""
+    return np.cos(t * np.pi / 2) * a + np.sin(t * np.pi / 2) * b
+
+
+@pytest.mark.parametrize("count,args,mention", [(3, [], "exactly 2 models"), (1, [], "exactly 2 models"),
+                                                 (2, ["--t=1.5"], "t must be in [0, 1]"), (2, ["--weight=1,2"], "not a parameter of slerp")],
+                         ids=["three", "one", "t-range", "weight"])
+def test_bad_slerp_inputs_are_refused(locus, models, tmp_path, count, args, mention):
+    out = tmp_path / "m.h5"
+    expect_refusal(locus, ["merge", *models[:count], "--method", "slerp", *args], tmp_path, out, out, mention=(mention,))
+
+
+def test_slerp_recipe_puts_base_model_first(locus, models, tmp_path):
+    """As in mergekit, a slerp recipe's base_model is one of the models and is the t = 0 end."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"base_model: {models[1]}\nmodels:\n  - model: {models[0]}\n  - model: {models[1]}\n"
+                      "merge_method: slerp\nparameters: {t: 0.0}\n")
+    out = tmp_path / "m.h5"
+    assert_ok(locus("merge", "--config", recipe, "-o", out))
+    got, want = ref.read_checkpoint(out), ref.read_checkpoint(models[1])
+    assert all(got[n]["raw"] == want[n]["raw"] for n in want)

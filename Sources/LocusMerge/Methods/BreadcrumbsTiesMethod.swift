@@ -5,6 +5,6 @@ struct BreadcrumbsTiesMethod: GeneralizedTaskArithmeticMethod {
         "Breadcrumbs' mask (--gamma, --density, --scope) on each w_t τ_t, then TIES's sign election and",
         "disjoint mean over the kept entries; θ = θ0 + λ τ_m",
     ]
-    let citation = "Davari, Belilovsky (2024), Model Breadcrumbs, ECCV, §3 (mask); Yadav et al. (2023), TIES-Merging, NeurIPS, §3 (elect, disjoint merge)."
+    let citation = "Davari, Belilovsky (2024), Model Breadcrumbs, ECCV 2024: the mask; Yadav et al. (2023), TIES-Merging, NeurIPS 2023: elect sign and disjoint merge."
     let composition = GTAComposition(outliers: true, signElection: true)
 }

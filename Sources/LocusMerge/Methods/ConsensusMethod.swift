@@ -2,7 +2,7 @@
 struct ConsensusMethod: MergeMethodDefinition {
     let name = "consensus"
     let summary = ["TALL's masks m_t (--tall-lambda); m = 1[Σ_t m_t ≥ --k]; θ = θ0 + λ (m ⊙ τ_MTL)"]
-    let citation = "Wang, Dimitriadis, Ortiz-Jiménez, Fleuret, Frossard (2024), Localizing Task Information for Improved Model Merging and Compression, ICML, §5 (consensus merging)."
+    let citation = "Wang, Dimitriadis, Ortiz-Jiménez, Fleuret, Frossard (2024), Localizing Task Information for Improved Model Merging and Compression, ICML 2024: Consensus Merging."
     let inputs = MergeInputKind.taskVectors
     var parameters: [MergeParameter] {
         [SharedParameters.lambda, SharedParameters.weight, TallParameters.tallLambda,

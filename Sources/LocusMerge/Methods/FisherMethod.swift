@@ -8,7 +8,7 @@ struct FisherMethod: MergeMethodDefinition {
         "same base; F = 1 where a file lacks a tensor), floored at --floor; --normalize divides summed scores",
         "by their sample count",
     ]
-    let citation = "Matena, Raffel (2022), Merging Models with Fisher-Weighted Averaging, NeurIPS, §2."
+    let citation = "Matena, Raffel (2022), Merging Models with Fisher-Weighted Averaging, NeurIPS 2022: the diagonal-Fisher weighted average."
     let inputs = MergeInputKind.taskVectors
     var parameters: [MergeParameter] {
         [SharedParameters.weight,

@@ -7,7 +7,7 @@ struct LinearMethod: MergeMethodDefinition {
         "θ = Σ_i w_i θ_i / Σ_i w_i over full models of one architecture (--no-normalize: Σ_i w_i θ_i); no",
         "base, no task vectors; tensors that are not floating point are copied from the first model",
     ]
-    let citation = "Wortsman, Ilharco, Gadre, Roelofs, Gontijo-Lopes, Morcos, Namkoong, Farhadi, Carmon, Kornblith, Schmidt (2022), Model soups, ICML, §2 (uniform and weighted soups)."
+    let citation = "Wortsman, Ilharco, Gadre, Roelofs, Gontijo-Lopes, Morcos, Namkoong, Farhadi, Carmon, Kornblith, Schmidt (2022), Model soups, ICML 2022: the uniform soup, here with weights."
     let inputs = MergeInputKind.models(count: nil)
     var parameters: [MergeParameter] {
         [SharedParameters.weight, .bool("normalize", \.linearNormalize, help: "divide by the sum of the weights")]

@@ -9,7 +9,7 @@ struct SlerpMethod: MergeMethodDefinition {
         "θ = sin((1−t)Ω)/sin Ω · v0 + sin(tΩ)/sin Ω · v1; when |cos Ω| > 0.9995 (nearly parallel) the",
         "linear interpolation (1−t) v0 + t v1, as mergekit does; t = 0 gives the first model",
     ]
-    let citation = "Shoemake (1985), Animating Rotation with Quaternion Curves, SIGGRAPH, §3 (slerp); applied per tensor to two models as in mergekit's slerp (Goddard et al., 2024, Arcee's MergeKit, §3)."
+    let citation = "Shoemake (1985), Animating Rotation with Quaternion Curves, SIGGRAPH '85 (Computer Graphics 19(3), pp. 245–254): the slerp formula, applied per tensor to two models as mergekit does."
     let inputs = MergeInputKind.models(count: 2)
     var parameters: [MergeParameter] {
         [.number("t", \.slerpT, range: "[0, 1]", help: "interpolation factor: 0 is the first model, 1 the second", valid: { $0 >= 0 && $0 <= 1 })]

@@ -7,7 +7,7 @@ struct TallMethod: MergeMethodDefinition {
         "τ_MTL = Σ_t w_t τ_t; m_t = 1[τ_t ≠ 0 ∧ |τ_t| ≥ --tall-lambda · |τ_MTL − τ_t|]; writes each task's mask",
         "and model θ0 + m_t ⊙ τ_MTL into --tall-dir; the output is θ0 + λ τ_MTL",
     ]
-    let citation = "Wang, Dimitriadis, Ortiz-Jiménez, Fleuret, Frossard (2024), Localizing Task Information for Improved Model Merging and Compression, ICML, §4 (TALL masks)."
+    let citation = "Wang, Dimitriadis, Ortiz-Jiménez, Fleuret, Frossard (2024), Localizing Task Information for Improved Model Merging and Compression, ICML 2024: TALL masks."
     let inputs = MergeInputKind.taskVectors
     var parameters: [MergeParameter] {
         [SharedParameters.lambda, SharedParameters.weight, TallParameters.tallLambda,

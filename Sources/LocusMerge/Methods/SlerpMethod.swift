@@ -7,9 +7,10 @@ struct SlerpMethod: MergeMethodDefinition {
     let summary = [
         "per tensor, with v0, v1 the two models' tensors and cos Ω = ⟨v0, v1⟩ / (‖v0‖ ‖v1‖):",
         "θ = sin((1−t)Ω)/sin Ω · v0 + sin(tΩ)/sin Ω · v1; when |cos Ω| > 0.9995 (nearly parallel) the",
-        "linear interpolation (1−t) v0 + t v1, as mergekit does; t = 0 gives the first model",
+        "linear interpolation (1−t) v0 + t v1, as mergekit does; t = 0 gives the first model. Each tensor",
+        "is taken whole (mergekit 0.1.5 interpolates a matrix row by row)",
     ]
-    let citation = "Shoemake (1985), Animating Rotation with Quaternion Curves, SIGGRAPH '85 (Computer Graphics 19(3), pp. 245–254): the slerp formula, applied per tensor to two models as mergekit does."
+    let citation = "Shoemake (1985), Animating Rotation with Quaternion Curves, SIGGRAPH '85 (Computer Graphics 19(3), pp. 245–254): the slerp formula, applied to two models' tensors as mergekit's slerp does."
     let inputs = MergeInputKind.models(count: 2)
     var parameters: [MergeParameter] {
         [.number("t", \.slerpT, range: "[0, 1]", help: "interpolation factor: 0 is the first model, 1 the second", valid: { $0 >= 0 && $0 <= 1 })]

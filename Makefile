@@ -32,6 +32,8 @@ deps-pip:
 	@# The CLIP tower is checked against open_clip (interop/tests/test_clip.py) and Hugging Face folders
 	@# against transformers (test_checkpoints.py): both run in `make test`, from PyPI.
 	@$(PYTHON) -c "import open_clip, timm, transformers" 2>/dev/null || $(PYTHON) -m pip install -q open_clip_torch timm transformers
+	@# `locus merge` is compared with mergekit's own merge functions (interop/tests/test_merge_mergekit.py), from PyPI.
+	@$(PYTHON) -c "import mergekit" 2>/dev/null || $(PYTHON) -m pip install -q mergekit
 
 build: deps-apt
 	swift build

@@ -1,17 +1,19 @@
 import LocusFormat
 
-/// The merged direction of one tensor for task arithmetic, TIES and DARE, computed in consecutive
-/// blocks of flat indices. Per block it holds the block's direction, its stored entries of one
-/// vector (task arithmetic) or of every vector after trimming (TIES, DARE: they are needed twice,
-/// for the sign election and for the disjoint mean), and, for TIES, a sign byte and a 16-bit count
+/// The merged direction of one tensor for generalized task arithmetic without outlier
+/// sparsification (task arithmetic, TIES, DARE-linear, DARE-TIES), computed in consecutive blocks
+/// of flat indices. Per block it holds the block's direction, its stored entries of one vector (no
+/// sparsification) or of every vector after sparsifying (they are needed twice, for the sign
+/// election and for the disjoint mean), and, with sign election, a sign byte and a 16-bit count
 /// per entry of the block; each vector is read once, through a `TaskVectorEntryStream`. Every
 /// per-entry operation is the one the whole-tensor formulation does, in the same order, so the
 /// result does not depend on the block size.
 final class BlockDirection {
-    let method: MergeMethod
+    let plain: Bool
     let streams: [TaskVectorEntryStream?]
     let weights: [Float]
     let trim: Bool
+    let elect: Bool
     /// Per vector, the |τ| a kept entry must reach (TIES); nil without trimming.
     let thresholds: [Float]?
     let dare: Bool
@@ -22,26 +24,23 @@ final class BlockDirection {
     let scratch: MergeScratch
     public private(set) var position = 0
 
-    init(tensor name: String, count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions, globalThresholds: [Float]?,
-         scratch: MergeScratch? = nil) throws {
-        method = o.method
-        precondition(o.method == .taskArithmetic || o.method == .ties || o.method == .dare)
+    init(tensor name: String, count: Int, maxBlock: Int, inputs: [Merger.Input], composition c: GTAComposition, options o: MergeOptions,
+         globalThresholds: [Float]?, scratch: MergeScratch? = nil) throws {
+        plain = !c.random && !c.magnitude && !c.signElection
         let scratch = scratch ?? MergeScratch(vectors: inputs.count)
         streams = try Merger.entryStreams(inputs, tensor: name, buffers: scratch.streamBuffers)
         weights = o.vectorWeights(inputs.count).map { Float($0) }
-        trim = o.method == .ties || (o.method == .dare && o.dareThen == .ties)
-        dare = o.method == .dare
+        trim = c.magnitude
+        elect = c.signElection
+        dare = c.random
         dareScale = o.dareRescale ? Float(1 / (1 - o.dareDropRate)) : 1
         dropRate = o.dareDropRate
         random = inputs.indices.map { Merger.dareRandom(vector: $0, tensor: name, options: o) }
         let block = max(1, min(maxBlock, count))
-        blocks = scratch.entryBlocks(o.method == .taskArithmetic ? 1 : inputs.count, capacity: block)
+        blocks = scratch.entryBlocks(plain ? 1 : inputs.count, capacity: block)
         self.scratch = scratch
+        if elect { scratch.ensureSignElection(block) }
         if trim {
-            if scratch.sign.count < block {
-                scratch.sign = [Int8](repeating: 0, count: block)
-                scratch.agreeing = [UInt16](repeating: 0, count: block)
-            }
             if o.tiesScope == .global, let g = globalThresholds {
                 thresholds = g
             } else {
@@ -49,7 +48,7 @@ final class BlockDirection {
                 let keep = Int(o.tiesDensity * Double(count))
                 thresholds = try inputs.indices.map { t in
                     guard let tensor = inputs[t].byName[name] else { return .infinity }
-                    return try Merger.magnitudeThreshold(inputs[t], [tensor], vector: t, keep: keep, options: o)
+                    return try Merger.magnitudeThreshold(inputs[t], [tensor], vector: t, keep: keep, random: c.random, options: o)
                 }
             }
         } else {
@@ -62,7 +61,7 @@ final class BlockDirection {
         let n = end - position
         precondition(dir.count == n && n <= blocks[0].capacity)
         for j in 0..<n { dir[j] = 0 }
-        if method == .taskArithmetic {
+        if plain {
             let b = blocks[0]
             for (t, stream) in streams.enumerated() {
                 guard let stream else { continue }
@@ -74,7 +73,7 @@ final class BlockDirection {
             position = end
             return
         }
-        // TIES / DARE: prepare each vector's entries (weight, DARE drop, TIES trim), summing them.
+        // Sparsified: prepare each vector's entries (weight, random drop, magnitude trim), summing them.
         for (t, stream) in streams.enumerated() {
             let b = blocks[t]
             b.count = 0
@@ -98,10 +97,40 @@ final class BlockDirection {
             for j in 0..<kept { dir[Int(off[j])] += val[j] }
         }
         position = end
-        guard trim else { return }   // DARE + task arithmetic
-        // TIES: elect the sign of the summed trimmed vectors, then the mean of the agreeing entries.
-        scratch.sign.withUnsafeMutableBufferPointer { s in
-            scratch.agreeing.withUnsafeMutableBufferPointer { c in
+        if elect { scratch.electSign(blocks, n: n, dir: dir) }
+    }
+}
+
+/// Generalized task arithmetic: which sparsifications a method applies to each task vector, in
+/// this order (random drop, magnitude trim, per-row outliers), and whether the sparsified vectors
+/// are combined by sign election (TIES's elect + disjoint mean) or summed.
+struct GTAComposition: Sendable {
+    var random = false
+    var magnitude = false
+    var outliers = false
+    var signElection = false
+}
+
+/// Buffers reused from tensor to tensor (and block to block) of one merge, so that the memory
+/// of a merge is allocated once, at the size of the largest block.
+final class MergeScratch {
+    let streamBuffers: [EntryStreamBuffers]
+    private var blocks: [EntryBlock] = []
+    var sign: [Int8] = [], agreeing: [UInt16] = []
+
+    func ensureSignElection(_ block: Int) {
+        if sign.count < block {
+            sign = [Int8](repeating: 0, count: block)
+            agreeing = [UInt16](repeating: 0, count: block)
+        }
+    }
+
+    /// Sign election over a block: `dir` holds Σ_t of the kept entries in `blocks` (one per
+    /// vector, already weighted and sparsified); it becomes the mean of the entries whose sign
+    /// agrees with the sign of that sum (Yadav et al., 2023, §3: elect, then disjoint merge).
+    func electSign(_ blocks: [EntryBlock], n: Int, dir: UnsafeMutableBufferPointer<Float>) {
+        sign.withUnsafeMutableBufferPointer { s in
+            agreeing.withUnsafeMutableBufferPointer { c in
                 for j in 0..<n { s[j] = dir[j] > 0 ? 1 : (dir[j] < 0 ? -1 : 0); dir[j] = 0; c[j] = 0 }
                 for b in blocks {
                     let off = b.offsets, val = b.values
@@ -114,14 +143,6 @@ final class BlockDirection {
             }
         }
     }
-}
-
-/// Buffers reused from tensor to tensor (and block to block) of one merge, so that the memory
-/// of a merge is allocated once, at the size of the largest block.
-final class MergeScratch {
-    let streamBuffers: [EntryStreamBuffers]
-    private var blocks: [EntryBlock] = []
-    var sign: [Int8] = [], agreeing: [UInt16] = []
     /// Two direction blocks (one being computed on one thread while the other is written on the
     /// other: plain memory, not arrays, so the two threads never access one Swift variable), θ0 and
     /// the output bytes of a block.
@@ -168,9 +189,9 @@ extension Merger {
     /// TIES trim threshold of one vector over `tensors`: the |w·τ| (after DARE's drop, when
     /// merging with DARE) keeping the top `keep` entries, by two streaming passes over the stored
     /// values (positions are not needed for it).
-    static func magnitudeThreshold(_ input: Input, _ tensors: [TaskVectorTensor], vector t: Int, keep: Int, options o: MergeOptions) throws -> Float {
+    static func magnitudeThreshold(_ input: Input, _ tensors: [TaskVectorTensor], vector t: Int, keep: Int, random dare: Bool,
+                                   options o: MergeOptions) throws -> Float {
         let wt = Float((o.weights ?? [])[safe: t] ?? 1)
-        let dare = o.method == .dare
         let dareScale: Float = o.dareRescale ? Float(1 / (1 - o.dareDropRate)) : 1
         var failure: (any Error)?
         var magnitudes = [Float](repeating: 0, count: 1 << 18)

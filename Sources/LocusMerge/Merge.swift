@@ -1,30 +1,26 @@
 import Foundation
 import LocusFormat
 
-/// Merging methods (docs/talos.md §Merging task vectors, with the papers). Where the TIES/DARE/Breadcrumbs papers and mergekit differ, the
-/// default follows the paper and the other is an option.
-public enum MergeMethod: String, Sendable, CaseIterable, Codable {
-    case taskArithmetic = "task-arithmetic", ties, dare, breadcrumbs, fisher, tall, consensus
-}
-
+/// The options of a merge: the method (see `MergeMethods`) and the values of every method's
+/// parameters. Each field's initial value is that parameter's default (the methods' parameter
+/// tables read them for `--help`); a method reads only the fields its table names.
 public struct MergeOptions: Sendable {
     /// The per-vector weights, 1 for every vector when none are given.
     func vectorWeights(_ vectors: Int) -> [Double] { weights ?? Array(repeating: 1, count: vectors) }
-    public var method: MergeMethod = .taskArithmetic
-    /// λ: the merged direction is scaled by it (task arithmetic, TIES, DARE, Breadcrumbs, TALL, consensus).
+    public var method: any MergeMethodDefinition = TaskArithmeticMethod()
+    /// λ: the merged direction is scaled by it (every task-vector method but Fisher).
     public var lambda: Double = 1
-    /// Per-vector weights w_t (default 1 each); negative negates a task.
+    /// Per-input weights w_t (default 1 each); negative negates a task.
     public var weights: [Double]? = nil
-    /// TIES: fraction of entries kept per vector (top-k by |τ|), and whether the ranking is over the
-    /// whole model (paper) or per tensor (mergekit).
+    /// Magnitude sparsification (TIES): fraction of entries kept per vector (top-k by |τ|), and
+    /// whether the ranking is over the whole model (paper) or per tensor (mergekit).
     public var tiesDensity: Double = 0.2
     public var tiesScope: Scope = .global
-    /// DARE: drop rate p, rescale by 1/(1−p) (paper) or not, then task arithmetic or TIES.
+    /// Random sparsification (DARE): drop rate p, rescale by 1/(1−p) (paper) or not, seed.
     public var dareDropRate: Double = 0.9
     public var dareRescale = true
-    public var dareThen: MergeMethod = .taskArithmetic
     public var seed: UInt64 = 0
-    /// Breadcrumbs: drop the top γ fraction of |τ|, keep the next β, per row (paper) or per tensor (mergekit).
+    /// Outlier sparsification (Breadcrumbs): drop the top γ fraction of |τ|, keep the next β, per row (paper) or per tensor (mergekit).
     public var breadcrumbsBeta: Double = 0.2
     public var breadcrumbsGamma: Double = 0.1
     public var breadcrumbsScope: Scope = .row
@@ -32,9 +28,14 @@ public struct MergeOptions: Sendable {
     public var fisherScores: [String] = []
     public var fisherFloor: Double = 1e-6
     public var fisherNormalize = false
-    /// TALL / consensus: λ_t of the mask rule and consensus's k.
+    /// TALL / consensus: λ_t of the mask rule, consensus's k, and where TALL writes per-task files.
     public var tallLambda: Double = 0.4
     public var consensusK = 2
+    public var tallDirectory: String? = nil
+    /// Linear: divide by Σ w (mergekit's `normalize`).
+    public var linearNormalize = true
+    /// SLERP: the interpolation factor t (0 = the first model, 1 = the second).
+    public var slerpT: Double = 0.5
     /// Output dtype (default: each tensor's base dtype).
     public var dtype: LocusDType? = nil
     public var force = false
@@ -107,11 +108,12 @@ public enum Merger {
         return (i, v.map { Float($0 * s) })
     }
 
-    /// The merged direction τ_m of one tensor (without λ) for the linear methods (not Fisher): the
-    /// streaming kernels over the whole tensor as one block.
-    static func mergedDirection(_ t: CheckpointTensor, inputs: [Input], options o: MergeOptions, tiesThresholds: [Float]?) throws -> [Float] {
-        let source = try directionBlocks(tensor: t.name, shape: t.shape, count: t.count, maxBlock: t.count, inputs: inputs, options: o,
-                                         globalThresholds: tiesThresholds)
+    /// The merged direction τ_m of one tensor (without λ) of a direction method: its streaming
+    /// kernel over the whole tensor as one block.
+    static func mergedDirection(_ t: CheckpointTensor, kernel: any DirectionKernel, inputs: [Input], options o: MergeOptions,
+                                context: DirectionContext) throws -> [Float] {
+        let source = try kernel.blocks(tensor: t.name, shape: t.shape, count: t.count, maxBlock: t.count, inputs: inputs, options: o,
+                                       context: context, scratch: nil)
         var dir = [Float](repeating: 0, count: t.count)
         try dir.withUnsafeMutableBufferPointer { try source.next(upTo: t.count, into: $0) }
         return dir

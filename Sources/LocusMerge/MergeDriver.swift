@@ -9,67 +9,29 @@ extension Merger {
     }
 
     /// Merges `taskVectors` into `base` and writes the result (and, for TALL, per-task masks and
-    /// models into `tallDirectory`). Everything is checked before the first tensor is written.
+    /// models into `options.tallDirectory`), for a method whose inputs are task vectors.
+    /// Everything is checked before the first tensor is written.
     @discardableResult
     public static func merge(base basePath: String, taskVectors: [String], output: String, options o: MergeOptions,
-                             tallDirectory: String? = nil, warn: (String) -> Void = { _ in }, provenance: Provenance = Provenance(),
+                             warn: (String) -> Void = { _ in }, provenance: Provenance = Provenance(),
                              outputFormat: CheckpointOutputFormat = .h5, shardBytes: Int = HuggingFaceFolderWriter.defaultShardBytes) throws -> Report {
         let base = try openCheckpoint(path: basePath)
         let inputs = try open(base: base, taskVectors: taskVectors, force: o.force, warn: warn)
-        if let w = o.weights, w.count != inputs.count {
-            throw LocusError(file: output, "\(w.count) weights for \(inputs.count) task vectors")
+        try checkCommon(o, inputCount: inputs.count, output: output)
+        // What the method needs before any output exists (global thresholds, scores files).
+        var direction: (kernel: any DirectionKernel, context: DirectionContext)? = nil
+        var tensorJob: TaskVectorBlockJob? = nil
+        switch o.method.producer.kind {
+        case .direction(let k): direction = (k, try k.prepare(base: base, inputs: inputs, options: o))
+        case .taskVectorBlocks(let k): tensorJob = try k.prepare(base: base, basePath: basePath, inputs: inputs, options: o, output: output)
+        case .models: throw LocusError(file: output, "\(o.method.name) merges full models, not task vectors: give the models, no base")
         }
-        guard o.lambda.isFinite else { throw LocusError(file: output, "λ must be finite") }
-        if let d = o.dtype, !d.isFloatingPoint { throw LocusError(file: output, "--dtype must be a floating-point type, not \(d.rawValue)") }
-        guard o.tiesScope != .row else { throw LocusError(file: output, "TIES trims globally or per tensor (--ties-scope global|tensor), not per row") }
-        guard o.breadcrumbsScope != .global else { throw LocusError(file: output, "Breadcrumbs ranks per row or per tensor (--breadcrumbs-scope row|tensor), not globally") }
-        guard o.dareThen == .taskArithmetic || o.dareThen == .ties else { throw LocusError(file: output, "--dare-then must be task-arithmetic or ties") }
-        guard o.fisherFloor > 0 else { throw LocusError(file: output, "--fisher-floor must be > 0 (a zero floor can make Σ F = 0)") }
-        guard o.tallLambda >= 0 else { throw LocusError(file: output, "--tall-lambda must be ≥ 0") }
-        switch o.method {
-        case .ties, .dare:
-            guard o.tiesDensity > 0, o.tiesDensity <= 1 else { throw LocusError(file: output, "TIES density must be in (0, 1]") }
-            guard o.dareDropRate >= 0, o.dareDropRate < 1 else { throw LocusError(file: output, "DARE drop rate must be in [0, 1)") }
-        case .breadcrumbs:
-            guard o.breadcrumbsBeta > 0, o.breadcrumbsGamma >= 0, o.breadcrumbsBeta + o.breadcrumbsGamma <= 1 else {
-                throw LocusError(file: output, "breadcrumbs needs β > 0, γ ≥ 0 and β + γ ≤ 1")
-            }
-        case .consensus:
-            guard o.consensusK >= 1 else { throw LocusError(file: output, "consensus k must be ≥ 1") }
-        default: break
-        }
-        if o.method == .tall && tallDirectory == nil {
-            throw LocusError(file: output, "tall writes per-task masks and models: give --tall-dir DIRECTORY")
-        }
-        // Fisher scores: one file per task vector, from the same base, covering tensors by name.
-        var fisher: [ScoresReader] = []
-        if o.method == .fisher {
-            guard o.fisherScores.count == inputs.count else {
-                throw LocusError(file: output, "fisher merging needs one scores file per task vector (\(o.fisherScores.count) for \(inputs.count))")
-            }
-            let fp = try base.fingerprint
-            for p in o.fisherScores {
-                let s = try ScoresReader(path: p)
-                guard s.info.baseFingerprint == fp else {
-                    throw LocusError(file: p, object: "/@base-fingerprint", "scores come from another model (\(s.info.baseFingerprint)), not \(basePath)")
-                }
-                for t in s.tensors {
-                    guard let b = base.tensor(named: t.name), b.shape == t.shape else {
-                        throw LocusError(file: p, object: t.objectPath, "does not match a tensor of \(basePath)")
-                    }
-                }
-                fisher.append(s)
-            }
-        }
-        let tiesThresholds = (o.method == .ties || (o.method == .dare && o.dareThen == .ties)) && o.tiesScope == .global
-            ? try globalThresholds(base: base, inputs: inputs, options: o) : nil
-
         let dtypeFor: (CheckpointTensor) -> LocusDType = { t in t.dtype.isFloatingPoint ? (o.dtype ?? t.dtype) : t.dtype }
         let plan = base.tensors.map { TensorPlan(name: $0.name, dtype: dtypeFor($0), shape: $0.shape) }
         let writer = try makeCheckpointSink(path: output, format: outputFormat, plan: plan, provenance: provenance,
                                             metadata: try base.metadata(), architecture: try base.architecture(), shardBytes: shardBytes)
         var tallWriters: [(MaskWriter, CheckpointWriter)] = []
-        if o.method == .tall, let dir = tallDirectory {
+        if let dir = o.tallDirectory, direction?.kernel.writesTaskModels == true {
             let fp = try base.fingerprint
             for (t, input) in inputs.enumerated() {
                 let stem = "\(dir)/task\(t)-" + (input.path.split(separator: "/").last.map(String.init) ?? "tv").replacingOccurrences(of: ".h5", with: "")
@@ -78,11 +40,11 @@ extension Merger {
             }
         }
         var report = Report()
-        if o.method == .fisher {
-            try fisherStreaming(writer, base, inputs: inputs, scores: fisher, options: o, dtypeFor: dtypeFor, output: output, report: &report)
-        } else {
+        if let tensorJob {
+            try tensorJob(writer, dtypeFor, &report)
+        } else if let (kernel, context) = direction {
             // Every tensor's direction, θ0 and output (and TALL's masks and per-task models) go through together in row blocks.
-            try mergeStreaming(writer, base, inputs: inputs, options: o, tiesThresholds: tiesThresholds, tallWriters: tallWriters,
+            try mergeStreaming(writer, base, inputs: inputs, kernel: kernel, options: o, context: context, tallWriters: tallWriters,
                                dtypeFor: dtypeFor, output: output, report: &report)
         }
         // The merged model and TALL's per-task files are published together or not at all.
@@ -112,7 +74,8 @@ extension Merger {
     /// (float32), θ0, the output bytes, and each vector's stored entries of the block; the
     /// direction of the next block (of the same tensor or the next one) is computed on a second
     /// thread while the current block is combined with θ0 and written.
-    static func mergeStreaming(_ w: any CheckpointSink, _ base: any CheckpointSource, inputs: [Input], options o: MergeOptions, tiesThresholds: [Float]?,
+    static func mergeStreaming(_ w: any CheckpointSink, _ base: any CheckpointSource, inputs: [Input], kernel: any DirectionKernel, options o: MergeOptions,
+                               context: DirectionContext,
                                tallWriters: [(MaskWriter, CheckpointWriter)] = [],
                                dtypeFor: (CheckpointTensor) -> LocusDType, output: String, report: inout Report) throws {
         var steps: [Step] = []
@@ -139,8 +102,8 @@ extension Merger {
         func direction(_ k: Int) throws {   // the k-th block step's direction into directions[k % 2]
             guard case let .block(t, start, count, rowLength) = steps[blockSteps[k]] else { return }
             if source.current?.name != t.name {
-                source.current = (t.name, try directionBlocks(tensor: t.name, shape: t.shape, count: t.count, maxBlock: maxBlock, inputs: inputs, options: o,
-                                                              globalThresholds: tiesThresholds, scratch: scratch))
+                source.current = (t.name, try kernel.blocks(tensor: t.name, shape: t.shape, count: t.count, maxBlock: maxBlock, inputs: inputs, options: o,
+                                                            context: context, scratch: scratch))
             }
             let end = (start + count) * rowLength
             try source.current!.direction.next(upTo: end, into: UnsafeMutableBufferPointer(rebasing: directions[k % 2][0..<(count * rowLength)]))
@@ -158,20 +121,20 @@ extension Merger {
                 try base.forEachBlock(t, blockBytes: blockBytes) { bytes in for cw in modelWriters { try cw.writeRows(bytes) } }
                 report.tensorsCopied += 1
             case .whole(let t):
-                let dir = try directionBlocks(tensor: t.name, shape: t.shape, count: t.count, maxBlock: t.count, inputs: inputs, options: o,
-                                              globalThresholds: tiesThresholds)
+                let dir = try kernel.blocks(tensor: t.name, shape: t.shape, count: t.count, maxBlock: t.count, inputs: inputs, options: o,
+                                            context: context, scratch: nil)
                 var d = [Float](repeating: 0, count: t.count)
                 try d.withUnsafeMutableBufferPointer { try dir.next(upTo: t.count, into: $0) }
                 let theta0 = try base.readFloat64(t)
                 var v = theta0
                 for i in 0..<v.count where d[i] != 0 { v[i] += lambda * Double(d[i]) }
                 try writeTensor(w, t, v, dtype: dtypeFor(t), output: output)
-                if let tall = dir as? TallDirection, !tallWriters.isEmpty {
+                if let masks = dir.taskMasks, !tallWriters.isEmpty {
                     for (m, (mw, cw)) in tallWriters.enumerated() {
                         try mw.beginTensor(name: t.name, shape: t.shape)
-                        try mw.appendBits(UnsafeBufferPointer(rebasing: tall.masks[m][0..<t.count]))
+                        try mw.appendBits(UnsafeBufferPointer(rebasing: masks[m][0..<t.count]))
                         var own = theta0
-                        for i in 0..<t.count where tall.masks[m][i] { own[i] += Double(d[i]) }   // θ̂_t = θ0 + m_t ⊙ τ_MTL
+                        for i in 0..<t.count where masks[m][i] { own[i] += Double(d[i]) }   // θ̂_t = θ0 + m_t ⊙ τ_MTL
                         try writeTensor(cw, t, own, dtype: dtypeFor(t), output: output)
                     }
                 }
@@ -223,11 +186,11 @@ extension Merger {
                 } else {
                     try combine()
                 }
-                if let tall = source.current?.direction as? TallDirection, !tallWriters.isEmpty {
+                if let masks = source.current?.direction.taskMasks, !tallWriters.isEmpty {
                     // Each task's mask bits of the block, and its model θ0 + m_t ⊙ τ_MTL.
                     let theta0 = try base.readRowsFloat64(t, start: r, count: count)
                     for (m, (mw, cw)) in tallWriters.enumerated() {
-                        let bits = UnsafeBufferPointer(rebasing: tall.masks[m][0..<n])
+                        let bits = UnsafeBufferPointer(rebasing: masks[m][0..<n])
                         if r == 0 { try mw.beginTensor(name: t.name, shape: t.shape); try cw.beginTensor(name: t.name, dtype: dtype, shape: t.shape) }
                         try mw.appendBits(bits)
                         var own = theta0
@@ -358,25 +321,39 @@ extension Merger {
 
     /// Global TIES: per vector, the |τ| threshold keeping ⌊density · N⌋ entries of the whole model
     /// (N = the base's floating-point entries), found with two streaming passes over the vector.
-    static func globalThresholds(base: any CheckpointSource, inputs: [Input], options o: MergeOptions) throws -> [Float] {
+    static func globalThresholds(base: any CheckpointSource, inputs: [Input], random: Bool, options o: MergeOptions) throws -> [Float] {
         let total = base.tensors.filter { $0.dtype.isFloatingPoint }.reduce(0) { $0 + $1.count }
         let keep = Int(o.tiesDensity * Double(total))
-        return try inputs.enumerated().map { t, input in try magnitudeThreshold(input, input.reader.tensors, vector: t, keep: keep, options: o) }
+        return try inputs.enumerated().map { t, input in
+            try magnitudeThreshold(input, input.reader.tensors, vector: t, keep: keep, random: random, options: o)
+        }
     }
 }
 
 extension Merger {
+    /// The checks every method shares: weights (one per input), output dtype, and the method's
+    /// parameters (ranges and the method's own checks), all problems at once.
+    static func checkCommon(_ o: MergeOptions, inputCount: Int, output: String) throws {
+        if let w = o.weights, w.count != inputCount {
+            throw LocusError(file: output, "\(w.count) weights for \(inputCount) inputs")
+        }
+        if let d = o.dtype, !d.isFloatingPoint { throw LocusError(file: output, "--dtype must be a floating-point type, not \(d.rawValue)") }
+        let problems = MergeMethods.problems(o, inputCount: inputCount)
+        guard problems.isEmpty else { throw LocusError(file: output, problems.joined(separator: "; ")) }
+    }
+
     /// The merged direction of every touched tensor, in memory (for the α search, which evaluates
-    /// whole models anyway). Not available for Fisher merging, which is not θ0 + α·direction.
+    /// whole models anyway). Only for methods whose output is θ0 + λ·direction.
     public static func directions(base: any CheckpointSource, taskVectors: [String], options o: MergeOptions,
                                   warn: (String) -> Void = { _ in }) throws -> [String: [Float]] {
-        guard o.method != .fisher else { throw LocusError(file: base.path, "α search does not apply to fisher merging (it has no α)") }
+        guard let kernel = o.method.producer.directionKernel else {
+            throw LocusError(file: base.path, "α search does not apply to \(o.method.name) merging (its output is not θ0 + α·direction)")
+        }
         let inputs = try open(base: base, taskVectors: taskVectors, force: o.force, warn: warn)
-        let thresholds = (o.method == .ties || (o.method == .dare && o.dareThen == .ties)) && o.tiesScope == .global
-            ? try globalThresholds(base: base, inputs: inputs, options: o) : nil
+        let context = try kernel.prepare(base: base, inputs: inputs, options: o)
         var out: [String: [Float]] = [:]
         for t in base.tensors where t.dtype.isFloatingPoint && inputs.contains(where: { $0.byName[t.name] != nil }) {
-            out[t.name] = try mergedDirection(t, inputs: inputs, options: o, tiesThresholds: thresholds)
+            out[t.name] = try mergedDirection(t, kernel: kernel, inputs: inputs, options: o, context: context)
         }
         return out
     }

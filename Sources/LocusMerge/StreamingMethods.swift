@@ -4,25 +4,69 @@ import LocusFormat
 protocol DirectionBlocks: AnyObject {
     /// Fills `dir` (of `end − position` entries) with the merged direction of [position, end).
     func next(upTo end: Int, into dir: UnsafeMutableBufferPointer<Float>) throws
+    /// Per task, the mask bits of the last block (TALL writes them with per-task models); nil for
+    /// methods without per-task masks.
+    var taskMasks: [UnsafeMutableBufferPointer<Bool>]? { get }
+}
+
+extension DirectionBlocks {
+    var taskMasks: [UnsafeMutableBufferPointer<Bool>]? { nil }
 }
 
 extension BlockDirection: DirectionBlocks {}
 
-extension Merger {
-    /// The direction source of one tensor for every linear method (all but Fisher).
-    static func directionBlocks(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Input], options o: MergeOptions,
-                                globalThresholds: [Float]?, scratch: MergeScratch? = nil) throws -> DirectionBlocks {
-        switch o.method {
-        case .taskArithmetic, .ties, .dare:
-            return try BlockDirection(tensor: name, count: count, maxBlock: maxBlock, inputs: inputs, options: o, globalThresholds: globalThresholds, scratch: scratch)
-        case .breadcrumbs:
-            return try BreadcrumbsDirection(tensor: name, shape: shape, count: count, maxBlock: maxBlock, inputs: inputs, options: o, scratch: scratch)
-        case .tall, .consensus:
-            return try TallDirection(tensor: name, count: count, maxBlock: maxBlock, inputs: inputs, options: o, scratch: scratch)
-        case .fisher:
-            preconditionFailure("fisher is not a linear merge")
-        }
+/// Model-wide values a direction method computes before the first tensor (global TIES thresholds).
+struct DirectionContext {
+    var globalThresholds: [Float]? = nil
+}
+
+/// How a direction method (θ = θ0 + λ·d) computes d: one `DirectionBlocks` per tensor.
+protocol DirectionKernel: Sendable {
+    /// Model-wide values, computed before any output exists.
+    func prepare(base: any CheckpointSource, inputs: [Merger.Input], options: MergeOptions) throws -> DirectionContext
+    func blocks(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], options: MergeOptions,
+                context: DirectionContext, scratch: MergeScratch?) throws -> DirectionBlocks
+    /// Whether its blocks have per-task masks, written with per-task models (TALL).
+    var writesTaskModels: Bool { get }
+}
+
+extension DirectionKernel {
+    var writesTaskModels: Bool { false }
+}
+
+/// How a method writes each tensor itself from θ0 and the vectors (Fisher).
+protocol TaskVectorBlockKernel: Sendable {
+    /// Checks and opens what the method needs besides the vectors, before any output exists, and
+    /// returns the job that writes every tensor of the output.
+    func prepare(base: any CheckpointSource, basePath: String, inputs: [Merger.Input], options: MergeOptions, output: String) throws -> TaskVectorBlockJob
+}
+
+typealias TaskVectorBlockJob = (_ w: any CheckpointSink, _ dtypeFor: (CheckpointTensor) -> LocusDType, _ report: inout Merger.Report) throws -> Void
+
+/// How a method combines full models (linear, SLERP), one tensor at a time, block by block.
+protocol ModelKernel: Sendable {
+    /// The combiner of one floating-point tensor. `blocks` streams the tensor's row blocks of every
+    /// model (float64, one array per model), for methods that need a pass over the whole tensor first.
+    func combiner(for t: CheckpointTensor, options: MergeOptions, blocks: (([[Double]]) throws -> Void) throws -> Void) throws -> ModelBlockCombiner
+}
+
+/// Combines one row block of every model (float64, same positions) into the output block.
+typealias ModelBlockCombiner = ([[Double]]) -> [Double]
+
+/// How a method produces its output in the streaming driver (one of three drivers).
+public struct MergeProducer: Sendable {
+    enum Kind: Sendable {
+        case direction(any DirectionKernel)
+        case taskVectorBlocks(any TaskVectorBlockKernel)
+        case models(any ModelKernel)
     }
+    let kind: Kind
+    static func direction(_ k: any DirectionKernel) -> MergeProducer { MergeProducer(kind: .direction(k)) }
+    static func taskVectorBlocks(_ k: any TaskVectorBlockKernel) -> MergeProducer { MergeProducer(kind: .taskVectorBlocks(k)) }
+    static func models(_ k: any ModelKernel) -> MergeProducer { MergeProducer(kind: .models(k)) }
+
+    /// The direction kernel of a θ0 + λ·d method, nil for the others.
+    var directionKernel: (any DirectionKernel)? { if case .direction(let k) = kind { return k }; return nil }
 }
 
 /// Breadcrumbs in blocks of rows. Per row (tensors of rank > 1, `--breadcrumbs-scope row`): the
@@ -30,7 +74,9 @@ extension Merger {
 /// the whole-row sort gives them, since zeros rank last — and ranks [⌊γ·n⌋, ⌊γ·n⌋ + ⌊β·n⌋) are kept.
 /// Per tensor (and for tensors of rank ≤ 1): the magnitudes at the two boundary ranks and how many
 /// entries exceed them come from an exact two-level histogram (two streaming passes per vector);
-/// ties at a boundary are then resolved by position while the entries stream in order.
+/// ties at a boundary are then resolved by position while the entries stream in order. With sign
+/// election (Breadcrumbs-TIES) each vector's kept entries of the block are held, weighted, for the
+/// election; without it they are added to the direction as they are read.
 final class BreadcrumbsDirection: DirectionBlocks {
     struct TensorRule {
         /// rank < drop ⟺ |v| > dropValue, or |v| = dropValue and among the first `dropTies` such entries.
@@ -59,15 +105,23 @@ final class BreadcrumbsDirection: DirectionBlocks {
     let rowLength: Int
     let perRow: Bool
     let beta: Double, gamma: Double
+    let elect: Bool
+    let scratch: MergeScratch
     var rules: [TensorRule?]
     var position = 0
     var order: [Int] = []
+    var kept: [Bool] = []
 
-    init(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions, scratch: MergeScratch?) throws {
+    init(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], signElection: Bool, options o: MergeOptions,
+         scratch: MergeScratch?) throws {
         let scratch = scratch ?? MergeScratch(vectors: inputs.count)
+        self.scratch = scratch
         streams = try Merger.entryStreams(inputs, tensor: name, buffers: scratch.streamBuffers)
         weights = o.vectorWeights(inputs.count).map { Float($0) }
-        blocks = scratch.entryBlocks(1, capacity: max(1, min(maxBlock, count)))
+        elect = signElection
+        let block = max(1, min(maxBlock, count))
+        blocks = scratch.entryBlocks(elect ? inputs.count : 1, capacity: block)
+        if elect { scratch.ensureSignElection(block) }
         beta = o.breadcrumbsBeta; gamma = o.breadcrumbsGamma
         perRow = o.breadcrumbsScope == .row && shape.count > 1
         rowLength = shape.count > 1 ? shape.dropFirst().reduce(1, *) : count
@@ -108,33 +162,49 @@ final class BreadcrumbsDirection: DirectionBlocks {
         let n = end - position
         precondition(dir.count == n && n <= blocks[0].capacity)
         for j in 0..<n { dir[j] = 0 }
-        let b = blocks[0]
         for (t, stream) in streams.enumerated() {
-            guard let stream else { continue }
+            let b = blocks[elect ? t : 0]
             b.count = 0
+            guard let stream else { continue }
             try stream.next(upTo: end, into: b)
             let off = b.offsets, val = b.values, wt = weights[t]
+            // Without election a kept entry is added at once; with it, it is marked and kept below.
+            if elect {
+                if kept.count < b.count { kept = [Bool](repeating: false, count: b.count) }
+                for j in 0..<b.count { kept[j] = false }
+            }
             if !perRow {
-                for j in 0..<b.count where rules[t]!.keep(val[j]) { dir[Int(off[j])] += wt * val[j] }
-                continue
-            }
-            // Per row: the rows of this block start at multiples of rowLength (blocks are whole rows).
-            let drop = Int(gamma * Double(rowLength)), take = Int(beta * Double(rowLength))
-            let stop = min(rowLength, drop + take)
-            var j = 0
-            while j < b.count {
-                let row = Int(off[j]) / rowLength
-                order.removeAll(keepingCapacity: true)
-                while j < b.count && Int(off[j]) / rowLength == row {
-                    if val[j] != 0 { order.append(j) }
-                    j += 1
+                for j in 0..<b.count where rules[t]!.keep(val[j]) {
+                    if elect { kept[j] = true } else { dir[Int(off[j])] += wt * val[j] }
                 }
-                guard stop > drop, order.count > drop else { continue }
-                order.sort { abs(val[$0]) != abs(val[$1]) ? abs(val[$0]) > abs(val[$1]) : $0 < $1 }
-                for r in drop..<min(order.count, stop) { let e = order[r]; dir[Int(off[e])] += wt * val[e] }
+            } else {
+                // Per row: the rows of this block start at multiples of rowLength (blocks are whole rows).
+                let drop = Int(gamma * Double(rowLength)), take = Int(beta * Double(rowLength))
+                let stop = min(rowLength, drop + take)
+                var j = 0
+                while j < b.count {
+                    let row = Int(off[j]) / rowLength
+                    order.removeAll(keepingCapacity: true)
+                    while j < b.count && Int(off[j]) / rowLength == row {
+                        if val[j] != 0 { order.append(j) }
+                        j += 1
+                    }
+                    guard stop > drop, order.count > drop else { continue }
+                    order.sort { abs(val[$0]) != abs(val[$1]) ? abs(val[$0]) > abs(val[$1]) : $0 < $1 }
+                    for r in drop..<min(order.count, stop) {
+                        let e = order[r]
+                        if elect { kept[e] = true } else { dir[Int(off[e])] += wt * val[e] }
+                    }
+                }
             }
+            guard elect else { continue }
+            var k = 0
+            for j in 0..<b.count where kept[j] { off[k] = off[j]; val[k] = wt * val[j]; k += 1 }
+            b.count = k
+            for j in 0..<k { dir[Int(off[j])] += val[j] }
         }
         position = end
+        if elect { scratch.electSign(blocks, n: n, dir: dir) }
     }
 }
 
@@ -152,15 +222,16 @@ final class TallDirection: DirectionBlocks {
     /// Owns `masks`.
     let scratch: MergeScratch
     var position = 0
+    var taskMasks: [UnsafeMutableBufferPointer<Bool>]? { masks }
 
-    init(tensor name: String, count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions, scratch: MergeScratch?) throws {
+    init(tensor name: String, count: Int, maxBlock: Int, inputs: [Merger.Input], consensusK: Int?, options o: MergeOptions, scratch: MergeScratch?) throws {
         let scratch = scratch ?? MergeScratch(vectors: inputs.count)
         streams = try Merger.entryStreams(inputs, tensor: name, buffers: scratch.streamBuffers)
         weights = o.vectorWeights(inputs.count).map { Float($0) }
         let block = max(1, min(maxBlock, count))
         blocks = scratch.entryBlocks(inputs.count, capacity: block)
         lambda = Float(o.tallLambda)
-        consensusK = o.method == .consensus ? o.consensusK : nil
+        self.consensusK = consensusK
         masks = scratch.maskBlocks(inputs.count, capacity: block)
         self.scratch = scratch
     }

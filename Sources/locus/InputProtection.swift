@@ -78,10 +78,10 @@ extension Apply {
 }
 
 extension Merge {
-    func protectInputs(base: String, taskVectors: [String]) throws {
-        var inputs: [OutputSafety.Input] = [.init("base", base)] + optional("recipe", config)
-        inputs += taskVectors.enumerated().map { .init("task vector \($0.offset + 1)", $0.element) }
-        inputs += fisherScores.enumerated().map { .init("scores file \($0.offset + 1)", $0.element) }
+    func protectInputs(base: String?, inputs given: [String], role: String, scores: [String]) throws {
+        var inputs: [OutputSafety.Input] = optional("base", base) + optional("recipe", config)
+        inputs += given.enumerated().map { .init("\(role) \($0.offset + 1)", $0.element) }
+        inputs += scores.enumerated().map { .init("scores file \($0.offset + 1)", $0.element) }
         inputs += eval.enumerated().map { .init("evaluation dataset \($0.offset + 1)", $0.element) }
         try OutputSafety.check(outputs: [.init("output", output)] + optional("α table", alphaJson) + optional("plot", plot), inputs: inputs)
     }

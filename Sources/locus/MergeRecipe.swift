@@ -5,19 +5,20 @@ import Yams
 
 /// A mergekit-style YAML recipe for `locus merge --config`:
 ///
-///     base_model: base.h5
+///     base_model: base.h5         # task-vector methods; for linear and slerp, one of the models (first)
 ///     models:
 ///       - model: mnist-tau.h5
 ///         parameters: {weight: 1.0}
 ///       - model: digits-tau.h5
 ///         parameters: {weight: 0.5, scores: digits-scores.h5}   # scores: Fisher merging
-///     merge_method: ties          # task_arithmetic | ties | dare_linear | dare_ties | breadcrumbs | fisher | tall | consensus
-///     parameters: {lambda: 1.0, density: 0.2, scope: global, seed: 0}
+///     merge_method: ties          # any name of `locus merge --help`'s methods table
+///     parameters: {lambda: 1.0, density: 0.2, scope: global}
 ///     dtype: float32
 ///
-/// Keys follow mergekit where it has them (`density` = fraction kept for TIES and DARE, `gamma`
-/// for Breadcrumbs' dropped top fraction); Locus-only ones are `lambda`, `scope`, `tall_lambda`,
-/// `k`, `rescale`, `floor`, `normalize`. Unknown keys are errors, not silently ignored.
+/// `merge_method` and the keys of `parameters` are the method's name and its parameter names, as
+/// the methods table lists them (the same names the command line and the provenance use); the
+/// per-model keys are the per-input parameters (weight, scores). Unknown keys are errors, not
+/// silently ignored.
 struct MergeRecipe: Decodable {
     struct Model: Decodable {
         var model: String
@@ -31,11 +32,9 @@ struct MergeRecipe: Decodable {
             else if let d = try? c.decode(Double.self) { self = .number(d) }
             else { self = .text(try c.decode(String.self)) }
         }
-        var number: Double? { if case .number(let d) = self { return d }; return nil }
-        var text: String? { switch self { case .text(let s): s; case .number(let d): String(d); case .bool(let b): String(b) } }
-        var bool: Bool? { if case .bool(let b) = self { return b }; return nil }
+        var raw: MergeRawValue { switch self { case .number(let d): .number(d); case .bool(let b): .bool(b); case .text(let s): .text(s) } }
     }
-    var base_model: String
+    var base_model: String?
     var models: [Model]
     var merge_method: String
     var parameters: [String: Scalar]?
@@ -48,61 +47,66 @@ struct MergeRecipe: Decodable {
         }
     }
 
-    /// The task vectors, and the options the recipe asks for (relative paths are relative to the recipe).
-    func resolve(recipePath: String) throws -> (base: String, taskVectors: [String], options: MergeOptions) {
+    /// The base (nil for model methods), the inputs, and the options the recipe asks for (relative
+    /// paths are relative to the recipe).
+    func resolve(recipePath: String) throws -> (base: String?, inputs: [String], options: MergeOptions) {
         let dir = (recipePath as NSString).deletingLastPathComponent
         func path(_ p: String) -> String { p.hasPrefix("/") || dir.isEmpty ? p : dir + "/" + p }
-        var o = MergeOptions()
         func fail(_ m: String) -> LocusError { LocusError(file: recipePath, m) }
-        switch merge_method.replacingOccurrences(of: "-", with: "_") {
-        case "task_arithmetic", "linear": o.method = .taskArithmetic
-        case "ties": o.method = .ties
-        case "dare_linear": o.method = .dare; o.dareThen = .taskArithmetic
-        case "dare_ties": o.method = .dare; o.dareThen = .ties
-        case "breadcrumbs": o.method = .breadcrumbs
-        case "fisher": o.method = .fisher
-        case "tall": o.method = .tall
-        case "consensus": o.method = .consensus
-        default: throw fail("merge_method '\(merge_method)' is not one of task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, fisher, tall, consensus")
+        guard let method = MergeMethods.named(merge_method) else {
+            throw fail("merge_method '\(merge_method)' is not one of \(MergeMethods.names.joined(separator: ", "))")
         }
-        for (key, value) in parameters ?? [:] {
-            func num() throws -> Double { guard let n = value.number else { throw fail("parameters.\(key) must be a number") }; return n }
-            switch key {
-            case "lambda": o.lambda = try num()
-            case "density":
-                let d = try num()
-                if o.method == .dare { o.dareDropRate = 1 - d; o.tiesDensity = d } else if o.method == .breadcrumbs { o.breadcrumbsBeta = d } else { o.tiesDensity = d }
-            case "gamma": o.breadcrumbsGamma = try num()
-            case "drop_rate": o.dareDropRate = try num()
-            case "rescale": guard let b = value.bool else { throw fail("parameters.rescale must be true or false") }; o.dareRescale = b
-            case "seed": o.seed = UInt64(try num())
-            case "scope":
-                guard let s = value.text.flatMap(MergeOptions.Scope.init(rawValue:)) else { throw fail("parameters.scope must be global, tensor or row") }
-                if o.method == .breadcrumbs { o.breadcrumbsScope = s } else { o.tiesScope = s }
-            case "tall_lambda": o.tallLambda = try num()
-            case "k": o.consensusK = Int(try num())
-            case "floor": o.fisherFloor = try num()
-            case "normalize": guard let b = value.bool else { throw fail("parameters.normalize must be true or false") }; o.fisherNormalize = b
-            default: throw fail("unknown key parameters.\(key)")
+        var o = MergeOptions()
+        o.method = method
+        let global = method.parameters.filter { !$0.kind.isPerInput }, perModel = method.parameters.filter { $0.kind.isPerInput }
+        for (key, value) in (parameters ?? [:]).sorted(by: { $0.key < $1.key }) {
+            guard let p = global.first(where: { $0.name == key }) else {
+                throw fail("unknown key parameters.\(key) for \(method.name) (its keys: \(global.map(\.name).joined(separator: ", ")))")
+            }
+            do { try p.apply([value.raw], to: &o) } catch { throw fail("parameters.\(error.message)") }
+        }
+        var given: [String: [Int: MergeRawValue]] = [:]
+        for (i, m) in models.enumerated() {
+            for (key, value) in m.parameters ?? [:] {
+                guard perModel.contains(where: { $0.name == key }) else {
+                    throw fail("unknown key models[\(i)].parameters.\(key) for \(method.name) (per-model keys: \(perModel.map(\.name).joined(separator: ", ")))")
+                }
+                given[key, default: [:]][i] = value.raw
             }
         }
-        var weights: [Double] = []
-        for (i, m) in models.enumerated() {
-            var w = 1.0
-            for (key, value) in m.parameters ?? [:] {
-                switch key {
-                case "weight": guard let n = value.number else { throw fail("models[\(i)].parameters.weight must be a number") }; w = n
-                case "scores": guard let s = value.text else { throw fail("models[\(i)].parameters.scores must be a path") }; o.fisherScores.append(path(s))
-                default: throw fail("unknown key models[\(i)].parameters.\(key) (per-model keys: weight, scores)")
+        for p in perModel {
+            guard let values = given[p.name] else { continue }
+            var list: [MergeRawValue] = []
+            for i in models.indices {
+                if let v = values[i] {
+                    if case .pathsPerInput = p.kind { list.append(.text(path(v.string))) } else { list.append(v) }
+                } else if case .numbersPerInput = p.kind {
+                    list.append(.number(1))   // a model without a weight weighs 1
+                } else {
+                    throw fail("models[\(i)].parameters.\(p.name) is missing (given for other models)")
                 }
             }
-            weights.append(w)
+            do { try p.apply(list, to: &o) } catch { throw fail("models[].parameters.\(error.message)") }
         }
-        o.weights = weights
         if let dtype {
             guard let d = LocusDType(rawValue: dtype), d.isFloatingPoint else { throw fail("dtype '\(dtype)' is not float32, float16, bfloat16 or float64") }
             o.dtype = d
         }
-        return (path(base_model), models.map { path($0.model) }, o)
+        switch method.inputs {
+        case .taskVectors:
+            guard let base_model else { throw fail("\(method.name) merges task vectors into base_model, which is missing") }
+            return (path(base_model), models.map { path($0.model) }, o)
+        case .models:
+            // As in mergekit, base_model may name one of the models: it becomes the first (slerp's t = 0).
+            var list = models.map { path($0.model) }
+            if let base_model {
+                guard let i = list.firstIndex(of: path(base_model)) else {
+                    throw fail("\(method.name) merges the listed models: base_model must be one of them or absent")
+                }
+                list.insert(list.remove(at: i), at: 0)
+                if var w = o.weights { w.insert(w.remove(at: i), at: 0); o.weights = w }
+            }
+            return (nil, list, o)
+        }
     }
 }

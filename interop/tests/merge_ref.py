@@ -7,8 +7,10 @@ output dtype once, with round-to-nearest-even (RNE). No Locus code and no locus_
 Where the result depends on a *decision* (TIES trim threshold, Breadcrumbs ranking, TALL mask
 inequality) the magnitudes compared are the float32 numbers Locus compares
 (float32(value · scale) · float32(weight)), so that ties created by rounding are the same ties; every
-sum, mean and the final θ0 + λ·τ are float64. DARE's generator is re-implemented from its
-documentation: SplitMix64 seeded with seed ^ FNV-1a(tensor name) ^ vector·0x9E3779B97F4A7C15,
+sum, mean and the final θ0 + λ·τ are float64. Method and option names are the ones `locus merge --help` lists (docs/merging.md): task_arithmetic,
+ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, tall, consensus, fisher; density, scope, drop_rate, rescale,
+seed, gamma, tall_lambda, k, floor, normalize, weight, lambda, dtype. DARE's generator is re-implemented
+from its documentation: SplitMix64 seeded with seed ^ FNV-1a(tensor name) ^ vector·0x9E3779B97F4A7C15,
 unit = (next >> 11)·2⁻⁵³, keep when unit ≥ p, one draw per stored entry in index order.
 """
 import math
@@ -227,28 +229,38 @@ class Inputs:
 
 
 def _after_dare(inp, t, name, idx, v32, o):
-    p = o.get("dare_drop", 0.9)
+    p = o.get("drop_rate", 0.9)
     keep = dare_keep(name, t, len(idx), p, o.get("seed", 0))
-    factor = np.float32(1.0 / (1.0 - p)) if o.get("dare_rescale", True) else np.float32(1.0)
+    factor = np.float32(1.0 / (1.0 - p)) if o.get("rescale", True) else np.float32(1.0)
     return idx[keep], (v32[keep] * factor).astype(np.float32)
 
 
 def _vector_entries(inp, t, name, o):
     """Weighted (and, for DARE, dropped/rescaled) entries of vector t for one tensor."""
     idx, v32 = inp.weighted(t, name)
-    if o["method"] == "dare":
+    if o["method"] in ("dare_linear", "dare_ties"):
         idx, v32 = _after_dare(inp, t, name, idx, v32, o)
     return idx, v32
 
 
 def ties_thresholds(inp, o):
     """Global trim: per vector, the k-th largest |τ| over the whole model, k = ⌊density · N⌋."""
-    k = int(o.get("ties_density", 0.2) * inp.float_total)
+    k = int(o.get("density", 0.2) * inp.float_total)
     out = []
     for t, tv in enumerate(inp.tvs):
         mags = [np.abs(_vector_entries(inp, t, name, o)[1]).astype(np.float64) for name in tv["tensors"]]
         out.append(kth_largest(np.concatenate(mags) if mags else np.zeros(0), k, inp.float_total))
     return out
+
+
+def sign_elect(stack):
+    """TIES's elect + disjoint mean over a (vectors × n) stack: the mean of the entries whose sign
+    agrees with the sign of the column sum (Yadav et al., 2023, §3)."""
+    gamma = np.sign(stack.sum(axis=0))                      # elected sign
+    agree = (np.sign(stack) == gamma) & (stack != 0) & (gamma != 0)
+    cnt = agree.sum(axis=0)
+    s = np.where(agree, stack, 0.0).sum(axis=0)
+    return np.where(cnt > 0, s / np.maximum(cnt, 1), 0.0)
 
 
 def direction(inp, name, o, thresholds=None):
@@ -257,22 +269,22 @@ def direction(inp, name, o, thresholds=None):
     n = int(np.prod(shape, dtype=np.int64))
     m = o["method"]
     T = len(inp.tvs)
-    if m == "task-arithmetic":
+    if m == "task_arithmetic":
         d = np.zeros(n)
         for t in range(T):
             idx, e32 = inp.entries(t, name)
             np.add.at(d, idx, inp.w[t] * e32.astype(np.float64))
         return d, None
-    if m in ("ties", "dare"):
-        use_ties = m == "ties" or o.get("dare_then") == "ties"
+    if m in ("ties", "dare_linear", "dare_ties"):
+        use_ties = m in ("ties", "dare_ties")
         kept = []
         for t in range(T):
             idx, v32 = _vector_entries(inp, t, name, o)
             if use_ties:
-                if o.get("ties_scope", "global") == "global":
+                if o.get("scope", "global") == "global":
                     thr = thresholds[t]
                 else:
-                    thr = kth_largest(np.abs(v32).astype(np.float64), int(o.get("ties_density", 0.2) * n), n)
+                    thr = kth_largest(np.abs(v32).astype(np.float64), int(o.get("density", 0.2) * n), n)
                 sel = (np.abs(v32).astype(np.float64) >= thr) & (v32 != 0)
                 idx, v32 = idx[sel], v32[sel]
             dense = np.zeros(n)
@@ -280,21 +292,20 @@ def direction(inp, name, o, thresholds=None):
             kept.append(dense)
         if not use_ties:
             return np.sum(kept, axis=0) if kept else np.zeros(n), None
-        stack = np.array(kept) if kept else np.zeros((0, n))
-        gamma = np.sign(stack.sum(axis=0))                      # elected sign
-        agree = (np.sign(stack) == gamma) & (stack != 0) & (gamma != 0)
-        cnt = agree.sum(axis=0)
-        s = np.where(agree, stack, 0.0).sum(axis=0)
-        return np.where(cnt > 0, s / np.maximum(cnt, 1), 0.0), None
-    if m == "breadcrumbs":
-        beta, gam = o.get("beta", 0.2), o.get("gamma", 0.1)
+        return sign_elect(np.array(kept) if kept else np.zeros((0, n))), None
+    if m in ("breadcrumbs", "breadcrumbs_ties"):
+        # Each vector's mask is ranked on its unweighted entries; the kept entries are weighted (float32
+        # products, as Locus holds them), then summed (breadcrumbs) or sign-elected (breadcrumbs_ties).
+        beta, gam = o.get("density", 0.2), o.get("gamma", 0.1)
         seg = (int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else n) if o.get("scope", "row") == "row" else n
         seg = max(1, seg)
         d = np.zeros(n)
+        kept = []
         for t in range(T):
             idx, e32 = inp.entries(t, name)
             dense = np.zeros(n, np.float32)
             dense[idx] = e32
+            mine = np.zeros(n)
             for s0 in range(0, n, seg):
                 part = dense[s0:s0 + seg]
                 L = len(part)
@@ -302,8 +313,14 @@ def direction(inp, name, o, thresholds=None):
                 drop, take = int(gam * L), int(beta * L)
                 chosen = order[drop:drop + take]
                 chosen = chosen[part[chosen] != 0]
-                d[s0 + chosen] += inp.w[t] * part[chosen].astype(np.float64)
-        return d, None
+                if m == "breadcrumbs":
+                    d[s0 + chosen] += inp.w[t] * part[chosen].astype(np.float64)
+                else:
+                    mine[s0 + chosen] = (part[chosen] * np.float32(inp.w[t])).astype(np.float64)
+            kept.append(mine)
+        if m == "breadcrumbs":
+            return d, None
+        return sign_elect(np.array(kept) if kept else np.zeros((0, n))), None
     if m in ("tall", "consensus"):
         lam = o.get("tall_lambda", 0.4)
         vecs = []
@@ -319,7 +336,7 @@ def direction(inp, name, o, thresholds=None):
         if m == "tall":
             return mtl, (masks, margins)
         votes = np.sum(masks, axis=0) if masks else np.zeros(n)
-        return np.where(votes >= o.get("consensus_k", 2), mtl, 0.0), (masks, margins)
+        return np.where(votes >= o.get("k", 2), mtl, 0.0), (masks, margins)
     raise ValueError(m)
 
 
@@ -334,8 +351,8 @@ def fisher(inp, name, scores, o):
         sc = scores[t]
         if name in sc["tensors"]:
             F = sc["tensors"][name].reshape(-1)
-            norm = 1.0 / sc["samples"] if o.get("fisher_normalize") and sc["samples"] > 0 and sc["reduction"] == "sum" else 1.0
-            F = np.maximum(F * norm, o.get("fisher_floor", 1e-6))
+            norm = 1.0 / sc["samples"] if o.get("normalize") and sc["samples"] > 0 and sc["reduction"] == "sum" else 1.0
+            F = np.maximum(F * norm, o.get("floor", 1e-6))
         else:
             F = np.ones(n)
         F = F * inp.w[t]
@@ -349,10 +366,10 @@ def merge(base_path, tv_paths, options, scores_paths=()):
     rounded float64 in the output dtype, raw for copied tensors), plus TALL per-task masks/models."""
     o = dict(options)
     o.setdefault("lambda", 1.0)
-    inp = Inputs(base_path, tv_paths, o.get("weights"))
+    inp = Inputs(base_path, tv_paths, o.get("weight"))
     scores = [read_scores(p) for p in scores_paths] if o["method"] == "fisher" else None
     thresholds = None
-    if (o["method"] == "ties" or (o["method"] == "dare" and o.get("dare_then") == "ties")) and o.get("ties_scope", "global") == "global":
+    if o["method"] in ("ties", "dare_ties") and o.get("scope", "global") == "global":
         thresholds = ties_thresholds(inp, o)
     out, tall_masks, tall_models = {}, [{} for _ in inp.tvs], [{} for _ in inp.tvs]
     for name, b in inp.base.items():
@@ -387,3 +404,59 @@ def merge(base_path, tv_paths, options, scores_paths=()):
                      "theta0": theta0.reshape(b["shape"]), "mag": (abs(o["lambda"]) * mag).reshape(b["shape"]),
                      "value": round_to(exact, dt).reshape(b["shape"]), "copied": False}
     return {"tensors": out, "tall_masks": tall_masks, "tall_models": tall_models, "inputs": inp}
+
+
+# ------------------------------------------------------------------ methods on full models (no base)
+
+def combine_models(method, xs, o):
+    """One tensor (flat float64 arrays, one per model) → (exact result, size of the summands):
+    linear (Σ w_i x_i, divided by Σ w_i unless normalize is false) or slerp (two models)."""
+    if method == "linear":
+        w = o.get("weight") or [1.0] * len(xs)
+        acc = np.zeros_like(xs[0])
+        mag = np.zeros_like(xs[0])
+        for wi, x in zip(w, xs):
+            acc = acc + wi * x
+            mag = mag + np.abs(wi * x)
+        if o.get("normalize", True):
+            total = sum(w)
+            return acc / total, mag / abs(total)
+        return acc, mag
+    if method == "slerp":
+        t = o.get("t", 0.5)
+        v0, v1 = xs
+        s0, s1 = slerp_coefficients(t, v0, v1)
+        return s0 * v0 + s1 * v1, np.abs(s0 * v0) + np.abs(s1 * v1)
+    raise ValueError(method)
+
+
+def slerp_coefficients(t, v0, v1, parallel=0.9995, eps=1e-8):
+    """Spherical interpolation of two flattened tensors (Shoemake, 1985): the angle Ω between the
+    directions of v0 and v1 (each divided by its norm when that exceeds eps), and
+    sin((1−t)Ω)/sin Ω, sin(tΩ)/sin Ω; when |cos Ω| > 0.9995 the linear weights 1−t, t."""
+    n0, n1 = np.linalg.norm(v0), np.linalg.norm(v1)
+    u0 = v0 / n0 if n0 > eps else v0
+    u1 = v1 / n1 if n1 > eps else v1
+    cos = float(np.sum(u0 * u1))
+    if abs(cos) > parallel:
+        return 1.0 - t, t
+    omega = math.acos(cos)
+    return math.sin((1 - t) * omega) / math.sin(omega), math.sin(t * omega) / math.sin(omega)
+
+
+def merge_models(paths, options):
+    """The merged checkpoint of full models, in the form `merge` returns (non-float tensors copied
+    from the first model)."""
+    o = dict(options)
+    models = [read_checkpoint(p) for p in paths]
+    out = {}
+    for name, first in models[0].items():
+        if first["dtype"] not in FLOATS:
+            out[name] = {"dtype": first["dtype"], "shape": first["shape"], "raw": first["raw"], "copied": True}
+            continue
+        xs = [m[name]["value"].reshape(-1) for m in models]
+        exact, mag = combine_models(o["method"], xs, o)
+        dt = o.get("dtype") or first["dtype"]
+        out[name] = {"dtype": dt, "shape": first["shape"], "exact": exact.reshape(first["shape"]), "mag": mag.reshape(first["shape"]),
+                     "value": round_to(exact, dt).reshape(first["shape"]), "copied": False}
+    return {"tensors": out}

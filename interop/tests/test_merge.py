@@ -130,28 +130,26 @@ def setup(tmp_path_factory):
 # ------------------------------------------------------------------ running and comparing
 
 def cli_args(o):
+    """The command line of an option dict: every key is a parameter name of `locus merge --help`
+    (the flag is --name with _ → -; weight is comma-separated; booleans are --name / --no-name)."""
     a = ["--method", o["method"]]
-    if "lambda" in o:
-        a.append(f"--lambda={o['lambda']!r}")
-    if "weights" in o:
-        a.append("--weights=" + ",".join(repr(float(w)) for w in o["weights"]))
-    for key, flag in [("ties_density", "--ties-density"), ("ties_scope", "--ties-scope"), ("dare_drop", "--dare-drop"),
-                      ("dare_then", "--dare-then"), ("seed", "--seed"), ("beta", "--beta"), ("gamma", "--gamma"),
-                      ("scope", "--breadcrumbs-scope"), ("tall_lambda", "--tall-lambda"), ("consensus_k", "--consensus-k"),
-                      ("fisher_floor", "--fisher-floor"), ("dtype", "--dtype")]:
-        if key in o:
-            a.append(f"{flag}={o[key]}")
-    if o.get("dare_rescale") is False:
-        a.append("--no-dare-rescale")
-    if o.get("fisher_normalize"):
-        a.append("--fisher-normalize")
+    for key, value in o.items():
+        if key == "method":
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            a.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            a.append(flag + "=" + ",".join(repr(float(w)) for w in value))
+        else:
+            a.append(f"{flag}={value!r}" if isinstance(value, float) else f"{flag}={value}")
     return a
 
 
 def run_merge(locus, base, tvs, o, out, scores=(), extra=()):
     args = ["merge", base, *tvs, *cli_args(o), *extra]
     if scores:
-        args += ["--fisher-scores", *scores]
+        args += ["--scores", *scores]
     return locus(*args, "-o", out)
 
 
@@ -211,31 +209,34 @@ def record(label, st):
 
 W5 = [1.0, -1.0, 0.5, 2.0, 1.0]
 CONFIGS = {
-    "ta": {"method": "task-arithmetic"},
-    "ta-weights-lambda": {"method": "task-arithmetic", "weights": W5, "lambda": 0.7},
-    "ta-negative-lambda": {"method": "task-arithmetic", "lambda": -0.5},
-    "ties-global": {"method": "ties", "ties_density": 0.2},
-    "ties-global-weights": {"method": "ties", "ties_density": 0.35, "weights": [1.0, -0.5, 2.0, 1.0, 3.0], "lambda": 1.3},
-    "ties-tensor": {"method": "ties", "ties_density": 0.3, "ties_scope": "tensor", "lambda": 0.8},
-    "ties-density-1": {"method": "ties", "ties_density": 1.0},
-    "ties-density-tiny": {"method": "ties", "ties_density": 0.01},
-    "dare-ta": {"method": "dare", "dare_drop": 0.5, "seed": 7},
-    "dare-ta-default-p": {"method": "dare"},
-    "dare-ta-norescale": {"method": "dare", "dare_drop": 0.3, "dare_rescale": False, "seed": 123456789012345, "weights": W5},
-    "dare-ties-global": {"method": "dare", "dare_drop": 0.6, "dare_then": "ties", "ties_density": 0.3, "seed": 3},
-    "dare-ties-tensor": {"method": "dare", "dare_drop": 0.4, "dare_then": "ties", "ties_scope": "tensor", "ties_density": 0.25,
-                         "seed": 2 ** 63 - 1, "dare_rescale": False, "lambda": 0.9},
+    "ta": {"method": "task_arithmetic"},
+    "ta-weights-lambda": {"method": "task_arithmetic", "weight": W5, "lambda": 0.7},
+    "ta-negative-lambda": {"method": "task_arithmetic", "lambda": -0.5},
+    "ties-global": {"method": "ties", "density": 0.2},
+    "ties-global-weights": {"method": "ties", "density": 0.35, "weight": [1.0, -0.5, 2.0, 1.0, 3.0], "lambda": 1.3},
+    "ties-tensor": {"method": "ties", "density": 0.3, "scope": "tensor", "lambda": 0.8},
+    "ties-density-1": {"method": "ties", "density": 1.0},
+    "ties-density-tiny": {"method": "ties", "density": 0.01},
+    "dare-ta": {"method": "dare_linear", "drop_rate": 0.5, "seed": 7},
+    "dare-ta-default-p": {"method": "dare_linear"},
+    "dare-ta-norescale": {"method": "dare_linear", "drop_rate": 0.3, "rescale": False, "seed": 123456789012345, "weight": W5},
+    "dare-ties-global": {"method": "dare_ties", "drop_rate": 0.6, "density": 0.3, "seed": 3},
+    "dare-ties-tensor": {"method": "dare_ties", "drop_rate": 0.4, "scope": "tensor", "density": 0.25,
+                         "seed": 2 ** 63 - 1, "rescale": False, "lambda": 0.9},
     "breadcrumbs-row": {"method": "breadcrumbs"},
-    "breadcrumbs-row-wide": {"method": "breadcrumbs", "beta": 0.5, "gamma": 0.25, "weights": W5, "lambda": 0.4},
-    "breadcrumbs-tensor": {"method": "breadcrumbs", "scope": "tensor", "beta": 0.3, "gamma": 0.1},
+    "breadcrumbs-row-wide": {"method": "breadcrumbs", "density": 0.5, "gamma": 0.25, "weight": W5, "lambda": 0.4},
+    "breadcrumbs-tensor": {"method": "breadcrumbs", "scope": "tensor", "density": 0.3, "gamma": 0.1},
+    "breadcrumbs-ties-row": {"method": "breadcrumbs_ties"},
+    "breadcrumbs-ties-row-wide": {"method": "breadcrumbs_ties", "density": 0.5, "gamma": 0.25, "weight": W5, "lambda": 0.4},
+    "breadcrumbs-ties-tensor": {"method": "breadcrumbs_ties", "scope": "tensor", "density": 0.3, "gamma": 0.1, "lambda": 1.2},
     "tall": {"method": "tall", "tall_lambda": 0.4},
-    "tall-weights": {"method": "tall", "tall_lambda": 0.2, "weights": W5, "lambda": 0.6},
-    "consensus-2": {"method": "consensus", "consensus_k": 2},
-    "consensus-1": {"method": "consensus", "consensus_k": 1, "tall_lambda": 0.6},
-    "consensus-3": {"method": "consensus", "consensus_k": 3, "tall_lambda": 0.2, "lambda": 1.5},
+    "tall-weights": {"method": "tall", "tall_lambda": 0.2, "weight": W5, "lambda": 0.6},
+    "consensus-2": {"method": "consensus", "k": 2},
+    "consensus-1": {"method": "consensus", "k": 1, "tall_lambda": 0.6},
+    "consensus-3": {"method": "consensus", "k": 3, "tall_lambda": 0.2, "lambda": 1.5},
     "fisher": {"method": "fisher"},
-    "fisher-normalize-floor": {"method": "fisher", "fisher_normalize": True, "fisher_floor": 1e-3},
-    "fisher-weights": {"method": "fisher", "weights": [1.0, 2.0, 0.5, 1.0, 3.0]},
+    "fisher-normalize-floor": {"method": "fisher", "normalize": True, "floor": 1e-3},
+    "fisher-weights": {"method": "fisher", "weight": [1.0, 2.0, 0.5, 1.0, 3.0]},
 }
 
 
@@ -258,9 +259,9 @@ def test_method_matches_numpy(locus, setup, tmp_path, label):
 def test_dense_vector_alone_equals_apply(locus, setup, tmp_path):
     """Task arithmetic of one fully dense vector at λ = 1 is `locus apply` (θ0 + τ, rounded once)."""
     out, applied = tmp_path / "m.h5", tmp_path / "a.h5"
-    assert_ok(run_merge(locus, setup["base"], [setup["tvs"][2]], {"method": "task-arithmetic"}, out))
+    assert_ok(run_merge(locus, setup["base"], [setup["tvs"][2]], {"method": "task_arithmetic"}, out))
     assert_ok(locus("apply", setup["base"], setup["tvs"][2], "-o", applied))
-    want = ref.merge(setup["base"], [setup["tvs"][2]], {"method": "task-arithmetic"})
+    want = ref.merge(setup["base"], [setup["tvs"][2]], {"method": "task_arithmetic"})
     record("dense-alone", compare(out, want["tensors"], "dense-alone"))
     a, b = ref.read_checkpoint(out), ref.read_checkpoint(applied)
     assert {k: v["raw"] for k, v in a.items()} == {k: v["raw"] for k, v in b.items()}
@@ -269,9 +270,9 @@ def test_dense_vector_alone_equals_apply(locus, setup, tmp_path):
 def test_negation_with_weight_minus_one(locus, setup, tmp_path):
     """w = −1 negates: θ0 − τ; equal to λ = −1."""
     out1, out2 = tmp_path / "w.h5", tmp_path / "l.h5"
-    assert_ok(run_merge(locus, setup["base"], [setup["tvs"][0]], {"method": "task-arithmetic", "weights": [-1.0]}, out1))
-    assert_ok(run_merge(locus, setup["base"], [setup["tvs"][0]], {"method": "task-arithmetic", "lambda": -1.0}, out2))
-    want = ref.merge(setup["base"], [setup["tvs"][0]], {"method": "task-arithmetic", "weights": [-1.0]})
+    assert_ok(run_merge(locus, setup["base"], [setup["tvs"][0]], {"method": "task_arithmetic", "weight": [-1.0]}, out1))
+    assert_ok(run_merge(locus, setup["base"], [setup["tvs"][0]], {"method": "task_arithmetic", "lambda": -1.0}, out2))
+    want = ref.merge(setup["base"], [setup["tvs"][0]], {"method": "task_arithmetic", "weight": [-1.0]})
     record("negation", compare(out1, want["tensors"], "negation"))
     base = ref.read_checkpoint(setup["base"])
     tau = ref.read_task_vector(setup["tvs"][0])
@@ -295,8 +296,8 @@ def test_empty_vector_alone_reproduces_the_base(locus, setup, tmp_path):
 def test_empty_vectors_do_not_change_the_result(locus, setup, tmp_path):
     """Adding the empty vector changes nothing for task arithmetic (bit for bit)."""
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
-    assert_ok(run_merge(locus, setup["base"], setup["tvs"][:4], {"method": "task-arithmetic", "lambda": 0.3}, a))
-    assert_ok(run_merge(locus, setup["base"], setup["tvs"], {"method": "task-arithmetic", "lambda": 0.3}, b))
+    assert_ok(run_merge(locus, setup["base"], setup["tvs"][:4], {"method": "task_arithmetic", "lambda": 0.3}, a))
+    assert_ok(run_merge(locus, setup["base"], setup["tvs"], {"method": "task_arithmetic", "lambda": 0.3}, b))
     assert locus_h5.fingerprint(a) == locus_h5.fingerprint(b)
 
 
@@ -311,14 +312,14 @@ def test_scale_is_applied(locus, setup, tmp_path):
     p = tmp_path / "scaled1.h5"
     locus_h5.write_task_vector(p, dense, base=setup["base"], dtypes={n: "float64" for n in dense})
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
-    assert_ok(run_merge(locus, setup["base"], [setup["tvs"][3]], {"method": "task-arithmetic", "lambda": 0.7}, a))
-    assert_ok(run_merge(locus, setup["base"], [p], {"method": "task-arithmetic", "lambda": 0.7}, b))
+    assert_ok(run_merge(locus, setup["base"], [setup["tvs"][3]], {"method": "task_arithmetic", "lambda": 0.7}, a))
+    assert_ok(run_merge(locus, setup["base"], [p], {"method": "task_arithmetic", "lambda": 0.7}, b))
     assert locus_h5.fingerprint(a) == locus_h5.fingerprint(b)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
 def test_output_dtype(locus, setup, tmp_path, dtype):
-    o = {"method": "ties", "ties_density": 0.4, "dtype": dtype}
+    o = {"method": "ties", "density": 0.4, "dtype": dtype}
     out = tmp_path / "d.h5"
     assert_ok(run_merge(locus, setup["base"], setup["tvs"], o, out))
     want = ref.merge(setup["base"], setup["tvs"], o)
@@ -329,7 +330,7 @@ def test_output_dtype(locus, setup, tmp_path, dtype):
 
 @pytest.mark.parametrize("p,seed", [(0.5, 0), (0.9, 11)])
 def test_dare_mask_is_the_documented_generator(locus, setup, tmp_path, p, seed):
-    """With --no-dare-rescale and one vector of all-equal values the output *is* the keep mask: compare it
+    """With --no-rescale and one vector of all-equal values the output *is* the keep mask: compare it
     entry by entry with SplitMix64 reproduced in Python."""
     n = 500
     base = tmp_path / "b.h5"
@@ -340,7 +341,7 @@ def test_dare_mask_is_the_documented_generator(locus, setup, tmp_path, p, seed):
     locus_h5.write_task_vector(empty, {}, base=base)
     out = tmp_path / "m.h5"
     # the vector is the *second* input: its stream uses vector index 1
-    assert_ok(locus("merge", base, empty, tv, "--method", "dare", f"--dare-drop={p}", f"--seed={seed}", "--no-dare-rescale", "-o", out))
+    assert_ok(locus("merge", base, empty, tv, "--method", "dare_linear", f"--drop-rate={p}", f"--seed={seed}", "--no-rescale", "-o", out))
     got = ref.read_checkpoint(out)
     for name, count in (("w", n), ("v", 35)):
         keep = ref.dare_keep(name, 1, count, p, seed)
@@ -348,8 +349,8 @@ def test_dare_mask_is_the_documented_generator(locus, setup, tmp_path, p, seed):
         assert abs(keep.mean() - (1 - p)) < 0.1
 
 
-@pytest.mark.parametrize("method", [{"method": "dare", "dare_drop": 0.5, "seed": 5},
-                                    {"method": "dare", "dare_drop": 0.5, "dare_then": "ties", "ties_density": 0.3}])
+@pytest.mark.parametrize("method", [{"method": "dare_linear", "drop_rate": 0.5, "seed": 5},
+                                    {"method": "dare_ties", "drop_rate": 0.5, "density": 0.3}])
 def test_dare_does_not_depend_on_the_encoding(locus, setup, tmp_path, method):
     """The same τ (no explicitly stored zeros) as coo, bitmask or dense gives the same DARE merge."""
     rng = np.random.default_rng(9)
@@ -367,7 +368,7 @@ def test_dare_does_not_depend_on_the_encoding(locus, setup, tmp_path, method):
 
 
 def test_tall_masks_and_models(locus, setup, tmp_path):
-    o = {"method": "tall", "tall_lambda": 0.3, "lambda": 0.9, "weights": W5}
+    o = {"method": "tall", "tall_lambda": 0.3, "lambda": 0.9, "weight": W5}
     d = tmp_path / "tall"
     d.mkdir()
     out = tmp_path / "merged.h5"
@@ -421,9 +422,9 @@ def test_sixteen_bit_output_is_rounded_once(locus, tmp_path, dtype, tau, want_bi
 
 # ------------------------------------------------------------------ 2. the h5py fixture vectors
 
-@pytest.mark.parametrize("o", [{"method": "task-arithmetic"}, {"method": "task-arithmetic", "lambda": 0.6, "weights": [-1.0]},
-                               {"method": "ties", "ties_density": 0.2}, {"method": "ties", "ties_scope": "tensor", "ties_density": 0.5},
-                               {"method": "dare", "dare_drop": 0.5, "seed": 4}, {"method": "breadcrumbs", "beta": 0.5, "gamma": 0.2}],
+@pytest.mark.parametrize("o", [{"method": "task_arithmetic"}, {"method": "task_arithmetic", "lambda": 0.6, "weight": [-1.0]},
+                               {"method": "ties", "density": 0.2}, {"method": "ties", "scope": "tensor", "density": 0.5},
+                               {"method": "dare_linear", "drop_rate": 0.5, "seed": 4}, {"method": "breadcrumbs", "density": 0.5, "gamma": 0.2}],
                          ids=["ta", "negate", "ties", "ties-tensor", "dare", "breadcrumbs"])
 def test_h5py_fixture_vector(locus, tmp_path, o):
     base, tv = FIXTURES / "checkpoint.h5", FIXTURES / "task_vector.h5"
@@ -483,7 +484,7 @@ def test_wrong_base_is_refused_and_force_merges_with_a_warning(locus, setup, tmp
     expect_refusal(locus, ["merge", setup["base"], setup["tvs"][0], tv], tmp_path, out, tv, mention=("fingerprint",))
     r = assert_ok(locus("merge", setup["base"], setup["tvs"][0], tv, "--force", "-o", out))
     assert "warning" in r.err and str(tv) in r.err
-    want = ref.merge(setup["base"], [setup["tvs"][0], tv], {"method": "task-arithmetic"})
+    want = ref.merge(setup["base"], [setup["tvs"][0], tv], {"method": "task_arithmetic"})
     compare(out, want["tensors"], "force")
 
 
@@ -576,7 +577,7 @@ def test_tall_needs_a_directory(locus, setup, tmp_path):
     expect_refusal(locus, ["merge", setup["base"], *setup["tvs"][:2], "--method", "tall"], tmp_path, out, out, mention=("--tall-dir",))
 
 
-@pytest.mark.parametrize("args", [["--ties-density=0"], ["--ties-density=1.5"], ["--method", "dare", "--dare-drop=1"],
+@pytest.mark.parametrize("args", [["--ties-density=0"], ["--ties-density=1.5"], ["--method", "dare_linear", "--drop-rate=1"],
                                   ["--method", "breadcrumbs", "--beta=0.8", "--gamma=0.3"], ["--method", "consensus", "--consensus-k=0"],
                                   ["--lambda=nan"]],
                          ids=["density0", "density>1", "drop1", "beta+gamma>1", "k0", "lambda-nan"])
@@ -601,7 +602,7 @@ def test_fisher_entries_without_any_score_are_not_zeroed(locus, setup, tmp_path)
         assert_error(r, out)
         return
     got = ref.read_checkpoint(out)["mat"]["value"].reshape(-1)[:7]
-    plain = ref.merge(setup["base"], setup["tvs"][:3], {"method": "task-arithmetic", "lambda": 1 / 3})["tensors"]["mat"]["exact"]
+    plain = ref.merge(setup["base"], setup["tvs"][:3], {"method": "task_arithmetic", "lambda": 1 / 3})["tensors"]["mat"]["exact"]
     np.testing.assert_allclose(got, plain.reshape(-1)[:7], rtol=1e-6,
                                err_msg="entries with Σ F = 0 were set to 0 instead of the plain average")
 
@@ -618,11 +619,14 @@ def test_non_float_output_dtype_is_refused_cleanly(locus, setup, tmp_path, args)
 
 @pytest.mark.parametrize("args", [["--method", "ties", "--ties-scope", "row"],
                                   ["--method", "breadcrumbs", "--breadcrumbs-scope", "global"],
-                                  ["--method", "dare", "--dare-then", "breadcrumbs"]],
-                         ids=["ties-scope-row", "breadcrumbs-scope-global", "dare-then-breadcrumbs"])
+                                  ["--method", "ties", "--gamma", "0.1"], ["--method", "ties", "--density"],
+                                  ["--method", "no_such_method"]],
+                         ids=["ties-scope-row", "breadcrumbs-scope-global", "parameter-of-another-method", "missing-value",
+                              "unknown-method"])
 def test_unsupported_option_values_are_refused(locus, setup, tmp_path, args):
     """The option parsers accept every Scope / MergeMethod value; the unsupported ones must not silently
-    fall back to another behaviour (ties row → tensor, breadcrumbs global → tensor, dare-then X → TA)."""
+    fall back to another behaviour (ties row → tensor, breadcrumbs global → tensor), and a parameter the
+    method does not have must not be silently ignored."""
     out = tmp_path / "m.h5"
     r = locus("merge", setup["base"], *setup["tvs"][:2], *args, "-o", out)
     assert r.code != 0, f"accepted {args} silently:\n{r!r}"
@@ -631,10 +635,74 @@ def test_unsupported_option_values_are_refused(locus, setup, tmp_path, args):
 
 def test_dare_seed_above_int64_max(locus, setup, tmp_path):
     """--seed is a UInt64 (the help says so); seeds ≥ 2^63 must work, not trap while recording provenance."""
-    o = {"method": "dare", "dare_drop": 0.4, "seed": 2 ** 64 - 1}
+    o = {"method": "dare_linear", "drop_rate": 0.4, "seed": 2 ** 64 - 1}
     out = tmp_path / "m.h5"
     assert_ok(run_merge(locus, setup["base"], setup["tvs"], o, out))
     compare(out, ref.merge(setup["base"], setup["tvs"], o)["tensors"], "seed-max")
+
+
+def tensors_raw(path):
+    return {k: v["raw"] for k, v in ref.read_checkpoint(path).items()}
+
+
+@pytest.mark.parametrize("scope", ["row", "tensor"])
+def test_breadcrumbs_ties_of_one_vector_is_breadcrumbs(locus, setup, tmp_path, scope):
+    """With one vector nothing disagrees: the sign election keeps every kept entry as it is, so
+    breadcrumbs_ties and breadcrumbs write the same bytes (and differ once the vectors disagree)."""
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    o = {"density": 0.4, "gamma": 0.1, "scope": scope, "weight": [-1.5]}
+    assert_ok(run_merge(locus, setup["base"], [setup["tvs"][0]], {"method": "breadcrumbs_ties", **o}, a))
+    assert_ok(run_merge(locus, setup["base"], [setup["tvs"][0]], {"method": "breadcrumbs", **o}, b))
+    assert tensors_raw(a) == tensors_raw(b)
+    o["weight"] = [1.0, 1.0, 1.0]
+    assert_ok(run_merge(locus, setup["base"], setup["tvs"][:3], {"method": "breadcrumbs_ties", **o}, a))
+    assert_ok(run_merge(locus, setup["base"], setup["tvs"][:3], {"method": "breadcrumbs", **o}, b))
+    assert tensors_raw(a) != tensors_raw(b)
+
+
+@pytest.mark.parametrize("canonical,older", [
+    (["--method", "task_arithmetic", "--weight=1,-0.5,2,1,3"], ["--method", "task-arithmetic", "--weights=1,-0.5,2,1,3"]),
+    (["--method", "ties", "--density=0.3", "--scope=tensor"], ["--method", "ties", "--ties-density=0.3", "--ties-scope=tensor"]),
+    (["--method", "dare_linear", "--drop-rate=0.4", "--no-rescale", "--seed=5"],
+     ["--method", "dare_linear", "--dare-drop=0.4", "--no-dare-rescale", "--seed=5"]),
+    (["--method", "breadcrumbs", "--density=0.5", "--gamma=0.2", "--scope=tensor"],
+     ["--method", "breadcrumbs", "--beta=0.5", "--gamma=0.2", "--breadcrumbs-scope=tensor"]),
+    (["--method", "consensus", "--k=3"], ["--method", "consensus", "--consensus-k", "3"]),
+], ids=["task-arithmetic", "ties", "dare", "breadcrumbs", "consensus"])
+def test_older_spellings_merge_identically(locus, setup, tmp_path, canonical, older):
+    """The parameter tables accept the flags of earlier releases as aliases: same bytes."""
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    assert_ok(locus("merge", setup["base"], *setup["tvs"], *canonical, "-o", a))
+    assert_ok(locus("merge", setup["base"], *setup["tvs"], *older, "-o", b))
+    assert tensors_raw(a) == tensors_raw(b)
+
+
+def test_recipe_matches_the_command_line(locus, setup, tmp_path):
+    """A mergekit-style recipe names the method and its parameters as `--help` does; the merge, and the
+    provenance's parameters, equal the command line's. Unknown keys are refused with their name."""
+    tvs = setup["tvs"][:3]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"base_model: {setup['base']}\nmodels:\n"
+                      + "".join(f"  - model: {t}\n    parameters: {{weight: {w}}}\n" for t, w in zip(tvs, (1.0, -0.5, 2.0)))
+                      + "merge_method: dare_ties\nparameters: {drop_rate: 0.6, density: 0.3, seed: 3, lambda: 0.8, rescale: false}\n")
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    assert_ok(locus("merge", "--config", recipe, "-o", a))
+    assert_ok(run_merge(locus, setup["base"], tvs, {"method": "dare_ties", "drop_rate": 0.6, "density": 0.3, "seed": 3, "lambda": 0.8,
+                                                    "rescale": False, "weight": [1.0, -0.5, 2.0]}, b))
+    assert tensors_raw(a) == tensors_raw(b)
+    prov = []
+    for p in (a, b):
+        with h5py.File(p) as f:
+            prov.append(json.loads(f["provenance"][()].decode())["parameters"])
+    assert prov[0].pop("config") == str(recipe)
+    assert prov[0] == prov[1]
+    assert prov[0]["method"] == "dare_ties" and prov[0]["weight"] == [1.0, -0.5, 2.0]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(recipe.read_text().replace("drop_rate", "droprate"))
+    r = locus("merge", "--config", bad, "-o", tmp_path / "c.h5")
+    assert_error(r, bad)
+    assert not (tmp_path / "c.h5").exists()
+    assert "droprate" in r.err and "drop_rate" in r.err
 
 
 # ------------------------------------------------------------------ provenance
@@ -646,7 +714,8 @@ def test_provenance_records_method_parameters_and_inputs(locus, setup, tmp_path)
     with h5py.File(out) as f:
         prov = json.loads(f["provenance"][()].decode())
     p = prov["parameters"]
-    assert p["method"] == "dare" and p["lambda"] == 1 and p["dare_drop"] == 0.6 and p["dare_then"] == "ties" and p["seed"] == 3
+    assert p["method"] == "dare_ties" and p["lambda"] == 1 and p["drop_rate"] == 0.6 and p["seed"] == 3
+    assert p["density"] == 0.3 and p["scope"] == "global" and p["rescale"] is True
     roles = [(i["role"], os.path.basename(i["path"])) for i in prov["inputs"]]
     assert roles == [("base", "base.h5"), ("task-vector", "tv0.h5"), ("task-vector", "tv1.h5")]
     assert prov["inputs"][0]["fingerprint"] == locus_h5.fingerprint(setup["base"])
@@ -732,7 +801,7 @@ def test_alpha_search(locus, two_tasks, tmp_path):
         prov = json.loads(f["provenance"][()].decode())
     assert prov["parameters"]["lambda"] == best
     assert [row["alpha"] for row in prov["parameters"]["alpha_search"]] == alphas
-    want = ref.merge(d / "base.h5", [d / "tau1.h5", d / "tau2.h5"], {"method": "task-arithmetic", "lambda": best})
+    want = ref.merge(d / "base.h5", [d / "tau1.h5", d / "tau2.h5"], {"method": "task_arithmetic", "lambda": best})
     compare(out, want["tensors"], "alpha-output")
     # and the chosen α's accuracies are what `locus eval` reports for the output (the table is not made up)
     k = alphas.index(best)

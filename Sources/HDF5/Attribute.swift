@@ -18,14 +18,14 @@ public final class Attribute: @unchecked Sendable {
     public var type: Datatype { Datatype(owning: H5Aget_type(id)) }
     public var space: Dataspace { Dataspace(owning: H5Aget_space(id)) }
 
-    var where_: String { "\(ownerPath)@\(name)" }
-    func fail(_ op: String) -> HDF5Error { HDF5Library.error(op, file: filePath, object: where_) }
+    var qualifiedName: String { "\(ownerPath)@\(name)" }
+    func fail(_ op: String) -> HDF5Error { HDF5Library.error(op, file: filePath, object: qualifiedName) }
 
     /// Reads the raw values converted to `memType` into `buffer` (whose size must match).
     public func read(into buffer: UnsafeMutableRawBufferPointer, memType: Datatype) throws {
         let needed = space.elementCount * memType.size
         guard buffer.count == needed else {
-            throw HDF5Error(file: filePath, object: where_, operation: "read attribute", stack: "buffer of \(buffer.count) bytes, need \(needed)")
+            throw HDF5Error(file: filePath, object: qualifiedName, operation: "read attribute", stack: "buffer of \(buffer.count) bytes, need \(needed)")
         }
         if needed == 0 { return }
         if H5Aread(id, memType.id, buffer.baseAddress) < 0 { throw fail("read attribute") }
@@ -35,13 +35,13 @@ public final class Attribute: @unchecked Sendable {
     public func readStrings(maxCount: Int = 1 << 20) throws -> [String] {
         let t = type
         guard t.typeClass == .string else {
-            throw HDF5Error(file: filePath, object: where_, operation: "read attribute", stack: "expected a string, found another type")
+            throw HDF5Error(file: filePath, object: qualifiedName, operation: "read attribute", stack: "expected a string, found another type")
         }
         let n = space.elementCount
         guard n <= maxCount else {
-            throw HDF5Error(file: filePath, object: where_, operation: "read attribute", stack: "\(n) strings exceed the limit of \(maxCount)")
+            throw HDF5Error(file: filePath, object: qualifiedName, operation: "read attribute", stack: "\(n) strings exceed the limit of \(maxCount)")
         }
-        return try StringIO.read(count: n, fileType: t, filePath: filePath, object: where_) { mem, buf in
+        return try StringIO.read(count: n, fileType: t, filePath: filePath, object: qualifiedName) { mem, buf in
             H5Aread(id, mem, buf)
         }
     }

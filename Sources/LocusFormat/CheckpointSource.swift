@@ -49,8 +49,8 @@ extension CheckpointSource {
 
     func requireFloat(_ t: CheckpointTensor) throws {
         guard t.dtype.isFloatingPoint else {
-            let where_ = location(of: t)
-            throw LocusError(file: where_.file, object: where_.object, "dtype \(t.dtype.rawValue) is not floating point")
+            let place = location(of: t)
+            throw LocusError(file: place.file, object: place.object, "dtype \(t.dtype.rawValue) is not floating point")
         }
     }
 

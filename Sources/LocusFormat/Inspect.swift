@@ -108,12 +108,7 @@ public enum Inspector {
                 let ds = try c.dataset(t)
                 var e = InspectReport.Tensor(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, encoding: "dense", count: t.count,
                                              bytes_on_disk: ds.storageSize, logical_bytes: t.byteCount)
-                if stats, t.dtype.isFloatingPoint, t.count > 0 {
-                    let v = try c.readFloat32(t)
-                    e.min = Double(v.min()!); e.max = Double(v.max()!)
-                    e.mean = v.withUnsafeBufferPointer { Summaries.sum($0) } / Double(t.count)
-                    e.l2_norm = v.withUnsafeBufferPointer { Summaries.sumOfSquares($0) }.squareRoot()
-                }
+                if stats, t.dtype.isFloatingPoint, t.count > 0 { try Inspector.addStatistics(&e, c, t) }
                 r.tensors.append(e)
             }
         case .scores:
@@ -204,17 +199,7 @@ public enum Inspector {
         for t in source.tensors where only.map({ TensorName.same($0, t.name) }) ?? true {
             var e = InspectReport.Tensor(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, encoding: "dense", count: t.count,
                                          bytes_on_disk: t.byteCount, logical_bytes: t.byteCount)
-            if stats, t.dtype.isFloatingPoint, t.count > 0 {
-                var lo = Float.infinity, hi = -Float.infinity, sum = 0.0, squares = 0.0
-                try source.forEachBlock(t, blockBytes: 16 << 20) { bytes in
-                    let v = HalfPrecision.decode(bytes, dtype: t.dtype)
-                    v.withUnsafeBufferPointer { b in
-                        for x in b { lo = Swift.min(lo, x); hi = Swift.max(hi, x) }
-                        sum += Summaries.sum(b); squares += Summaries.sumOfSquares(b)
-                    }
-                }
-                e.min = Double(lo); e.max = Double(hi); e.mean = sum / Double(t.count); e.l2_norm = squares.squareRoot()
-            }
+            if stats, t.dtype.isFloatingPoint, t.count > 0 { try addStatistics(&e, source, t) }
             r.tensors.append(e)
         }
         if let only, r.tensors.isEmpty { throw LocusError(file: path, object: "tensor '\(only)'", "no tensor of this name") }
@@ -223,6 +208,20 @@ public enum Inspector {
         r.totals.bytes_on_disk = r.tensors.reduce(0) { $0 + $1.bytes_on_disk }
         r.totals.logical_bytes = r.tensors.reduce(0) { $0 + $1.logical_bytes }
         return r
+    }
+
+    /// min, max, mean and l2 norm of a float tensor, streamed in blocks of rows (16 MiB): memory
+    /// does not follow the tensor's size.
+    static func addStatistics(_ e: inout InspectReport.Tensor, _ source: any CheckpointSource, _ t: CheckpointTensor) throws {
+        var lo = Float.infinity, hi = -Float.infinity, sum = 0.0, squares = 0.0
+        try source.forEachBlock(t, blockBytes: 16 << 20) { bytes in
+            let v = HalfPrecision.decode(bytes, dtype: t.dtype)
+            v.withUnsafeBufferPointer { b in
+                for x in b { lo = Swift.min(lo, x); hi = Swift.max(hi, x) }
+                sum += Summaries.sum(b); squares += Summaries.sumOfSquares(b)
+            }
+        }
+        e.min = Double(lo); e.max = Double(hi); e.mean = sum / Double(t.count); e.l2_norm = squares.squareRoot()
     }
 
     /// Size of a file, or of the files directly inside a folder.

@@ -19,7 +19,7 @@ final class BlockDirection {
     let dare: Bool
     let dareScale: Float
     let dropRate: Double
-    var random: [MergeRandom]
+    var random: [SplitMix64]
     let blocks: [EntryBlock]
     let scratch: MergeScratch
     public private(set) var position = 0
@@ -87,7 +87,7 @@ final class BlockDirection {
             for j in 0..<b.count {
                 var v = val[j]
                 if dare {
-                    guard random[t].unit() >= dropRate else { continue }
+                    guard random[t].unitDouble() >= dropRate else { continue }
                     v *= dareScale
                 }
                 if trim && !(abs(v) >= thr && v != 0) { continue }
@@ -180,10 +180,10 @@ final class MergeScratch {
 
 extension Merger {
     /// The generator of DARE's keep decisions for one vector's tensor (one draw per stored entry, in order).
-    static func dareRandom(vector: Int, tensor: String, options o: MergeOptions) -> MergeRandom {
+    static func dareRandom(vector: Int, tensor: String, options o: MergeOptions) -> SplitMix64 {
         var h: UInt64 = 0xCBF2_9CE4_8422_2325   // FNV-1a of the tensor name: streams do not depend on tensor order
         for b in tensor.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
-        return MergeRandom(seed: o.seed ^ h ^ (UInt64(vector) &* 0x9E37_79B9_7F4A_7C15))
+        return SplitMix64(seed: o.seed ^ h ^ (UInt64(vector) &* 0x9E37_79B9_7F4A_7C15))
     }
 
     /// TIES trim threshold of one vector over `tensors`: the |w·τ| (after DARE's drop, when
@@ -206,7 +206,7 @@ extension Merger {
                             for v in chunk {
                                 var x = v * wt
                                 if dare {
-                                    guard rng.unit() >= o.dareDropRate else { continue }
+                                    guard rng.unitDouble() >= o.dareDropRate else { continue }
                                     x *= dareScale
                                 }
                                 m[k] = abs(x); k += 1

@@ -122,22 +122,8 @@ public enum Merger {
     /// The keep decisions for the stored entries of one vector's tensor, in index order.
     public static func dareKeepMask(count: Int, vector: Int, tensor: String, options o: MergeOptions) -> [Bool] {
         var rng = dareRandom(vector: vector, tensor: tensor, options: o)
-        return (0..<count).map { _ in rng.unit() >= o.dareDropRate }
+        return (0..<count).map { _ in rng.unitDouble() >= o.dareDropRate }
     }
-}
-
-/// SplitMix64 (same generator as the engine's), kept here so LocusMerge needs no engine.
-struct MergeRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func unit() -> Double { Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
 }
 
 /// Breadcrumbs on one segment: rank by |τ| descending, drop the top γ fraction, keep the next β.

@@ -252,7 +252,7 @@ public enum TaskArithmetic {
         // on the way through the one pass below, and checked before the output is published.
         var hasher: FingerprintHasher? = nil
         if base.fingerprintIsKnown { try checkBase(try base.fingerprint) } else { hasher = FingerprintHasher() }
-        try Convert.checkAgainstBase(tv.tensors.map { ($0.name, $0.shape) }, base: base, source: tvPath)
+        try Conversion.checkAgainstBase(tv.tensors.map { ($0.name, $0.shape) }, base: base, source: tvPath)
         for t in tv.tensors {
             let b = base.tensor(named: t.name)!
             guard b.dtype.isFloatingPoint else { throw LocusError(file: tvPath, object: t.objectPath, "targets \(b.dtype.rawValue) tensor '\(t.name)' of the base") }

@@ -56,26 +56,26 @@ struct Convert: ParsableCommand {
                 guard inputKind == .safetensors, format == .h5 else {
                     throw LocusError(file: input, "--kind \(kind.rawValue) imports a .safetensors file into a Locus .h5 file")
                 }
-                var o = LocusFormat.Convert.ImportOptions()
+                var o = Conversion.ImportOptions()
                 o.kind = kind; o.basePath = base; o.estimator = estimator; o.samples = samples
                 o.draws = draws; o.reduction = reduction; o.absentTensors = absentTensors
                 if architecture != nil { throw LocusError(file: input, "--architecture applies to checkpoints only") }
-                return try LocusFormat.Convert.importSafeTensors(from: input, to: output, options: o, provenance: prov)
+                return try Conversion.importSafeTensors(from: input, to: output, options: o, provenance: prov)
             }
             if output.hasSuffix(".safetensors") && format == .h5 {
                 guard inputKind == .locus, try source.openOptions().renaming == nil else {
                     throw LocusError(file: output, "a single .safetensors output is exported from a Locus .h5 file without renaming; write a folder (OUT/) instead")
                 }
                 guard dtype == nil, configFrom == nil else { throw LocusError(file: output, "--dtype and --config-from apply to .h5 and folder outputs") }
-                return try LocusFormat.Convert.exportSafeTensors(from: input, to: output)
+                return try Conversion.exportSafeTensors(from: input, to: output)
             }
             let src = try openCheckpoint(path: input)
             if let r = src as? RenamedSource, r.droppedCount > 0 {
-                FileHandle.standardError.write("locus: \(input): --strip-prefix dropped \(r.droppedCount) tensor(s) without the prefix\n")
+                StandardStream.error.write("locus: \(input): --strip-prefix dropped \(r.droppedCount) tensor(s) without the prefix\n")
             }
             var arch = try src.architecture()
             if let architecture { arch = try checkedArchitecture(architecture, against: src) }
-            let fp = try LocusFormat.Convert.write(src, to: output, architecture: arch, format: format, dtype: dtype,
+            let fp = try Conversion.write(src, to: output, architecture: arch, format: format, dtype: dtype,
                                                    shardBytes: try out.shardBytes(), configFrom: configFrom, provenance: prov)
             print("\(output): \(src.tensors.count) tensors, \(fp)")
         }
@@ -94,7 +94,7 @@ struct Convert: ParsableCommand {
         let used = Set(model.parameters.map(\.name))
         let extra = source.tensors.map(\.name).filter { !used.contains($0) }
         if !extra.isEmpty {
-            FileHandle.standardError.write("locus: warning: \(input): \(extra.count) tensor(s) the architecture does not use are kept as they are: \(extra.prefix(6).joined(separator: ", "))\n")
+            StandardStream.error.write("locus: warning: \(input): \(extra.count) tensor(s) the architecture does not use are kept as they are: \(extra.prefix(6).joined(separator: ", "))\n")
         }
         return try arch.json()
     }

@@ -119,7 +119,7 @@ extension DataCommand {
                 o.limit = maxBytes
                 let r = try DataImport.importFiles(sources, to: output, options: o,
                                                    command: ["locus"] + Array(CommandLine.arguments.dropFirst()))
-                if !quiet { FileHandle.standardOutput.write(summary(output, r.data) + "\n") }
+                if !quiet { StandardStream.output.write(summary(output, r.data) + "\n") }
             }
         }
     }
@@ -184,7 +184,7 @@ extension DataCommand {
                 let s = try split.map(SplitFractions.init(parsing:))
                 let d = try DataImport.deriveFile(source, to: output, classes: c, transforms: t, split: s, seed: seed,
                                                   stratified: !noStratify, command: ["locus"] + Array(CommandLine.arguments.dropFirst()))
-                if !quiet { FileHandle.standardOutput.write(summary(output, d) + "\n") }
+                if !quiet { StandardStream.output.write(summary(output, d) + "\n") }
             }
         }
     }

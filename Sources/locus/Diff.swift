@@ -71,7 +71,7 @@ struct Apply: ParsableCommand {
         try reportingErrors(source) {
             try protectInputs()
             try TaskArithmetic.apply(base: base, taskVector: taskVector, alpha: alpha, output: output, force: force,
-                                     warn: { FileHandle.standardError.write("locus: warning: \($0)\n") },
+                                     warn: { StandardStream.error.write("locus: warning: \($0)\n") },
                                      provenance: provenance(inputs: [.init(role: "base", path: base, fingerprint: nil),
                                                                      .init(role: "task-vector", path: taskVector, fingerprint: nil)],
                                                             parameters: ["alpha": .number(alpha), "force": .bool(force)].merging(try source.parameters()) { a, _ in a }),

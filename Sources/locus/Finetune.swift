@@ -43,7 +43,7 @@ struct Finetune: ParsableCommand {
             if mr.baseFingerprint != baseFP {
                 let msg = "was made from another base (\(mr.baseFingerprint)) than \(base) (\(baseFP))"
                 guard force else { throw LocusError(file: mask, object: "/@base-fingerprint", msg + "; use --force to use it anyway") }
-                FileHandle.standardError.write("locus: warning: \(mask): \(msg)\n")
+                StandardStream.error.write("locus: warning: \(mask): \(msg)\n")
             }
             let headLayer = try engine(file: base) { try m.head(head) }
             if trainHead, !headLayer.isTrainable {

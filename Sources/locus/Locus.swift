@@ -44,15 +44,15 @@ func capHelpWidth(_ limit: Int = 80) {
 func reportingErrors<R>(_ body: () throws -> R) throws -> R {
     do { return try body() } catch let e as ExitCode { throw e } catch {
         let line = LocusError.wrap(error, file: "locus").description
-        FileHandle.standardError.write("locus: error: \(line)\n")
+        StandardStream.error.write("locus: error: \(line)\n")
         throw ExitCode.failure
     }
 }
 
-struct FileHandle {
+struct StandardStream {
     let fd: Int32
-    static let standardError = FileHandle(fd: 2)
-    static let standardOutput = FileHandle(fd: 1)
+    static let error = StandardStream(fd: 2)
+    static let output = StandardStream(fd: 1)
     func write(_ s: String) {
         var bytes = Array(s.utf8)
         var off = 0

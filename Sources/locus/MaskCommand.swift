@@ -105,7 +105,7 @@ struct MaskCommand: ParsableCommand {
                             return scorer.sums
                         }, progress: { r in
                             bar.finish()
-                            if !quiet { FileHandle.standardError.write("round \(r.round)/\(o.rounds): target density \(fmt(r.targetDensity * 100, 2)) %, \(r.ones) of \(r.total) trainable\n") }
+                            if !quiet { StandardStream.error.write("round \(r.round)/\(o.rounds): target density \(fmt(r.targetDensity * 100, 2)) %, \(r.ones) of \(r.total) trainable\n") }
                         })
                     }
                     selected = result.mask

@@ -136,7 +136,7 @@ struct Merge: ParsableCommand {
             let method = o.method
             let role = base == nil ? "model" : "task vector"
             try protectInputs(base: base, inputs: inputs, role: role, scores: o.fisherScores)
-            let warn: (String) -> Void = { FileHandle.standardError.write("locus: warning: \($0)\n") }
+            let warn: (String) -> Void = { StandardStream.error.write("locus: warning: \($0)\n") }
             var table: [AlphaSearch.Row] = []
             if let grid = alphaGrid {
                 guard let base, method.parameter("lambda") != nil else {

@@ -13,14 +13,13 @@ struct VerifyOptions: ParsableArguments {
 
     /// Runs `body` with verification on or off for every artifact it opens; notes go to stderr.
     func scoped<R>(_ body: () throws -> R) throws -> R {
-        let v = ReadVerification(enabled: verify) { FileHandle.standardError.write("locus: note: \($0)\n") }
+        let v = ReadVerification(enabled: verify) { StandardStream.error.write("locus: note: \($0)\n") }
         return try ReadVerification.$current.withValue(v) { try body() }
     }
 }
 
-/// How every checkpoint a command reads is opened: a key inside PyTorch files and a renaming
-/// (docs/checkpoints.md), and whether it is verified first. Shared by all commands that read models.
-struct SourceOptions: ParsableArguments {
+/// How a checkpoint is opened: a key inside PyTorch files and a renaming (docs/checkpoints.md).
+struct OpeningOptions: ParsableArguments {
     @Option(help: ArgumentHelp("PyTorch files: dotted key of the state dict.", valueName: "key"))
     var key: String?
     @Option(help: ArgumentHelp("Built-in renaming table.", valueName: "table"))
@@ -29,8 +28,6 @@ struct SourceOptions: ParsableArguments {
     var stripPrefix: String?
     @Option(help: ArgumentHelp("'REGEX → REPLACEMENT' lines, first match wins.", valueName: "file"))
     var renameRules: String?
-    @OptionGroup var verification: VerifyOptions
-    var verify: Bool { verification.verify }
 
     func openOptions() throws -> CheckpointOpenOptions {
         let rules = try renameRules.map { try RenameRule.parse(file: $0) } ?? []
@@ -48,7 +45,23 @@ struct SourceOptions: ParsableArguments {
 
     /// Runs `body` with these options applying to every checkpoint it opens.
     func scoped<R>(_ body: () throws -> R) throws -> R {
-        try verification.scoped { try CheckpointOpenOptions.$current.withValue(try openOptions()) { try body() } }
+        try CheckpointOpenOptions.$current.withValue(try openOptions()) { try body() }
+    }
+}
+
+/// How every checkpoint a command reads is opened, and whether it is verified first. Shared by
+/// all commands that read models.
+struct SourceOptions: ParsableArguments {
+    @OptionGroup var opening: OpeningOptions
+    @OptionGroup var verification: VerifyOptions
+    var verify: Bool { verification.verify }
+
+    func openOptions() throws -> CheckpointOpenOptions { try opening.openOptions() }
+    func parameters() throws -> [String: JSONValue] { try opening.parameters() }
+
+    /// Runs `body` with these options applying to every checkpoint it opens.
+    func scoped<R>(_ body: () throws -> R) throws -> R {
+        try verification.scoped { try opening.scoped(body) }
     }
 }
 

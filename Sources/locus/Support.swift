@@ -30,9 +30,9 @@ struct ProgressBar {
         guard enabled else { return }
         let width = 30, filled = Int(fraction * Double(width))
         let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
-        FileHandle.standardError.write("\r\(label) \(bar) \(Int(fraction * 100))% \(detail)\u{1B}[K")
+        StandardStream.error.write("\r\(label) \(bar) \(Int(fraction * 100))% \(detail)\u{1B}[K")
     }
-    func finish() { if enabled { FileHandle.standardError.write("\r\u{1B}[K") } }
+    func finish() { if enabled { StandardStream.error.write("\r\u{1B}[K") } }
 }
 
 func provenance(inputs: [Provenance.Input], parameters: [String: JSONValue]) -> Provenance {

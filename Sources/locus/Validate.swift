@@ -23,13 +23,15 @@ struct Validate: ParsableCommand {
     @Flag(help: "Do not print warnings.") var noWarnings = false
     @Flag(help: "Also count NaN/±inf in checkpoint tensors and dataset inputs (warnings).")
     var stats = false
+    @OptionGroup(title: "Reading checkpoints (safetensors, folders, PyTorch files)") var opening: OpeningOptions
 
     func run() throws {
+        let options = try reportingErrors { try opening.openOptions() }
         var all: [Finding] = []
         for f in files {
             var findings: [Finding]
             if let kind = try? detectCheckpointKind(path: f), kind != .locus {
-                findings = sourceFindings(f, stats: stats)
+                findings = CheckpointOpenOptions.$current.withValue(options) { sourceFindings(f, stats: stats) }
             } else {
                 findings = Validator.validate(f, stats: stats)
                 if !findings.contains(where: { $0.severity == .error }) { findings += architectureFindings(f) }

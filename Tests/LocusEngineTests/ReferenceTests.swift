@@ -66,7 +66,7 @@ final class ReferenceTests: EngineTestCase {
         }
         let checkpoint = path("\(name).h5"), exported = path("\(name).safetensors")
         try model.save(checkpoint)
-        try Convert.exportSafeTensors(from: checkpoint, to: exported)
+        try Conversion.exportSafeTensors(from: checkpoint, to: exported)
 
         let classes = arch.heads.first { $0.name == head }!.out_features
         let x = rnd.normalTensor([batch] + arch.input)

@@ -155,7 +155,7 @@ final class CheckpointSourceTests: LocusTestCase {
         let src = try openCheckpoint(path: h5, options: .init())
         let out = path("out")
         // 7×5 bf16 = 70 bytes is the biggest tensor: a 64-byte limit gives it a shard of its own.
-        let fp = try Convert.write(src, to: out + "/", architecture: try src.architecture(), format: .hf, shardBytes: 64, provenance: Provenance())
+        let fp = try Conversion.write(src, to: out + "/", architecture: try src.architecture(), format: .hf, shardBytes: 64, provenance: Provenance())
         XCTAssertEqual(fp, referenceFingerprint(tensors))
         let files = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
         XCTAssertTrue(files.contains("model.safetensors.index.json"), "\(files)")
@@ -171,13 +171,13 @@ final class CheckpointSourceTests: LocusTestCase {
 
         // Everything fits one shard: a single model.safetensors and no index.
         let one = path("one")
-        try Convert.write(src, to: one, architecture: nil, format: .hf, provenance: Provenance())
+        try Conversion.write(src, to: one, architecture: nil, format: .hf, provenance: Provenance())
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: one), ["model.safetensors"])
         XCTAssertEqual(try openCheckpoint(path: one, options: .init()).fingerprint, referenceFingerprint(tensors))
 
         // --dtype converts float tensors only.
         let bf = path("bf")
-        try Convert.write(src, to: bf, architecture: nil, format: .hf, dtype: .bfloat16, provenance: Provenance())
+        try Conversion.write(src, to: bf, architecture: nil, format: .hf, dtype: .bfloat16, provenance: Provenance())
         let conv = try openCheckpoint(path: bf, options: .init())
         XCTAssertEqual(conv.tensors.filter { $0.dtype.isFloatingPoint }.map(\.dtype), Array(repeating: .bfloat16, count: 5))
         XCTAssertEqual(conv.tensor(named: "c.ids")?.dtype, .int64)
@@ -268,7 +268,7 @@ final class CheckpointSourceTests: LocusTestCase {
         }
         // Back again: timm-to-open_clip restores names and shapes.
         let h5 = path("vit.h5")
-        try Convert.write(s, to: h5, architecture: nil, format: .h5, provenance: Provenance())
+        try Conversion.write(s, to: h5, architecture: nil, format: .h5, provenance: Provenance())
         let back = try openCheckpoint(path: h5, options: .init(renaming: TensorRenaming(table: .timmToOpenClip)))
         XCTAssertEqual(Set(back.tensors.map { "visual." + $0.name + "\($0.shape)" }), Set(names.map { $0.0 + "\($0.1)" }))
     }

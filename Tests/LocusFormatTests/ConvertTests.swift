@@ -32,9 +32,9 @@ final class ConvertTests: LocusTestCase {
         let metadata = ["format": "pt", "note": "kept verbatim ✓"]
         try writeSafeTensors(source, tensors, metadata: metadata)
 
-        var options = Convert.ImportOptions()
+        var options = Conversion.ImportOptions()
         options.blockBytes = 24   // exercise row-block streaming
-        try Convert.importSafeTensors(from: source, to: ckpt, options: options)
+        try Conversion.importSafeTensors(from: source, to: ckpt, options: options)
         let r = try CheckpointReader(path: ckpt)
         XCTAssertEqual(try r.fingerprint, referenceFingerprint(tensors))
         XCTAssertEqual(try r.metadata(), metadata)
@@ -48,7 +48,7 @@ final class ConvertTests: LocusTestCase {
         XCTAssertTrue(prov.inputs.contains { $0.role == "source" && $0.path == source })
         assertClean(ckpt)
 
-        try Convert.exportSafeTensors(from: ckpt, to: back, blockBytes: 40)
+        try Conversion.exportSafeTensors(from: ckpt, to: back, blockBytes: 40)
         let st = try SafeTensorsReader(path: back)
         XCTAssertEqual(st.metadata, metadata)
         XCTAssertEqual(Set(st.entries.map(\.name)), Set(tensors.map(\.name)))
@@ -61,7 +61,7 @@ final class ConvertTests: LocusTestCase {
             XCTAssertEqual(try st.readBytes(e), try original.readBytes(named: t.name), t.name)
         }
         // And back again: same fingerprint.
-        try Convert.importSafeTensors(from: back, to: path("again.locus"))
+        try Conversion.importSafeTensors(from: back, to: path("again.locus"))
         XCTAssertEqual(try CheckpointReader(path: path("again.locus")).fingerprint, try r.fingerprint)
         XCTAssertEqual(Set(try listing()), ["in.safetensors", "model.locus", "out.safetensors", "again.locus"])
     }
@@ -69,9 +69,9 @@ final class ConvertTests: LocusTestCase {
     func testNoMetadataStaysNoMetadata() throws {
         let source = path("in.safetensors"), ckpt = path("m.locus"), back = path("out.safetensors")
         try writeSafeTensors(source, [RawTensor(name: "x", dtype: .int32, shape: [2], bytes: [1, 0, 0, 0, 2, 0, 0, 0])])
-        try Convert.importSafeTensors(from: source, to: ckpt)
+        try Conversion.importSafeTensors(from: source, to: ckpt)
         XCTAssertNil(try CheckpointReader(path: ckpt).metadata())
-        try Convert.exportSafeTensors(from: ckpt, to: back)
+        try Conversion.exportSafeTensors(from: ckpt, to: back)
         XCTAssertNil(try SafeTensorsReader(path: back).metadata)
     }
 
@@ -82,7 +82,7 @@ final class ConvertTests: LocusTestCase {
         var rng = SplitMix64(seed: 202)
         try writeSafeTensors(source, [randomTensor("enc/w", .float32, [4, 5], &rng), randomTensor("enc.b", .float32, [5], &rng),
                                       randomTensor("head", .bfloat16, [3, 2], &rng)])
-        try Convert.importSafeTensors(from: source, to: p)
+        try Conversion.importSafeTensors(from: source, to: p)
         return (p, try CheckpointReader(path: p).fingerprint)
     }
 
@@ -94,9 +94,9 @@ final class ConvertTests: LocusTestCase {
         let s1 = rng.floats(20, in: 0...3), s2 = rng.floats(5, in: 0...1)
         try writeSafeTensors(path("scores.safetensors"), [RawTensor(name: "enc/w", dtype: .float32, shape: [4, 5], bytes: floatBytes(s1)),
                                                           RawTensor(name: "enc.b", dtype: .float32, shape: [5], bytes: floatBytes(s2))])
-        var o = Convert.ImportOptions()
+        var o = Conversion.ImportOptions()
         o.kind = .scores; o.basePath = base.path; o.estimator = "fisher-empirical"; o.samples = 64; o.draws = 2; o.reduction = .mean
-        try Convert.importSafeTensors(from: path("scores.safetensors"), to: path("scores.locus"), options: o)
+        try Conversion.importSafeTensors(from: path("scores.safetensors"), to: path("scores.locus"), options: o)
         let sr = try ScoresReader(path: path("scores.locus"))
         XCTAssertEqual(sr.info, ScoresInfo(baseFingerprint: base.fingerprint, estimator: "fisher-empirical", samples: 64, draws: 2, reduction: .mean))
         XCTAssertEqual(try sr.read(sr.tensor(named: "enc/w")!), s1)
@@ -108,8 +108,8 @@ final class ConvertTests: LocusTestCase {
         let bits = (0..<20).map { _ in rng.next() & 1 == 1 }
         try writeSafeTensors(path("mask.safetensors"), [RawTensor(name: "enc/w", dtype: .bool, shape: [4, 5], bytes: bits.map { $0 ? 1 : 0 }),
                                                         RawTensor(name: "head", dtype: .uint8, shape: [3, 2], bytes: [1, 0, 0, 1, 1, 1])])
-        o = Convert.ImportOptions(); o.kind = .mask; o.basePath = base.path; o.absentTensors = .trainable
-        try Convert.importSafeTensors(from: path("mask.safetensors"), to: path("mask.locus"), options: o)
+        o = Conversion.ImportOptions(); o.kind = .mask; o.basePath = base.path; o.absentTensors = .trainable
+        try Conversion.importSafeTensors(from: path("mask.safetensors"), to: path("mask.locus"), options: o)
         let mr = try MaskReader(path: path("mask.locus"))
         XCTAssertEqual(mr.baseFingerprint, base.fingerprint)
         XCTAssertEqual(mr.absentTensors, .trainable)
@@ -127,8 +127,8 @@ final class ConvertTests: LocusTestCase {
         try writeSafeTensors(path("tv.safetensors"), [RawTensor(name: "enc/w", dtype: .float32, shape: [4, 5], bytes: floatBytes(dense)),
                                                       RawTensor(name: "enc.b", dtype: .float16, shape: [5], bytes: halfBytes),
                                                       RawTensor(name: "head", dtype: .bfloat16, shape: [3, 2], bytes: bfBytes)])
-        o = Convert.ImportOptions(); o.kind = .taskVector; o.basePath = base.path
-        try Convert.importSafeTensors(from: path("tv.safetensors"), to: path("tv.locus"), options: o)
+        o = Conversion.ImportOptions(); o.kind = .taskVector; o.basePath = base.path
+        try Conversion.importSafeTensors(from: path("tv.safetensors"), to: path("tv.locus"), options: o)
         let tr = try TaskVectorReader(path: path("tv.locus"))
         XCTAssertEqual(tr.baseFingerprint, base.fingerprint)
         XCTAssertEqual(tr.scale, 1)
@@ -142,7 +142,7 @@ final class ConvertTests: LocusTestCase {
         assertClean(path("tv.locus"))
 
         // Exporting the task vector gives dense tensors of the value dtype, bit-exact.
-        try Convert.exportSafeTensors(from: path("tv.locus"), to: path("tv-out.safetensors"))
+        try Conversion.exportSafeTensors(from: path("tv.locus"), to: path("tv-out.safetensors"))
         let back = try SafeTensorsReader(path: path("tv-out.safetensors"))
         XCTAssertEqual(try back.readBytes(named: "enc.b"), halfBytes)
         XCTAssertEqual(try back.readBytes(named: "head"), bfBytes)
@@ -159,10 +159,10 @@ final class ConvertTests: LocusTestCase {
         ])
         let before = try listing()
         for kind in [ArtifactKind.scores, .taskVector] {
-            var o = Convert.ImportOptions()
+            var o = Conversion.ImportOptions()
             o.kind = kind; o.basePath = base.path; o.estimator = "talos"; o.samples = 1
             let e = expectLocusError(mentioning: path("bad.safetensors")) {
-                try Convert.importSafeTensors(from: self.path("bad.safetensors"), to: self.path("out.locus"), options: o)
+                try Conversion.importSafeTensors(from: self.path("bad.safetensors"), to: self.path("out.locus"), options: o)
             }
             let message = e?.message ?? ""
             XCTAssertTrue(message.contains("2 tensor(s)"), message)
@@ -173,16 +173,16 @@ final class ConvertTests: LocusTestCase {
         }
         // A mask of the wrong dtype is refused too, naming the tensor.
         try writeSafeTensors(path("fmask.safetensors"), [RawTensor(name: "enc.b", dtype: .float32, shape: [5], bytes: floatBytes([1, 0, 1, 0, 1]))])
-        var o = Convert.ImportOptions(); o.kind = .mask; o.basePath = base.path
+        var o = Conversion.ImportOptions(); o.kind = .mask; o.basePath = base.path
         let e = expectLocusError(mentioning: path("fmask.safetensors")) {
-            try Convert.importSafeTensors(from: self.path("fmask.safetensors"), to: self.path("out.locus"), options: o)
+            try Conversion.importSafeTensors(from: self.path("fmask.safetensors"), to: self.path("out.locus"), options: o)
         }
         XCTAssertTrue(e?.object?.contains("enc.b") ?? false)
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("out.locus")))
         // No base at all.
         o.basePath = nil
         expectLocusError(mentioning: path("fmask.safetensors")) {
-            try Convert.importSafeTensors(from: self.path("fmask.safetensors"), to: self.path("out.locus"), options: o)
+            try Conversion.importSafeTensors(from: self.path("fmask.safetensors"), to: self.path("out.locus"), options: o)
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("out.locus")))
     }
@@ -192,7 +192,7 @@ final class ConvertTests: LocusTestCase {
         try writeSafeTensors(source, [RawTensor(name: "ok", dtype: .float32, shape: [1], bytes: floatBytes([1])),
                                       RawTensor(name: "quant/w8", dtype: .uint8, shape: [4], bytes: [1, 2, 3, 4])],
                              dtypes: ["quant/w8": .F8_E4M3])
-        let e = expectLocusError(mentioning: source) { try Convert.importSafeTensors(from: source, to: self.path("out.locus")) }
+        let e = expectLocusError(mentioning: source) { try Conversion.importSafeTensors(from: source, to: self.path("out.locus")) }
         XCTAssertTrue(e?.description.contains("quant/w8") ?? false, "\(String(describing: e))")
         XCTAssertTrue(e?.message.contains("F8_E4M3") ?? false, "\(String(describing: e))")
         XCTAssertEqual(try listing(), ["fp8.safetensors"])
@@ -204,7 +204,7 @@ final class ConvertTests: LocusTestCase {
         let sw = try ScoresWriter(path: sp, info: .init(baseFingerprint: base.fingerprint, estimator: "talos", samples: 3))
         try sw.add(name: "enc.b", shape: [5], values: [1, 2, 3, 4, 5])
         try sw.finish()
-        try Convert.exportSafeTensors(from: sp, to: path("s.safetensors"))
+        try Conversion.exportSafeTensors(from: sp, to: path("s.safetensors"))
         let s = try SafeTensorsReader(path: path("s.safetensors"))
         XCTAssertEqual(try s.readBytes(named: "enc.b"), floatBytes([1, 2, 3, 4, 5]))
         XCTAssertEqual(s.metadata?["locus.estimator"], "talos")
@@ -214,7 +214,7 @@ final class ConvertTests: LocusTestCase {
         let mw = try MaskWriter(path: mp, baseFingerprint: base.fingerprint)
         try mw.add(name: "head", shape: [3, 2], bits: [true, false, true, false, false, true])
         try mw.finish()
-        try Convert.exportSafeTensors(from: mp, to: path("m.safetensors"))
+        try Conversion.exportSafeTensors(from: mp, to: path("m.safetensors"))
         let m = try SafeTensorsReader(path: path("m.safetensors"))
         XCTAssertEqual(m.entry(named: "head")?.dtype, .BOOL)
         XCTAssertEqual(try m.readBytes(named: "head"), [1, 0, 1, 0, 0, 1])
@@ -222,7 +222,7 @@ final class ConvertTests: LocusTestCase {
 
         let dp = path("d.locus")
         try DatasetArtifact.write(LabelledData(inputs: .uint8([1, 2]), shape: [2, 1], labels: [0, 0], classes: ["a"], splits: [:]), to: dp)
-        expectLocusError(mentioning: dp) { try Convert.exportSafeTensors(from: dp, to: self.path("d.safetensors")) }
+        expectLocusError(mentioning: dp) { try Conversion.exportSafeTensors(from: dp, to: self.path("d.safetensors")) }
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("d.safetensors")))
     }
 }

@@ -258,6 +258,12 @@ def test_rename_rules_file_and_collisions(locus, tmp_path):
                         "badrule.txt")
     assert "line 2" in line
     assert snapshot(tmp_path) == before
+    # validate opens a checkpoint as the other commands do: a renaming that collides is an
+    # error there too, a bad rules file one line naming it, and a good one passes.
+    assert "valid" in assert_ok(locus("validate", tmp_path / "m.safetensors", "--rename-rules", tmp_path / "rules.txt")).out
+    r = locus("validate", tmp_path / "m.safetensors", "--rename-rules", tmp_path / "clash.txt")
+    assert r.code == 1 and "enc.layer.0.w" in r.out + r.err
+    assert_error(locus("validate", tmp_path / "m.safetensors", "--rename-rules", tmp_path / "badrule.txt"), "badrule.txt")
 
 
 # ------------------------------------------------------------------ PyTorch files, read in place

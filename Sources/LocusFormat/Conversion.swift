@@ -2,7 +2,7 @@ import Foundation
 import SafeTensors
 
 /// safetensors ⇄ Locus conversion, streaming tensor by tensor (and large tensors in row blocks).
-public enum Convert {
+public enum Conversion {
     /// What a safetensors file becomes on import.
     public struct ImportOptions: Sendable {
         public var kind: ArtifactKind = .checkpoint
@@ -195,7 +195,7 @@ public enum Convert {
     }
 }
 
-extension Convert {
+extension Conversion {
     /// Copies every tensor of `source` into `sink` in row blocks (float tensors converted to
     /// `dtype` when given, with one rounding), then commits. Returns the output's fingerprint.
     @discardableResult

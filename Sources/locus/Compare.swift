@@ -7,13 +7,16 @@ struct Compare: ParsableCommand {
         abstract: "Compare masks or task vectors of one base: overlap, similarity, sign conflicts.",
         usage: "locus compare <file> <file> … [--json] [--svg <heatmap.svg>]",
         discussion: """
-        Masks: Jaccard index |A∩B|/|A∪B| of every pair, how many entries k of the n masks select,
-        and per tensor the selected counts and mean pairwise Jaccard. TaLoS masks of different
-        tasks barely overlap (Iurada et al., 2025, §4); that is what lets their task vectors add up.
+        Masks: the Jaccard index |A∩B|/|A∪B| of every pair, how many entries k of the n masks \
+        select, and per tensor the selected counts and the mean pairwise Jaccard. TaLoS masks of \
+        different tasks barely overlap (Iurada et al., 2025, §4); that is what lets their task \
+        vectors add up.
 
-        Task vectors: cosine similarity of every pair, norms, and per tensor the entries where two
-        or more vectors are nonzero and how many of those disagree in sign — the conflicts TIES
-        resolves (Yadav et al., 2023, §3). Files must all be masks or all task vectors of one base.
+        Task vectors: the cosine similarity of every pair, norms, and per tensor the entries \
+        where two or more vectors are nonzero and how many of those disagree in sign: the \
+        conflicts TIES resolves (Yadav et al., 2023, §3).
+
+        The files must all be masks or all task vectors, of one base model.
 
         Example: locus compare mask-a.h5 mask-b.h5 mask-c.h5 --svg overlap.svg
         """)

@@ -5,17 +5,22 @@ import LocusFormat
 struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check files against every rule of spec/FORMAT.md.",
+        usage: "locus validate <file> … [--json] [--no-warnings] [--stats] [<options>]",
         discussion: """
-        A safetensors file, Hugging Face folder or PyTorch file is checked by opening it (a folder's
-        shards against its index) and reading every tensor.
-        Locus files: reads all data, recomputes the checkpoint fingerprint and every stored summary,
-        checks index order, padding bits, value ranges, filters and byte order. A checkpoint's
-        /architecture is checked against the engine's rules (§2.1: known layers, shapes that chain,
-        unique names) and against /tensors (every parameter it implies present with its shape and a
-        float dtype). NaN or ±inf in scores or task-vector values is an error with the counts; --stats
-        also counts them in checkpoint tensors and dataset inputs, where the format allows them, as a
-        warning naming the tensor. Prints one line per violation as '<file>: <object>: <message>'
-        ('warning: ' first for SHOULD rules). Exit status 1 if any file has an error.
+        Locus files: reads all data, recomputes the checkpoint fingerprint, every stored summary \
+        and digest, and checks index order, padding bits, value ranges, filters and byte order. \
+        A checkpoint's /architecture is checked against the engine's rules (§2.1) and against \
+        /tensors. NaN or ±inf in scores or task-vector values is an error; --stats also counts \
+        them in checkpoint tensors and dataset inputs, as warnings naming the tensor.
+
+        A safetensors file, Hugging Face folder or PyTorch file is checked by opening it (a \
+        folder's shards against its index, with the renaming options below) and reading every \
+        tensor.
+
+        Prints one line per violation, '<file>: <object>: <message>' ('warning: ' first for \
+        SHOULD rules). Exit status 1 if any file has an error.
+
+        Example: locus validate *.h5 --stats
         """)
 
     @Argument(help: "Files to check.") var files: [String]

@@ -55,19 +55,22 @@ def build_corpus(locus, work):
 def commands(kind, bad, clean, out):
     """The commands that read an artifact of `kind`, with the damaged file `bad` in its place."""
     c = clean
-    base = ["inspect", bad], ["validate", bad]
+    base = ["inspect", bad], ["validate", bad], ["inspect", bad, "--verify"]
     if "checkpoint" in kind or kind == "fixture-vit":
         extra = [["inspect", bad, "--stats"]]
         if not kind.startswith("fixture"):
             extra += [["apply", bad, c["task-vector"], "-o", out], ["eval", bad, c["dataset"], "--split", "val"],
-                      ["train", bad, c["dataset"], "--epochs", "1", "--quiet", "-o", out]]
+                      ["train", bad, c["dataset"], "--epochs", "1", "--quiet", "-o", out],
+                      ["diff", bad, c["checkpoint"], "-o", out]]
         return [*base, *extra]
     if kind.startswith("task-vector"):
-        return [*base, ["apply", c["checkpoint"], bad, "-o", out], ["merge", c["checkpoint"], bad, "--method", "ties", "-o", out]]
+        return [*base, ["apply", c["checkpoint"], bad, "-o", out], ["merge", c["checkpoint"], bad, "--method", "ties", "-o", out],
+                ["apply", "--verify", c["checkpoint"], bad, "-o", out], ["compare", bad, c["task-vector"]]]
     if kind == "scores":
         return [*base, ["mask", c["checkpoint"], "--from-scores", bad, "--density", "0.1", "-o", out]]
     if kind == "mask":
-        return [*base, ["finetune", c["checkpoint"], c["dataset"], "--mask", bad, "--epochs", "1", "--quiet", "-o", out]]
+        return [*base, ["finetune", c["checkpoint"], c["dataset"], "--mask", bad, "--epochs", "1", "--quiet", "-o", out],
+                ["compare", bad, c["mask"]]]
     if kind == "dataset":
         return [*base, ["eval", c["checkpoint"], bad, "--split", "val"], ["train", c["checkpoint"], bad, "--epochs", "1", "--quiet", "-o", out]]
     return list(base)
@@ -95,16 +98,18 @@ def mutate(blob, rng):
     return bytes(b), how
 
 
-def classify(r, bad, timed_out, validate=False):
+def classify(r, bad, timed_out, validate=False, verify_report=False):
     if timed_out:
         return "hang"
     if r.returncode < 0 or any(m in r.stderr for m in TRAP_MARKERS):
         return "crash"
     if r.returncode == 0:
         return "ok"
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("locus: note: ")]   # notes: files without digests
     if r.returncode == 1 and len(lines) == 1 and lines[0].startswith("locus: error: "):
         return "error"   # naming the damaged file, or the output and tensor a damaged value made overflow
+    if verify_report and r.returncode == 1 and "MISMATCH" in r.stdout and not lines:
+        return "error"   # `inspect --verify`: the report on stdout names each mismatched object
     if validate:   # one '<file>: <object>: <message>' line per violation on stdout
         found = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
         if r.returncode == 1 and found and all(ln.startswith(str(bad)) or ln.startswith("warning: ") for ln in found):
@@ -137,7 +142,7 @@ def main(argv=None):
             try:
                 r = subprocess.run([a.locus, *map(str, args)], capture_output=True, text=True, timeout=a.timeout,
                                    stdin=subprocess.DEVNULL, errors="replace")
-                outcome = classify(r, bad, False, validate=args[0] == "validate")
+                outcome = classify(r, bad, False, validate=args[0] == "validate", verify_report=args[:3] == ["inspect", bad, "--verify"])
             except subprocess.TimeoutExpired:
                 r, outcome = None, "hang"
             counts[outcome] += 1

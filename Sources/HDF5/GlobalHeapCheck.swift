@@ -234,6 +234,11 @@ struct ObjectHeaderCheck {
                     chunks.append((o, l))
                 } else if type == 0x0C, flags & 0x02 == 0 {
                     try verifyAttribute(Array(chunk[data..<(data + dataSize)]), object: "object at byte \(address)")
+                } else if type == 0x03, flags & 0x02 == 0, dataSize >= 16, chunk[data] & 0x0F == 9, chunk[data + 1] & 0x0F == 1,
+                          let baseSize = Self.little(chunk, data + 12, 4), baseSize != 1 {
+                    // A dataset's variable-length string type: libhdf5 allocates length × base size per
+                    // element, and the references were checked for 1-byte characters.
+                    throw Problem(offset: -1, message: "object at byte \(address): a string dataset with \(baseSize)-byte characters")
                 }
                 at = data + dataSize
             }

@@ -67,9 +67,17 @@ public final class CheckpointReader {
         let stored = ds.storageSize
         switch ds.creationProperties.layout {
         case .contiguous:
-            // 0 = never written: HDF5 reads the fill value (zeros), which is a valid tensor.
-            guard stored == logicalBytes || stored == 0 else {
+            // 0 = never written: HDF5 reads the fill value (zeros), which is a valid tensor. Storage
+            // that has an address but a size of 0 is a damaged layout message: libhdf5 1.10 would
+            // copy from an empty sieve buffer (a null pointer).
+            guard stored == logicalBytes || (stored == 0 && ds.dataOffset == nil) else {
                 throw LocusError(file: path, object: object, "stores \(stored) bytes on disk, expected \(logicalBytes) for its shape and type")
+            }
+        case .compact:
+            // The data lives in the object header; libhdf5 1.10 copies the dataspace's worth of
+            // bytes out of it without comparing the two (newer versions refuse such a header).
+            guard stored == logicalBytes else {
+                throw LocusError(file: path, object: object, "holds \(stored) bytes in its header, expected \(logicalBytes) for its shape and type")
             }
         case .chunked:
             // deflate cannot beat ~1032:1; anything beyond is a lie about the size.

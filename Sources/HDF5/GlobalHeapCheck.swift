@@ -259,7 +259,12 @@ struct ObjectHeaderCheck {
         at += pad(typeSize)
         let spaceAt = at
         at += pad(spaceSize)
-        guard at <= m.count, typeSize >= 8 else { return }
+        // libhdf5 1.10 takes the three sizes on trust and reads the value after them, past the
+        // message when they are too large (a damaged size made it allocate gigabytes).
+        guard at <= m.count else {
+            throw Problem(offset: -1, message: "\(object): an attribute whose name, type and space (\(nameSize), \(typeSize), \(spaceSize) bytes) exceed its message of \(m.count) bytes")
+        }
+        guard typeSize >= 8 else { return }
         guard m[typeAt] & 0x0F == 9 else { return }   // class 9: variable-length (sequence or string)
         // Its base type follows (a whole datatype message): libhdf5 allocates length × base size per
         // element, so a damaged base size is as dangerous as a damaged length.

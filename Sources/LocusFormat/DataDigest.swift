@@ -33,6 +33,12 @@ enum DataDigest {
         guard type.size > 0, let count = checkedProduct(shape), count.multipliedReportingOverflow(by: type.size).overflow == false else {
             throw LocusError(file: ds.filePath, object: ds.path, "shape \(shape) is too large")
         }
+        // Locus stores numbers of at most 8 bytes; a larger element size is a damaged datatype, and
+        // the storage must hold what the shape and type say before a buffer is sized from them.
+        guard type.size <= 16 else {
+            throw LocusError(file: ds.filePath, object: ds.path, "has elements of \(type.size) bytes, expected a number type of at most 8")
+        }
+        try CheckpointReader.checkStorage(ds, logicalBytes: count * type.size, path: ds.filePath, object: ds.path)
         try CheckpointReader.readRowBlocks(ds, shape: shape, elementBytes: type.size, memType: type, blockBytes: blockBytes,
                                            path: ds.filePath, object: ds.path, body)
     }

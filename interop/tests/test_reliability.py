@@ -216,6 +216,7 @@ def test_damaged_files_found_by_the_fuzzer_fail_cleanly(locus, workdir, case, tm
             "train": ["train", workdir / "base.h5", bad, "--quiet", "-o", tmp_path / "o.h5"],
             "finetune": ["finetune", workdir / "base.h5", workdir / "d.h5", "--mask", bad, "--quiet", "-o", tmp_path / "o.h5"],
             "mask": ["mask", workdir / "base.h5", "--from-scores", bad, "--density", "0.1", "-o", tmp_path / "o.h5"],
+            "verify": ["inspect", bad, "--verify"],
             }.get(command, [command, bad])
     r = locus(*args, timeout=20)
     assert r.code == 1, repr(r)

@@ -333,10 +333,14 @@ def _logical(a, dtype=None):
 
 def _put(parent, name, a, dtype, packed=False, digest=False):
     """Dataset `name` with the §1.4 file type; packed/index data chunked + filtered when > 4 KiB.
-    With `digest`, the §1.8 `digest` attribute of the stored bytes (scores and task vectors)."""
+    With `digest`, the §1.8 `digest` attribute of the stored bytes (what `locus` writers store on
+    every tensor and array, and `--verify` checks)."""
     ds = _put_data(parent, name, a, dtype, packed)
-    if digest:
-        ds.attrs["digest"] = "sha256:" + _tensor_digest(_stored_bytes(ds)).hex()
+    return _digest(ds) if digest else ds
+
+
+def _digest(ds):
+    ds.attrs["digest"] = "sha256:" + _tensor_digest(_stored_bytes(ds)).hex()
     return ds
 
 
@@ -377,7 +381,7 @@ def write_checkpoint(path: PathLike, tensors: Mapping[str, Any], *, dtypes: Opti
         g, total = f.create_group("tensors"), 0
         for name, arr in tensors.items():
             a, dtype = _logical(arr, dtypes.get(name))
-            _put(g, escape(name), a, dtype).attrs["dtype"] = dtype
+            _put(g, escape(name), a, dtype, digest=True).attrs["dtype"] = dtype
             total += a.size
         if metadata is not None:
             f.create_dataset("metadata", data=json.dumps(metadata))
@@ -425,7 +429,7 @@ def write_mask(path: PathLike, masks: Mapping[str, Any], *, base: Union[str, Pat
             if m.dtype != bool and not np.isin(m, (0, 1)).all():
                 raise ValueError(f"{name}: mask values must be 0 or 1")
             m = m.astype(bool)
-            ds = _put(g, escape(name), _pack(m), "uint8", packed=True)
+            ds = _put(g, escape(name), _pack(m), "uint8", packed=True, digest=True)
             ds.attrs["encoding-type"], ds.attrs["bitorder"] = "packed-bits", "little"
             ds.attrs["shape"] = np.array(m.shape, dtype=np.int64)
             ds.attrs["count"], ds.attrs["ones"] = np.int64(m.size), np.int64(m.sum())
@@ -566,8 +570,9 @@ def write_dataset(path: PathLike, inputs: Any, labels: Any, classes: Sequence[st
         ds.attrs["dtype"] = x.dtype.name
         ds.attrs["scale"] = np.float64(scale if scale is not None else (1 / 255 if x.dtype == np.uint8 else 1.0))
         ds.attrs["mean"], ds.attrs["std"] = mean, std
-        f.create_dataset("labels", data=y)
+        _digest(ds)
+        _digest(f.create_dataset("labels", data=y))
         f.create_dataset("classes", data=list(classes), dtype=h5py.string_dtype())
         sg = f.create_group("splits")
         for name, idx in splits.items():
-            sg.create_dataset(name, data=np.asarray(idx, dtype="<i8"))
+            _digest(sg.create_dataset(name, data=np.asarray(idx, dtype="<i8")))

@@ -450,7 +450,7 @@ def save_checkpoint(path: PathLike, module_or_state_dict: Union[nn.Module, Mappi
             link = _core.escape(name)
             if link in g:
                 raise ValueError(f"{path}: {name}: duplicate tensor name")
-            _core._put(g, link, np.asarray(a, dtype=_core._NUMPY[dtype]), dtype).attrs["dtype"] = dtype
+            _core._put(g, link, np.asarray(a, dtype=_core._NUMPY[dtype]), dtype, digest=True).attrs["dtype"] = dtype
             items.append((name, dtype, tuple(a.shape), _core._tensor_digest(np.ascontiguousarray(a, dtype=_core._NUMPY[dtype]).tobytes())))
             total += a.size
         if metadata is not None:

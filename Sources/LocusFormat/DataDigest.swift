@@ -16,11 +16,6 @@ enum DataDigest {
         return text(d.finalize())
     }
 
-    /// The attribute value for bytes fed to `d` in order (streaming writers).
-    static func finalize(_ d: inout TensorDigester) -> String {
-        "sha256:" + d.finalize().map { String(format2hex: $0) }.joined()
-    }
-
     static func store(_ ds: Dataset, _ bytes: UnsafeRawBufferPointer) throws {
         try ds.setAttribute(attribute, of(bytes))
     }

@@ -51,14 +51,11 @@ public final class MaskWriter {
     }
 
     /// A mask written in pieces: `beginTensor`, then `appendBits` with consecutive runs of bits
-    /// (of any length: a partial byte is carried to the next run), in at most 1 MiB of packed
-    /// bytes at a time. The dataset and its attributes are those `add` writes; `ones` is set when
-    /// the last bit arrives.
-    private var open: (object: String, dataset: Dataset, count: Int, bitsDone: Int, bytesDone: Int, ones: Int)?
-    private var pending: [UInt8] = []
+    /// (of any length: a partial byte is carried to the next run). A `DatasetAppender` writes the
+    /// packed bytes in whole chunks and digests them (§1.8). The dataset and its attributes are
+    /// those `add` writes; `ones` is set when the last bit arrives.
+    private var open: (object: String, dataset: Dataset, appender: DatasetAppender, count: Int, bitsDone: Int, ones: Int)?
     private var carry: UInt8 = 0
-    /// The §1.8 digest of the open mask's packed bytes, fed as they are written.
-    private var digester = TensorDigester()
 
     public func beginTensor(name: String, shape: [Int]) throws {
         let link = TensorName.linkName(for: name)
@@ -66,9 +63,11 @@ public final class MaskWriter {
         try writer.guarded(object: object) {
             guard open == nil else { throw LocusError(file: target, object: object, "previous mask '\(open!.object)' is incomplete") }
             let count = try checkedNewTensor(name, shape: shape, object: object)
-            open = (object, try createDataset(link, shape: shape, count: count), count, 0, 0, 0)
+            let ds = try createDataset(link, shape: shape, count: count)
+            let bytes = BitPacking.byteCount(bits: count)
+            open = (object, ds, DatasetAppender(ds, elementBytes: 1, memType: .nativeUInt8,
+                                                chunkElements: ArtifactWriter.chunkElements(count: bytes, elementBytes: 1)), count, 0, 0)
             carry = 0
-            digester = TensorDigester()
             if count == 0 { try endTensor() }
         }
     }
@@ -80,29 +79,15 @@ public final class MaskWriter {
         try writer.guarded(object: o.object) {
             guard o.bitsDone + bits.count <= o.count else { throw LocusError(file: target, object: o.object, "more bits than the shape holds") }
             var bit = o.bitsDone, ones = o.ones
-            var bytesDone = o.bytesDone
-            let flushAt = 1 << 20
-            if pending.count < flushAt { pending = [UInt8](repeating: 0, count: flushAt) }
-            var n = 0   // bytes in pending
-            func flush() throws {
-                guard n > 0 else { return }
-                try pending.withUnsafeBytes {
-                    let bytes = UnsafeRawBufferPointer(rebasing: $0[0..<n])
-                    try o.dataset.write(bytes, memType: .nativeUInt8, start: [bytesDone], count: [n])
-                    digester.update(bytes)
-                }
-                bytesDone += n; n = 0
-            }
+            var packed: [UInt8] = []
+            packed.reserveCapacity(bits.count / 8 + 1)
             for b in bits {
                 if b { carry |= 1 << UInt8(bit & 7); ones += 1 }
                 bit += 1
-                if bit & 7 == 0 || bit == o.count {
-                    pending[n] = carry; n += 1; carry = 0
-                    if n == flushAt { try flush() }
-                }
+                if bit & 7 == 0 || bit == o.count { packed.append(carry); carry = 0 }
             }
-            try flush()
-            open = (o.object, o.dataset, o.count, bit, bytesDone, ones)
+            try packed.withUnsafeBytes { try o.appender.append($0) }
+            open = (o.object, o.dataset, o.appender, o.count, bit, ones)
             if bit == o.count { try endTensor() }
         }
     }
@@ -128,7 +113,7 @@ public final class MaskWriter {
     private func endTensor() throws {
         guard let o = open else { return }
         try o.dataset.setAttribute("ones", Int64(o.ones))
-        try o.dataset.setAttribute(DataDigest.attribute, DataDigest.text(digester.finalize()))
+        try o.appender.finish()
         totalCount += o.count; totalOnes += o.ones; tensorCount += 1
         open = nil
     }

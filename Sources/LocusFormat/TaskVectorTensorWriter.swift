@@ -21,7 +21,7 @@ public final class TaskVectorTensorWriter {
     private unowned let parent: TaskVectorWriter
     private var written = 0, nnz = 0, squares = 0.0
     private var previousIndex = -1
-    private let values: DatasetAppender
+    private let values: DatasetAppender?     // coo and bitmask: the stored values, front to back
     private let secondary: DatasetAppender?   // coo indices or bitmask mask
     private let denseValues: Dataset?
     private var denseDigest = TensorDigester()
@@ -35,7 +35,7 @@ public final class TaskVectorTensorWriter {
         switch encoding {
         case .dense:
             denseValues = try group.createDataset("values", type: valueType, shape: shape)
-            values = DatasetAppender(nil, elementBytes: dtype.byteSize, memType: valueType, chunkElements: 1)
+            values = nil
             secondary = nil
         case .bitmask:
             let maskBytes = (count + 7) / 8
@@ -87,10 +87,10 @@ public final class TaskVectorTensorWriter {
             switch encoding {
             case .dense: try writeDense(a, end, indices, v)
             case .bitmask:
-                try storedBytes.withUnsafeBytes { try values.append($0) }
+                try storedBytes.withUnsafeBytes { try values!.append($0) }
                 try appendMaskBits(a, end, indices)
             case .coo:
-                try storedBytes.withUnsafeBytes { try values.append($0) }
+                try storedBytes.withUnsafeBytes { try values!.append($0) }
                 if count > (1 << 32) {
                     try indices.map { UInt64($0) }.withUnsafeBytes { try secondary!.append($0) }
                 } else {
@@ -109,9 +109,9 @@ public final class TaskVectorTensorWriter {
                 throw LocusError(file: parent.target, object: object, "incomplete: \(position) of \(count) elements and \(written) of \(stored) entries written")
             }
             if let d = denseValues {
-                try d.setAttribute(DataDigest.attribute, DataDigest.finalize(&denseDigest))
+                try d.setAttribute(DataDigest.attribute, DataDigest.text(denseDigest.finalize()))
             } else {
-                try values.finish()
+                try values?.finish()
                 try secondary?.finish()
             }
         }
@@ -152,49 +152,5 @@ public final class TaskVectorTensorWriter {
             carry = 0
         }
         try bytes.withUnsafeBytes { try secondary!.append($0) }
-    }
-}
-
-/// Appends to a 1-D dataset front to back in pieces of whole chunks (a compressed chunk is written
-/// once, never read back and rewritten), and digests the bytes on the way (spec §1.8).
-final class DatasetAppender {
-    private let dataset: Dataset?
-    private let elementBytes: Int
-    private let memType: Datatype
-    private var pending: [UInt8] = []
-    private let pieceBytes: Int
-    private var elementsWritten = 0
-    private var digest = TensorDigester()
-
-    init(_ dataset: Dataset?, elementBytes: Int, memType: Datatype, chunkElements: Int) {
-        self.dataset = dataset; self.elementBytes = elementBytes; self.memType = memType
-        pieceBytes = max(1, chunkElements) * elementBytes
-    }
-
-
-    func append(_ bytes: UnsafeRawBufferPointer) throws {
-        var rest = bytes
-        if !pending.isEmpty {
-            let n = min(pieceBytes - pending.count, rest.count)
-            pending += UnsafeRawBufferPointer(rebasing: rest[0..<n])
-            rest = UnsafeRawBufferPointer(rebasing: rest[n...])
-            if pending.count == pieceBytes { try pending.withUnsafeBytes { try write($0) }; pending.removeAll(keepingCapacity: true) }
-        }
-        let whole = (rest.count / pieceBytes) * pieceBytes
-        if whole > 0 { try write(UnsafeRawBufferPointer(rebasing: rest[0..<whole])) }
-        if whole < rest.count { pending += UnsafeRawBufferPointer(rebasing: rest[whole...]) }
-    }
-
-    func finish() throws {
-        if !pending.isEmpty { try pending.withUnsafeBytes { try write($0) }; pending = [] }
-        try dataset?.setAttribute(DataDigest.attribute, DataDigest.finalize(&digest))
-    }
-
-    private func write(_ bytes: UnsafeRawBufferPointer) throws {
-        guard let dataset, bytes.count > 0 else { return }
-        let n = bytes.count / elementBytes
-        try dataset.write(bytes, memType: memType, start: [elementsWritten], count: [n])
-        digest.update(bytes)
-        elementsWritten += n
     }
 }

@@ -74,6 +74,18 @@ def locus(locus_bin):
     return run
 
 
+def make_mlp_pipeline(locus, d):
+    """A small MLP pipeline in `d`: data, base, fine-tuned model, task vector, mask, scores."""
+    digits = REPO / "fixtures" / "data" / "digits.csv.gz"
+    assert_ok(locus("data", "import", digits, "-o", d / "d.h5"))
+    assert_ok(locus("init", "--preset", "mlp", "--hidden", "16", "--data", d / "d.h5", "-o", d / "base.h5"))
+    assert_ok(locus("train", d / "base.h5", d / "d.h5", "--epochs", "1", "--quiet", "-o", d / "ft.h5"))
+    assert_ok(locus("diff", d / "base.h5", d / "ft.h5", "-o", d / "tau.h5"))
+    assert_ok(locus("mask", d / "base.h5", d / "d.h5", "--density", "0.1", "--quiet", "-o", d / "mask.h5"))
+    assert_ok(locus("score", d / "base.h5", d / "d.h5", "--quiet", "-o", d / "scores.h5"))
+    return d
+
+
 def assert_ok(r):
     assert r.code == 0, repr(r)
     return r

@@ -13,22 +13,14 @@ import subprocess
 import h5py
 import pytest
 
-from conftest import assert_error, assert_ok, snapshot
+from conftest import assert_error, assert_ok, make_mlp_pipeline, snapshot
 
 DIGITS = __import__("conftest").REPO / "fixtures" / "data" / "digits.csv.gz"
 
 
 @pytest.fixture(scope="module")
 def workdir(locus, tmp_path_factory):
-    """A small MLP pipeline: data, base, fine-tuned model, task vector, mask, scores."""
-    d = tmp_path_factory.mktemp("rel")
-    assert_ok(locus("data", "import", DIGITS, "-o", d / "d.h5"))
-    assert_ok(locus("init", "--preset", "mlp", "--hidden", "16", "--data", d / "d.h5", "-o", d / "base.h5"))
-    assert_ok(locus("train", d / "base.h5", d / "d.h5", "--epochs", "1", "--quiet", "-o", d / "ft.h5"))
-    assert_ok(locus("diff", d / "base.h5", d / "ft.h5", "-o", d / "tau.h5"))
-    assert_ok(locus("mask", d / "base.h5", d / "d.h5", "--density", "0.1", "--quiet", "-o", d / "mask.h5"))
-    assert_ok(locus("score", d / "base.h5", d / "d.h5", "--quiet", "-o", d / "scores-d.h5"))
-    return d
+    return make_mlp_pipeline(locus, tmp_path_factory.mktemp("rel"))
 
 
 def digest(path):
@@ -254,7 +246,7 @@ def _contiguous_data(path):
 
 def test_digests_follow_the_spec_snippet(workdir):
     from conftest import tensor_digest
-    for artifact in ("tau.h5", "scores-d.h5"):
+    for artifact in ("tau.h5", "scores.h5"):
         with h5py.File(workdir / artifact, "r") as f:
             seen = []
             f["tensors"].visititems(lambda n, o: seen.append(o) if isinstance(o, h5py.Dataset) else None)
@@ -266,7 +258,7 @@ def test_digests_follow_the_spec_snippet(workdir):
 @pytest.mark.parametrize("kind", ["scores", "task-vector"])
 def test_every_flipped_data_bit_is_reported_with_its_dataset(locus, workdir, kind, tmp_path):
     d = workdir
-    src = d / ("scores-d.h5" if kind == "scores" else "tau.h5")
+    src = d / ("scores.h5" if kind == "scores" else "tau.h5")
     regions = _contiguous_data(src)
     assert regions, f"{src} has no contiguous data with a digest"
     blob = src.read_bytes()

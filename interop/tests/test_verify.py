@@ -13,22 +13,12 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import assert_ok, snapshot, spec_fingerprint, st_from_numpy, st_write
-
-DIGITS = __import__("conftest").REPO / "fixtures" / "data" / "digits.csv.gz"
+from conftest import assert_ok, make_mlp_pipeline, snapshot, spec_fingerprint, st_from_numpy, st_write
 
 
 @pytest.fixture(scope="module")
 def work(locus, tmp_path_factory):
-    """A small MLP pipeline: data, base, fine-tuned model, task vector, mask, scores."""
-    d = tmp_path_factory.mktemp("verify")
-    assert_ok(locus("data", "import", DIGITS, "-o", d / "d.h5"))
-    assert_ok(locus("init", "--preset", "mlp", "--hidden", "16", "--data", d / "d.h5", "-o", d / "base.h5"))
-    assert_ok(locus("train", d / "base.h5", d / "d.h5", "--epochs", "1", "--quiet", "-o", d / "ft.h5"))
-    assert_ok(locus("diff", d / "base.h5", d / "ft.h5", "-o", d / "tau.h5"))
-    assert_ok(locus("mask", d / "base.h5", d / "d.h5", "--density", "0.1", "--quiet", "-o", d / "mask.h5"))
-    assert_ok(locus("score", d / "base.h5", d / "d.h5", "--quiet", "-o", d / "scores.h5"))
-    return d
+    return make_mlp_pipeline(locus, tmp_path_factory.mktemp("verify"))
 
 
 def contiguous_datasets(path):

@@ -10,7 +10,8 @@ import PackageDescription
 //   CZlib → LocusData (IDX / CSV(.gz) import, splits, task derivation → dataset artifacts)
 //   CBLAS (OpenBLAS loaded at run time) → LocusEngine (tensors, layers, models, training, scoring, masks)
 //   LocusMerge (task-vector arithmetic on files: diff, apply, merge)
-//   locus (thin command-line front end)
+//   LocusWorkflows (what the commands do: train/finetune/eval/score/mask runs, α searches, negation)
+//   locus (thin command-line front end: options, validation, one call, one error report)
 let package = Package(
     name: "Locus",
     products: [
@@ -43,8 +44,9 @@ let package = Package(
             "HDF5", "SafeTensors", "TorchCheckpoint", "LocusRandom",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        .target(name: "LocusWorkflows", dependencies: ["LocusFormat", "LocusData", "LocusEngine", "LocusMerge"]),
         .executableTarget(name: "locus", dependencies: [
-            "LocusFormat", "LocusData", "LocusEngine", "LocusMerge",
+            "LocusFormat", "LocusData", "LocusEngine", "LocusMerge", "LocusWorkflows",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
         ]),
@@ -59,5 +61,6 @@ let package = Package(
         .testTarget(name: "LocusDataTests", dependencies: ["LocusData", "LocusFormat"]),
         .testTarget(name: "LocusEngineTests", dependencies: ["LocusEngine", "LocusFormat"]),
         .testTarget(name: "LocusMergeTests", dependencies: ["LocusMerge", "LocusFormat"]),
+        .testTarget(name: "LocusWorkflowsTests", dependencies: ["LocusWorkflows", "LocusEngine", "LocusMerge", "LocusFormat", "LocusData"]),
     ]
 )

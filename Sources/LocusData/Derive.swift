@@ -1,5 +1,14 @@
 import LocusFormat
 
+/// A transform specification that is not one: `text` is what was given (e.g. `"resize=28"`),
+/// `reason` what is wrong with it. Says nothing about where the text came from.
+public struct TransformSpecError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var text: String
+    public var reason: String
+    public init(text: String, reason: String) { self.text = text; self.reason = reason }
+    public var description: String { "'\(text)': \(reason)" }
+}
+
 /// A transform of every input image [N, C, H, W] (`invert` also applies to [N, F] features).
 public enum InputTransform: Sendable, Equatable, CustomStringConvertible {
     /// Rotate k quarter turns counter-clockwise in the (H, W) plane — `numpy.rot90(x, k, axes=(2, 3))`:
@@ -22,24 +31,24 @@ public enum InputTransform: Sendable, Equatable, CustomStringConvertible {
     case flipHorizontal
 
     /// Parses `rotate90`, `rotate90=K`, `invert`, `resize=H,W`, `flip-horizontal`.
-    public init(parsing text: String) throws {
+    public init(parsing text: String) throws(TransformSpecError) {
         let parts = text.split(separator: "=", maxSplits: 1).map(String.init)
         let name = parts.first ?? "", arg = parts.count > 1 ? parts[1] : nil
         switch (name, arg) {
         case ("rotate90", nil): self = .rotate90(1)
         case ("rotate90", let a?):
-            guard let k = Int(a) else { throw LocusError(file: "--transform", "'\(text)': rotate90=K needs a whole number of quarter turns") }
+            guard let k = Int(a) else { throw TransformSpecError(text: text, reason: "rotate90=K needs a whole number of quarter turns") }
             self = .rotate90(k)
         case ("invert", nil): self = .invert
         case ("flip-horizontal", nil): self = .flipHorizontal
         case ("resize", let a?):
             let hw = a.split(separator: ",").map { Int($0.trimmingSpaces()) }
             guard hw.count == 2, let h = hw[0], let w = hw[1], h > 0, w > 0, h <= 1 << 16, w <= 1 << 16 else {
-                throw LocusError(file: "--transform", "'\(text)': resize=H,W needs two sizes in 1…65536, e.g. resize=28,28")
+                throw TransformSpecError(text: text, reason: "resize=H,W needs two sizes in 1…65536, e.g. resize=28,28")
             }
             self = .resize(height: h, width: w)
         default:
-            throw LocusError(file: "--transform", "'\(text)' is not a transform; expected rotate90[=K], invert, resize=H,W or flip-horizontal")
+            throw TransformSpecError(text: text, reason: "is not a transform; expected rotate90[=K], invert, resize=H,W or flip-horizontal")
         }
     }
 
@@ -60,7 +69,7 @@ public enum Derive {
     /// their kept samples (indices renumbered). Normalisation is left as it was (see `recomputeNormalization`).
     public static func subset(_ d: LabelledData, classes: [String], file: String) throws -> LabelledData {
         try d.check(file: file)
-        guard !classes.isEmpty else { throw LocusError(file: file, "--classes needs at least one class") }
+        guard !classes.isEmpty else { throw LocusError(file: file, object: "/classes", "a class subset needs at least one class, none was given") }
         var old = [Int]()
         for c in classes {
             if let i = d.classes.firstIndex(of: c) { old.append(i) }
@@ -70,7 +79,7 @@ public enum Derive {
                 throw LocusError(file: file, object: "/classes", "has no class '\(c)' (classes: \(shown); or use indices 0…\(d.classes.count - 1))")
             }
         }
-        guard Set(old).count == old.count else { throw LocusError(file: file, "--classes names a class twice: \(classes.joined(separator: ","))") }
+        guard Set(old).count == old.count else { throw LocusError(file: file, object: "/classes", "the subset names a class twice: \(classes.joined(separator: ","))") }
         var map = [Int64](repeating: -1, count: d.classes.count)
         for (new, o) in old.enumerated() { map[o] = Int64(new) }
         var keep = [Int](), labels = [Int64]()

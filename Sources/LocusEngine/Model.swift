@@ -101,23 +101,14 @@ public final class Model {
         guard let text = try reader.architecture() else {
             throw LocusError(file: path, object: "/architecture", "the checkpoint has no model description; create models with `locus init`")
         }
-        let arch: Architecture
-        do { arch = try JSONDecoder().decode(Architecture.self, from: Data(text.utf8)) } catch {
-            throw LocusError(file: path, object: "/architecture", "is not a Locus model description: \(error)")
-        }
+        let arch = try ArchitectureDescription.decode(text, file: path)
         let model: Model
         do { model = try Model(arch, seed: 0) } catch let e as EngineError { throw LocusError(file: path, object: "/architecture", e.description) }
-        var missing: [String] = []
+        let problems = ArchitectureCheck.mismatches(model, in: reader)
+        guard problems.isEmpty else { throw ArchitectureCheck.error(problems, file: path) }
         for p in model.parameters {
-            guard let t = reader.tensor(named: p.name) else { missing.append(p.name); continue }
-            guard t.shape == p.value.shape else {
-                throw LocusError(file: path, object: t.objectPath, "has shape \(t.shape), the architecture needs \(p.value.shape)")
-            }
-            guard t.dtype.isFloatingPoint else { throw LocusError(file: path, object: t.objectPath, "is \(t.dtype.rawValue), expected a float tensor") }
+            let t = reader.tensor(named: p.name)!
             p.value = Tensor(shape: t.shape, data: try reader.readFloat32(t))
-        }
-        if !missing.isEmpty {
-            throw LocusError(file: path, object: "/tensors", "missing \(missing.count) parameter(s) the architecture needs: \(missing.prefix(6).joined(separator: ", "))")
         }
         model.sourceFingerprint = try reader.fingerprint
         return model

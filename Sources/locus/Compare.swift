@@ -1,6 +1,7 @@
 import ArgumentParser
 import LocusFormat
 import LocusMerge
+import LocusWorkflows
 
 struct Compare: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -32,7 +33,7 @@ struct Compare: ParsableCommand {
     }
 
     func run() throws {
-        try reportingErrors(verification) {
+        try verification.scoped {
             try protectInputs()
             let kinds = try files.map { f in (f, try ArtifactFile.open(f).header.kind) }
             let labels = files.map { fileLabel($0) }

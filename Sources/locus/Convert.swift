@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LocusEngine
 import LocusFormat
+import LocusWorkflows
 
 extension ArtifactKind: ExpressibleByArgument {}
 extension ScoreReduction: ExpressibleByArgument {}
@@ -46,7 +47,7 @@ struct Convert: ParsableCommand {
     @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
 
     func run() throws {
-        try reportingErrors(source) {
+        try source.scoped {
             try protectInputs()
             let prov = Provenance(command: ["locus"] + Array(CommandLine.arguments.dropFirst()),
                                   inputs: [.init(role: "source", path: input, fingerprint: nil)], parameters: try source.parameters())
@@ -59,7 +60,6 @@ struct Convert: ParsableCommand {
                 var o = Conversion.ImportOptions()
                 o.kind = kind; o.basePath = base; o.estimator = estimator; o.samples = samples
                 o.draws = draws; o.reduction = reduction; o.absentTensors = absentTensors
-                if architecture != nil { throw LocusError(file: input, "--architecture applies to checkpoints only") }
                 return try Conversion.importSafeTensors(from: input, to: output, options: o, provenance: prov)
             }
             if output.hasSuffix(".safetensors") && format == .h5 {
@@ -83,19 +83,14 @@ struct Convert: ParsableCommand {
 
     /// The description as JSON, after checking that the source holds every parameter it implies.
     private func checkedArchitecture(_ path: String, against source: any CheckpointSource) throws -> String {
-        let arch = try loadArchitecture(path)
-        let model = try engine(file: path) { try Model(arch, seed: 0) }
-        let problems = parameterMismatches(model) { name in
-            source.tensor(named: name).map { ($0.shape, $0.dtype.rawValue, $0.dtype.isFloatingPoint) }
-        }.map { $0.message }
-        guard problems.isEmpty else {
-            throw LocusError(file: input, "does not fit the architecture of \(path) (\(problems.count) problem(s)): \(problems.prefix(8).joined(separator: "; "))")
-        }
-        let used = Set(model.parameters.map(\.name))
-        let extra = source.tensors.map(\.name).filter { !used.contains($0) }
+        let (json, extra) = try ArchitectureFiles.checked(path, against: source, sourcePath: input)
         if !extra.isEmpty {
             StandardStream.error.write("locus: warning: \(input): \(extra.count) tensor(s) the architecture does not use are kept as they are: \(extra.prefix(6).joined(separator: ", "))\n")
         }
-        return try arch.json()
+        return json
+    }
+
+    func validate() throws {
+        if kind != .checkpoint, architecture != nil { throw ValidationError("--architecture applies to checkpoints only, not --kind \(kind.rawValue)") }
     }
 }

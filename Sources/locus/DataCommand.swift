@@ -100,23 +100,33 @@ extension DataCommand {
         @Flag(help: "Print nothing on success.") var quiet = false
         @OptionGroup var verification: VerifyOptions
 
+        func validate() throws {
+            _ = try options()
+        }
+
+        /// The import options, every flag value parsed and checked (usage errors name the flag).
+        func options() throws -> DataImport.Options {
+            var o = DataImport.Options()
+            o.format = format
+            o.csv.header = header
+            if let labelColumn { o.csv.labelColumn = .init(parsing: labelColumn) }
+            if let imageShape { o.csv.imageShape = try parseSizes(imageShape, option: "--image-shape", count: 3) }
+            o.csv.delimiter = try parseDelimiter(delimiter)
+            if let classNames { o.classNames = classNames.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+            if let split { o.split = try parseSplit(split) }
+            o.seed = seed
+            o.stratified = !noStratify
+            o.valFraction = valFraction
+            if let scale { o.scale = try parseScale(scale) }
+            guard maxBytes > 0 else { throw ValidationError("--max-bytes must be > 0, got \(maxBytes)") }
+            o.limit = maxBytes
+            return o
+        }
+
         func run() throws {
-            try reportingErrors(verification) {
-            try protectInputs()
-                var o = DataImport.Options()
-                o.format = format
-                o.csv.header = header
-                if let labelColumn { o.csv.labelColumn = .init(parsing: labelColumn) }
-                if let imageShape { o.csv.imageShape = try parseSizes(imageShape, option: "--image-shape", count: 3) }
-                o.csv.delimiter = try parseDelimiter(delimiter)
-                if let classNames { o.classNames = classNames.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
-                if let split { o.split = try SplitFractions(parsing: split) }
-                o.seed = seed
-                o.stratified = !noStratify
-                o.valFraction = valFraction
-                if let scale { o.scale = try parseScale(scale) }
-                guard maxBytes > 0 else { throw LocusError(file: "--max-bytes", "must be > 0") }
-                o.limit = maxBytes
+            try verification.scoped {
+                try protectInputs()
+                let o = try options()
                 let r = try DataImport.importFiles(sources, to: output, options: o,
                                                    command: ["locus"] + Array(CommandLine.arguments.dropFirst()))
                 if !quiet { StandardStream.output.write(summary(output, r.data) + "\n") }
@@ -173,15 +183,26 @@ extension DataCommand {
         @Flag(help: "Print nothing on success.") var quiet = false
         @OptionGroup var verification: VerifyOptions
 
+        func validate() throws {
+            _ = try parsedTransforms()
+            if let split { _ = try parseSplit(split) }
+            guard classes != nil || !transforms.isEmpty || split != nil else {
+                throw ValidationError("nothing to derive from \(source): give --classes, --transform or --split")
+            }
+        }
+
+        func parsedTransforms() throws -> [InputTransform] {
+            try transforms.map { text in
+                do { return try InputTransform(parsing: text) } catch { throw ValidationError("--transform \(error)") }
+            }
+        }
+
         func run() throws {
-            try reportingErrors(verification) {
-            try protectInputs()
-                let t = try transforms.map(InputTransform.init(parsing:))
+            try verification.scoped {
+                try protectInputs()
+                let t = try parsedTransforms()
                 let c = classes.map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
-                guard c != nil || !t.isEmpty || split != nil else {
-                    throw LocusError(file: source, "nothing to derive: give --classes, --transform or --split")
-                }
-                let s = try split.map(SplitFractions.init(parsing:))
+                let s = try split.map(parseSplit)
                 let d = try DataImport.deriveFile(source, to: output, classes: c, transforms: t, split: s, seed: seed,
                                                   stratified: !noStratify, command: ["locus"] + Array(CommandLine.arguments.dropFirst()))
                 if !quiet { StandardStream.output.write(summary(output, d) + "\n") }
@@ -202,7 +223,7 @@ private func summary(_ path: String, _ d: LabelledData) -> String {
 private func parseSizes(_ text: String, option: String, count: Int) throws -> [Int] {
     let v = text.split(separator: ",", omittingEmptySubsequences: false).map { Int(String($0.filter { $0 != " " })) }
     guard v.count == count, v.allSatisfy({ ($0 ?? 0) > 0 }) else {
-        throw LocusError(file: option, "'\(text)' is not \(count) positive comma-separated sizes, e.g. 1,28,28")
+        throw ValidationError("\(option) '\(text)' is not \(count) positive comma-separated sizes, e.g. 1,28,28")
     }
     return v.map { $0! }
 }
@@ -211,7 +232,7 @@ private func parseDelimiter(_ text: String) throws -> UInt8 {
     if text == "tab" || text == "\\t" || text == "\t" { return 0x09 }
     let u = Array(text.utf8)
     guard u.count == 1, u[0] != 0x22, u[0] != 0x0A, u[0] != 0x0D else {
-        throw LocusError(file: "--delimiter", "'\(text)' must be a single ASCII character other than a quote or a line break, or 'tab'")
+        throw ValidationError("--delimiter '\(text)' must be a single ASCII character other than a quote or a line break, or 'tab'")
     }
     return u[0]
 }
@@ -220,6 +241,11 @@ private func parseScale(_ text: String) throws -> Double {
     let parts = text.split(separator: "/", omittingEmptySubsequences: false)
     let v: Double?
     if parts.count == 2, let a = Double(parts[0]), let b = Double(parts[1]) { v = a / b } else { v = Double(text) }
-    guard let v, v > 0, v.isFinite else { throw LocusError(file: "--scale", "'\(text)' must be a number > 0 such as 0.0625 or 1/16") }
+    guard let v, v > 0, v.isFinite else { throw ValidationError("--scale '\(text)' must be a number > 0 such as 0.0625 or 1/16") }
     return v
+}
+
+/// `--split` fractions; a bad specification is a usage error naming the flag.
+private func parseSplit(_ text: String) throws -> SplitFractions {
+    do { return try SplitFractions(parsing: text) } catch { throw ValidationError("--split \(error)") }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import LocusFormat
 import LocusMerge
+import LocusWorkflows
 
 struct Diff: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -24,16 +25,14 @@ struct Diff: ParsableCommand {
 
     @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
 
+    func validate() throws {
+        if density != nil, threshold != nil { throw ValidationError("\(output): give at most one of --density and --threshold") }
+    }
+
     func run() throws {
-        try reportingErrors(source) {
+        try source.scoped {
             try protectInputs()
-            let sparsify: TaskArithmetic.Sparsify
-            switch (density, threshold) {
-            case (nil, nil): sparsify = .none
-            case (let d?, nil): sparsify = .density(d)
-            case (nil, let t?): sparsify = .threshold(t)
-            default: throw LocusError(file: output, "give at most one of --density and --threshold")
-            }
+            let sparsify: TaskArithmetic.Sparsify = density.map { .density($0) } ?? threshold.map { .threshold($0) } ?? .none
             var params: [String: JSONValue] = [:]
             if let density { params["density"] = .number(density) }
             if let threshold { params["threshold"] = .number(threshold) }
@@ -68,7 +67,7 @@ struct Apply: ParsableCommand {
     @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
 
     func run() throws {
-        try reportingErrors(source) {
+        try source.scoped {
             try protectInputs()
             try TaskArithmetic.apply(base: base, taskVector: taskVector, alpha: alpha, output: output, force: force,
                                      warn: { StandardStream.error.write("locus: warning: \($0)\n") },

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LocusFormat
 import LocusEngine
+import LocusWorkflows
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -21,33 +22,22 @@ struct Eval: ParsableCommand {
 
     @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
 
+    func validate() throws {
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be ≥ 1, got \(batchSize)") }
+        if logits != nil, head.count > 1 { throw ValidationError("--logits needs exactly one head; \(head.count) given with --head") }
+    }
+
     func run() throws {
-        try reportingErrors(source) {
+        try source.scoped {
             try protectInputs()
-            let m = try Model.load(model)
-            let d = try DatasetArtifact.read(data)
-            let names = head.isEmpty ? m.architecture.heads.filter { $0.out_features == d.classes.count }.map(\.name) : head
-            guard !names.isEmpty else {
-                throw LocusError(file: model, "no head has \(d.classes.count) classes like \(data); name one with --head")
+            var r = EvalRequest(model: model, data: data)
+            r.heads = head; r.split = split.isEmpty ? nil : split; r.batchSize = batchSize; r.collectLogits = logits != nil
+            let outcome = try r.execute()
+            if let logits, let l = outcome.logits {
+                try writeAtomically(to: logits) { tmp in try NumPy.write(l.values, shape: l.shape, to: tmp) }
             }
-            if logits != nil, names.count != 1 {
-                throw LocusError(file: model, "--logits needs exactly one head; choose one with --head (heads here: \(names.joined(separator: ", ")))")
-            }
-            var results: [Evaluation] = []
-            var collected: [Float] = []
-            for h in names {
-                let b = try Batches(d, split: split.isEmpty ? nil : split, inputShape: m.architecture.input,
-                                    classes: try engine(file: model) { try m.head(h).outFeatures }, file: data)
-                results.append(try engine(file: model) {
-                    try Training.evaluate(m, head: h, on: b, batchSize: batchSize, logits: logits == nil ? nil : { collected += $0.data })
-                })
-            }
-            if let logits, let r = results.first {
-                let classes = collected.count / max(r.samples, 1)
-                try writeAtomically(to: logits) { tmp in try NumPy.write(collected, shape: [r.samples, classes], to: tmp) }
-            }
-            if json { print(try jsonText(results)); return }
-            for r in results {
+            if json { print(try jsonText(outcome.results)); return }
+            for r in outcome.results {
                 print("\(r.head): accuracy \(fmt(r.accuracy)) loss \(fmt(r.loss)) on \(r.samples) samples (\(split.isEmpty ? "all" : split))")
                 if perClass {
                     for (i, a) in r.perClassAccuracy.enumerated() {

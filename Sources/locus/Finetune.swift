@@ -3,6 +3,7 @@ import Foundation
 import LocusFormat
 import LocusEngine
 import LocusMerge
+import LocusWorkflows
 
 struct Finetune: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -35,79 +36,20 @@ struct Finetune: ParsableCommand {
     @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
 
     func run() throws {
-        try reportingErrors(source) {
+        try source.scoped {
             try protectInputs()
-            let m = try Model.load(base)
-            let baseFP = m.sourceFingerprint ?? ""
-            let mr = try MaskReader(path: mask)
-            if mr.baseFingerprint != baseFP {
-                let msg = "was made from another base (\(mr.baseFingerprint)) than \(base) (\(baseFP))"
-                guard force else { throw LocusError(file: mask, object: "/@base-fingerprint", msg + "; use --force to use it anyway") }
-                StandardStream.error.write("locus: warning: \(mask): \(msg)\n")
-            }
-            let headLayer = try engine(file: base) { try m.head(head) }
-            if trainHead, !headLayer.isTrainable {
-                throw LocusError(file: base, object: head, "is a fixed zero-shot head (text embeddings, docs/clip.md); it is not trained — leave out --train-head")
-            }
-            // Mask entries ↔ parameters, all mismatches at once.
-            var problems: [String] = []
-            let params = Dictionary(uniqueKeysWithValues: m.parameters.map { ($0.name, $0) })
-            var masks: [(Parameter, ParameterMask)] = []
-            var covered = Set<String>()
-            for t in mr.tensors {
-                guard let p = params[t.name] else { problems.append("'\(t.name)' is not a parameter of the model"); continue }
-                guard p.value.shape == t.shape else { problems.append("'\(t.name)' has shape \(t.shape), the parameter \(p.value.shape)"); continue }
-                masks.append((p, ParameterMask.from(bits: try mr.read(t))))
-                covered.insert(t.name)
-            }
-            guard problems.isEmpty else { throw LocusError(file: mask, "\(problems.count) mask tensor(s) do not fit \(base): \(problems.prefix(6).joined(separator: "; "))") }
-            let headNames = Set(headLayer.parameters.map(\.name))
-            if mr.absentTensors == .trainable {
-                for p in m.bodyParameters where !covered.contains(p.name) { masks.append((p, .dense)) }
-            }
-            masks = masks.filter { !headNames.contains($0.0.name) || trainHead }
-            let ones = masks.reduce(0) { n, pm in
-                switch pm.1 { case .dense: n + pm.0.value.count; case .entries(let e): n + e.count; case .multiplier(let v): n + v.filter { $0 != 0 }.count }
-            }
-            guard ones > 0 || trainHead else { throw LocusError(file: mask, "selects no trainable entries for this model") }
-
-            let d = try DatasetArtifact.read(data)
-            let classes = headLayer.outFeatures
-            let train = try Batches(d, split: training.split, inputShape: m.architecture.input, classes: classes, file: data)
-            let valName = training.validationSplit(d)
-            let val = valName.isEmpty ? nil : try Batches(d, split: valName, inputShape: m.architecture.input, classes: classes, file: data)
-            let c = try training.config()
+            var r = FinetuneRequest(base: base, data: data, mask: mask, output: output)
+            r.taskVector = taskVector; r.head = head; r.trainHead = trainHead; r.force = force; r.run = training.run
             let bar = training.progressBar()
-            let reports = try engine(file: data) {
-                try Training.fitSparse(m, head: head, train: train, validation: val, config: c, masks: masks, trainHead: trainHead) { p in
-                    bar.update("epoch \(p.epoch)/\(p.epochs)", fraction: Double(p.step) / Double(p.stepsPerEpoch), detail: "loss \(fmt(p.loss))")
-                }
+            let outcome = try r.execute(warn: { StandardStream.error.write("locus: warning: \($0)\n") }) { p in
+                bar.update("epoch \(p.epoch)/\(p.epochs)", fraction: Double(p.step) / Double(p.stepsPerEpoch), detail: "loss \(fmt(p.loss))")
             }
             bar.finish()
-            let accuracy = reports.last?.validationAccuracy
-            let maskFP = try mr.fingerprint()
-            var params2 = training.parameters
-            params2["optimizer"] = .string(training.optimizer == .sgd ? "sparse-sgdm" : "masked-adamw")
-            params2["head"] = .string(head); params2["train_head"] = .bool(trainHead)
-            params2["trainable_entries"] = .integer(Int64(ones)); params2["mask_fingerprint"] = .string(maskFP)
-            if let accuracy { params2["task_accuracy"] = .number(accuracy); params2["task_split"] = .string(valName) }
-            let inputs: [Provenance.Input] = [.init(role: "base", path: base, fingerprint: baseFP), .init(role: "mask", path: mask, fingerprint: maskFP),
-                                              .init(role: "data", path: data, fingerprint: nil)]
-            // The checkpoint and its task vector are published together or not at all.
-            let ftFP = try OutputGroup.publishTogether { () throws -> String in
-                let ftFP = try m.save(output, provenance: provenance(inputs: inputs, parameters: params2))
-                if let taskVector {
-                    var attrs = ["mask-fingerprint": maskFP, "task-head": head]
-                    var numbers: [String: Double] = [:]
-                    if let accuracy { numbers["task-accuracy"] = accuracy; attrs["task-split"] = valName }
-                    let written = OutputGroup.pendingPath(for: output) ?? output
-                    let s = try TaskArithmetic.diff(base: base, finetuned: written, output: taskVector, attributes: attrs, numbers: numbers,
-                                                    provenance: provenance(inputs: inputs + [.init(role: "finetuned", path: output, fingerprint: ftFP)], parameters: params2))
-                    if !training.json { print("\(taskVector): task vector, \(s.nnz) nonzero of \(s.count) entries in \(s.tensors) tensors") }
-                }
-                return ftFP
+            if let taskVector, let s = outcome.taskVector, !training.json {
+                print("\(taskVector): task vector, \(s.nnz) nonzero of \(s.count) entries in \(s.tensors) tensors")
             }
-            try training.report(reports, validation: valName, trailer: "\(output): \(ones) trainable entries, \(ftFP)")
+            try training.report(outcome.training.reports, validation: outcome.training.validationSplit,
+                                trailer: "\(output): \(outcome.trainableEntries) trainable entries, \(outcome.training.fingerprint)")
         }
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LocusFormat
 import LocusEngine
+import LocusWorkflows
 
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -61,77 +62,29 @@ struct Init: ParsableCommand {
         if let projDim, projDim < 1 { throw ValidationError("--proj-dim must be ≥ 1") }
         guard logitScale > 0, logitScale.isFinite else { throw ValidationError("--logit-scale must be > 0") }
         if config != nil, zeroShot { throw ValidationError("--zero-shot: with --config, give the head \"type\": \"zero_shot\" in the file") }
+        if config == nil {
+            guard ["mlp", "lenet", "vit"].contains(preset) else { throw ValidationError("\(output): unknown preset '\(preset)' (mlp, lenet, vit)") }
+            guard input != nil || data != nil else { throw ValidationError("\(output): give --input (e.g. 1,28,28) or --data") }
+            guard classes != nil || data != nil || textEmbeddings != nil else { throw ValidationError("\(output): give --classes or --data") }
+        }
         if preset != "vit", config == nil, activation != "gelu" || noPatchBias || normPre || projDim != nil || eps != 1e-6 {
             throw ValidationError("--activation, --no-patch-bias, --norm-pre, --eps and --proj-dim apply to --preset vit")
         }
     }
 
     func run() throws {
-        try reportingErrors(verification) {
+        try verification.scoped {
             try protectInputs()
-            let text = try textEmbeddings.map { try NumPy.readMatrix($0) }
-            var inputShape = input?.values, classCount = classes
-            var classNames: [String]?
-            if let data {
-                let d = try DatasetArtifact.read(data)
-                inputShape = inputShape ?? Array(d.shape.dropFirst())
-                classCount = classCount ?? d.classes.count
-                classNames = d.classes.count == classCount ? d.classes : nil
-            }
-            if let text, let textEmbeddings {
-                if let c = classCount, c != text.rows {
-                    throw LocusError(file: textEmbeddings, "holds \(text.rows) class embeddings, the head has \(c) classes")
-                }
-                classCount = text.rows
-            }
-            var arch: Architecture
-            if let config {
-                arch = try loadArchitecture(config)
-            } else {
-                guard let inputShape else { throw LocusError(file: output, "give --input (e.g. 1,28,28) or --data") }
-                guard let classCount else { throw LocusError(file: output, "give --classes or --data") }
-                arch = try engine(file: output) {
-                    switch preset {
-                    case "mlp": return Architecture.mlp(input: inputShape, hidden: hidden?.values ?? [256, 256], classes: classCount, head: head, classNames: classNames)
-                    case "lenet": return try Architecture.lenet(input: inputShape, channels: channels.values, hidden: hidden?.values ?? [120, 84],
-                                                                classes: classCount, head: head, classNames: classNames)
-                    case "vit":
-                        guard inputShape.count == 3, inputShape[1] == inputShape[2] else {
-                            throw EngineError("vit needs square images [C, S, S], got \(inputShape)")
-                        }
-                        var variant = Architecture.ViTVariant()
-                        variant.activation = activation == "gelu" ? nil : activation
-                        variant.patchBias = !noPatchBias; variant.normPre = normPre; variant.eps = eps
-                        variant.projection = projDim; variant.zeroShot = zeroShot || textEmbeddings != nil
-                        return try Architecture.vit(imageSize: inputShape[1], patch: patchSize, channels: inputShape[0], width: width, depth: depth,
-                                                    heads: numHeads, mlpRatio: mlpRatio, classes: classCount, head: head, classNames: classNames,
-                                                    headPrefix: headPrefix, variant: variant)
-                    default: throw EngineError("unknown preset '\(preset)' (mlp, lenet, vit)")
-                    }
-                }
-                if zeroShot || textEmbeddings != nil, preset != "vit" {
-                    for i in arch.heads.indices { arch.heads[i].type = "zero_shot" }
-                }
-            }
-            let model = try engine(file: output) { try Model(arch, seed: seed) }
-            if textEmbeddings != nil { _ = try engine(file: output) { try model.head(head) } }   // a clear error for a missing head
-            if let zs = model.heads[head] as? ZeroShotHead {
-                zs.logitScale.value.data = [Float(Foundation.log(logitScale))]
-                if let text, let textEmbeddings {
-                    guard text.columns == zs.inFeatures else {
-                        throw LocusError(file: textEmbeddings, "holds embeddings of width \(text.columns), the model's features have width \(zs.inFeatures)")
-                    }
-                    zs.textEmbeddings.value.data = text.values
-                }
-            } else if let textEmbeddings {
-                throw LocusError(file: textEmbeddings, "the head '\(head)' is not a zero-shot head (give --zero-shot, or a config whose head has \"type\": \"zero_shot\")")
-            }
-            let inputs: [Provenance.Input] = (data.map { [.init(role: "data", path: $0, fingerprint: nil)] } ?? [])
-                + (textEmbeddings.map { [.init(role: "text-embeddings", path: $0, fingerprint: nil)] } ?? [])
-            let fp = try model.save(output, provenance: provenance(inputs: inputs,
-                                                                   parameters: ["seed": .integer(Int64(seed)), "preset": .string(arch.preset ?? "config")]))
-            let n = model.parameters.reduce(0) { $0 + $1.value.count }
-            print("\(output): \(arch.preset ?? "custom") model, \(n) parameters, heads: \(model.headNames.joined(separator: ", ")), \(fp)")
+            var r = InitRequest(output: output)
+            r.preset = preset; r.config = config; r.data = data; r.input = input?.values; r.classes = classes; r.head = head
+            r.hidden = hidden?.values; r.channels = channels.values; r.patchSize = patchSize; r.width = width; r.depth = depth
+            r.numHeads = numHeads; r.mlpRatio = mlpRatio; r.headPrefix = headPrefix
+            r.variant.activation = activation == "gelu" ? nil : activation
+            r.variant.patchBias = !noPatchBias; r.variant.normPre = normPre; r.variant.eps = eps; r.variant.projection = projDim
+            r.zeroShot = zeroShot; r.textEmbeddings = textEmbeddings; r.logitScale = logitScale; r.seed = seed
+            r.command = ["locus"] + Array(CommandLine.arguments.dropFirst())
+            let o = try r.execute()
+            print("\(output): \(o.preset) model, \(o.parameters) parameters, heads: \(o.heads.joined(separator: ", ")), \(o.fingerprint)")
         }
     }
 }

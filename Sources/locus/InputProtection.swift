@@ -82,8 +82,7 @@ extension Merge {
         var inputs: [OutputSafety.Input] = optional("base", base) + optional("recipe", config)
         inputs += given.enumerated().map { .init("\(role) \($0.offset + 1)", $0.element) }
         inputs += scores.enumerated().map { .init("scores file \($0.offset + 1)", $0.element) }
-        inputs += eval.enumerated().map { .init("evaluation dataset \($0.offset + 1)", $0.element) }
-        try OutputSafety.check(outputs: [.init("output", output)] + optional("α table", alphaJson) + optional("plot", plot), inputs: inputs)
+        try OutputSafety.check(outputs: [.init("output", output)] + alpha.outputs, inputs: inputs + alpha.inputs)
     }
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import LocusFormat
+import LocusWorkflows
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -40,14 +41,12 @@ struct Inspect: ParsableCommand {
     func run() throws {
         if source.verify {
             // Lists every check instead of stopping at the first mismatch, as other commands do.
-            let report = try reportingErrors {
-                try CheckpointOpenOptions.$current.withValue(try source.openOptions()) { try DataVerifier.report(file) }
-            }
+            let report = try CheckpointOpenOptions.$current.withValue(try source.openOptions()) { try DataVerifier.report(file) }
             print(json ? try Inspector.verificationJSON(report) : Inspector.verificationText(report))
             if !report.mismatches.isEmpty { throw ExitCode.failure }
             return
         }
-        try reportingErrors(source) {
+        try source.scoped {
             let report = try Inspector.inspect(file, tensor: tensor, stats: stats || tensor != nil)
             if let plot { try InspectPlot.write(try InspectPlot.svg(report), to: plot) }
             print(json ? try Inspector.json(report) : Inspector.text(report) + (plot.map { "\n  plot written to \($0)" } ?? ""))

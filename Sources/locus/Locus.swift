@@ -23,7 +23,7 @@ struct Locus: ParsableCommand {
             var command = try parseAsRoot()
             try command.run()
         } catch {
-            exit(withError: error)
+            Glibc.exit(ErrorReport.report(error))
         }
     }
 }
@@ -38,15 +38,6 @@ func capHelpWidth(_ limit: Int = 80) {
         if ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &w) == 0, w.ws_col > 0 { width = Int(w.ws_col) }
     }
     if let width, width > limit { setenv("COLUMNS", "\(limit)", 1) }
-}
-
-/// Prints a user-facing error as one line on stderr and exits with status 1.
-func reportingErrors<R>(_ body: () throws -> R) throws -> R {
-    do { return try body() } catch let e as ExitCode { throw e } catch {
-        let line = LocusError.wrap(error, file: "locus").description
-        StandardStream.error.write("locus: error: \(line)\n")
-        throw ExitCode.failure
-    }
 }
 
 struct StandardStream {

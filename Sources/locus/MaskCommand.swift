@@ -2,12 +2,12 @@ import ArgumentParser
 import Foundation
 import LocusFormat
 import LocusEngine
+import LocusWorkflows
 
 extension KeepRule: ExpressibleByArgument {}
 extension MaskScope: ExpressibleByArgument {}
 
 struct MaskCommand: ParsableCommand {
-    enum Method: String, ExpressibleByArgument, CaseIterable { case talos, random, magnitude }
 
     static let configuration = CommandConfiguration(
         commandName: "mask",
@@ -30,7 +30,7 @@ struct MaskCommand: ParsableCommand {
     @Argument(help: "Model checkpoint.") var model: String
     @Argument(help: "Dataset artifact (talos calibration only).") var data: String?
     @Option(name: .shortAndLong, help: "Output mask file.") var output: String
-    @Option(help: "talos, random or magnitude.") var method: Method = .talos
+    @Option(help: "talos, random or magnitude.") var method: MaskRequest.Method = .talos
     @Option(help: ArgumentHelp("Trainable fraction of the scored entries, in (0, 1].", valueName: "d")) var density: Double?
     @Option(help: ArgumentHelp("1 − density (give one of the two).", valueName: "s")) var sparsity: Double?
     @Option(help: "Calibration rounds.") var rounds: Int = 4
@@ -41,85 +41,47 @@ struct MaskCommand: ParsableCommand {
     @OptionGroup var scoring: ScoringSetOptions
     @Flag(help: "No progress output.") var quiet = false
 
-    func targetDensity() throws -> Double {
+    /// The density asked for: --density, or 1 − --sparsity.
+    var targetDensity: Double {
+        if let density { return density }
+        return ((1 - (sparsity ?? 0)) * 1e12).rounded() / 1e12   // 1 − 0.9 is 0.0999…98 in binary; keep ⌊d·n⌋ what users expect
+    }
+
+    func validate() throws {
         switch (density, sparsity) {
-        case (let d?, nil): guard d > 0, d <= 1 else { throw LocusError(file: output, "--density must be in (0, 1], got \(d)") }; return d
-        case (nil, let s?): guard s >= 0, s < 1 else { throw LocusError(file: output, "--sparsity must be in [0, 1), got \(s)") }; return ((1 - s) * 1e12).rounded() / 1e12   // 1 − 0.9 is 0.0999…98 in binary; keep ⌊d·n⌋ what users expect
-        case (nil, nil): throw LocusError(file: output, "give --density (fraction trainable) or --sparsity")
-        default: throw LocusError(file: output, "give only one of --density and --sparsity")
+        case (let d?, nil): guard d > 0, d <= 1 else { throw ValidationError("--density must be in (0, 1], got \(d)") }
+        case (nil, let s?): guard s >= 0, s < 1 else { throw ValidationError("--sparsity must be in [0, 1), got \(s)") }
+        case (nil, nil): throw ValidationError("give --density (fraction trainable) or --sparsity")
+        default: throw ValidationError("give only one of --density and --sparsity")
         }
+        guard rounds >= 1 else { throw ValidationError("--rounds must be ≥ 1, got \(rounds)") }
+        if fromScores != nil, method != .talos {
+            throw ValidationError("--from-scores selects by stored scores; it cannot be combined with --method \(method.rawValue)")
+        }
+        if fromScores == nil, method == .talos, data == nil { throw ValidationError("TaLoS calibration needs DATA (or use --from-scores)") }
     }
 
     @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
 
     func run() throws {
-        try reportingErrors(source) {
+        try source.scoped {
             try protectInputs()
-            let d = try targetDensity()
-            let m = try Model.load(model)
-            let params = try scoring.parameters(m)
-            guard !params.isEmpty else { throw LocusError(file: model, "no parameters left to mask after --exclude") }
-            var selected: [[Bool]]
-            var params2 = params
-            var info: [String: JSONValue] = ["method": .string(method.rawValue), "density": .number(d), "keep": .string(keep.rawValue), "scope": .string(scope.rawValue)]
-            var inputs: [Provenance.Input] = [.init(role: "model", path: model, fingerprint: m.sourceFingerprint)]
-            if let fromScores {
-                guard method == .talos else { throw LocusError(file: fromScores, "--from-scores selects by stored scores; it cannot be combined with --method \(method.rawValue)") }
-                let s = try ScoresReader(path: fromScores)
-                guard s.info.baseFingerprint == m.sourceFingerprint else {
-                    throw LocusError(file: fromScores, object: "/@base-fingerprint", "belongs to another model than \(model)")
-                }
-                let byName = Dictionary(uniqueKeysWithValues: s.tensors.map { ($0.name, $0) })
-                params2 = params.filter { byName[$0.name] != nil }
-                for p in params2 where byName[p.name]!.shape != p.value.shape {
-                    throw LocusError(file: fromScores, object: byName[p.name]!.objectPath, "has shape \(byName[p.name]!.shape), the model's parameter \(p.value.shape)")
-                }
-                guard !params2.isEmpty else { throw LocusError(file: fromScores, "scores none of the model's scored tensors") }
-                let scores = try params2.map { try s.read(byName[$0.name]!) }
-                if let (t, _) = scores.enumerated().first(where: { $0.element.contains { !$0.isFinite } }) {
-                    throw LocusError(file: fromScores, object: "/tensors/\(params2[t].name)", "holds non-finite scores")
-                }
-                selected = Selection.select(scores: scores, eligible: nil, density: d, keep: keep, scope: scope)
-                inputs.append(.init(role: "scores", path: fromScores, fingerprint: s.info.baseFingerprint))
-                info["from_scores"] = .string(fromScores)
-            } else {
-                switch method {
-                case .random:
-                    selected = Selection.random(shapes: params.map(\.value.count), density: d, scope: scope, seed: scoring.seed)
-                    info["seed"] = .integer(Int64(scoring.seed))
-                case .magnitude:
-                    selected = Selection.select(scores: params.map { $0.value.data.map(abs) }, eligible: nil, density: d, keep: keep, scope: scope)
-                case .talos:
-                    guard let data else { throw LocusError(file: output, "TaLoS calibration needs DATA (or use --from-scores)") }
-                    let ds = try DatasetArtifact.read(data)
-                    let set = try Batches(ds, split: scoring.split, inputShape: m.architecture.input,
-                                          classes: try engine(file: model) { try m.head(scoring.head).outFeatures }, file: data)
-                    var o = Calibration.Options(density: d); o.rounds = rounds; o.keep = keep; o.scope = scope
-                    let bar = ProgressBar(quiet: quiet)
-                    let result = try engine(file: data) {
-                        try Calibration.run(parameters: params, options: o, score: {
-                            let scorer = try Scorer(model: m, head: scoring.head, estimator: scoring.estimator, draws: scoring.draws, seed: scoring.seed, parameters: params)
-                            try scorer.run(over: set, batchSize: scoring.batchSize, maxBatches: scoring.batches) { i, n in
-                                bar.update("scoring", fraction: Double(i) / Double(n), detail: "batch \(i)/\(n)")
-                            }
-                            return scorer.sums
-                        }, progress: { r in
-                            bar.finish()
-                            if !quiet { StandardStream.error.write("round \(r.round)/\(o.rounds): target density \(fmt(r.targetDensity * 100, 2)) %, \(r.ones) of \(r.total) trainable\n") }
-                        })
-                    }
-                    selected = result.mask
-                    for (k, v) in scoring.provenance { info[k] = v }
-                    info["rounds"] = .integer(Int64(rounds))
-                    inputs.append(.init(role: "data", path: data, fingerprint: nil))
-                }
-            }
-            let w = try MaskWriter(path: output, baseFingerprint: m.sourceFingerprint ?? "", absentTensors: absentTensors,
-                                   provenance: provenance(inputs: inputs, parameters: info))
-            for (p, bits) in zip(params2, selected) { try w.add(name: p.name, shape: p.value.shape, bits: bits) }
-            try w.finish()
-            let ones = selected.reduce(0) { $0 + $1.filter { $0 }.count }, total = params2.reduce(0) { $0 + $1.value.count }
-            print("\(output): \(ones) of \(total) scored parameters trainable (\(fmt(Double(ones) / Double(total) * 100, 3)) %), \(params2.count) tensors; absent tensors are \(absentTensors.rawValue)")
+            var r = MaskRequest(model: model, output: output, density: targetDensity)
+            r.data = data; r.method = method; r.rounds = rounds; r.keep = keep; r.scope = scope; r.fromScores = fromScores
+            r.absentTensors = absentTensors; r.set = scoring.set; r.command = ["locus"] + Array(CommandLine.arguments.dropFirst())
+            let bar = ProgressBar(quiet: quiet)
+            let o = try r.execute(scoring: { i, n in bar.update("scoring", fraction: Double(i) / Double(n), detail: "batch \(i)/\(n)") },
+                                  round: { round, rounds in
+                                      bar.finish()
+                                      if !quiet {
+                                          StandardStream.error.write("round \(round.round)/\(rounds): target density \(fmt(round.targetDensity * 100, 2)) %, "
+                                                                     + "\(round.ones) of \(round.total) trainable\n")
+                                      }
+                                  })
+            print("\(output): \(o.ones) of \(o.total) scored parameters trainable (\(fmt(Double(o.ones) / Double(o.total) * 100, 3)) %), "
+                  + "\(o.tensors) tensors; absent tensors are \(absentTensors.rawValue)")
         }
     }
 }
+
+extension MaskRequest.Method: ExpressibleByArgument {}

@@ -85,12 +85,7 @@ struct Merge: ParsableCommand {
     @Option(name: .customLong("method"), help: "Merging method (below).") var methodOption: String = "task_arithmetic"
     @Option(help: ArgumentHelp("Output dtype: float32, float16, bfloat16 or float64.", valueName: "dtype")) var dtype: String?
     @Flag(help: "Merge task vectors made from another base (with a warning).") var force = false
-    @Option(help: "α grid a:b:step for the validation search.") var alphaGrid: AlphaGrid?
-    @Option(parsing: .upToNextOption, help: "One dataset per task vector for the α search.") var eval: [String] = []
-    @Option(help: "Comma-separated heads (default: each vector's task-head).") var heads: String?
-    @Option(help: "Split used by the α search.") var evalSplit: String = "val"
-    @Option(help: "Write the α table as JSON here.") var alphaJson: String?
-    @Option(help: "Write accuracy vs α as an SVG plot here.") var plot: String?
+    @OptionGroup(title: "Coefficient search on validation data") var alpha: AlphaSearchOptions
 
     @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
     @OptionGroup(title: "Writing checkpoints") var out: OutputOptions
@@ -131,32 +126,17 @@ struct Merge: ParsableCommand {
     }
 
     func run() throws {
-        try reportingErrors(source) {
+        try source.scoped {
             var (base, inputs, o) = try resolve()
             let method = o.method
             let role = base == nil ? "model" : "task vector"
             try protectInputs(base: base, inputs: inputs, role: role, scores: o.fisherScores)
             let warn: (String) -> Void = { StandardStream.error.write("locus: warning: \($0)\n") }
-            var table: [AlphaSearch.Row] = []
-            if let grid = alphaGrid {
-                guard let base, method.parameter("lambda") != nil else {
-                    throw LocusError(file: output, "--alpha-grid searches λ, which \(method.name) does not have")
-                }
-                guard eval.count == inputs.count else {
-                    throw LocusError(file: output, "--alpha-grid needs one --eval dataset per task vector (\(eval.count) for \(inputs.count))")
-                }
-                let search = try AlphaSearch(base: base, taskVectors: inputs, datasets: eval, heads: heads?.split(separator: ",").map(String.init),
-                                             split: evalSplit, options: o, warn: warn)
-                table = try search.run(grid.values)
-                let best = table.max { $0.averageNormalized < $1.averageNormalized }!
-                o.lambda = best.alpha
-                print(AlphaSearch.format(table, tasks: search.taskNames, own: search.ownAccuracy, best: best.alpha))
-                if let alphaJson { try AlphaSearch.writeJSON(table, search: search, best: best.alpha, to: alphaJson) }
-                if let plot { try AlphaSearch.writePlot(table, tasks: search.taskNames, method: method.name, to: plot) }
-            }
+            let searched = try alpha.search(base: base, taskVectors: inputs, options: o, method: method.name, output: output, warn: warn)
+            o = searched.options
             var params = MergeMethods.provenance(o)
             if let config { params["config"] = .string(config) }
-            if alphaGrid != nil { params["alpha_search"] = .array(table.map { .object(["alpha": .number($0.alpha), "average_normalized": .number($0.averageNormalized)]) }) }
+            params.merge(searched.provenance) { a, _ in a }
             params.merge(try source.parameters()) { a, _ in a }
             var records: [Provenance.Input] = []
             if let base {

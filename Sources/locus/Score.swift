@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LocusFormat
 import LocusEngine
+import LocusWorkflows
 
 extension ScoreEstimator: ExpressibleByArgument {}
 
@@ -17,18 +18,18 @@ struct ScoringSetOptions: ParsableArguments {
     @Option(help: "Seed of the class sampling.") var seed: UInt64 = 0
     @Option(help: ArgumentHelp("Regex of parameter names not to score.", valueName: "regex")) var exclude: String?
 
-    func parameters(_ model: Model) throws -> [Parameter] {
-        var ps = Scorer.defaultParameters(model)
-        if let exclude {
-            let re = try NSRegularExpression(pattern: exclude)
-            ps = ps.filter { re.firstMatch(in: $0.name, range: NSRange($0.name.startIndex..., in: $0.name)) == nil }
-        }
-        return ps
+    func validate() throws {
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be ≥ 1, got \(batchSize)") }
+        guard draws >= 1 else { throw ValidationError("--draws must be ≥ 1, got \(draws)") }
+        if let batches, batches < 1 { throw ValidationError("--batches must be ≥ 1, got \(batches)") }
+        if let exclude, (try? NSRegularExpression(pattern: exclude)) == nil { throw ValidationError("--exclude '\(exclude)' is not a regular expression") }
     }
 
-    var provenance: [String: JSONValue] {
-        ["estimator": .string(estimator.rawValue), "head": .string(head), "split": .string(split), "batches": batches.map { .integer(Int64($0)) } ?? .null,
-         "batch_size": .integer(Int64(batchSize)), "draws": .integer(Int64(draws)), "seed": .integer(Int64(seed))]
+    var set: ScoringSet {
+        var s = ScoringSet()
+        s.estimator = estimator; s.head = head; s.split = split; s.batches = batches; s.batchSize = batchSize
+        s.draws = draws; s.seed = seed; s.exclude = exclude
+        return s
     }
 }
 
@@ -62,50 +63,14 @@ struct Score: ParsableCommand {
     @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
 
     func run() throws {
-        try reportingErrors(source) {
+        try source.scoped {
             try protectInputs()
-            let m = try Model.load(model)
-            let d = try DatasetArtifact.read(data)
-            let params = try scoring.parameters(m)
-            let scorer = try engine(file: model) {
-                try Scorer(model: m, head: scoring.head, estimator: scoring.estimator, draws: scoring.draws, seed: scoring.seed, parameters: params)
-            }
-            let fingerprint = m.sourceFingerprint ?? ""
-            // Deterministic estimators have one "draw" per input whatever --draws says (spec §3).
-            let recordedDraws = scoring.estimator.isSampled ? scoring.draws : 1
-            if append {
-                let old = try ScoresReader(path: output)
-                guard old.info.estimator == scoring.estimator.rawValue else {
-                    throw LocusError(file: output, object: "/@estimator", "is '\(old.info.estimator)', cannot append '\(scoring.estimator.rawValue)' scores")
-                }
-                guard old.info.baseFingerprint == fingerprint else {
-                    throw LocusError(file: output, object: "/@base-fingerprint", "belongs to another model (\(old.info.baseFingerprint)), not \(model) (\(fingerprint))")
-                }
-                guard old.info.draws == Int64(recordedDraws), old.info.reduction == .sum else {
-                    throw LocusError(file: output, "was made with \(old.info.draws) draws and reduction \(old.info.reduction.rawValue); append needs the same draws and sums")
-                }
-                guard old.tensors.map(\.name) == params.map(\.name).sorted(by: TensorName.byteOrder),
-                      params.allSatisfy({ p in old.tensor(named: p.name)?.shape == p.value.shape }) else {
-                    throw LocusError(file: output, "scores a different set of tensors (or shapes) than this run")
-                }
-                let byName = Dictionary(uniqueKeysWithValues: old.tensors.map { ($0.name, $0) })
-                try scorer.resume(sums: params.map { try old.read(byName[$0.name]!) }, samples: Int(old.info.samples))
-            }
-            let set = try Batches(d, split: scoring.split, inputShape: m.architecture.input, classes: try engine(file: model) { try m.head(scoring.head).outFeatures }, file: data)
+            var r = ScoreRequest(model: model, data: data, output: output)
+            r.set = scoring.set; r.append = append; r.command = ["locus"] + Array(CommandLine.arguments.dropFirst())
             let bar = ProgressBar(quiet: quiet)
-            try engine(file: data) {
-                try scorer.run(over: set, batchSize: scoring.batchSize, maxBatches: scoring.batches) { i, n in
-                    bar.update("scoring", fraction: Double(i) / Double(n), detail: "batch \(i)/\(n)")
-                }
-            }
+            let outcome = try r.execute { i, n in bar.update("scoring", fraction: Double(i) / Double(n), detail: "batch \(i)/\(n)") }
             bar.finish()
-            let w = try ScoresWriter(path: output, info: .init(baseFingerprint: fingerprint, estimator: scoring.estimator.rawValue,
-                                                                samples: Int64(scorer.samples), draws: Int64(recordedDraws), reduction: .sum),
-                                     provenance: provenance(inputs: [.init(role: "model", path: model, fingerprint: fingerprint), .init(role: "data", path: data, fingerprint: nil)],
-                                                            parameters: scoring.provenance))
-            for (p, s) in zip(scorer.parameters, scorer.sums) { try w.add(name: p.name, shape: p.value.shape, values: s) }
-            try w.finish()
-            print("\(output): \(scoring.estimator.rawValue) scores of \(params.count) tensors over \(scorer.samples) samples")
+            print("\(output): \(scoring.estimator.rawValue) scores of \(outcome.tensors) tensors over \(outcome.samples) samples")
         }
     }
 }

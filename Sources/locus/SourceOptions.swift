@@ -65,16 +65,6 @@ struct SourceOptions: ParsableArguments {
     }
 }
 
-/// `reportingErrors` with the source options applying to every checkpoint opened inside.
-func reportingErrors<R>(_ source: SourceOptions, _ body: () throws -> R) throws -> R {
-    try reportingErrors { try source.scoped(body) }
-}
-
-/// `reportingErrors` with `--verify` applying to every artifact opened inside.
-func reportingErrors<R>(_ verification: VerifyOptions, _ body: () throws -> R) throws -> R {
-    try reportingErrors { try verification.scoped(body) }
-}
-
 /// Where a checkpoint output goes: `.h5` or a Hugging Face folder, and the folder's shard size.
 struct OutputOptions: ParsableArguments {
     @Option(help: ArgumentHelp("h5, or hf for a Hugging Face folder (default: hf when OUTPUT ends in / or is a folder).", valueName: "fmt"))
@@ -82,6 +72,7 @@ struct OutputOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Largest shard of a folder, e.g. 200MB.", valueName: "size"))
     var shardSize: String = "5GB"
 
+    func validate() throws { _ = try shardBytes() }
     func format(for output: String) -> CheckpointOutputFormat { CheckpointOutputFormat.infer(path: output, explicit: format) }
     func shardBytes() throws -> Int { try parseByteSize(shardSize) }
 }
@@ -93,8 +84,8 @@ func parseByteSize(_ text: String) throws -> Int {
     let upper = t.uppercased()
     for (u, f) in units where upper.hasSuffix(u) {
         if let v = Double(upper.dropLast(u.count).trimmingCharacters(in: .whitespaces)), v > 0, v * f < 9e18 { return Int(v * f) }
-        throw LocusError(file: "--shard-size", "expected a positive size like 5GB or 512MiB, got '\(text)'")
+        throw ValidationError("--shard-size: expected a positive size like 5GB or 512MiB, got '\(text)'")
     }
-    guard let v = Int(t), v > 0 else { throw LocusError(file: "--shard-size", "expected a positive size like 5GB or 512MiB, got '\(text)'") }
+    guard let v = Int(t), v > 0 else { throw ValidationError("--shard-size: expected a positive size like 5GB or 512MiB, got '\(text)'") }
     return v
 }

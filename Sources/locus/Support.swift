@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LocusFormat
 import LocusEngine
+import LocusWorkflows
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -39,26 +40,8 @@ func provenance(inputs: [Provenance.Input], parameters: [String: JSONValue]) -> 
     Provenance(command: ["locus"] + Array(CommandLine.arguments.dropFirst()), inputs: inputs, parameters: parameters)
 }
 
-/// Engine errors become LocusErrors about the file that caused them.
-func engine<R>(file: String, _ body: () throws -> R) throws -> R {
-    do { return try body() } catch let e as EngineError { throw LocusError(file: file, e.description) }
-}
-
-/// A one-line account of a JSON decoding error.
-func describe(_ error: any Error) -> String {
-    switch error {
-    case DecodingError.keyNotFound(let key, let ctx): return "missing key '\(key.stringValue)' at \(path(ctx.codingPath))"
-    case DecodingError.typeMismatch(_, let ctx), DecodingError.valueNotFound(_, let ctx): return "\(ctx.debugDescription) at \(path(ctx.codingPath))"
-    case DecodingError.dataCorrupted(let ctx): return "invalid JSON (\(ctx.debugDescription)) at \(path(ctx.codingPath))"
-    default: return "\(error)"
-    }
-}
-private func path(_ keys: [any CodingKey]) -> String { keys.isEmpty ? "the top level" : keys.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".") }
-
-func fmt(_ x: Double, _ digits: Int = 4) -> String {
-    let p = pow(10.0, Double(digits))
-    return String((x * p).rounded() / p)
-}
+/// A one-line account of a JSON or YAML decoding error.
+func describe(_ error: any Error) -> String { ArchitectureDescription.describeDecoding(error) }
 
 /// The training options `train` and `finetune` share.
 struct TrainingOptions: ParsableArguments {
@@ -81,18 +64,32 @@ struct TrainingOptions: ParsableArguments {
     @Flag(help: "No progress bar.") var quiet = false
     @Flag(help: "Print the per-epoch report as JSON.") var json = false
 
-    func config(trainBody: Bool = true) throws -> TrainingConfig {
-        guard dampening >= 0, dampening <= 1 else { throw LocusError(file: "--dampening", "must be in [0, 1], got \(dampening)") }
+    func validate() throws {
+        guard dampening >= 0, dampening <= 1 else { throw ValidationError("--dampening must be in [0, 1], got \(dampening)") }
+        if let clipNorm, !(clipNorm > 0) { throw ValidationError("--clip-norm must be > 0, got \(clipNorm)") }
+        guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be > 0, got \(lr)") }
+        guard momentum >= 0 else { throw ValidationError("--momentum must be ≥ 0, got \(momentum)") }
+        guard weightDecay >= 0 else { throw ValidationError("--weight-decay must be ≥ 0, got \(weightDecay)") }
+        guard (0...1).contains(labelSmoothing) else { throw ValidationError("--label-smoothing must be in [0, 1], got \(labelSmoothing)") }
+        guard (0...1).contains(warmup) else { throw ValidationError("--warmup must be a fraction in [0, 1], got \(warmup)") }
+    }
+
+    /// The run: split, validation split, optimizer settings and what the provenance records.
+    var run: TrainingRun {
+        var r = TrainingRun()
+        r.split = split; r.validationSplit = valSplit; r.config = config; r.parameters = parameters
+        r.command = ["locus"] + Array(CommandLine.arguments.dropFirst())
+        return r
+    }
+
+    var config: TrainingConfig {
         var c = TrainingConfig()
         c.epochs = epochs; c.batchSize = batchSize; c.learningRate = lr; c.optimizer = optimizer; c.momentum = momentum
         c.dampening = dampening; c.nesterov = nesterov; c.weightDecay = weightDecay; c.schedule = schedule
         c.warmupFraction = warmup; c.clipNorm = clipNorm; c.labelSmoothing = labelSmoothing; c.seed = seed
-        c.trainBody = trainBody; c.deterministic = deterministic
+        c.deterministic = deterministic
         return c
     }
-
-    /// The validation split to use: the one asked for, else 'val' when the data has one.
-    func validationSplit(_ d: LabelledData) -> String { valSplit ?? (d.splits["val"] != nil ? "val" : "") }
 
     var parameters: [String: JSONValue] {
         ["epochs": .integer(Int64(epochs)), "batch_size": .integer(Int64(batchSize)), "lr": .number(Double(lr)),
@@ -113,24 +110,4 @@ struct TrainingOptions: ParsableArguments {
         }
         print(trailer)
     }
-}
-
-/// A model description from a JSON file (spec §2.1) or from a Locus checkpoint's /architecture, validated.
-func loadArchitecture(_ path: String) throws -> Architecture {
-    let text: String
-    guard let bytes = FileManager.default.contents(atPath: path) else { throw LocusError(file: path, "cannot read the architecture file") }
-    if !bytes.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) {   // not HDF5: a JSON file
-        guard let t = String(data: bytes, encoding: .utf8) else { throw LocusError(file: path, "is neither UTF-8 JSON nor an HDF5 checkpoint") }
-        text = t
-    } else {
-        guard let t = try CheckpointReader(path: path).architecture() else {
-            throw LocusError(file: path, object: "/architecture", "the checkpoint has no model description")
-        }
-        text = t
-    }
-    let decoded: Architecture
-    do { decoded = try JSONDecoder().decode(Architecture.self, from: Data(text.utf8)) } catch {
-        throw LocusError(file: path, "is not an architecture description (spec/FORMAT.md §2.1): \(describe(error))")
-    }
-    return try engine(file: path) { try decoded.validate(); return decoded }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LocusFormat
 import LocusEngine
+import LocusWorkflows
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,38 +32,16 @@ struct Train: ParsableCommand {
     @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
 
     func run() throws {
-        try reportingErrors(source) {
+        try source.scoped {
             try protectInputs()
-            let m = try Model.load(model)
-            let d = try DatasetArtifact.read(data)
-            if m.heads[head] == nil {
-                guard addHead else {
-                    throw LocusError(file: model, "has no head '\(head)' (heads: \(m.headNames.joined(separator: ", "))); pass --add-head to create it")
-                }
-                try engine(file: model) { try m.addHead(head, classes: d.classes.count, classNames: d.classes, seed: training.seed) }
-            }
-            if linearProbe, let h = m.heads[head], !h.isTrainable {
-                throw LocusError(file: model, object: head, "is a fixed zero-shot head (docs/clip.md): --linear-probe would train nothing")
-            }
-            let classes = try m.head(head).outFeatures
-            let input = m.architecture.input
-            let train = try Batches(d, split: training.split, inputShape: input, classes: classes, file: data)
-            let valName = training.validationSplit(d)
-            let val = valName.isEmpty ? nil : try Batches(d, split: valName, inputShape: input, classes: classes, file: data)
-            let c = try training.config(trainBody: !linearProbe)
+            var r = TrainRequest(model: model, data: data, output: output)
+            r.head = head; r.addHead = addHead; r.linearProbe = linearProbe; r.run = training.run
             let bar = training.progressBar()
-            let reports = try engine(file: data) {
-                try Training.fit(m, head: head, train: train, validation: val, config: c) { p in
-                    bar.update("epoch \(p.epoch)/\(p.epochs)", fraction: Double(p.step) / Double(p.stepsPerEpoch), detail: "loss \(fmt(p.loss))")
-                }
+            let outcome = try r.execute { p in
+                bar.update("epoch \(p.epoch)/\(p.epochs)", fraction: Double(p.step) / Double(p.stepsPerEpoch), detail: "loss \(fmt(p.loss))")
             }
             bar.finish()
-            var params = training.parameters
-            params["head"] = .string(head); params["linear_probe"] = .bool(linearProbe)
-            params["final_val_accuracy"] = reports.last?.validationAccuracy.map { .number($0) } ?? .null
-            let fp = try m.save(output, provenance: provenance(inputs: [.init(role: "model", path: model, fingerprint: m.sourceFingerprint),
-                                                                         .init(role: "data", path: data, fingerprint: nil)], parameters: params))
-            try training.report(reports, validation: valName, trailer: "\(output): \(fp)")
+            try training.report(outcome.reports, validation: outcome.validationSplit, trailer: "\(output): \(outcome.fingerprint)")
         }
     }
 }

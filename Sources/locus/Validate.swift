@@ -1,6 +1,7 @@
 import ArgumentParser
 import LocusEngine
 import LocusFormat
+import LocusWorkflows
 
 struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,7 +32,7 @@ struct Validate: ParsableCommand {
     @OptionGroup(title: "Reading checkpoints (safetensors, folders, PyTorch files)") var opening: OpeningOptions
 
     func run() throws {
-        let options = try reportingErrors { try opening.openOptions() }
+        let options = try opening.openOptions()
         var all: [Finding] = []
         for f in files {
             var findings: [Finding]
@@ -39,7 +40,7 @@ struct Validate: ParsableCommand {
                 findings = CheckpointOpenOptions.$current.withValue(options) { sourceFindings(f, stats: stats) }
             } else {
                 findings = Validator.validate(f, stats: stats)
-                if !findings.contains(where: { $0.severity == .error }) { findings += architectureFindings(f) }
+                if !findings.contains(where: { $0.severity == .error }) { findings += ArchitectureFiles.findings(f) }
             }
             all += findings
             if !json {
@@ -74,38 +75,4 @@ func sourceFindings(_ path: String, stats: Bool = false) -> [Finding] {
         let e = LocusError.wrap(error, file: path)
         return [Finding(severity: .error, file: e.file, object: e.object ?? "", message: e.message)]
     }
-}
-
-/// Where a file's tensors fall short of what a model description implies (§2.1): every parameter
-/// present, with its shape and a floating-point dtype. `tensor` looks a name up in the file and gives
-/// its shape, dtype name and whether that dtype is floating point. One message per problem, naming the parameter.
-func parameterMismatches(_ model: Model, tensor: (String) -> (shape: [Int], dtype: String, isFloat: Bool)?) -> [(parameter: String, message: String)] {
-    var out: [(String, String)] = []
-    for p in model.parameters {
-        guard let t = tensor(p.name) else { out.append((p.name, "missing \(p.name) \(p.value.shape), which the architecture implies")); continue }
-        if t.shape != p.value.shape { out.append((p.name, "\(p.name) has shape \(t.shape), the architecture implies \(p.value.shape)")) }
-        if !t.isFloat { out.append((p.name, "\(p.name) is \(t.dtype), model parameters must be floating point")) }
-    }
-    return out
-}
-
-/// §2.1 rules that need the engine: the description builds, and /tensors holds what it implies.
-func architectureFindings(_ path: String) -> [Finding] {
-    func problem(_ object: String, _ message: String) -> Finding { Finding(severity: .error, file: path, object: object, message: message) }
-    guard let reader = try? CheckpointReader(path: path), let text = try? reader.architecture() else { return [] }
-    let arch: Architecture
-    do { arch = try JSONDecoder().decode(Architecture.self, from: Data(text.utf8)) } catch {
-        return [problem("/architecture", "is not a model description (spec §2.1): \(describe(error))")]
-    }
-    let model: Model
-    do { model = try Model(arch, seed: 0) } catch { return [problem("/architecture", "\(error)")] }
-    return parameterMismatches(model) { name in reader.tensor(named: name).map { ($0.shape, $0.dtype.rawValue, $0.dtype.isFloatingPoint) } }
-        .map { problem(reader.tensor(named: $0.parameter)?.objectPath ?? "/tensors", $0.message) }
-}
-
-import Foundation
-func jsonText<T: Encodable>(_ v: T) throws -> String {
-    let e = JSONEncoder()
-    e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    return String(decoding: try e.encode(v), as: UTF8.self)
 }

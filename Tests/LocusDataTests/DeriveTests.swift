@@ -107,9 +107,16 @@ final class DeriveTests: DataTestCase {
         XCTAssertEqual(try InputTransform(parsing: "resize=28,28"), .resize(height: 28, width: 28))
         XCTAssertEqual(try InputTransform(parsing: "flip-horizontal"), .flipHorizontal)
         XCTAssertEqual(try InputTransform(parsing: "invert"), .invert)
-        expectError("not a transform") { _ = try InputTransform(parsing: "blur") }
-        expectError("resize=H,W") { _ = try InputTransform(parsing: "resize=28") }
-        expectError("resize=H,W") { _ = try InputTransform(parsing: "resize=0,5") }
+        for (text, reason) in [("blur", "not a transform"), ("resize=28", "resize=H,W"), ("resize=0,5", "resize=H,W"), ("rotate90=x", "quarter turns")] {
+            do {
+                _ = try InputTransform(parsing: text)
+                XCTFail("\(text) was accepted")
+            } catch {
+                XCTAssertEqual(error.text, text)
+                XCTAssertTrue(error.reason.contains(reason), "\(error)")
+                XCTAssertFalse(error.description.contains("--"), "\(error) names a command-line flag")
+            }
+        }
     }
 
     func testDeriveRecomputesNormalisationAndWritesProvenance() throws {

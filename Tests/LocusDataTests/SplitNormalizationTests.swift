@@ -7,10 +7,17 @@ final class SplitTests: DataTestCase {
         XCTAssertEqual(try SplitFractions(parsing: "0.8,0.1,0.1").parts.map(\.name), ["train", "val", "test"])
         XCTAssertEqual(try SplitFractions(parsing: "0.9, 0.1").parts.map(\.name), ["train", "test"])
         XCTAssertEqual(try SplitFractions(parsing: "1").parts.map(\.fraction), [1])
-        expectError("add up to") { _ = try SplitFractions(parsing: "0.8,0.1") }
-        expectError("not 1 to 3") { _ = try SplitFractions(parsing: "0.5,0.2,0.2,0.1") }
-        expectError("not 1 to 3") { _ = try SplitFractions(parsing: "a,b") }
-        expectError("outside [0, 1]") { _ = try SplitFractions(parsing: "1.5,-0.5") }
+        // A typed error carrying the text given, and nothing about where it came from.
+        for (text, reason) in [("0.8,0.1", "add up to"), ("0.5,0.2,0.2,0.1", "not 1 to 3"), ("a,b", "not 1 to 3"), ("1.5,-0.5", "outside [0, 1]")] {
+            do {
+                _ = try SplitFractions(parsing: text)
+                XCTFail("\(text) was accepted")
+            } catch {
+                XCTAssertEqual(error.text, text)
+                XCTAssertTrue(error.reason.contains(reason), "\(error)")
+                XCTAssertFalse(error.description.contains("--"), "\(error) names a command-line flag")
+            }
+        }
     }
 
     func labels(_ n: Int, classes: Int, seed: UInt64 = 3) -> [Int64] {

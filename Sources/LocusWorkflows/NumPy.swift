@@ -3,8 +3,8 @@ import LocusFormat
 
 /// Writes NumPy's .npy format (version 1.0, little-endian float32, C order): the smallest file
 /// numpy, torch and every notebook read without Locus.
-enum NumPy {
-    static func write(_ values: [Float], shape: [Int], to path: String) throws {
+public enum NumPy {
+    public static func write(_ values: [Float], shape: [Int], to path: String) throws {
         precondition(shape.reduce(1, *) == values.count)
         let dims = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
         var header = "{'descr': '<f4', 'fortran_order': False, 'shape': \(dims), }"
@@ -25,7 +25,7 @@ enum NumPy {
 extension NumPy {
     /// Reads a float matrix from a .npy file (versions 1–3, little-endian float16/32/64, C order),
     /// checking the header against the file's length before touching the data.
-    static func readMatrix(_ path: String) throws -> (rows: Int, columns: Int, values: [Float]) {
+    public static func readMatrix(_ path: String) throws -> (rows: Int, columns: Int, values: [Float]) {
         guard let data = FileManager.default.contents(atPath: path) else { throw LocusError(file: path, "cannot read the .npy file") }
         let bytes = [UInt8](data)
         guard bytes.count >= 10, bytes[0] == 0x93, Array(bytes[1..<6]) == Array("NUMPY".utf8) else {

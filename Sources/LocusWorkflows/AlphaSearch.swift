@@ -101,7 +101,7 @@ struct TaskSets {
         return try vectors.enumerated().map { i, tv in
             if let given { return given[i] }
             guard tv.artifact.root.hasAttribute("task-head") else {
-                throw LocusError(file: tv.path, object: "/@task-head", "is missing; name the heads with --heads")
+                throw RemediableError(LocusError(file: tv.path, object: "/@task-head", "is missing"), .name(setting: "heads"))
             }
             return try tv.artifact.root.stringAttribute("task-head")
         }

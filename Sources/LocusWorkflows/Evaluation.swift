@@ -8,7 +8,7 @@ public struct EvalRequest {
     public var model: String
     public var data: String
     /// Heads to evaluate; empty for every head whose class count fits the data.
-    public var heads: [String] = []
+    public var head: [String] = []
     /// Split evaluated; nil for every sample.
     public var split: String? = "test"
     public var batchSize = 256
@@ -24,12 +24,13 @@ public struct EvalRequest {
 
     public func execute() throws -> Outcome {
         let task = try TaskData(model: model, data: data)
-        let names = heads.isEmpty ? task.model.architecture.heads.filter { $0.out_features == task.data.classes.count }.map(\.name) : heads
+        let names = head.isEmpty ? task.model.architecture.heads.filter { $0.out_features == task.data.classes.count }.map(\.name) : head
         guard !names.isEmpty else {
-            throw LocusError(file: model, "no head has \(task.data.classes.count) classes like \(data); name one with --head")
+            throw RemediableError(LocusError(file: model, "no head has \(task.data.classes.count) classes like \(data)"), .name(setting: "head"))
         }
         if collectLogits, names.count != 1 {
-            throw LocusError(file: model, "--logits needs exactly one head; choose one with --head (heads here: \(names.joined(separator: ", ")))")
+            throw RemediableError(LocusError(file: model, "logits are collected for exactly one head; heads here: \(names.joined(separator: ", "))"),
+                                  .name(setting: "head"))
         }
         var results: [Evaluation] = []
         var collected: [Float] = []

@@ -44,3 +44,21 @@ public func writeText(_ text: String, to path: String) throws {
 public func taskLabel(_ path: String) -> String {
     (path.split(separator: "/").last.map(String.init) ?? path).replacingOccurrences(of: ".h5", with: "")
 }
+
+/// A problem with an input file that a setting of the request would resolve: the file, object and
+/// what was expected (`error`), and which setting to change (`remedy`). A front end turns the
+/// remedy into its own words (the command line: the flag to give or leave out).
+public struct RemediableError: Error, Sendable, CustomStringConvertible {
+    public enum Remedy: Sendable, Equatable {
+        /// Turn `setting` on to `purpose` (e.g. addHead, "create it").
+        case use(setting: String, purpose: String)
+        /// Turn `setting` off.
+        case leaveOut(setting: String)
+        /// Say which one with `setting` (e.g. heads).
+        case name(setting: String)
+    }
+    public var error: LocusError
+    public var remedy: Remedy
+    public init(_ error: LocusError, _ remedy: Remedy) { self.error = error; self.remedy = remedy }
+    public var description: String { error.description }
+}

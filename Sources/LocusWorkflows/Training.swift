@@ -49,12 +49,14 @@ public struct TrainRequest {
         let m = task.model
         if m.heads[head] == nil {
             guard addHead else {
-                throw LocusError(file: model, "has no head '\(head)' (heads: \(m.headNames.joined(separator: ", "))); pass --add-head to create it")
+                throw RemediableError(LocusError(file: model, "has no head '\(head)' (heads: \(m.headNames.joined(separator: ", ")))"),
+                                      .use(setting: "addHead", purpose: "create it"))
             }
             try engine(file: model) { try m.addHead(head, classes: task.data.classes.count, classNames: task.data.classes, seed: run.config.seed) }
         }
         if linearProbe, let h = m.heads[head], !h.isTrainable {
-            throw LocusError(file: model, object: head, "is a fixed zero-shot head (docs/clip.md): --linear-probe would train nothing")
+            throw RemediableError(LocusError(file: model, object: head, "is a fixed zero-shot head (docs/clip.md): a linear probe would train nothing"),
+                                  .leaveOut(setting: "linearProbe"))
         }
         let valName = task.validationSplit(run.validationSplit)
         let sets = try task.trainingSets(head: head, split: run.split, validation: valName)
@@ -137,12 +139,13 @@ public struct FinetuneRequest {
         let mr = try MaskReader(path: mask)
         if mr.baseFingerprint != baseFP {
             let msg = "was made from another base (\(mr.baseFingerprint)) than \(base) (\(baseFP))"
-            guard force else { throw LocusError(file: mask, object: "/@base-fingerprint", msg + "; use --force to use it anyway") }
+            guard force else { throw RemediableError(LocusError(file: mask, object: "/@base-fingerprint", msg), .use(setting: "force", purpose: "use it anyway")) }
             warn("\(mask): \(msg)")
         }
         let headLayer = try engine(file: base) { try m.head(head) }
         if trainHead, !headLayer.isTrainable {
-            throw LocusError(file: base, object: head, "is a fixed zero-shot head (text embeddings, docs/clip.md); it is not trained — leave out --train-head")
+            throw RemediableError(LocusError(file: base, object: head, "is a fixed zero-shot head (text embeddings, docs/clip.md); it is not trained"),
+                                  .leaveOut(setting: "trainHead"))
         }
         let binding = try MaskBinding.bind(mr, to: m, modelPath: base, head: head, trainHead: trainHead)
         guard binding.ones > 0 || trainHead else { throw LocusError(file: mask, "selects no trainable entries for this model") }

@@ -49,45 +49,18 @@ struct Convert: ParsableCommand {
     func run() throws {
         try source.scoped {
             try protectInputs()
-            let prov = Provenance(command: ["locus"] + Array(CommandLine.arguments.dropFirst()),
-                                  inputs: [.init(role: "source", path: input, fingerprint: nil)], parameters: try source.parameters())
-            let inputKind = try detectCheckpointKind(path: input)
-            let format = out.format(for: output)
-            if kind != .checkpoint {
-                guard inputKind == .safetensors, format == .h5 else {
-                    throw LocusError(file: input, "--kind \(kind.rawValue) imports a .safetensors file into a Locus .h5 file")
-                }
-                var o = Conversion.ImportOptions()
-                o.kind = kind; o.basePath = base; o.estimator = estimator; o.samples = samples
-                o.draws = draws; o.reduction = reduction; o.absentTensors = absentTensors
-                return try Conversion.importSafeTensors(from: input, to: output, options: o, provenance: prov)
+            var r = ConvertRequest(input: input, output: output)
+            r.kind = kind
+            r.importOptions.basePath = base; r.importOptions.estimator = estimator; r.importOptions.samples = samples
+            r.importOptions.draws = draws; r.importOptions.reduction = reduction; r.importOptions.absentTensors = absentTensors
+            r.format = out.format(for: output); r.architecture = architecture; r.configFrom = configFrom; r.dtype = dtype
+            r.shardBytes = try out.shardBytes()
+            r.provenance = Provenance(command: ["locus"] + Array(CommandLine.arguments.dropFirst()),
+                                      inputs: [.init(role: "source", path: input, fingerprint: nil)], parameters: try source.parameters())
+            if case .checkpoint(let n, let fp) = try r.execute(note: { StandardStream.error.write("locus: warning: \($0)\n") }) {
+                print("\(output): \(n) tensors, \(fp)")
             }
-            if output.hasSuffix(".safetensors") && format == .h5 {
-                guard inputKind == .locus, try source.openOptions().renaming == nil else {
-                    throw LocusError(file: output, "a single .safetensors output is exported from a Locus .h5 file without renaming; write a folder (OUT/) instead")
-                }
-                guard dtype == nil, configFrom == nil else { throw LocusError(file: output, "--dtype and --config-from apply to .h5 and folder outputs") }
-                return try Conversion.exportSafeTensors(from: input, to: output)
-            }
-            let src = try openCheckpoint(path: input)
-            if let r = src as? RenamedSource, r.droppedCount > 0 {
-                StandardStream.error.write("locus: \(input): --strip-prefix dropped \(r.droppedCount) tensor(s) without the prefix\n")
-            }
-            var arch = try src.architecture()
-            if let architecture { arch = try checkedArchitecture(architecture, against: src) }
-            let fp = try Conversion.write(src, to: output, architecture: arch, format: format, dtype: dtype,
-                                                   shardBytes: try out.shardBytes(), configFrom: configFrom, provenance: prov)
-            print("\(output): \(src.tensors.count) tensors, \(fp)")
         }
-    }
-
-    /// The description as JSON, after checking that the source holds every parameter it implies.
-    private func checkedArchitecture(_ path: String, against source: any CheckpointSource) throws -> String {
-        let (json, extra) = try ArchitectureFiles.checked(path, against: source, sourcePath: input)
-        if !extra.isEmpty {
-            StandardStream.error.write("locus: warning: \(input): \(extra.count) tensor(s) the architecture does not use are kept as they are: \(extra.prefix(6).joined(separator: ", "))\n")
-        }
-        return json
     }
 
     func validate() throws {

@@ -40,6 +40,14 @@ enum ErrorReport {
             return line(e.description, usage)
         case let e as RequestError:
             return line("\(flag(for: e.setting)): \(e.message)", usage)
+        case let e as RemediableError:
+            let remedy: String
+            switch e.remedy {
+            case .use(let s, let purpose): remedy = "use \(flag(for: s)) to \(purpose)"
+            case .leaveOut(let s): remedy = "leave out \(flag(for: s))"
+            case .name(let s): remedy = "name it with \(flag(for: s))"
+            }
+            return line("\(e.error.description); \(remedy)", failure)
         case let e as SplitSpecError:
             return line("--split \(e)", usage)
         case let e as TransformSpecError:
@@ -64,7 +72,8 @@ enum ErrorReport {
     }
 
     /// Settings of library requests, as the options that set them.
-    static let flags = ["heads": "--heads", "datasets": "--eval", "grid": "--alpha-grid", "strategy": "--alpha-mode",
+    static let flags = ["heads": "--heads", "addHead": "--add-head", "linearProbe": "--linear-probe", "trainHead": "--train-head",
+                        "force": "--force", "datasets": "--eval", "grid": "--alpha-grid", "strategy": "--alpha-mode",
                         "rounds": "--alpha-rounds", "budget": "--alpha-budget", "keep": "--keep", "controlHead": "--control-head",
                         "exclude": "--exclude", "data": "DATA"]
     static func flag(for setting: String) -> String { flags[setting] ?? "--\(setting)" }

@@ -31,7 +31,7 @@ struct Eval: ParsableCommand {
         try source.scoped {
             try protectInputs()
             var r = EvalRequest(model: model, data: data)
-            r.heads = head; r.split = split.isEmpty ? nil : split; r.batchSize = batchSize; r.collectLogits = logits != nil
+            r.head = head; r.split = split.isEmpty ? nil : split; r.batchSize = batchSize; r.collectLogits = logits != nil
             let outcome = try r.execute()
             if let logits, let l = outcome.logits {
                 try writeAtomically(to: logits) { tmp in try NumPy.write(l.values, shape: l.shape, to: tmp) }

@@ -35,13 +35,7 @@ struct Validate: ParsableCommand {
         let options = try opening.openOptions()
         var all: [Finding] = []
         for f in files {
-            var findings: [Finding]
-            if let kind = try? detectCheckpointKind(path: f), kind != .locus {
-                findings = CheckpointOpenOptions.$current.withValue(options) { sourceFindings(f, stats: stats) }
-            } else {
-                findings = Validator.validate(f, stats: stats)
-                if !findings.contains(where: { $0.severity == .error }) { findings += ArchitectureFiles.findings(f) }
-            }
+            let findings = CheckpointOpenOptions.$current.withValue(options) { FileValidation.findings(f, stats: stats) }
             all += findings
             if !json {
                 for x in findings where !(noWarnings && x.severity == .warning) { print(x) }
@@ -53,26 +47,5 @@ struct Validate: ParsableCommand {
             print(try jsonText(Out(valid: !all.contains { $0.severity == .error }, findings: all)))
         }
         if all.contains(where: { $0.severity == .error }) { throw ExitCode.failure }
-    }
-}
-
-/// A checkpoint that is not a Locus file (safetensors, a Hugging Face folder, a PyTorch file) is
-/// valid when it opens (a folder's shards agree with its index) and every tensor's bytes can be
-/// read: the fingerprint is computed over all of them.
-func sourceFindings(_ path: String, stats: Bool = false) -> [Finding] {
-    do {
-        let source = try openCheckpoint(path: path)
-        _ = try source.computeFingerprint()
-        guard stats else { return [] }
-        var out: [Finding] = []
-        for t in source.tensors where t.dtype.isFloatingPoint {
-            let counts = try NonFiniteCounts.of(source, t)
-            let l = source.location(of: t)
-            if counts.total > 0 { out.append(Finding(severity: .warning, file: l.file, object: l.object, message: "holds \(counts) among \(t.count) values")) }
-        }
-        return out
-    } catch {
-        let e = LocusError.wrap(error, file: path)
-        return [Finding(severity: .error, file: e.file, object: e.object ?? "", message: e.message)]
     }
 }

@@ -41,8 +41,14 @@ final class RequestTests: WorkflowTestCase {
         }.count
         XCTAssertEqual(Double(hits) / 20, ev.results[0].accuracy)
         var two = EvalRequest(model: path("m.h5"), data: data)
-        two.heads = ["t", "t"]; two.collectLogits = true
-        expectLocusError(["exactly one head"]) { _ = try two.execute() }
+        two.head = ["t", "t"]; two.collectLogits = true
+        do {
+            _ = try two.execute()
+            XCTFail("two heads' logits were collected")
+        } catch let e as RemediableError {
+            XCTAssertEqual(e.remedy, .name(setting: "head"))
+            XCTAssertTrue(e.error.message.contains("exactly one head"), "\(e)")
+        }
 
         // score, then --append: the sums add up to one run over both halves.
         var s = ScoreRequest(model: path("m.h5"), data: data, output: path("s1.h5"))

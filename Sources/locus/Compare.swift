@@ -35,32 +35,13 @@ struct Compare: ParsableCommand {
     func run() throws {
         try verification.scoped {
             try protectInputs()
-            let kinds = try files.map { f in (f, try ArtifactFile.open(f).header.kind) }
-            let labels = files.map { fileLabel($0) }
-            if kinds.allSatisfy({ $0.1 == .mask }) {
-                let r = try Comparison.masks(files)
-                if let svg {
-                    try InspectPlot.write(Heatmap.svg(title: "Mask overlap: Jaccard index of \(files.count) masks",
-                                                      subtitle: "cell = |A ∩ B| / |A ∪ B| over \(r.count) entries", labels: labels, values: r.jaccard), to: svg)
-                }
-                print(json ? try jsonText(r) : CompareText.masks(r, labels: labels))
-            } else if kinds.allSatisfy({ $0.1 == .taskVector }) {
-                let r = try Comparison.taskVectors(files)
-                if let svg {
-                    try InspectPlot.write(Heatmap.svg(title: "Task vectors: cosine similarity of \(files.count) vectors",
-                                                      subtitle: "cell = cos(τ_i, τ_j) over \(r.count) entries", labels: labels, values: r.cosine, low: -1), to: svg)
-                }
-                print(json ? try jsonText(r) : CompareText.taskVectors(r, labels: labels))
-            } else {
-                let other = kinds.first { $0.1 != kinds[0].1 } ?? kinds[0]
-                throw LocusError(file: other.0, "is a \(other.1.rawValue) file; compare takes masks only or task vectors only (\(kinds[0].0) is a \(kinds[0].1.rawValue))")
+            var r = CompareRequest(files: files)
+            r.heatmap = svg
+            switch try r.execute() {
+            case .masks(let m): print(json ? try jsonText(m) : CompareText.masks(m, labels: r.labels))
+            case .taskVectors(let t): print(json ? try jsonText(t) : CompareText.taskVectors(t, labels: r.labels))
             }
         }
-    }
-
-    private func fileLabel(_ path: String) -> String {
-        let name = path.split(separator: "/").last.map(String.init) ?? path
-        return name.hasSuffix(".h5") ? String(name.dropLast(3)) : name
     }
 }
 

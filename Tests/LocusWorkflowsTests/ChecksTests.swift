@@ -135,4 +135,24 @@ final class ChecksTests: WorkflowTestCase {
             _ = try ScoresAppend.resume(from: old, estimator: "talos", fingerprint: "fp", model: "m.h5", draws: 1, parameters: Array(params.dropLast()))
         }
     }
+
+    /// compare: two masks give their Jaccard index and a heatmap; mixed kinds are refused naming the odd file.
+    func testCompareRequest() throws {
+        for (name, bits) in [("a.h5", [true, true, false, false]), ("b.h5", [true, false, true, false])] {
+            let w = try MaskWriter(path: path(name), baseFingerprint: "x")
+            try w.add(name: "w", shape: [4], bits: bits)
+            try w.finish()
+        }
+        var r = CompareRequest(files: [path("a.h5"), path("b.h5")])
+        r.heatmap = path("h.svg")
+        XCTAssertEqual(r.labels, ["a", "b"])
+        guard case .masks(let m) = try r.execute() else { return XCTFail("not a mask report") }
+        XCTAssertEqual(m.jaccard[0][1], 1.0 / 3.0, accuracy: 1e-12)   // |{0}| / |{0, 1, 2}|
+        XCTAssertTrue(try String(contentsOfFile: path("h.svg"), encoding: .utf8).contains("Jaccard"))
+        let tv = try TaskVectorWriter(path: path("t.h5"), baseFingerprint: "x")
+        try tv.add(name: "w", shape: [4], dense: [0, 1, 0, 0])
+        try tv.finish()
+        expectLocusError([path("t.h5"), "task-vector", "masks only"]) { _ = try CompareRequest(files: [path("a.h5"), path("t.h5")]).execute() }
+        expectRequestError("files", "at least two") { _ = try CompareRequest(files: [path("a.h5")]).execute() }
+    }
 }

@@ -10,6 +10,7 @@ import PackageDescription
 //   CZlib → LocusData (IDX / CSV(.gz) import, splits, task derivation → dataset artifacts)
 //   CBLAS (OpenBLAS loaded at run time) → LocusEngine (tensors, layers, models, training, scoring, masks)
 //   LocusMerge (task-vector arithmetic on files: diff, apply, merge)
+//   LocusRender (text tables and SVG plots of reports: inspect, compare)
 //   locus (thin command-line front end)
 let package = Package(
     name: "Locus",
@@ -39,25 +40,29 @@ let package = Package(
         .target(name: "CBLAS", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "LocusEngine", dependencies: ["LocusFormat", "CBLAS"]),
         .target(name: "LocusMerge", dependencies: ["LocusFormat"]),
+        .target(name: "LocusRender", dependencies: ["LocusFormat", "LocusMerge"]),
         .target(name: "LocusFormat", dependencies: [
             "HDF5", "SafeTensors", "TorchCheckpoint", "LocusRandom",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "locus", dependencies: [
-            "LocusFormat", "LocusData", "LocusEngine", "LocusMerge",
+            "LocusFormat", "LocusData", "LocusEngine", "LocusMerge", "LocusRender",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
         ]),
         // Benchmarks that need the engine's internals; the scripts around them live in bench/.
         .executableTarget(name: "locus-bench", dependencies: ["LocusEngine"], path: "bench/swift"),
         .executableTarget(name: "torch-checkpoint-bench", dependencies: ["TorchCheckpoint"], path: "bench/torch-checkpoint"),
+        // Helpers the test targets share (scratch directories, error expectations, test data).
+        .target(name: "LocusTestSupport", dependencies: ["LocusRandom"], path: "Tests/LocusTestSupport"),
         .testTarget(name: "LocusRandomTests", dependencies: ["LocusRandom"]),
-        .testTarget(name: "HDF5Tests", dependencies: ["HDF5", "LocusRandom"]),
-        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "LocusRandom"]),
-        .testTarget(name: "TorchCheckpointTests", dependencies: ["TorchCheckpoint", "LocusRandom"]),
-        .testTarget(name: "LocusFormatTests", dependencies: ["LocusFormat", "HDF5", "SafeTensors"]),
-        .testTarget(name: "LocusDataTests", dependencies: ["LocusData", "LocusFormat"]),
-        .testTarget(name: "LocusEngineTests", dependencies: ["LocusEngine", "LocusFormat"]),
-        .testTarget(name: "LocusMergeTests", dependencies: ["LocusMerge", "LocusFormat"]),
+        .testTarget(name: "HDF5Tests", dependencies: ["LocusTestSupport", "HDF5", "LocusRandom"]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["LocusTestSupport", "SafeTensors", "LocusRandom"]),
+        .testTarget(name: "TorchCheckpointTests", dependencies: ["LocusTestSupport", "TorchCheckpoint", "LocusRandom"]),
+        .testTarget(name: "LocusFormatTests", dependencies: ["LocusTestSupport", "LocusFormat", "LocusRender", "HDF5", "SafeTensors"]),
+        .testTarget(name: "LocusDataTests", dependencies: ["LocusTestSupport", "LocusData", "LocusFormat"]),
+        .testTarget(name: "LocusEngineTests", dependencies: ["LocusTestSupport", "LocusEngine", "LocusFormat"]),
+        .testTarget(name: "LocusMergeTests", dependencies: ["LocusTestSupport", "LocusMerge", "LocusFormat"]),
+        .testTarget(name: "LocusRenderTests", dependencies: ["LocusTestSupport", "LocusRender", "LocusFormat", "HDF5"]),
     ]
 )

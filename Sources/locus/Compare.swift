@@ -1,5 +1,6 @@
 import ArgumentParser
 import LocusFormat
+import LocusRender
 import LocusMerge
 
 struct Compare: ParsableCommand {
@@ -42,14 +43,14 @@ struct Compare: ParsableCommand {
                     try InspectPlot.write(Heatmap.svg(title: "Mask overlap: Jaccard index of \(files.count) masks",
                                                       subtitle: "cell = |A ∩ B| / |A ∪ B| over \(r.count) entries", labels: labels, values: r.jaccard), to: svg)
                 }
-                print(json ? try jsonText(r) : CompareText.masks(r, labels: labels))
+                print(json ? try jsonText(r) : ComparisonText.masks(r, labels: labels))
             } else if kinds.allSatisfy({ $0.1 == .taskVector }) {
                 let r = try Comparison.taskVectors(files)
                 if let svg {
                     try InspectPlot.write(Heatmap.svg(title: "Task vectors: cosine similarity of \(files.count) vectors",
                                                       subtitle: "cell = cos(τ_i, τ_j) over \(r.count) entries", labels: labels, values: r.cosine, low: -1), to: svg)
                 }
-                print(json ? try jsonText(r) : CompareText.taskVectors(r, labels: labels))
+                print(json ? try jsonText(r) : ComparisonText.taskVectors(r, labels: labels))
             } else {
                 let other = kinds.first { $0.1 != kinds[0].1 } ?? kinds[0]
                 throw LocusError(file: other.0, "is a \(other.1.rawValue) file; compare takes masks only or task vectors only (\(kinds[0].0) is a \(kinds[0].1.rawValue))")
@@ -60,41 +61,5 @@ struct Compare: ParsableCommand {
     private func fileLabel(_ path: String) -> String {
         let name = path.split(separator: "/").last.map(String.init) ?? path
         return name.hasSuffix(".h5") ? String(name.dropLast(3)) : name
-    }
-}
-
-/// The text rendering of `locus compare`.
-enum CompareText {
-    static func matrix(_ m: [[Double]], labels: [String]) -> [String] {
-        let w = max(8, labels.map(\.count).max() ?? 0)
-        func pad(_ s: String, _ n: Int) -> String { String(repeating: " ", count: max(0, n - s.count)) + s }
-        var lines = [String(repeating: " ", count: w) + labels.map { " " + pad(String($0.suffix(8)), 8) }.joined()]
-        for (i, row) in m.enumerated() { lines.append(pad(labels[i], w) + row.map { " " + pad(fmt($0, 3), 8) }.joined()) }
-        return lines
-    }
-
-    static func masks(_ r: Comparison.MaskReport, labels: [String]) -> String {
-        var lines = ["\(r.files.count) masks, \(r.count) entries; densities " + r.densities.map { fmt($0 * 100, 3) + " %" }.joined(separator: ", "),
-                     "", "Jaccard index"]
-        lines += matrix(r.jaccard, labels: labels)
-        lines += ["", "entries selected by k of \(r.files.count) masks"]
-        for (k, c) in r.selectedBy.enumerated() { lines.append("  k = \(k): \(c) (\(fmt(r.count == 0 ? 0 : Double(c) / Double(r.count) * 100, 3)) %)") }
-        lines += ["", "per tensor: selected by each mask, by all, mean Jaccard"]
-        for t in r.tensors {
-            lines.append("  \(t.name) [\(t.count)]: \(t.ones.map(String.init).joined(separator: " / ")), all \(t.selectedByAll), Jaccard \(fmt(t.meanJaccard, 3))")
-        }
-        return lines.joined(separator: "\n")
-    }
-
-    static func taskVectors(_ r: Comparison.TaskVectorReport, labels: [String]) -> String {
-        var lines = ["\(r.files.count) task vectors, \(r.count) entries; norms " + r.norms.map { fmt($0, 4) }.joined(separator: ", "),
-                     "", "cosine similarity"]
-        lines += matrix(r.cosine, labels: labels)
-        lines += ["", "sign conflicts: \(r.signConflicts) of \(r.overlap) entries where two or more vectors are nonzero (\(fmt(r.signConflictRate * 100, 2)) %)",
-                  "", "per tensor: norms, overlap, sign conflicts"]
-        for t in r.tensors {
-            lines.append("  \(t.name) [\(t.count)]: \(t.norms.map { fmt($0, 4) }.joined(separator: " / ")), overlap \(t.overlap), conflicts \(t.signConflicts) (\(fmt(t.signConflictRate * 100, 2)) %)")
-        }
-        return lines.joined(separator: "\n")
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import LocusFormat
+import LocusRender
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -43,14 +44,14 @@ struct Inspect: ParsableCommand {
             let report = try reportingErrors {
                 try CheckpointOpenOptions.$current.withValue(try source.openOptions()) { try DataVerifier.report(file) }
             }
-            print(json ? try Inspector.verificationJSON(report) : Inspector.verificationText(report))
+            print(json ? try Inspector.verificationJSON(report) : InspectText.verification(report))
             if !report.mismatches.isEmpty { throw ExitCode.failure }
             return
         }
         try reportingErrors(source) {
             let report = try Inspector.inspect(file, tensor: tensor, stats: stats || tensor != nil)
             if let plot { try InspectPlot.write(try InspectPlot.svg(report), to: plot) }
-            print(json ? try Inspector.json(report) : Inspector.text(report) + (plot.map { "\n  plot written to \($0)" } ?? ""))
+            print(json ? try Inspector.json(report) : InspectText.report(report) + (plot.map { "\n  plot written to \($0)" } ?? ""))
         }
     }
 }

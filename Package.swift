@@ -31,10 +31,12 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
         .target(name: "HDF5", dependencies: ["CHDF5"]),
-        .target(name: "SafeTensors"),
+        // Quoting and escaping for one-line error messages (the strict readers share it).
+        .target(name: "OneLineText"),
+        .target(name: "SafeTensors", dependencies: ["OneLineText"]),
         .target(name: "LocusRandom"),
         // Strict reader of torch.save checkpoints (restricted unpickler; knows nothing of Locus).
-        .target(name: "TorchCheckpoint", dependencies: ["CZlib"]),
+        .target(name: "TorchCheckpoint", dependencies: ["CZlib", "OneLineText"]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "LocusData", dependencies: ["LocusFormat", "CZlib"]),
         .target(name: "CBLAS", linkerSettings: [.linkedLibrary("dl")]),

@@ -52,7 +52,7 @@ extension Score {
 extension MaskCommand {
     func protectInputs() throws {
         try OutputSafety.check(outputs: [.init("output", output)],
-                               inputs: [.init("model", model)] + optional("dataset", data) + optional("scores", fromScores))
+                               inputs: [.init("model", model)] + optional("dataset", data) + optional("scores", fromScores) + optional("task vector", fromTaskVector))
     }
 }
 

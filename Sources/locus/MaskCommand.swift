@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LocusFormat
 import LocusEngine
+import LocusMerge
 
 extension KeepRule: ExpressibleByArgument {}
 extension MaskScope: ExpressibleByArgument {}
@@ -20,11 +21,14 @@ struct MaskCommand: ParsableCommand {
         entries trainable, --keep highest makes pruning-style masks. --from-scores selects once from a \
         scores file; --method random | magnitude (|w|) are baselines with the same count. Ties go by \
         position, so exactly ⌊density · n⌋ entries are ones (per tensor with --scope local) on any \
-        machine. Tensors not scored (heads, --exclude) get no entry (see --absent-tensors).
+        machine. Tensors not scored (heads, --exclude) get no entry (see --absent-tensors). \
+        --from-task-vector TV selects the largest |τ| of a task vector of MODEL instead (Lottery \
+        Ticket Adaptation, Panda et al., 2024, §3); `locus mask-set` combines masks.
 
         Examples:
           locus mask model.h5 task.h5 --head task --density 0.1 -o mask.h5
           locus mask model.h5 --from-scores scores.h5 --sparsity 0.9 -o mask.h5
+          locus mask model.h5 --from-task-vector tau.h5 --density 0.05 -o mask.h5
         """)
 
     @Argument(help: "Model checkpoint.") var model: String
@@ -38,6 +42,8 @@ struct MaskCommand: ParsableCommand {
     @Option(help: "Threshold.") var scope: MaskScope = .global
     @Option(help: ArgumentHelp("Select once from this scores file (no rounds).", valueName: "file")) var fromScores: String?
     @Option(help: ArgumentHelp("Tensors without a mask entry.", valueName: "rule")) var absentTensors: AbsentTensors = .frozen
+    @Option(help: ArgumentHelp("Select the largest |τ| of this task vector of MODEL (LoTA).", valueName: "file"))
+    var fromTaskVector: String?
     @OptionGroup var scoring: ScoringSetOptions
     @Flag(help: "No progress output.") var quiet = false
 
@@ -56,6 +62,7 @@ struct MaskCommand: ParsableCommand {
         try reportingErrors(source) {
             try protectInputs()
             let d = try targetDensity()
+            if let fromTaskVector { return try maskFromTaskVector(fromTaskVector, density: d) }
             let m = try Model.load(model)
             let params = try scoring.parameters(m)
             guard !params.isEmpty else { throw LocusError(file: model, "no parameters left to mask after --exclude") }
@@ -121,5 +128,21 @@ struct MaskCommand: ParsableCommand {
             let ones = selected.reduce(0) { $0 + $1.filter { $0 }.count }, total = params2.reduce(0) { $0 + $1.value.count }
             print("\(output): \(ones) of \(total) scored parameters trainable (\(fmt(Double(ones) / Double(total) * 100, 3)) %), \(params2.count) tensors; absent tensors are \(absentTensors.rawValue)")
         }
+    }
+
+    /// `--from-task-vector`: the top-|τ| mask of a task vector made from `model`.
+    func maskFromTaskVector(_ tv: String, density d: Double) throws {
+        guard data == nil, fromScores == nil, method == .talos, keep == .lowest else {
+            throw ValidationError("--from-task-vector selects by |τ|: give it without DATA, --from-scores, --method or --keep")
+        }
+        let fingerprint = try openCheckpoint(path: model).fingerprint
+        let base = try TaskVectorReader(path: tv).baseFingerprint
+        guard base == fingerprint else {
+            throw LocusError(file: tv, object: "/@base-fingerprint", "is \(base), expected \(fingerprint): it was not made from \(model)")
+        }
+        let s = try MaskOperations.fromTaskVector(tv, density: d, scope: scope == .global ? .global : .local, output: output,
+                                                  provenance: provenance(inputs: [.init(role: "model", path: model, fingerprint: fingerprint)],
+                                                                         parameters: ["method": .string("task-vector-magnitude")]))
+        print("\(output): \(s.ones) of \(s.count) entries selected by |τ| (\(fmt(s.density * 100, 3)) %), \(s.tensors) tensors")
     }
 }

@@ -12,22 +12,18 @@ struct MaskCommand: ParsableCommand {
 
     static let configuration = CommandConfiguration(
         commandName: "mask",
-        abstract: "Build a bitpacked mask of trainable parameters (1 = fine-tuned), by TaLoS calibration or a baseline.",
+        abstract: "A mask of trainable parameters (1 = fine-tuned): TaLoS or a baseline.",
         discussion: """
-        --method talos calibrates on DATA in --rounds rounds with target densities d^(r/R): each round \
-        re-scores the scoring set, entries that dropped out are multiplied by 0.1 in the forward pass \
-        and never come back, and the threshold is the k-th smallest score still in play, k = ⌊density · \
-        total⌋ (docs/talos.md §Mask calibration). --keep lowest (TaLoS) makes the least sensitive \
-        entries trainable, --keep highest makes pruning-style masks. --from-scores selects once from a \
-        scores file; --method random | magnitude (|w|) are baselines with the same count. Ties go by \
-        position, so exactly ⌊density · n⌋ entries are ones (per tensor with --scope local) on any \
-        machine. Tensors not scored (heads, --exclude) get no entry (see --absent-tensors). \
-        --from-task-vector TV selects the largest |τ| of a task vector of MODEL instead (Lottery \
-        Ticket Adaptation, Panda et al., 2024, §3); `locus mask-set` combines masks.
+        --method talos calibrates on DATA in --rounds rounds with target densities d^(r/R); \
+        entries that drop out are scaled by 0.1 and never come back (docs/talos.md). --keep lowest \
+        (TaLoS) keeps the least sensitive entries, highest makes pruning masks. --from-scores \
+        selects once from scores; --method random | magnitude are baselines; --from-task-vector \
+        takes the largest |τ| of a task vector of MODEL (LoTA; Panda et al., 2024, §3). Ties go by \
+        position: exactly ⌊density · n⌋ ones (per tensor with --scope local). Unscored tensors get \
+        no entry (--absent-tensors). `locus mask-set` combines masks.
 
         Examples:
           locus mask model.h5 task.h5 --head task --density 0.1 -o mask.h5
-          locus mask model.h5 --from-scores scores.h5 --sparsity 0.9 -o mask.h5
           locus mask model.h5 --from-task-vector tau.h5 --density 0.05 -o mask.h5
         """)
 

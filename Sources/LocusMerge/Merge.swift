@@ -24,6 +24,10 @@ public struct MergeOptions: Sendable {
     public var breadcrumbsBeta: Double = 0.2
     public var breadcrumbsGamma: Double = 0.1
     public var breadcrumbsScope: Scope = .row
+    /// Magnitude-ranked drop (DELLA): mean keep probability, its spread ±ε over the |τ| ranks of a row, rescale by 1/p.
+    public var dellaDensity: Double = 0.2
+    public var dellaEpsilon: Double = 0.15
+    public var dellaRescale = true
     /// Fisher: scores files (one per task vector), floor, and dividing by each file's sample count.
     public var fisherScores: [String] = []
     public var fisherFloor: Double = 1e-6

@@ -8,8 +8,8 @@ Where the result depends on a *decision* (TIES trim threshold, Breadcrumbs ranki
 inequality) the magnitudes compared are the float32 numbers Locus compares
 (float32(value · scale) · float32(weight)), so that ties created by rounding are the same ties; every
 sum, mean and the final θ0 + λ·τ are float64. Method and option names are the ones `locus merge --help` lists (docs/merging.md): task_arithmetic,
-ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, tall, consensus, fisher; density, scope, drop_rate, rescale,
-seed, gamma, tall_lambda, k, floor, normalize, weight, lambda, dtype. DARE's generator is re-implemented
+ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, tall, consensus, fisher, della, della_linear; density, scope,
+drop_rate, rescale, seed, gamma, epsilon, tall_lambda, k, floor, normalize, weight, lambda, dtype. DARE's generator is re-implemented
 from its documentation: SplitMix64 seeded with seed ^ FNV-1a(tensor name) ^ vector·0x9E3779B97F4A7C15,
 unit = (next >> 11)·2⁻⁵³, keep when unit ≥ p, one draw per stored entry in index order.
 """
@@ -235,8 +235,51 @@ def _after_dare(inp, t, name, idx, v32, o):
     return idx[keep], (v32[keep] * factor).astype(np.float32)
 
 
+def della_probabilities(vals, n, density, epsilon):
+    """DELLA's keep probability of each stored value of one row of n entries (Deep, Bhardwaj & Poria,
+    2024, §3): ranks by |value| ascending over the whole row (its n − nnz zeros first, equal magnitudes
+    by position), p = (density − ε) + r/(n − 1)·2ε for rank r (density when n = 1). Stored zeros get
+    density − ε (they are dropped whatever the draw)."""
+    vals = np.asarray(vals, dtype=np.float64)
+    p = np.full(len(vals), density - epsilon)
+    nz = np.flatnonzero(vals != 0)
+    order = nz[np.lexsort((nz, np.abs(vals[nz])))]
+    ranks = (n - len(nz)) + np.arange(len(order))
+    p[order] = (density - epsilon) + (ranks / (n - 1)) * 2 * epsilon if n > 1 else density
+    return p
+
+
+def della_units(name, vector, n, seed):
+    """The draws of DELLA's drop: the DARE generator of this vector and tensor, one per stored entry."""
+    return splitmix_units((seed ^ fnv1a(name) ^ ((vector * GOLDEN) & M64)) & M64, n)
+
+
+def _after_magprune(inp, t, name, idx, e32, o):
+    """DELLA's drop on the unweighted float32 entries of vector t: per row (rank ≥ 2; rank ≤ 1: the
+    tensor), kept when the draw is < p, divided by p in float64 then rounded to float32 (rescale)."""
+    d, eps = o.get("density", 0.2), o.get("epsilon", 0.15)
+    if d >= 1 or len(idx) == 0:
+        return idx, e32
+    shape = inp.base[name]["shape"]
+    n = int(np.prod(shape, dtype=np.int64))
+    row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else n
+    p = np.empty(len(idx))
+    rows = idx // row
+    for r in np.unique(rows):
+        sel = np.flatnonzero(rows == r)
+        p[sel] = della_probabilities(e32[sel], row, d, eps)
+    keep = (della_units(name, t, len(idx), o.get("seed", 0)) < p) & (e32 != 0)
+    v = e32[keep]
+    if o.get("rescale", True):
+        v = _f32(v.astype(np.float64) / p[keep])
+    return idx[keep], v.astype(np.float32)
+
+
 def _vector_entries(inp, t, name, o):
-    """Weighted (and, for DARE, dropped/rescaled) entries of vector t for one tensor."""
+    """Weighted (and, for DARE, dropped/rescaled; for DELLA, dropped then weighted) entries of vector t for one tensor."""
+    if o["method"] in ("della", "della_linear"):
+        idx, e32 = _after_magprune(inp, t, name, *inp.entries(t, name), o)
+        return idx, (e32 * np.float32(inp.w[t])).astype(np.float32)
     idx, v32 = inp.weighted(t, name)
     if o["method"] in ("dare_linear", "dare_ties"):
         idx, v32 = _after_dare(inp, t, name, idx, v32, o)
@@ -275,6 +318,16 @@ def direction(inp, name, o, thresholds=None):
             idx, e32 = inp.entries(t, name)
             np.add.at(d, idx, inp.w[t] * e32.astype(np.float64))
         return d, None
+    if m in ("della", "della_linear"):
+        kept = []
+        for t in range(T):
+            idx, v32 = _vector_entries(inp, t, name, o)
+            dense = np.zeros(n)
+            dense[idx] = v32.astype(np.float64)
+            kept.append(dense)
+        if m == "della_linear":
+            return np.sum(kept, axis=0) if kept else np.zeros(n), None
+        return sign_elect(np.array(kept) if kept else np.zeros((0, n))), None
     if m in ("ties", "dare_linear", "dare_ties"):
         use_ties = m in ("ties", "dare_ties")
         kept = []

@@ -1,0 +1,169 @@
+import Foundation
+import LocusFormat
+import LocusRandom
+import XCTest
+
+@testable import LocusMerge
+
+/// The methods added to the registry after its first release (docs/merging.md): DELLA's
+/// magnitude-ranked drop (its keep probabilities, its expectation, its place in the
+/// generalized-task-arithmetic table) and end-to-end merges through files. The comparisons with
+/// numpy and mergekit are in interop/tests/test_merge_methods_new.py.
+final class NewMergeMethodTests: XCTestCase {
+    private var directory = ""
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("NewMergeMethodTests-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        if !directory.isEmpty { try? FileManager.default.removeItem(atPath: directory) }
+        try super.tearDownWithError()
+    }
+
+    private func path(_ name: String) -> String { directory + "/" + name }
+
+    /// A float32 checkpoint of `tensors` (name → shape, values).
+    @discardableResult
+    private func checkpoint(_ name: String, _ tensors: [(String, [Int], [Float])]) throws -> String {
+        let p = path(name)
+        let w = try CheckpointWriter(path: p, metadata: ["format": "pt"])
+        for (n, shape, v) in tensors.sorted(by: { TensorName.byteOrder($0.0, $1.0) }) {
+            try v.withUnsafeBytes { try w.add(name: n, dtype: .float32, shape: shape, bytes: $0) }
+        }
+        _ = try w.finish()
+        return p
+    }
+
+    private func readAll(_ file: String) throws -> [String: [Float]] {
+        let r = try CheckpointReader(path: file)
+        return Dictionary(uniqueKeysWithValues: try r.tensors.map { t in
+            (t.name, try r.readRaw(t).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) })
+        })
+    }
+
+    private func options(_ method: String, _ set: (inout MergeOptions) -> Void = { _ in }) -> MergeOptions {
+        var o = MergeOptions()
+        o.method = MergeMethods.named(method)!
+        set(&o)
+        return o
+    }
+
+    // MARK: - DELLA
+
+    func testMagPruneProbabilitiesRankTheWholeRowZerosFirst() {
+        // A row of 6 entries of which 5 are stored ([0, 3, −1, 0, 2] at 0…4, entry 5 absent): three zeros rank
+        // 0…2, then −1, 2, 3 rank 3, 4, 5; p = 0.3 + r/5 · 0.4. Stored zeros get the lowest window value.
+        let p = MagPrune.probabilities([0, 3, -1, 0, 2], rowLength: 6, density: 0.5, epsilon: 0.2)
+        let want = [0.3, 0.3 + 1.0 * 0.4, 0.3 + 0.6 * 0.4, 0.3, 0.3 + 0.8 * 0.4]
+        for (a, b) in zip(p, want) { XCTAssertEqual(a, b, accuracy: 1e-15) }
+        // Equal magnitudes rank by position (the earlier one lower), whatever their signs.
+        let tie = MagPrune.probabilities([-2, 2, 1], rowLength: 3, density: 0.5, epsilon: 0.1)
+        for (a, b) in zip(tie, [0.5, 0.6, 0.4]) { XCTAssertEqual(a, b, accuracy: 1e-15) }
+        // One entry: the window's centre.
+        XCTAssertEqual(MagPrune.probabilities([7], rowLength: 1, density: 0.3, epsilon: 0.1), [0.3])
+    }
+
+    func testMagPruneKeepsDensityOfEachRowAndTheExpectedValue() {
+        // 2000 rows of 20 equal magnitudes: ranks are positions; about density of the entries are kept,
+        // the first position with about density − ε, the last with about density + ε, and dividing by
+        // p keeps the expected sum.
+        let rows = 2000, n = 20
+        var prune = MagPrune(density: 0.4, epsilon: 0.25, rescale: true, rowLength: n, random: [SplitMix64(seed: 77)],
+                             wholeTensor: nil, cursor: [0])
+        let b = EntryBlock(capacity: rows * n)
+        for j in 0..<(rows * n) { b.offsets[j] = Int32(j); b.values[j] = j % 3 == 0 ? -1 : 1 }
+        b.count = rows * n
+        prune.apply(b, vector: 0)
+        var byPosition = [Int](repeating: 0, count: n)
+        var sum = 0.0
+        for j in 0..<b.count { byPosition[Int(b.offsets[j]) % n] += 1; sum += Double(abs(b.values[j])) }
+        XCTAssertEqual(Double(b.count) / Double(rows * n), 0.4, accuracy: 0.01)
+        XCTAssertEqual(Double(byPosition[0]) / Double(rows), 0.15, accuracy: 0.03)
+        XCTAssertEqual(Double(byPosition[n - 1]) / Double(rows), 0.65, accuracy: 0.04)
+        XCTAssertEqual(sum / Double(rows * n), 1, accuracy: 0.03, "E[kept / p] = the value")
+        for j in 0..<b.count {
+            let p = MagPrune.probability(rank: Int(b.offsets[j]) % n, of: n, density: 0.4, epsilon: 0.25)
+            XCTAssertEqual(abs(b.values[j]), Float(1 / p), "kept entries are divided by their own p")
+        }
+    }
+
+    func testDellaIsAGeneralizedTaskArithmeticComposition() {
+        for (name, elect) in [("della", true), ("della_linear", false)] {
+            guard let k = MergeMethods.named(name)?.producer.directionKernel as? GTAKernel else { return XCTFail(name) }
+            XCTAssertTrue(k.composition.magPrune, name)
+            XCTAssertEqual(k.composition.signElection, elect, name)
+            XCTAssertFalse(k.composition.random || k.composition.magnitude || k.composition.outliers, name)
+            XCTAssertEqual(Set(MergeMethods.provenance(options(name)).keys),
+                           ["method", "lambda", "density", "epsilon", "rescale", "seed"], "weight only when given")
+        }
+        XCTAssertEqual(MergeMethods.problems(options("della") { $0.dellaDensity = 0.1 }, inputCount: 2),
+                       ["della needs density ± epsilon in (0, 1) (the keep probabilities), got 0.1 ± 0.15"])
+        XCTAssertEqual(MergeMethods.problems(options("della_linear") { $0.dellaDensity = 1; $0.dellaEpsilon = 0.5 }, inputCount: 2), [],
+                       "density 1 keeps everything: no window to check")
+        XCTAssertEqual(MergeMethods.problems(options("della") { $0.dellaEpsilon = 1 }, inputCount: 2).first,
+                       "della: epsilon must be in [0, 1) (--epsilon)")
+    }
+
+    /// A base, its fine-tuned versions and their task vectors (through `TaskArithmetic.diff`).
+    private func taskVectors(count: Int, seed: UInt64) throws -> (base: String, tvs: [String], taus: [[String: [Float]]]) {
+        var rng = SplitMix64(seed: seed)
+        let shapes: [(String, [Int])] = [("w", [24, 30]), ("b", [50]), ("s", [])]
+        let base = shapes.map { ($0.0, $0.1, (0..<$0.1.reduce(1, *)).map { _ in rng.normal() }) }
+        let basePath = try checkpoint("base.h5", base)
+        var tvs: [String] = [], taus: [[String: [Float]]] = []
+        for t in 0..<count {
+            var tau: [String: [Float]] = [:]
+            let ft = base.map { name, shape, v -> (String, [Int], [Float]) in
+                let d = v.map { _ in rng.unitFloat() < 0.3 ? 0 : 0.1 * rng.normal() }
+                tau[name] = d
+                return (name, shape, zip(v, d).map { $0 + $1 })
+            }
+            let ftPath = try checkpoint("ft\(t).h5", ft)
+            try TaskArithmetic.diff(base: basePath, finetuned: ftPath, output: path("tv\(t).h5"))
+            tvs.append(path("tv\(t).h5")); taus.append(tau)
+        }
+        return (basePath, tvs, taus)
+    }
+
+    func testDellaWithDensityOneIsThePlainMergeAndSeedsMatter() throws {
+        let (base, tvs, _) = try taskVectors(count: 3, seed: 4)
+        func merged(_ o: MergeOptions, _ name: String) throws -> [String: [Float]] {
+            try Merger.merge(base: base, taskVectors: tvs, output: path(name), options: o)
+            return try readAll(path(name))
+        }
+        XCTAssertEqual(try merged(options("della_linear") { $0.dellaDensity = 1 }, "a.h5"), try merged(options("task_arithmetic"), "b.h5"))
+        XCTAssertEqual(try merged(options("della") { $0.dellaDensity = 1 }, "c.h5"), try merged(options("ties") { $0.tiesDensity = 1 }, "d.h5"))
+        let one = try merged(options("della") { $0.seed = 1 }, "e.h5"), again = try merged(options("della") { $0.seed = 1 }, "f.h5")
+        let two = try merged(options("della") { $0.seed = 2 }, "g.h5")
+        XCTAssertEqual(one, again, "seeded: the same seed gives the same merge")
+        XCTAssertNotEqual(one["w"], two["w"])
+    }
+
+    func testDellaLinearOfOneVectorKeepsEntriesDividedByTheirProbability() throws {
+        // One vector, λ = 1: every output entry is θ0 (dropped) or θ0 + τ/p with p from the entry's rank in its row.
+        let (base, tvs, _) = try taskVectors(count: 1, seed: 9)
+        let o = options("della_linear") { $0.dellaDensity = 0.5; $0.dellaEpsilon = 0.3; $0.seed = 5 }
+        try Merger.merge(base: base, taskVectors: tvs, output: path("m.h5"), options: o)
+        let got = try readAll(path("m.h5")), theta0 = try readAll(base)
+        let stored = try TaskVectorReader(path: tvs[0])
+        var kept = 0, dropped = 0
+        for t in stored.tensors where t.shape.count == 2 {
+            let (idx, val) = try stored.readSparse64(t)
+            let row = t.shape[1]
+            for r in 0..<t.shape[0] {
+                let inRow = idx.indices.filter { idx[$0] / row == r }
+                let p = MagPrune.probabilities(inRow.map { Float(val[$0]) }, rowLength: row, density: 0.5, epsilon: 0.3)
+                for (k, e) in inRow.enumerated() where val[e] != 0 {
+                    let i = idx[e], g = got[t.name]![i], b = theta0[t.name]![i]
+                    if g == b { dropped += 1; continue }
+                    kept += 1
+                    XCTAssertEqual(Double(g), Double(b) + Double(Float(val[e] / p[k])), accuracy: 1e-5 * max(1, abs(Double(g))))
+                }
+            }
+        }
+        XCTAssertGreaterThan(kept, 100); XCTAssertGreaterThan(dropped, 100)
+    }
+}

@@ -1,0 +1,163 @@
+"""`locus merge` of the methods added after the first registry (docs/merging.md): della and
+della_linear (DELLA's magnitude-ranked drop), checked two ways:
+
+- against the numpy reference (merge_ref.py) on test_merge's base and five task vectors (mixed shapes,
+  dtypes, encodings, scales; the reference reproduces Locus's seeded SplitMix64 draws from their
+  documentation, no Locus code);
+- against the installed mergekit's own code (`mergekit.merge_methods.registry`, the method's
+  `merge_group` on one tensor group), with mergekit's `torch.bernoulli` made to return the mask that
+  Locus's draws give for mergekit's own keep probabilities (u < p), so both sides drop the same entries.
+
+Bad inputs (out-of-range parameters, a parameter of another method) are refused with exit ≠ 0 and no
+output file.
+"""
+import numpy as np
+import pytest
+import torch
+from mergekit.merge_methods import registry
+from mergekit.merge_methods.base import TensorGroup
+
+import merge_ref as ref
+from conftest import assert_error, assert_ok, locus_h5, snapshot
+from test_merge import W5, compare, run_merge, setup  # noqa: F401  (setup is a fixture)
+
+# ------------------------------------------------------------------ della vs numpy
+
+DELLA = {
+    "della": {"method": "della"},
+    "della-wide": {"method": "della", "density": 0.5, "epsilon": 0.3, "seed": 11, "lambda": 0.8},
+    "della-weights": {"method": "della", "density": 0.4, "epsilon": 0.1, "weight": W5, "lambda": 1.3, "seed": 2 ** 64 - 1},
+    "della-no-rescale": {"method": "della", "density": 0.3, "epsilon": 0.2, "rescale": False},
+    "della-epsilon-0": {"method": "della", "density": 0.6, "epsilon": 0.0, "seed": 5},
+    "della-density-1": {"method": "della", "density": 1.0},
+    "della-linear": {"method": "della_linear"},
+    "della-linear-weights": {"method": "della_linear", "density": 0.7, "epsilon": 0.25, "weight": W5, "lambda": 0.5, "seed": 3},
+    "della-linear-bf16": {"method": "della_linear", "density": 0.35, "dtype": "bfloat16"},
+}
+
+
+@pytest.mark.parametrize("label", list(DELLA))
+def test_della_matches_numpy(locus, setup, tmp_path, label):
+    o = DELLA[label]
+    out = tmp_path / "m.h5"
+    assert_ok(run_merge(locus, setup["base"], setup["tvs"], o, out))
+    st = compare(out, ref.merge(setup["base"], setup["tvs"], o)["tensors"], label)
+    assert st["tensors"] >= 9
+    assert_ok(locus("validate", out))
+
+
+def test_della_draws_depend_on_the_seed_and_density_1_is_the_plain_merge(locus, setup, tmp_path):
+    """Two seeds drop different entries; density 1 drops nothing, so della_linear is task arithmetic
+    and della is TIES's election without trimming (ties with density 1)."""
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    assert_ok(run_merge(locus, setup["base"], setup["tvs"], {"method": "della_linear", "seed": 1}, a))
+    assert_ok(run_merge(locus, setup["base"], setup["tvs"], {"method": "della_linear", "seed": 2}, b))
+    ga, gb = ref.read_checkpoint(a), ref.read_checkpoint(b)
+    assert any(not np.array_equal(ga[n]["value"], gb[n]["value"]) for n in ga if ga[n]["value"] is not None)
+    for della, plain in (({"method": "della_linear", "density": 1.0}, {"method": "task_arithmetic"}),
+                         ({"method": "della", "density": 1.0}, {"method": "ties", "density": 1.0})):
+        assert_ok(run_merge(locus, setup["base"], setup["tvs"], della, a))
+        assert_ok(run_merge(locus, setup["base"], setup["tvs"], plain, b))
+        ga, gb = ref.read_checkpoint(a), ref.read_checkpoint(b)
+        assert all(ga[n]["raw"] == gb[n]["raw"] for n in ga), della["method"]
+
+
+def test_della_keeps_large_entries_more_often(locus, tmp_path):
+    """MagPrune's point: over many rows, the kept fraction rises with |τ| rank from density − ε to
+    density + ε (here 0.1 → 0.5), and the mean kept fraction is density."""
+    rng = np.random.default_rng(5)
+    rows, n = 400, 50
+    base = {"w": np.zeros((rows, n), np.float32)}
+    locus_h5.write_checkpoint(tmp_path / "base.h5", base)
+    tau = rng.standard_normal((rows, n)).astype(np.float32)
+    locus_h5.write_task_vector(tmp_path / "t.h5", {"w": tau}, base=tmp_path / "base.h5")
+    out = tmp_path / "m.h5"
+    assert_ok(locus("merge", tmp_path / "base.h5", tmp_path / "t.h5", "--method", "della_linear", "--density=0.3",
+                    "--epsilon=0.2", "--no-rescale", "-o", out))
+    kept = ref.read_checkpoint(out)["w"]["value"] != 0
+    ranks = np.argsort(np.argsort(np.abs(tau), axis=1), axis=1)
+    small, large = kept[ranks < 10].mean(), kept[ranks >= n - 10].mean()
+    assert abs(kept.mean() - 0.3) < 0.02, kept.mean()
+    assert 0.07 < small < 0.17 and 0.43 < large < 0.57, (small, large)
+    np.testing.assert_array_equal(ref.read_checkpoint(out)["w"]["value"][kept], tau[kept].astype(np.float64))
+
+
+# ------------------------------------------------------------------ della vs mergekit
+
+def mergekit_merge(method, base, models, **params):
+    """mergekit's `merge_group` of `method` on one tensor (base first, then the models), float64 out."""
+    group = TensorGroup.from_tensors([torch.from_numpy(base)] + [torch.from_numpy(m) for m in models], base_index=0)
+    return registry.get(method).merge_group(group, **params).numpy().astype(np.float64)
+
+
+def sparse_vectors(rng, shapes, count, zero_fraction=0.3):
+    taus = []
+    for _ in range(count):
+        tau = {}
+        for n, s in shapes.items():
+            v = rng.standard_normal(s).astype(np.float32) * 0.1
+            v[rng.random(s) < zero_fraction] = 0
+            tau[n] = v
+        taus.append(tau)
+    return taus
+
+
+@pytest.mark.parametrize("method", ["della", "della_linear"])
+def test_della_matches_mergekit_with_the_same_draws(locus, tmp_path, monkeypatch, method):
+    """1-D and 2-D tensors (mergekit ranks a matrix per row and a vector whole, as Locus does), three
+    task vectors with zeros, unit weights, rescale off (mergekit 0.1.5 rescales to the L1 norm, Locus by
+    1/p: docs/merging.md). mergekit runs its whole della on θ_t = τ_t over a zero base (so its deltas
+    are τ_t exactly) and computes its own keep probabilities; its `torch.bernoulli` is patched to turn
+    them into a mask with Locus's documented draws (u < p), one call per vector in order, so a wrong
+    rank, window, election or sum shows as a difference."""
+    rng = np.random.default_rng(31)
+    shapes = {"a.weight": (16, 24), "b.bias": (40,), "c.weight": (7, 9)}
+    base = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    locus_h5.write_checkpoint(tmp_path / "base.h5", base)
+    taus = sparse_vectors(rng, shapes, 3)
+    for t, tau in enumerate(taus):
+        locus_h5.write_task_vector(tmp_path / f"t{t}.h5", tau, base=tmp_path / "base.h5")
+    density, eps, lam, seed = 0.45, 0.2, 0.7, 9
+    out = tmp_path / "m.h5"
+    assert_ok(locus("merge", tmp_path / "base.h5", *[tmp_path / f"t{t}.h5" for t in range(3)], "--method", method,
+                    f"--density={density}", f"--epsilon={eps}", "--no-rescale", f"--lambda={lam}", f"--seed={seed}", "-o", out))
+    got = ref.read_checkpoint(out)
+    draws = []
+
+    def bernoulli(probs, *a, **k):
+        return (torch.from_numpy(draws.pop(0).reshape(probs.shape)) < probs.double()).to(probs.dtype)
+
+    monkeypatch.setattr(torch, "bernoulli", bernoulli)
+    ids = (1, 2, 3)
+    for n, s in shapes.items():
+        for t in range(3):
+            flat = taus[t][n].reshape(-1)
+            idx = np.flatnonzero(flat)
+            units = np.ones(flat.size)            # unstored (zero) entries: never kept, and zero anyway
+            units[idx] = ref.della_units(n, t, idx.size, seed)
+            draws.append(units)
+        moved = mergekit_merge(method, np.zeros(s, np.float32), [taus[t][n] for t in range(3)],
+                               density={i: density for i in ids}, epsilon={i: eps for i in ids}, weight={i: 1.0 for i in ids},
+                               normalize=method == "della", rescale=False, int8_mask=False, **{"lambda": lam})
+        assert not draws, "mergekit drew once per vector"
+        want = base[n].astype(np.float64) + moved
+        np.testing.assert_allclose(got[n]["value"], want, rtol=0, atol=1e-6 * np.abs(want).max(), err_msg=n)
+        assert (got[n]["value"] != base[n]).sum() > 0, f"{n}: nothing merged"
+
+
+# ------------------------------------------------------------------ bad inputs
+
+@pytest.mark.parametrize("args,mention", [
+    (["--method", "della", "--density=0.1", "--epsilon=0.15"], "density ± epsilon in (0, 1)"),
+    (["--method", "della_linear", "--density=0.9", "--epsilon=0.1"], "density ± epsilon in (0, 1)"),
+    (["--method", "della", "--density=0"], "density must be in"),
+    (["--method", "della", "--epsilon=-0.1"], "epsilon must be in"),
+    (["--method", "della_linear", "--drop-rate=0.5"], "not a parameter of della_linear"),
+], ids=["della-window-below-0", "della-window-above-1", "della-density-0", "della-epsilon-negative", "della-drop-rate"])
+def test_bad_parameters_are_refused(locus, setup, tmp_path, args, mention):
+    out = tmp_path / "m.h5"
+    before = snapshot(tmp_path)
+    r = locus("merge", setup["base"], *setup["tvs"][:2], *args, "-o", out)
+    assert_error(r, out)
+    assert mention in r.err, r.err
+    assert not out.exists() and snapshot(tmp_path) == before

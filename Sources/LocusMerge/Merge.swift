@@ -28,6 +28,8 @@ public struct MergeOptions: Sendable {
     public var dellaDensity: Double = 0.2
     public var dellaEpsilon: Double = 0.15
     public var dellaRescale = true
+    /// Model Stock: one interpolation ratio per row of the last axis instead of per tensor (mergekit's `filter_wise`).
+    public var modelStockFilterWise = false
     /// Fisher: scores files (one per task vector), floor, and dividing by each file's sample count.
     public var fisherScores: [String] = []
     public var fisherFloor: Double = 1e-6

@@ -166,4 +166,48 @@ final class NewMergeMethodTests: XCTestCase {
         }
         XCTAssertGreaterThan(kept, 100); XCTAssertGreaterThan(dropped, 100)
     }
+
+    // MARK: - Model Stock
+
+    func testModelStockRatio() {
+        func ratio(_ v: [[Double]]) -> Double {
+            let n = v.count
+            var dot = [[Double]](repeating: [Double](repeating: 0, count: n), count: n)
+            for a in 0..<n { for b in 0..<n { dot[a][b] = zip(v[a], v[b]).map(*).reduce(0, +) } }
+            return ModelStockKernel.ratio(normSquared: (0..<n).map { dot[$0][$0] }, dot: dot)
+        }
+        XCTAssertEqual(ratio([[1, 0], [0, 2]]), 0, "orthogonal changes: the base")
+        XCTAssertEqual(ratio([[1, 1], [2, 2]]), 1, accuracy: 1e-15, "parallel changes: the average")
+        XCTAssertEqual(ratio([[1, 0], [0.5, 0.75.squareRoot()]]), 2 * 0.5 / 1.5, accuracy: 1e-12, "60°: 2 cos / (1 + cos)")
+        XCTAssertEqual(ratio([[1, 0], [-1, 0]]), 0, "opposite pair: 1 + cos = 0, the base (as mergekit)")
+        XCTAssertEqual(ratio([[1, 0, 0], [0, 1, 0], [0, 0, 1]]), 0)
+        // Three vectors at cos 0.5 pairwise: 3·0.5 / (1 + 2·0.5).
+        let h = 0.75.squareRoot()
+        XCTAssertEqual(ratio([[1, 0, 0], [0.5, h, 0], [0.5, 0.5 / (2 * h), (1 - 0.25 - 0.25 / (4 * h * h)).squareRoot()]]), 0.75, accuracy: 1e-12)
+        XCTAssertEqual(ratio([[0, 0], [1, 2]]), 0, "a zero vector: cos 0 (the norm product is floored at 1e-6)")
+    }
+
+    func testModelStockPullsTheAverageTowardsTheBase() throws {
+        let (base, tvs, taus) = try taskVectors(count: 2, seed: 12)
+        var o = options("model_stock")
+        try Merger.merge(base: base, taskVectors: [tvs[0], tvs[0]], output: path("same.h5"), options: o)
+        try Merger.merge(base: base, taskVectors: [tvs[0]], output: path("one.h5"), options: options("task_arithmetic"))
+        let same = try readAll(path("same.h5")), one = try readAll(path("one.h5"))
+        for (name, v) in one { for (a, b) in zip(same[name]!, v) { XCTAssertEqual(a, b, accuracy: 1e-6 * max(1, abs(b))) } }
+        // Two different vectors: every tensor is θ0 + t·(τ0 + τ1)/2 with one t per tensor, t from their cosine.
+        try Merger.merge(base: base, taskVectors: tvs, output: path("m.h5"), options: o)
+        let got = try readAll(path("m.h5")), theta0 = try readAll(base)
+        for (name, tau0) in taus[0] {
+            let tau1 = taus[1][name]!
+            let dot = zip(tau0, tau1).map { Double($0) * Double($1) }.reduce(0, +)
+            let n0 = tau0.map { Double($0) * Double($0) }.reduce(0, +), n1 = tau1.map { Double($0) * Double($0) }.reduce(0, +)
+            let t = ModelStockKernel.ratio(normSquared: [n0, n1], dot: [[n0, dot], [dot, n1]])
+            for i in tau0.indices {
+                let want = Double(theta0[name]![i]) + t * (Double(tau0[i]) + Double(tau1[i])) / 2
+                XCTAssertEqual(Double(got[name]![i]), want, accuracy: 1e-5 * max(1, abs(want)), "\(name)[\(i)]")
+            }
+        }
+        o.modelStockFilterWise = true
+        XCTAssertEqual(MergeMethods.problems(o, inputCount: 1), ["model_stock needs at least 2 task vectors (the angle between them sets t), got 1"])
+    }
 }

@@ -8,8 +8,8 @@ Where the result depends on a *decision* (TIES trim threshold, Breadcrumbs ranki
 inequality) the magnitudes compared are the float32 numbers Locus compares
 (float32(value · scale) · float32(weight)), so that ties created by rounding are the same ties; every
 sum, mean and the final θ0 + λ·τ are float64. Method and option names are the ones `locus merge --help` lists (docs/merging.md): task_arithmetic,
-ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, tall, consensus, fisher, della, della_linear; density, scope,
-drop_rate, rescale, seed, gamma, epsilon, tall_lambda, k, floor, normalize, weight, lambda, dtype. DARE's generator is re-implemented
+ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, tall, consensus, fisher, della, della_linear, model_stock; density,
+scope, drop_rate, rescale, seed, gamma, epsilon, filter_wise, tall_lambda, k, floor, normalize, weight, lambda, dtype. DARE's generator is re-implemented
 from its documentation: SplitMix64 seeded with seed ^ FNV-1a(tensor name) ^ vector·0x9E3779B97F4A7C15,
 unit = (next >> 11)·2⁻⁵³, keep when unit ≥ p, one draw per stored entry in index order.
 """
@@ -318,6 +318,19 @@ def direction(inp, name, o, thresholds=None):
             idx, e32 = inp.entries(t, name)
             np.add.at(d, idx, inp.w[t] * e32.astype(np.float64))
         return d, None
+    if m == "model_stock":
+        vecs = []
+        for t in range(T):
+            idx, e32 = inp.entries(t, name)
+            dense = np.zeros(n)
+            dense[idx] = e32.astype(np.float64)
+            vecs.append(dense)
+        seg = int(shape[-1]) if o.get("filter_wise", False) and len(shape) > 1 else max(n, 1)
+        d = np.zeros(n)
+        for s0 in range(0, n, seg):
+            part = [v[s0:s0 + seg] for v in vecs]
+            d[s0:s0 + seg] = model_stock_ratio(part) * np.mean(part, axis=0)
+        return d, None
     if m in ("della", "della_linear"):
         kept = []
         for t in range(T):
@@ -391,6 +404,20 @@ def direction(inp, name, o, thresholds=None):
         votes = np.sum(masks, axis=0) if masks else np.zeros(n)
         return np.where(votes >= o.get("k", 2), mtl, 0.0), (masks, margins)
     raise ValueError(m)
+
+
+def model_stock_ratio(vs):
+    """Model Stock's t (Jang, Yun & Han, 2024, §3) from N ≥ 2 flat task vectors: cos θ the mean over pairs
+    of ⟨a, b⟩ / max(‖a‖‖b‖, 1e-6) clamped to [−1, 1], t = N cos θ / (1 + (N − 1) cos θ), 0 when that
+    denominator is below 1e-6 in magnitude."""
+    cs = []
+    for a in range(len(vs)):
+        for b in range(a + 1, len(vs)):
+            c = float(np.dot(vs[a], vs[b])) / max(float(np.linalg.norm(vs[a])) * float(np.linalg.norm(vs[b])), 1e-6)
+            cs.append(min(1.0, max(-1.0, c)))
+    cos = sum(cs) / len(cs)
+    den = 1 + (len(vs) - 1) * cos
+    return 0.0 if abs(den) < 1e-6 else len(vs) * cos / den
 
 
 def fisher(inp, name, scores, o):

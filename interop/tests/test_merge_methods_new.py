@@ -1,12 +1,13 @@
 """`locus merge` of the methods added after the first registry (docs/merging.md): della and
-della_linear (DELLA's magnitude-ranked drop), checked two ways:
+della_linear (DELLA's magnitude-ranked drop) and model_stock, checked two ways:
 
 - against the numpy reference (merge_ref.py) on test_merge's base and five task vectors (mixed shapes,
   dtypes, encodings, scales; the reference reproduces Locus's seeded SplitMix64 draws from their
   documentation, no Locus code);
 - against the installed mergekit's own code (`mergekit.merge_methods.registry`, the method's
-  `merge_group` on one tensor group), with mergekit's `torch.bernoulli` made to return the mask that
-  Locus's draws give for mergekit's own keep probabilities (u < p), so both sides drop the same entries.
+  `merge_group` on one tensor group); for DELLA, mergekit's `torch.bernoulli` is made to return the
+  mask that Locus's draws give for mergekit's own keep probabilities (u < p), so both sides drop the
+  same entries.
 
 Bad inputs (out-of-range parameters, a parameter of another method) are refused with exit ≠ 0 and no
 output file.
@@ -145,6 +146,54 @@ def test_della_matches_mergekit_with_the_same_draws(locus, tmp_path, monkeypatch
         assert (got[n]["value"] != base[n]).sum() > 0, f"{n}: nothing merged"
 
 
+# ------------------------------------------------------------------ model_stock
+
+STOCK = {
+    "model-stock": ({"method": "model_stock"}, None),
+    "model-stock-filter-wise": ({"method": "model_stock", "filter_wise": True}, None),
+    "model-stock-two": ({"method": "model_stock"}, [0, 2]),
+    "model-stock-three-filter-wise": ({"method": "model_stock", "filter_wise": True}, [0, 1, 3]),
+    "model-stock-bf16": ({"method": "model_stock", "dtype": "bfloat16"}, [1, 2, 3]),
+}
+
+
+@pytest.mark.parametrize("label", list(STOCK))
+def test_model_stock_matches_numpy(locus, setup, tmp_path, label):
+    o, which = STOCK[label]
+    tvs = setup["tvs"] if which is None else [setup["tvs"][i] for i in which]
+    out = tmp_path / "m.h5"
+    assert_ok(run_merge(locus, setup["base"], tvs, o, out))
+    st = compare(out, ref.merge(setup["base"], tvs, o)["tensors"], label)
+    assert st["tensors"] >= 9
+    assert_ok(locus("validate", out))
+
+
+@pytest.mark.parametrize("filter_wise", [False, True])
+@pytest.mark.parametrize("count", [2, 3])
+def test_model_stock_matches_mergekit(locus, tmp_path, filter_wise, count):
+    """mergekit's model_stock on base_model + the fine-tuned models θ_i = θ0 + τ_i (float64, so its
+    offsets are τ_i), per tensor or per row of the last axis, on a matrix, a vector and a 3-D tensor
+    of unrelated vectors (cos θ near 0, t near 0) and a matrix whose vectors share a direction (t near 1)."""
+    rng = np.random.default_rng(40 + count)
+    shapes = {"a.weight": (12, 20), "b.bias": (30,), "c.weight": (3, 4, 5), "d.weight": (6, 6)}
+    base = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    locus_h5.write_checkpoint(tmp_path / "base.h5", base)
+    taus = sparse_vectors(rng, shapes, count)
+    shared = rng.standard_normal((6, 6)).astype(np.float32) * 0.1
+    for t, tau in enumerate(taus):
+        tau["d.weight"] = (shared + tau["d.weight"] * 0.5).astype(np.float32)
+        locus_h5.write_task_vector(tmp_path / f"t{t}.h5", tau, base=tmp_path / "base.h5")
+    out = tmp_path / "m.h5"
+    assert_ok(locus("merge", tmp_path / "base.h5", *[tmp_path / f"t{t}.h5" for t in range(count)], "--method", "model_stock",
+                    "--filter-wise" if filter_wise else "--no-filter-wise", "-o", out))
+    got = ref.read_checkpoint(out)
+    for n in shapes:
+        b64 = base[n].astype(np.float64)
+        want = mergekit_merge("model_stock", b64, [b64 + taus[t][n].astype(np.float64) for t in range(count)], filter_wise=filter_wise)
+        np.testing.assert_allclose(got[n]["value"], want, rtol=0, atol=1e-6 * np.abs(want).max(), err_msg=n)
+        assert (got[n]["value"] != base[n]).sum() > 0, f"{n}: nothing merged"
+
+
 # ------------------------------------------------------------------ bad inputs
 
 @pytest.mark.parametrize("args,mention", [
@@ -153,11 +202,22 @@ def test_della_matches_mergekit_with_the_same_draws(locus, tmp_path, monkeypatch
     (["--method", "della", "--density=0"], "density must be in"),
     (["--method", "della", "--epsilon=-0.1"], "epsilon must be in"),
     (["--method", "della_linear", "--drop-rate=0.5"], "not a parameter of della_linear"),
-], ids=["della-window-below-0", "della-window-above-1", "della-density-0", "della-epsilon-negative", "della-drop-rate"])
+    (["--method", "model_stock", "--lambda=0.5"], "not a parameter of model_stock"),
+], ids=["della-window-below-0", "della-window-above-1", "della-density-0", "della-epsilon-negative", "della-drop-rate",
+        "model-stock-lambda"])
 def test_bad_parameters_are_refused(locus, setup, tmp_path, args, mention):
     out = tmp_path / "m.h5"
     before = snapshot(tmp_path)
     r = locus("merge", setup["base"], *setup["tvs"][:2], *args, "-o", out)
     assert_error(r, out)
     assert mention in r.err, r.err
+    assert not out.exists() and snapshot(tmp_path) == before
+
+
+def test_model_stock_of_one_task_vector_is_refused(locus, setup, tmp_path):
+    out = tmp_path / "m.h5"
+    before = snapshot(tmp_path)
+    r = locus("merge", setup["base"], setup["tvs"][0], "--method", "model_stock", "-o", out)
+    assert_error(r, out)
+    assert "at least 2 task vectors" in r.err, r.err
     assert not out.exists() and snapshot(tmp_path) == before

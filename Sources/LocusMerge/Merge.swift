@@ -30,6 +30,10 @@ public struct MergeOptions: Sendable {
     public var dellaRescale = true
     /// Model Stock: one interpolation ratio per row of the last axis instead of per tensor (mergekit's `filter_wise`).
     public var modelStockFilterWise = false
+    /// NuSLERP: one angle per tensor (mergekit's `nuslerp_flatten`), else per row of the last axis or, with
+    /// `nuslerp_row_wise`, per slice along the first axis.
+    public var nuslerpFlatten = true
+    public var nuslerpRowWise = false
     /// Fisher: scores files (one per task vector), floor, and dividing by each file's sample count.
     public var fisherScores: [String] = []
     public var fisherFloor: Double = 1e-6

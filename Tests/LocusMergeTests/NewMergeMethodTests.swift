@@ -210,4 +210,46 @@ final class NewMergeMethodTests: XCTestCase {
         o.modelStockFilterWise = true
         XCTAssertEqual(MergeMethods.problems(o, inputCount: 1), ["model_stock needs at least 2 task vectors (the angle between them sets t), got 1"])
     }
+
+    // MARK: - NuSLERP
+
+    func testNuSlerpCoefficientsAndT() {
+        XCTAssertEqual(NuSlerpKernel.t([1, 3]), 0.75)
+        XCTAssertEqual(NuSlerpKernel.t([1, -1]), 0.5, "weights summing to 0: the midpoint, as mergekit")
+        for t in [0.0, 0.25, 1.0] {
+            let (a, b) = NuSlerpKernel.coefficients(t: t, normSquared0: 4, normSquared1: 9, dot: 0)
+            XCTAssertEqual(a, cos(t * .pi / 2), accuracy: 1e-15); XCTAssertEqual(b, sin(t * .pi / 2), accuracy: 1e-15)
+        }
+        XCTAssertTrue(NuSlerpKernel.coefficients(t: 0.3, normSquared0: 1, normSquared1: 4, dot: 2) == (0.7, 0.3), "parallel: linear")
+        XCTAssertTrue(NuSlerpKernel.coefficients(t: 0.3, normSquared0: 1, normSquared1: 1, dot: -1) == (0.7, 0.3), "opposite: linear")
+        // Nearly parallel, but 1 − cos² above 1e-16: still spherical (mergekit's threshold, not slerp's 0.9995).
+        let (a, b) = NuSlerpKernel.coefficients(t: 0.5, normSquared0: 1, normSquared1: 1, dot: 0.9999)
+        XCTAssertNotEqual(a, 0.5); XCTAssertEqual(a, b, accuracy: 1e-12)
+        XCTAssertEqual(a, sin(acos(0.9999) / 2) / sin(acos(0.9999)), accuracy: 1e-12)
+    }
+
+    func testNuSlerpOfTwoVectorsByTensorRowsAndColumns() throws {
+        let (base, tvs, taus) = try taskVectors(count: 2, seed: 21)
+        let theta0 = try readAll(base)
+        for (flatten, rowWise) in [(true, false), (false, false), (false, true)] {
+            var o = options("nuslerp")
+            o.weights = [1, 3]; o.nuslerpFlatten = flatten; o.nuslerpRowWise = rowWise
+            try Merger.merge(base: base, taskVectors: tvs, output: path("m.h5"), options: o)
+            let got = try readAll(path("m.h5"))
+            // "w" is 24 × 30: whole, its 24 rows, or its 30 columns; "b" and "s" are always whole.
+            let (a, b) = (taus[0]["w"]!.map(Double.init), taus[1]["w"]!.map(Double.init))
+            let groups: [[Int]] = flatten ? [Array(0..<720)]
+                : rowWise ? (0..<30).map { c in (0..<24).map { $0 * 30 + c } } : (0..<24).map { r in Array((r * 30)..<(r * 30 + 30)) }
+            for g in groups {
+                let n0 = g.map { a[$0] * a[$0] }.reduce(0, +), n1 = g.map { b[$0] * b[$0] }.reduce(0, +)
+                let dot = g.map { a[$0] * b[$0] }.reduce(0, +)
+                let (s0, s1) = NuSlerpKernel.coefficients(t: 0.75, normSquared0: n0, normSquared1: n1, dot: dot)
+                for i in g {
+                    let want = Double(theta0["w"]![i]) + s0 * a[i] + s1 * b[i]
+                    XCTAssertEqual(Double(got["w"]![i]), want, accuracy: 1e-5 * max(1, abs(want)), "flatten \(flatten) rowWise \(rowWise) [\(i)]")
+                }
+            }
+        }
+        XCTAssertEqual(MergeMethods.problems(options("nuslerp"), inputCount: 3), ["nuslerp interpolates exactly 2 task vectors, got 3"])
+    }
 }

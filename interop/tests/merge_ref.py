@@ -8,8 +8,8 @@ Where the result depends on a *decision* (TIES trim threshold, Breadcrumbs ranki
 inequality) the magnitudes compared are the float32 numbers Locus compares
 (float32(value · scale) · float32(weight)), so that ties created by rounding are the same ties; every
 sum, mean and the final θ0 + λ·τ are float64. Method and option names are the ones `locus merge --help` lists (docs/merging.md): task_arithmetic,
-ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, tall, consensus, fisher, della, della_linear, model_stock; density,
-scope, drop_rate, rescale, seed, gamma, epsilon, filter_wise, tall_lambda, k, floor, normalize, weight, lambda, dtype. DARE's generator is re-implemented
+ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, tall, consensus, fisher, della, della_linear, model_stock,
+nuslerp; density, scope, drop_rate, rescale, seed, gamma, epsilon, filter_wise, nuslerp_flatten, nuslerp_row_wise, tall_lambda, k, floor, normalize, weight, lambda, dtype. DARE's generator is re-implemented
 from its documentation: SplitMix64 seeded with seed ^ FNV-1a(tensor name) ^ vector·0x9E3779B97F4A7C15,
 unit = (next >> 11)·2⁻⁵³, keep when unit ≥ p, one draw per stored entry in index order.
 """
@@ -318,6 +318,20 @@ def direction(inp, name, o, thresholds=None):
             idx, e32 = inp.entries(t, name)
             np.add.at(d, idx, inp.w[t] * e32.astype(np.float64))
         return d, None
+    if m == "nuslerp":
+        v0, v1 = [np.zeros(n), np.zeros(n)]
+        for t, v in enumerate((v0, v1)):
+            idx, e32 = inp.entries(t, name)
+            v[idx] = e32.astype(np.float64)
+        w = inp.w
+        t = 0.5 if abs(w[0] + w[1]) < 1e-6 else w[1] / (w[0] + w[1])
+        if o.get("nuslerp_flatten", True) or len(shape) <= 1:
+            return nuslerp(t, v0, v1), None
+        if o.get("nuslerp_row_wise", False):   # slices along the first axis: the columns of (rows, rest)
+            cols = lambda v: v.reshape(shape[0], -1).T
+            return np.array([nuslerp(t, a, b) for a, b in zip(cols(v0), cols(v1))]).T.reshape(-1), None
+        rows = lambda v: v.reshape(-1, shape[-1])
+        return np.array([nuslerp(t, a, b) for a, b in zip(rows(v0), rows(v1))]).reshape(-1), None
     if m == "model_stock":
         vecs = []
         for t in range(T):
@@ -404,6 +418,18 @@ def direction(inp, name, o, thresholds=None):
         votes = np.sum(masks, axis=0) if masks else np.zeros(n)
         return np.where(votes >= o.get("k", 2), mtl, 0.0), (masks, margins)
     raise ValueError(m)
+
+
+def nuslerp(t, v0, v1):
+    """Spherical interpolation of two flat vectors as mergekit's nuslerp defines it: the norms floored at
+    1e-7, cos Ω clamped to [−1, 1], the linear interpolation when 1 − cos²Ω ≤ 1e-16."""
+    u0 = v0 / max(float(np.linalg.norm(v0)), 1e-7)
+    u1 = v1 / max(float(np.linalg.norm(v1)), 1e-7)
+    cos = min(1.0, max(-1.0, float(np.sum(u0 * u1))))
+    if 1 - cos * cos <= 1e-16:
+        return (1 - t) * v0 + t * v1
+    omega = math.acos(cos)
+    return (math.sin((1 - t) * omega) * v0 + math.sin(t * omega) * v1) / math.sin(omega)
 
 
 def model_stock_ratio(vs):

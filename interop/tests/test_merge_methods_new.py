@@ -1,5 +1,5 @@
 """`locus merge` of the methods added after the first registry (docs/merging.md): della and
-della_linear (DELLA's magnitude-ranked drop) and model_stock, checked two ways:
+della_linear (DELLA's magnitude-ranked drop), model_stock and nuslerp, checked two ways:
 
 - against the numpy reference (merge_ref.py) on test_merge's base and five task vectors (mixed shapes,
   dtypes, encodings, scales; the reference reproduces Locus's seeded SplitMix64 draws from their
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from mergekit.merge_methods import registry
-from mergekit.merge_methods.base import TensorGroup
+from mergekit.merge_methods.base import PerInputValues, TensorGroup
 
 import merge_ref as ref
 from conftest import assert_error, assert_ok, locus_h5, snapshot
@@ -194,6 +194,66 @@ def test_model_stock_matches_mergekit(locus, tmp_path, filter_wise, count):
         assert (got[n]["value"] != base[n]).sum() > 0, f"{n}: nothing merged"
 
 
+# ------------------------------------------------------------------ nuslerp
+
+NUSLERP = {
+    "nuslerp": ({"method": "nuslerp"}, [0, 1]),
+    "nuslerp-weights": ({"method": "nuslerp", "weight": [1.0, 3.0]}, [0, 2]),
+    "nuslerp-rows": ({"method": "nuslerp", "nuslerp_flatten": False, "weight": [2.0, 1.0]}, [1, 2]),
+    "nuslerp-first-axis": ({"method": "nuslerp", "nuslerp_flatten": False, "nuslerp_row_wise": True}, [0, 3]),
+    "nuslerp-weights-sum-0": ({"method": "nuslerp", "weight": [1.0, -1.0]}, [2, 3]),
+    "nuslerp-bf16": ({"method": "nuslerp", "nuslerp_flatten": False, "dtype": "bfloat16"}, [0, 2]),
+}
+
+
+@pytest.mark.parametrize("label", list(NUSLERP))
+def test_nuslerp_matches_numpy(locus, setup, tmp_path, label):
+    o, which = NUSLERP[label]
+    tvs = [setup["tvs"][i] for i in which]
+    out = tmp_path / "m.h5"
+    assert_ok(run_merge(locus, setup["base"], tvs, o, out))
+    st = compare(out, ref.merge(setup["base"], tvs, o)["tensors"], label)
+    assert st["tensors"] >= 9
+    assert_ok(locus("validate", out))
+
+
+@pytest.mark.parametrize("flatten,row_wise", [(True, False), (False, False), (False, True)])
+def test_nuslerp_matches_mergekit(locus, tmp_path, flatten, row_wise):
+    """mergekit's nuslerp with base_model on θ_i = θ0 + τ_i (float64), weights 1 and 3 (t = 0.75),
+    whole tensors, rows of the last axis or slices along the first axis, on a matrix, a vector, a 3-D
+    tensor and a matrix whose two vectors nearly agree."""
+    rng = np.random.default_rng(50)
+    shapes = {"a.weight": (12, 20), "b.bias": (30,), "c.weight": (3, 4, 5), "d.weight": (6, 7)}
+    base = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    locus_h5.write_checkpoint(tmp_path / "base.h5", base)
+    taus = sparse_vectors(rng, shapes, 2)
+    taus[1]["d.weight"] = (taus[0]["d.weight"] * 1.5 + 0.01 * rng.standard_normal((6, 7))).astype(np.float32)
+    for t, tau in enumerate(taus):
+        locus_h5.write_task_vector(tmp_path / f"t{t}.h5", tau, base=tmp_path / "base.h5")
+    out = tmp_path / "m.h5"
+    assert_ok(locus("merge", tmp_path / "base.h5", tmp_path / "t0.h5", tmp_path / "t1.h5", "--method", "nuslerp", "--weight=1,3",
+                    "--nuslerp-flatten" if flatten else "--no-nuslerp-flatten",
+                    "--nuslerp-row-wise" if row_wise else "--no-nuslerp-row-wise", "-o", out))
+    got = ref.read_checkpoint(out)
+    for n in shapes:
+        b64 = base[n].astype(np.float64)
+        want = mergekit_merge("nuslerp", b64, [b64 + taus[t][n].astype(np.float64) for t in range(2)],
+                              weight=PerInputValues([(1, 1.0), (2, 3.0)]), nuslerp_flatten=flatten, nuslerp_row_wise=row_wise)
+        np.testing.assert_allclose(got[n]["value"], want, rtol=0, atol=1e-6 * np.abs(want).max(), err_msg=n)
+        assert (got[n]["value"] != base[n]).sum() > 0, f"{n}: nothing merged"
+
+
+def test_nuslerp_ends_are_the_two_vectors(locus, setup, tmp_path):
+    """Weights (1, 0) give t = 0, so sin((1 − t)Ω)/sin Ω = 1 and sin(tΩ) = 0: exactly θ0 + τ0, the bits
+    of task arithmetic of τ0 alone; (0, 1) likewise gives θ0 + τ1."""
+    for w, alone in (([1.0, 0.0], 0), ([0.0, 1.0], 1)):
+        a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+        assert_ok(run_merge(locus, setup["base"], setup["tvs"][:2], {"method": "nuslerp", "weight": w}, a))
+        assert_ok(run_merge(locus, setup["base"], [setup["tvs"][alone]], {"method": "task_arithmetic"}, b))
+        ga, gb = ref.read_checkpoint(a), ref.read_checkpoint(b)
+        assert all(ga[n]["raw"] == gb[n]["raw"] for n in gb), w
+
+
 # ------------------------------------------------------------------ bad inputs
 
 @pytest.mark.parametrize("args,mention", [
@@ -203,8 +263,10 @@ def test_model_stock_matches_mergekit(locus, tmp_path, filter_wise, count):
     (["--method", "della", "--epsilon=-0.1"], "epsilon must be in"),
     (["--method", "della_linear", "--drop-rate=0.5"], "not a parameter of della_linear"),
     (["--method", "model_stock", "--lambda=0.5"], "not a parameter of model_stock"),
+    (["--method", "nuslerp", "--weight=1,2,3"], "3 weights for 2 inputs"),
+    (["--method", "nuslerp", "--nuslerp-flatten=maybe"], "true or false"),
 ], ids=["della-window-below-0", "della-window-above-1", "della-density-0", "della-epsilon-negative", "della-drop-rate",
-        "model-stock-lambda"])
+        "model-stock-lambda", "nuslerp-weight-count", "nuslerp-flatten-value"])
 def test_bad_parameters_are_refused(locus, setup, tmp_path, args, mention):
     out = tmp_path / "m.h5"
     before = snapshot(tmp_path)
@@ -214,10 +276,12 @@ def test_bad_parameters_are_refused(locus, setup, tmp_path, args, mention):
     assert not out.exists() and snapshot(tmp_path) == before
 
 
-def test_model_stock_of_one_task_vector_is_refused(locus, setup, tmp_path):
+@pytest.mark.parametrize("method,count,mention", [("model_stock", 1, "at least 2 task vectors"),
+                                                  ("nuslerp", 1, "exactly 2 task vectors"), ("nuslerp", 3, "exactly 2 task vectors")])
+def test_wrong_number_of_task_vectors_is_refused(locus, setup, tmp_path, method, count, mention):
     out = tmp_path / "m.h5"
     before = snapshot(tmp_path)
-    r = locus("merge", setup["base"], setup["tvs"][0], "--method", "model_stock", "-o", out)
+    r = locus("merge", setup["base"], *setup["tvs"][:count], "--method", method, "-o", out)
     assert_error(r, out)
-    assert "at least 2 task vectors" in r.err, r.err
+    assert mention in r.err, r.err
     assert not out.exists() and snapshot(tmp_path) == before

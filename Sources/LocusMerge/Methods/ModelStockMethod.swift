@@ -136,7 +136,7 @@ final class ModelStockDirection: DirectionBlocks {
             }
         }
         guard let filter else { return fill(0..<n, wholeRatio) }
-        for start in stride(from: 0, to: n, by: filter) {
+        for start in stride(from: 0, to: n, by: max(1, filter)) {
             var norms = [Double](repeating: 0, count: count)
             var dots = [[Double]](repeating: [Double](repeating: 0, count: count), count: count)
             let range = start..<min(n, start + filter)

@@ -34,6 +34,9 @@ public struct MergeOptions: Sendable {
     /// `nuslerp_row_wise`, per slice along the first axis.
     public var nuslerpFlatten = true
     public var nuslerpRowWise = false
+    /// Karcher mean: most gradient steps on the sphere, and the tolerance below which norms, angles and steps count as zero.
+    public var karcherMaxIterations = 10
+    public var karcherTolerance = 1e-5
     /// Fisher: scores files (one per task vector), floor, and dividing by each file's sample count.
     public var fisherScores: [String] = []
     public var fisherFloor: Double = 1e-6

@@ -252,4 +252,24 @@ final class NewMergeMethodTests: XCTestCase {
         }
         XCTAssertEqual(MergeMethods.problems(options("nuslerp"), inputCount: 3), ["nuslerp interpolates exactly 2 task vectors, got 3"])
     }
+
+    // MARK: - Karcher
+
+    func testKarcherMeanOnTheSphere() {
+        XCTAssertEqual(KarcherKernel.coefficients(gram: [[4]], maxIterations: 10, tolerance: 1e-5), [1], "one model: itself")
+        // Orthogonal, norms 1 and 3: the geodesic midpoint (u0 + u1)/√2, times the mean norm 2.
+        let two = KarcherKernel.coefficients(gram: [[1, 0], [0, 9]], maxIterations: 10, tolerance: 1e-5)
+        XCTAssertEqual(two[0], 2 / 2.0.squareRoot(), accuracy: 1e-12); XCTAssertEqual(two[1], 2 / 2.0.squareRoot() / 3, accuracy: 1e-12)
+        // e0, e0, e1 on one great circle: the Karcher mean is the mean angle, 30°, not the chord
+        // mean's 26.57° where the iteration starts.
+        let c = KarcherKernel.coefficients(gram: [[1, 1, 0], [1, 1, 0], [0, 0, 1]], maxIterations: 100, tolerance: 1e-12)
+        XCTAssertEqual(c[0] + c[1], cos(Double.pi / 6), accuracy: 1e-9); XCTAssertEqual(c[2], sin(Double.pi / 6), accuracy: 1e-9)
+        let start = KarcherKernel.coefficients(gram: [[1, 1, 0], [1, 1, 0], [0, 0, 1]], maxIterations: 0, tolerance: 1e-12)
+        XCTAssertEqual(atan2(start[2], start[0] + start[1]), atan2(1, 2), accuracy: 1e-12, "no step: the normalized mean")
+        // A zero tensor is left out of the direction but counted in the mean norm; all zero: zero.
+        let withZero = KarcherKernel.coefficients(gram: [[1, 0, 0], [0, 0, 0], [0, 0, 4]], maxIterations: 10, tolerance: 1e-5)
+        XCTAssertEqual(withZero[1], 0)
+        XCTAssertEqual(withZero[0], 1 / 2.0.squareRoot(), accuracy: 1e-12, "scale (1 + 0 + 2)/3 = 1 along (u0 + u2)/√2")
+        XCTAssertEqual(KarcherKernel.coefficients(gram: [[0, 0], [0, 0]], maxIterations: 10, tolerance: 1e-5), [0, 0])
+    }
 }

@@ -516,7 +516,7 @@ def merge(base_path, tv_paths, options, scores_paths=()):
 
 def combine_models(method, xs, o):
     """One tensor (flat float64 arrays, one per model) → (exact result, size of the summands):
-    linear (Σ w_i x_i, divided by Σ w_i unless normalize is false) or slerp (two models)."""
+    linear (Σ w_i x_i, divided by Σ w_i unless normalize is false), slerp (two models) or karcher."""
     if method == "linear":
         w = o.get("weight") or [1.0] * len(xs)
         acc = np.zeros_like(xs[0])
@@ -528,12 +528,49 @@ def combine_models(method, xs, o):
             total = sum(w)
             return acc / total, mag / abs(total)
         return acc, mag
+    if method == "karcher":
+        out = karcher(xs, o.get("max_iter", 10), o.get("tol", 1e-5))
+        return out, np.sum([np.abs(x) for x in xs], axis=0)
     if method == "slerp":
         t = o.get("t", 0.5)
         v0, v1 = xs
         s0, s1 = slerp_coefficients(t, v0, v1)
         return s0 * v0 + s1 * v1, np.abs(s0 * v0) + np.abs(s1 * v1)
     raise ValueError(method)
+
+
+def karcher(xs, max_iter, tol):
+    """The Karcher mean of flat tensors on the unit sphere (Karcher, 1977), iterated on the vectors
+    themselves as mergekit's karcher describes it: unit vectors of the tensors whose norm exceeds tol,
+    start at their normalized mean, Riemannian gradient steps (exp map) until the step is below tol
+    or max_iter steps, then scaled by the mean norm of all tensors."""
+    if len(xs) == 1:
+        return xs[0].copy()
+    norms = [float(np.linalg.norm(x)) for x in xs]
+    valid = [i for i, nrm in enumerate(norms) if nrm > tol]
+    if not valid:
+        return np.zeros_like(xs[0])
+    units = [xs[i] / norms[i] for i in valid]
+    a = 1.0 / len(valid)
+    mean = sum(a * u for u in units)
+    mn = float(np.linalg.norm(mean))
+    mean = units[0].copy() if mn < tol else mean / mn
+    for _ in range(max_iter):
+        tangent = np.zeros_like(mean)
+        for u in units:
+            d = min(1.0, max(-1.0, float(np.dot(mean, u))))
+            th = math.acos(d)
+            if th < tol:
+                continue
+            tangent += a * (th / math.sin(th)) * (u - d * mean)
+        tn = float(np.linalg.norm(tangent))
+        if tn < tol:
+            break
+        mean = math.cos(tn) * mean + math.sin(tn) * (tangent / tn)
+        un = float(np.linalg.norm(mean))
+        if un > tol:
+            mean = mean / un
+    return (sum(norms) / len(xs)) * mean
 
 
 def slerp_coefficients(t, v0, v1, parallel=0.9995, eps=1e-8):

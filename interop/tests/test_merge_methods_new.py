@@ -1,9 +1,10 @@
 """`locus merge` of the methods added after the first registry (docs/merging.md): della and
-della_linear (DELLA's magnitude-ranked drop), model_stock and nuslerp, checked two ways:
+della_linear (DELLA's magnitude-ranked drop), model_stock, nuslerp (task vectors) and karcher (full
+models), checked two ways:
 
-- against the numpy reference (merge_ref.py) on test_merge's base and five task vectors (mixed shapes,
-  dtypes, encodings, scales; the reference reproduces Locus's seeded SplitMix64 draws from their
-  documentation, no Locus code);
+- against the numpy reference (merge_ref.py) on test_merge's base and five task vectors, or three
+  models of its layout (mixed shapes, dtypes, encodings, scales; the reference reproduces Locus's
+  seeded SplitMix64 draws from their documentation, no Locus code);
 - against the installed mergekit's own code (`mergekit.merge_methods.registry`, the method's
   `merge_group` on one tensor group); for DELLA, mergekit's `torch.bernoulli` is made to return the
   mask that Locus's draws give for mergekit's own keep probabilities (u < p), so both sides drop the
@@ -20,7 +21,7 @@ from mergekit.merge_methods.base import PerInputValues, TensorGroup
 
 import merge_ref as ref
 from conftest import assert_error, assert_ok, locus_h5, snapshot
-from test_merge import W5, compare, run_merge, setup  # noqa: F401  (setup is a fixture)
+from test_merge import W5, compare, make_base, run_merge, setup  # noqa: F401  (setup is a fixture)
 
 # ------------------------------------------------------------------ della vs numpy
 
@@ -254,6 +255,60 @@ def test_nuslerp_ends_are_the_two_vectors(locus, setup, tmp_path):
         assert all(ga[n]["raw"] == gb[n]["raw"] for n in gb), w
 
 
+# ------------------------------------------------------------------ karcher
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    return [make_base(d / f"m{i}.h5", seed=10 + i) for i in range(3)]
+
+
+KARCHER = {
+    "karcher": ({"method": "karcher"}, 3),
+    "karcher-two": ({"method": "karcher", "max_iter": 50, "tol": 1e-9}, 2),
+    "karcher-one-step": ({"method": "karcher", "max_iter": 1}, 3),
+    "karcher-no-step": ({"method": "karcher", "max_iter": 0}, 3),
+    "karcher-one-model": ({"method": "karcher"}, 1),
+    "karcher-bf16": ({"method": "karcher", "dtype": "bfloat16"}, 3),
+}
+
+
+@pytest.mark.parametrize("label", list(KARCHER))
+def test_karcher_matches_numpy(locus, models, tmp_path, label):
+    o, count = KARCHER[label]
+    out = tmp_path / "m.h5"
+    a = ["merge", *models[:count], "--method", "karcher"]
+    a += [f"--{k.replace('_', '-')}={v}" for k, v in o.items() if k != "method"]
+    assert_ok(locus(*a, "-o", out))
+    compare(out, ref.merge_models(models[:count], o)["tensors"], label)
+    assert_ok(locus("validate", out))
+
+
+@pytest.mark.parametrize("max_iter,tol", [(10, 1e-5), (3, 1e-5), (100, 1e-10)])
+def test_karcher_matches_mergekit(locus, tmp_path, max_iter, tol):
+    """mergekit's karcher on the same float64 tensors: four models of a matrix, a vector and a 3-D
+    tensor, with other norms, plus a tensor that is zero in one model (left out of the direction,
+    counted in the scale)."""
+    rng = np.random.default_rng(60)
+    shapes = {"a.weight": (10, 12), "b.bias": (25,), "c.weight": (2, 3, 4), "z.weight": (5, 5)}
+    centre = {n: rng.standard_normal(s) for n, s in shapes.items()}
+    ms = []
+    for i in range(4):
+        m = {n: (centre[n] + 0.8 * rng.standard_normal(s)) * (1 + i) for n, s in shapes.items()}
+        if i == 2:
+            m["z.weight"] = np.zeros((5, 5))
+        ms.append({n: v.astype(np.float32) for n, v in m.items()})
+        locus_h5.write_checkpoint(tmp_path / f"m{i}.h5", ms[-1])
+    out = tmp_path / "m.h5"
+    assert_ok(locus("merge", *[tmp_path / f"m{i}.h5" for i in range(4)], "--method", "karcher", f"--max-iter={max_iter}",
+                    f"--tol={tol}", "-o", out))
+    got = ref.read_checkpoint(out)
+    for n in shapes:
+        group = TensorGroup.from_tensors([torch.from_numpy(m[n].astype(np.float64)) for m in ms])
+        want = registry.get("karcher").merge_group(group, max_iter=max_iter, tol=tol).numpy()
+        np.testing.assert_allclose(got[n]["value"], want, rtol=0, atol=1e-6 * np.abs(want).max(), err_msg=n)
+
+
 # ------------------------------------------------------------------ bad inputs
 
 @pytest.mark.parametrize("args,mention", [
@@ -282,6 +337,17 @@ def test_wrong_number_of_task_vectors_is_refused(locus, setup, tmp_path, method,
     out = tmp_path / "m.h5"
     before = snapshot(tmp_path)
     r = locus("merge", setup["base"], *setup["tvs"][:count], "--method", method, "-o", out)
+    assert_error(r, out)
+    assert mention in r.err, r.err
+    assert not out.exists() and snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("args,mention", [(["--tol=0"], "tol must be in (0, ∞)"), (["--max-iter=-1"], "integer ≥ 0"),
+                                          (["--lambda=1"], "not a parameter of karcher")], ids=["tol-0", "max-iter-negative", "lambda"])
+def test_bad_karcher_parameters_are_refused(locus, models, tmp_path, args, mention):
+    out = tmp_path / "m.h5"
+    before = snapshot(tmp_path)
+    r = locus("merge", *models, "--method", "karcher", *args, "-o", out)
     assert_error(r, out)
     assert mention in r.err, r.err
     assert not out.exists() and snapshot(tmp_path) == before

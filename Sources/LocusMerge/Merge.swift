@@ -37,6 +37,8 @@ public struct MergeOptions: Sendable {
     /// Karcher mean: most gradient steps on the sphere, and the tolerance below which norms, angles and steps count as zero.
     public var karcherMaxIterations = 10
     public var karcherTolerance = 1e-5
+    /// SCE: fraction of a tensor's entries with nonzero variance across the vectors that is selected.
+    public var sceSelectTopK = 1.0
     /// Fisher: scores files (one per task vector), floor, and dividing by each file's sample count.
     public var fisherScores: [String] = []
     public var fisherFloor: Double = 1e-6

@@ -272,4 +272,37 @@ final class NewMergeMethodTests: XCTestCase {
         XCTAssertEqual(withZero[0], 1 / 2.0.squareRoot(), accuracy: 1e-12, "scale (1 + 0 + 2)/3 = 1 along (u0 + u2)/√2")
         XCTAssertEqual(KarcherKernel.coefficients(gram: [[0, 0], [0, 0]], maxIterations: 10, tolerance: 1e-5), [0, 0])
     }
+
+    // MARK: - SCE
+
+    func testSceVarianceAndSelectionRule() {
+        XCTAssertEqual(SceKernel.variance([[1], [3]], 0), 1, "population variance: ((1−2)² + (3−2)²)/2")
+        XCTAssertEqual(SceKernel.variance([[2], [2], [2]], 0), 0)
+        // Boundary 0.5 with one tie to take: above it always, the first equal one, nothing else.
+        var rule: (Float, Int, Int) = (0.5, 1, 0)
+        XCTAssertEqual([0.7, 0.5, 0.2, 0.5, 0.9].map { SceDirection.selected($0, &rule) }, [true, true, false, false, true])
+    }
+
+    func testSceOfOneVectorIsTheVectorAndSelectionKeepsTheMostVaryingEntries() throws {
+        let (base, tvs, _) = try taskVectors(count: 2, seed: 31)
+        try Merger.merge(base: base, taskVectors: [tvs[0]], output: path("sce.h5"), options: options("sce"))
+        try Merger.merge(base: base, taskVectors: [tvs[0]], output: path("ta.h5"), options: options("task_arithmetic"))
+        XCTAssertEqual(try readAll(path("sce.h5")), try readAll(path("ta.h5")), "weight 1, every sign agrees with itself")
+        // Two vectors, select 0.2: the changed entries are exactly the top ⌊0.2 · nonzero⌋ by variance.
+        try Merger.merge(base: base, taskVectors: tvs, output: path("m.h5"), options: options("sce") { $0.sceSelectTopK = 0.2 })
+        let got = try readAll(path("m.h5")), theta0 = try readAll(base)
+        let readers = try tvs.map { try TaskVectorReader(path: $0) }
+        let w = readers[0].tensors.first { $0.name == "w" }!
+        var dense = [[Double]](repeating: [Double](repeating: 0, count: w.count), count: 2)
+        for (t, r) in readers.enumerated() {
+            let (idx, val) = try r.readSparse64(r.tensors.first { $0.name == "w" }!)
+            for (i, v) in zip(idx, val) { dense[t][i] = Double(Float(v)) }
+        }
+        let variances = (0..<w.count).map { SceKernel.variance(dense, $0) }
+        let k = Int(Double(variances.filter { $0 != 0 }.count) * 0.2)
+        let top = Set((0..<w.count).sorted { variances[$0] != variances[$1] ? variances[$0] > variances[$1] : $0 < $1 }.prefix(k))
+        let changed = Set((0..<w.count).filter { got["w"]![$0] != theta0["w"]![$0] })
+        XCTAssertTrue(changed.isSubset(of: top))
+        XCTAssertGreaterThan(changed.count, k * 9 / 10, "almost every selected entry changes (unless its result rounds to θ0)")
+    }
 }

@@ -9,7 +9,7 @@ inequality) the magnitudes compared are the float32 numbers Locus compares
 (float32(value · scale) · float32(weight)), so that ties created by rounding are the same ties; every
 sum, mean and the final θ0 + λ·τ are float64. Method and option names are the ones `locus merge --help` lists (docs/merging.md): task_arithmetic,
 ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, tall, consensus, fisher, della, della_linear, model_stock,
-nuslerp; density, scope, drop_rate, rescale, seed, gamma, epsilon, filter_wise, nuslerp_flatten, nuslerp_row_wise, tall_lambda, k, floor, normalize, weight, lambda, dtype. DARE's generator is re-implemented
+nuslerp, sce; density, scope, drop_rate, rescale, seed, gamma, epsilon, filter_wise, nuslerp_flatten, nuslerp_row_wise, select_topk, tall_lambda, k, floor, normalize, weight, lambda, dtype. DARE's generator is re-implemented
 from its documentation: SplitMix64 seeded with seed ^ FNV-1a(tensor name) ^ vector·0x9E3779B97F4A7C15,
 unit = (next >> 11)·2⁻⁵³, keep when unit ≥ p, one draw per stored entry in index order.
 """
@@ -318,6 +318,12 @@ def direction(inp, name, o, thresholds=None):
             idx, e32 = inp.entries(t, name)
             np.add.at(d, idx, inp.w[t] * e32.astype(np.float64))
         return d, None
+    if m == "sce":
+        V = np.zeros((T, n))
+        for t in range(T):
+            idx, e32 = inp.entries(t, name)
+            V[t, idx] = e32.astype(np.float64)
+        return sce(V, o.get("select_topk", 1.0)), None
     if m == "nuslerp":
         v0, v1 = [np.zeros(n), np.zeros(n)]
         for t, v in enumerate((v0, v1)):
@@ -418,6 +424,25 @@ def direction(inp, name, o, thresholds=None):
         votes = np.sum(masks, axis=0) if masks else np.zeros(n)
         return np.where(votes >= o.get("k", 2), mtl, 0.0), (masks, margins)
     raise ValueError(m)
+
+
+def sce(V, select_topk):
+    """SCE (Wan et al., 2025) on a (vectors × n) stack: select the top ⌊select_topk · (entries of nonzero
+    variance)⌋ entries by population variance across the vectors (float32, ties by position), weight
+    each vector by its mean squared value after selection (normalized; 1/N each when the sum is below
+    1e-6), keep each entry's values whose sign is that of the column sum (≥ 0 → +), weighted mean
+    with the divisor floored at 1e-6."""
+    if select_topk < 1:
+        var32 = V.var(axis=0).astype(np.float32)
+        k = int(int(np.count_nonzero(var32)) * select_topk)
+        keep = np.zeros(V.shape[1], bool)
+        keep[np.lexsort((np.arange(V.shape[1]), -var32.astype(np.float64)))[:k]] = True
+        V = V * keep
+    w = (V ** 2).mean(axis=1) if V.shape[1] else np.zeros(V.shape[0])
+    w = np.full(V.shape[0], 1.0 / V.shape[0]) if abs(w.sum()) < 1e-6 else w / w.sum()
+    majority = np.where(V.sum(axis=0) >= 0, 1.0, -1.0)
+    agree = np.sign(V) == majority
+    return (V * w[:, None] * agree).sum(axis=0) / np.maximum((w[:, None] * agree).sum(axis=0), 1e-6)
 
 
 def nuslerp(t, v0, v1):

@@ -1,6 +1,6 @@
 """`locus merge` of the methods added after the first registry (docs/merging.md): della and
-della_linear (DELLA's magnitude-ranked drop), model_stock, nuslerp (task vectors) and karcher (full
-models), checked two ways:
+della_linear (DELLA's magnitude-ranked drop), model_stock, nuslerp, sce (task vectors) and karcher
+(full models), checked two ways:
 
 - against the numpy reference (merge_ref.py) on test_merge's base and five task vectors, or three
   models of its layout (mixed shapes, dtypes, encodings, scales; the reference reproduces Locus's
@@ -255,6 +255,52 @@ def test_nuslerp_ends_are_the_two_vectors(locus, setup, tmp_path):
         assert all(ga[n]["raw"] == gb[n]["raw"] for n in gb), w
 
 
+# ------------------------------------------------------------------ sce
+
+SCE = {
+    "sce": ({"method": "sce"}, None),
+    "sce-select": ({"method": "sce", "select_topk": 0.3}, None),
+    "sce-select-three": ({"method": "sce", "select_topk": 0.7}, [0, 2, 3]),
+    "sce-select-two": ({"method": "sce", "select_topk": 0.5}, [1, 2]),
+    "sce-one": ({"method": "sce"}, [2]),
+    "sce-f16": ({"method": "sce", "select_topk": 0.4, "dtype": "float16"}, [0, 1, 2]),
+}
+
+
+@pytest.mark.parametrize("label", list(SCE))
+def test_sce_matches_numpy(locus, setup, tmp_path, label):
+    o, which = SCE[label]
+    tvs = setup["tvs"] if which is None else [setup["tvs"][i] for i in which]
+    out = tmp_path / "m.h5"
+    assert_ok(run_merge(locus, setup["base"], tvs, o, out))
+    st = compare(out, ref.merge(setup["base"], tvs, o)["tensors"], label)
+    assert st["tensors"] >= 9
+    assert_ok(locus("validate", out))
+
+
+@pytest.mark.parametrize("select_topk", [1.0, 0.5, 0.1])
+def test_sce_matches_mergekit(locus, tmp_path, select_topk):
+    """mergekit's sce with base_model on θ_t = θ0 + τ_t (float64), three task vectors with zeros
+    (so some entries have zero variance), on a matrix, a vector and a 3-D tensor."""
+    rng = np.random.default_rng(70)
+    shapes = {"a.weight": (12, 20), "b.bias": (30,), "c.weight": (3, 4, 5)}
+    base = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    locus_h5.write_checkpoint(tmp_path / "base.h5", base)
+    taus = sparse_vectors(rng, shapes, 3, zero_fraction=0.5)
+    taus[1] = {n: (v * 3).astype(np.float32) for n, v in taus[1].items()}   # a vector with larger changes weighs more
+    for t, tau in enumerate(taus):
+        locus_h5.write_task_vector(tmp_path / f"t{t}.h5", tau, base=tmp_path / "base.h5")
+    out = tmp_path / "m.h5"
+    assert_ok(locus("merge", tmp_path / "base.h5", *[tmp_path / f"t{t}.h5" for t in range(3)], "--method", "sce",
+                    f"--select-topk={select_topk}", "-o", out))
+    got = ref.read_checkpoint(out)
+    for n in shapes:
+        b64 = base[n].astype(np.float64)
+        want = mergekit_merge("sce", b64, [b64 + taus[t][n].astype(np.float64) for t in range(3)], select_topk=select_topk, int8_mask=False)
+        np.testing.assert_allclose(got[n]["value"], want, rtol=0, atol=1e-6 * np.abs(want).max(), err_msg=n)
+        assert (got[n]["value"] != base[n]).sum() > 0, f"{n}: nothing merged"
+
+
 # ------------------------------------------------------------------ karcher
 
 @pytest.fixture(scope="module")
@@ -320,8 +366,11 @@ def test_karcher_matches_mergekit(locus, tmp_path, max_iter, tol):
     (["--method", "model_stock", "--lambda=0.5"], "not a parameter of model_stock"),
     (["--method", "nuslerp", "--weight=1,2,3"], "3 weights for 2 inputs"),
     (["--method", "nuslerp", "--nuslerp-flatten=maybe"], "true or false"),
+    (["--method", "sce", "--select-topk=0"], "select_topk must be in (0, 1]"),
+    (["--method", "sce", "--select-topk=1.5"], "select_topk must be in (0, 1]"),
 ], ids=["della-window-below-0", "della-window-above-1", "della-density-0", "della-epsilon-negative", "della-drop-rate",
-        "model-stock-lambda", "nuslerp-weight-count", "nuslerp-flatten-value"])
+        "model-stock-lambda", "nuslerp-weight-count", "nuslerp-flatten-value",
+        "sce-select-0", "sce-select-above-1"])
 def test_bad_parameters_are_refused(locus, setup, tmp_path, args, mention):
     out = tmp_path / "m.h5"
     before = snapshot(tmp_path)

@@ -24,6 +24,21 @@ public struct MergeOptions: Sendable {
     public var breadcrumbsBeta: Double = 0.2
     public var breadcrumbsGamma: Double = 0.1
     public var breadcrumbsScope: Scope = .row
+    /// Magnitude-ranked drop (DELLA): mean keep probability, its spread ±ε over the |τ| ranks of a row, rescale by 1/p.
+    public var dellaDensity: Double = 0.2
+    public var dellaEpsilon: Double = 0.15
+    public var dellaRescale = true
+    /// Model Stock: one interpolation ratio per row of the last axis instead of per tensor (mergekit's `filter_wise`).
+    public var modelStockFilterWise = false
+    /// NuSLERP: one angle per tensor (mergekit's `nuslerp_flatten`), else per row of the last axis or, with
+    /// `nuslerp_row_wise`, per slice along the first axis.
+    public var nuslerpFlatten = true
+    public var nuslerpRowWise = false
+    /// Karcher mean: most gradient steps on the sphere, and the tolerance below which norms, angles and steps count as zero.
+    public var karcherMaxIterations = 10
+    public var karcherTolerance = 1e-5
+    /// SCE: fraction of a tensor's entries with nonzero variance across the vectors that is selected.
+    public var sceSelectTopK = 1.0
     /// Fisher: scores files (one per task vector), floor, and dividing by each file's sample count.
     public var fisherScores: [String] = []
     public var fisherFloor: Double = 1e-6

@@ -195,6 +195,7 @@ public enum MergeMethods {
     public static let all: [any MergeMethodDefinition] = [
         TaskArithmeticMethod(), TiesMethod(), DareLinearMethod(), DareTiesMethod(), BreadcrumbsMethod(), BreadcrumbsTiesMethod(),
         TallMethod(), ConsensusMethod(), FisherMethod(), LinearMethod(), SlerpMethod(),
+        DellaMethod(), DellaLinearMethod(), ModelStockMethod(), NuSlerpMethod(), KarcherMethod(), SceMethod(),
     ]
 
     public static var names: [String] { all.map(\.name) }

@@ -31,7 +31,7 @@ extension Merger {
     }
 
     /// Whether `path` is a Locus task vector (anything else is opened as a checkpoint).
-    static func isTaskVector(_ path: String) throws -> Bool {
+    public static func isTaskVector(_ path: String) throws -> Bool {
         guard try detectCheckpointKind(path: path) == .locus else { return false }
         return try ArtifactFile.open(path).header.kind == .taskVector
     }

@@ -133,6 +133,9 @@ struct Merge: ParsableCommand {
             let warn: (String) -> Void = { StandardStream.error.write("locus: warning: \($0)\n") }
             var table: [AlphaSearch.Row] = []
             if let grid = alphaGrid {
+                guard o.semantics == .locus else {
+                    throw LocusError(file: config ?? output, "--alpha-grid searches λ with Locus's rules: add 'semantics: locus' to the config")
+                }
                 guard let base, method.parameter("lambda") != nil else {
                     throw LocusError(file: output, "--alpha-grid searches λ, which \(method.name) does not have")
                 }
@@ -155,7 +158,11 @@ struct Merge: ParsableCommand {
             var records: [Provenance.Input] = []
             if let base {
                 records.append(.init(role: "base", path: base, fingerprint: try openCheckpoint(path: base).fingerprint))
-                for t in inputs { records.append(.init(role: "task-vector", path: t, fingerprint: nil)) }
+                for t in inputs {
+                    // A mergekit config may list fine-tuned checkpoints (δ = θ_t − θ0 on the fly).
+                    if try Merger.isTaskVector(t) { records.append(.init(role: "task-vector", path: t, fingerprint: nil)) }
+                    else { records.append(.init(role: "model", path: t, fingerprint: try openCheckpoint(path: t).fingerprint)) }
+                }
             } else {
                 for m in inputs { records.append(.init(role: "model", path: m, fingerprint: try openCheckpoint(path: m).fingerprint)) }
             }
@@ -165,7 +172,8 @@ struct Merge: ParsableCommand {
                 let r = try Merger.merge(base: base, taskVectors: inputs, output: output, options: o, warn: warn, provenance: prov,
                                          outputFormat: out.format(for: output), shardBytes: try out.shardBytes())
                 let scale = method.parameter("lambda") != nil ? " (λ = \(o.lambda))" : ""
-                print("\(output): \(method.name) of \(inputs.count) task vectors\(scale), \(r.tensorsMerged) tensors merged, \(r.tensorsCopied) copied, \(r.fingerprint)")
+                let what = records.contains { $0.role == "model" } ? "inputs" : "task vectors"
+                print("\(output): \(method.name) of \(inputs.count) \(what)\(scale), \(r.tensorsMerged) tensors merged, \(r.tensorsCopied) copied, \(r.fingerprint)")
             } else {
                 let r = try Merger.merge(models: inputs, output: output, options: o, warn: warn, provenance: prov,
                                          outputFormat: out.format(for: output), shardBytes: try out.shardBytes())

@@ -265,6 +265,34 @@ final class MergeConfigTests: XCTestCase {
         }
     }
 
+    func testLocusSemanticsResolvesFiltersPerTensorInTheStreamingDriver() throws {
+        let (base, ft) = try models()
+        let yaml = """
+            semantics: locus
+            merge_method: task_arithmetic
+            base_model: base.h5
+            models:
+              - model: tv0.h5
+              - model: tv1.h5
+                parameters: {weight: [{filter: head, value: -1.0}, {value: 1.0}]}
+            parameters: {lambda: [{filter: layers.1, value: 2.0}, {value: [0.5, 1.0]}]}
+            include: ["layers.*", "head.*"]
+            """
+        try yaml.write(toFile: path("c.yml"), atomically: true, encoding: .utf8)
+        let (b, paths, o) = try MergeConfig.load(path("c.yml")).plan()
+        XCTAssertEqual(o.semantics, .locus)
+        try Merger.merge(base: b!, taskVectors: paths, output: path("m.h5"), options: o)
+        let got = try read(path("m.h5"))
+        XCTAssertEqual(got["embed.weight"], base["embed.weight"], "not included: the base's")
+        // λ: layers.1 → 2; otherwise the gradient [0.5, 1] at t (layers.0: 0, layers.2: 1, head: 0).
+        for (n, lambda, w1) in [("layers.0.w", 0.5, 1.0), ("layers.1.w", 2.0, 1.0), ("layers.2.w", 1.0, 1.0), ("head.weight", 0.5, -1.0)] {
+            for j in base[n]!.indices {
+                let d = (ft[0][n]![j] - base[n]![j]) + Float(w1) * (ft[1][n]![j] - base[n]![j])
+                XCTAssertEqual(Double(got[n]![j]), Double(base[n]![j]) + lambda * Double(d), accuracy: 2e-7, "\(n)[\(j)]")
+            }
+        }
+    }
+
     func testBadConfigsFailBeforeAnyOutput() throws {
         _ = try models()
         let long = "merge_method: task_arithmetic\nbase_model: base.h5\nmodels:\n  - model: ft0.h5\n    parameters: {weight: [1, 2, 3, 4]}\n"

@@ -16,7 +16,8 @@ The config tests run mergekit itself (`mergekit.merge.run_merge`, CPU, lazy load
 `locus merge --config` on the same YAML and the same small Llama models (Hugging Face folders made
 by transformers), and compare every tensor: per-model weight and density, filters and gradients,
 normalize true and false, for task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs,
-breadcrumbs_ties and linear. DARE's draws are random in mergekit; those cases either keep everything
+breadcrumbs_ties, linear and slerp (mergekit's pipeline interpolates each tensor whole, as Locus
+does; the per-tensor t of the config is a filter list of gradients). DARE's draws are random in mergekit; those cases either keep everything
 (density 1) or replace mergekit's Bernoulli draws by Locus's (docs/talos.md §DARE, reimplemented in
 merge_ref), keeping mergekit's masking and L1 rescaling.
 """
@@ -213,14 +214,19 @@ CONFIGS = {
         "merge_method": "linear",
         "models": [{"model": "ft0", "parameters": {"weight": [{"filter": "norm", "value": 0.1}, {"value": 1.0}]}},
                    {"model": "ft1", "parameters": {"weight": [1.0, 3.0]}}]},
+    "slerp": {
+        "merge_method": "slerp", "base_model": "ft1",
+        "models": [{"model": "ft0"}, {"model": "ft1"}],
+        "parameters": {"t": [{"filter": "self_attn", "value": [0, 0.5, 1]}, {"filter": "mlp", "value": [1, 0.5, 0]}, {"value": 0.3}]}},
 }
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_matches_mergekit(locus, llama, tmp_path, name):
     config = dict(CONFIGS[name], dtype="float32")
-    if config["merge_method"] != "linear":
-        config["base_model"] = "base"
+    config.setdefault("base_model", None if config["merge_method"] in ("linear", "slerp") else "base")
+    if config["base_model"] is None:
+        del config["base_model"]
     want, got, r = run_both(locus, llama, tmp_path, config)
     assert "warning" not in r.err, r.err
     assert_same(want, got, tensors(llama / "base"))

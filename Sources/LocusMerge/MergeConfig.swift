@@ -145,6 +145,22 @@ public final class TensorSettings: Sendable {
         return o
     }
 
+    /// The range problems of `o` for this table (mergekit semantics; Locus's are the method's own checks).
+    func problems(_ o: MergeOptions, inputCount: Int) -> [String] {
+        guard o.semantics == .mergekit else { return MergeMethods.problems(o, inputCount: inputCount) }
+        var out = table.filter { !$0.valid(o) }.map { "\(o.method.name): \($0.name) must be \($0.range.isEmpty ? "valid" : "in \($0.range)") (\($0.help))" }
+        if let w = o.weights, w.count != inputCount { out.append("\(w.count) weights for \(inputCount) inputs") }
+        return out
+    }
+
+    /// The settings that are plain values, without the keys any place gives per tensor.
+    var scalarsOnly: TensorSettings {
+        let varying = Set((Array(shared) + perInput.flatMap { $0 }).filter { !$0.value.isScalar }.map(\.key))
+        return TensorSettings(shared: shared.filter { !varying.contains($0.key) }, perInput: perInput.map { $0.filter { !varying.contains($0.key) } },
+                              table: table.filter { !varying.contains($0.name) }, requiredPerInput: requiredPerInput, perInputDefault: perInputDefault,
+                              source: source)
+    }
+
     /// Every filter not found in any tensor name (each with where it is given), and the first
     /// gradient longer than the number of layers.
     func check(_ layering: Layering, tensorNames: [String]) -> (unmatched: [String], tooLong: String?) {
@@ -186,7 +202,7 @@ extension MergeOptions {
         for n in names where merges(n) {
             let o: MergeOptions
             do { o = try s.options(for: n, t: layering.position(of: n), from: self) } catch { throw LocusError(file: s.source, error.message) }
-            let problems = MergeMethods.problems(o, inputCount: inputCount)
+            let problems = s.problems(o, inputCount: inputCount)
             guard problems.isEmpty else { throw LocusError(file: s.source, "tensor '\(n)': " + problems.joined(separator: "; ")) }
             out[n] = o
         }
@@ -428,9 +444,9 @@ public struct MergeConfig: Sendable {
         } }
         // Values that do not depend on the tensor are set once (and recorded in the provenance);
         // the others are resolved per tensor by the driver.
-        do { o = try settings.options(for: "", t: 0, from: o) } catch {
-            guard settings.variesByTensor else { throw fail(error.message) }
-        }
+        do { o = try settings.scalarsOnly.options(for: "", t: 0, from: o) } catch { throw fail(error.message) }
+        let problems = settings.problems(o, inputCount: models.count)
+        guard problems.isEmpty else { throw fail(problems.joined(separator: "; ")) }
         if settings.variesByTensor || semantics == .mergekit { o.tensorSettings = settings }
         return (base, models.map(\.path), o)
     }
@@ -438,9 +454,9 @@ public struct MergeConfig: Sendable {
 
 /// mergekit's parameter names for the methods it shares with Locus, bound to `MergeOptions`.
 enum MergekitParameters {
-    static func perInput(_ name: String, _ field: WritableKeyPath<MergeOptions, [Double]?> & Sendable, help: String,
+    static func perInput(_ name: String, _ field: WritableKeyPath<MergeOptions, [Double]?> & Sendable, range: String = "", help: String,
                          valid: @escaping @Sendable (Double) -> Bool) -> MergeParameter {
-        MergeParameter(name: name, cliAliases: [], kind: .numbersPerInput, range: "", help: help, required: false,
+        MergeParameter(name: name, cliAliases: [], kind: .numbersPerInput, range: range, help: help, required: false,
                        valid: { $0[keyPath: field]?.allSatisfy(valid) ?? true },
                        set: { o, v in if case .numbers(let w) = v { o[keyPath: field] = w } },
                        get: { o in o[keyPath: field].map { .array($0.map { .number($0) }) } })
@@ -458,7 +474,8 @@ enum MergekitParameters {
         default:
             var p: [MergeParameter] = [
                 weight,
-                perInput("density", \.densities, help: "fraction kept (DARE: keep probability); 1 keeps all", valid: { $0.isFinite && $0 >= 0 }),
+                perInput("density", \.densities, range: "[0, ∞)", help: "fraction kept (DARE: keep probability); 1 keeps all",
+                         valid: { $0.isFinite && $0 >= 0 }),
                 .number("lambda", \.lambda, help: "scale of the merged delta"),
                 optionalBool("normalize", \.mergekitNormalize, help: "divide by the sum of the (agreeing) weights"),
                 optionalBool("rescale", \.mergekitRescale, help: "rescale sparsified deltas to their L1 norm"),
@@ -467,7 +484,7 @@ enum MergekitParameters {
                 .unsigned("seed", \.seed, help: "seed of DARE's drop decisions (Locus's generator; docs/talos.md §DARE)"),
             ]
             if method.hasPrefix("breadcrumbs") {
-                p.append(perInput("gamma", \.gammas, help: "fraction of largest |δ| removed", valid: { $0.isFinite && $0 >= 0 }))
+                p.append(perInput("gamma", \.gammas, range: "[0, 1]", help: "fraction of largest |δ| removed", valid: { $0.isFinite && $0 >= 0 && $0 <= 1 }))
             }
             return p
         }

@@ -84,6 +84,11 @@ final class MergeConfigTests: XCTestCase {
         XCTAssertTrue(m.contains("della") && m.contains("not supported"), m)
         m = message { _ = try self.parse("merge_method: ties\n" + models + "parameters: {lambda: [{filter: a, valu: 1}]}\n") }
         XCTAssertTrue(m.contains("valu"), m)
+        m = message { _ = try self.parse("merge_method: ties\n" + models + "parameters: {density: -0.5}\n").plan() }
+        XCTAssertTrue(m.contains("density must be in [0, ∞)"), m)
+        m = message { _ = try self.parse("merge_method: breadcrumbs\n" + models + "parameters: {gamma: [{filter: attn, value: 2}]}\n")
+            .plan().options.perTensor(["l.0.attn"], inputCount: 1, file: "c.yml", warn: { _ in }) }
+        XCTAssertTrue(m.contains("tensor 'l.0.attn'") && m.contains("gamma must be in [0, 1]"), m)
         m = message { _ = try self.parse("merge_method: ties\n" + models + "parameters: {normalize: maybe}\n") }
         XCTAssertTrue(m.contains("normalize") && m.contains("true or false"), m)
     }

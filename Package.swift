@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "LocusData", dependencies: ["LocusFormat", "CZlib"]),
         .target(name: "CBLAS", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "LocusEngine", dependencies: ["LocusFormat", "CBLAS"]),
-        .target(name: "LocusMerge", dependencies: ["LocusFormat"]),
+        .target(name: "LocusMerge", dependencies: ["LocusFormat", .product(name: "Yams", package: "Yams")]),
         .target(name: "LocusRender", dependencies: ["LocusFormat", "LocusMerge"]),
         .target(name: "LocusFormat", dependencies: [
             "HDF5", "SafeTensors", "TorchCheckpoint", "LocusRandom",

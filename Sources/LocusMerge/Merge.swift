@@ -54,6 +54,25 @@ public struct MergeOptions: Sendable {
     /// Output dtype (default: each tensor's base dtype).
     public var dtype: LocusDType? = nil
     public var force = false
+    /// Whose rules the merge follows: Locus's (the papers') or mergekit's (`locus merge --config`;
+    /// docs/merging.md §Configs).
+    public var semantics: MergeSemantics = .locus
+    /// mergekit semantics: per-input density (kept fraction, default 1) and Breadcrumbs' γ (default
+    /// 0.01); `normalize` and `rescale` (nil: the method's mergekit default).
+    public var densities: [Double]? = nil
+    public var gammas: [Double]? = nil
+    public var mergekitNormalize: Bool? = nil
+    public var mergekitRescale: Bool? = nil
+    /// Tensors merged: those matching an `include` glob (all when none), minus those matching an
+    /// `exclude` glob; the others are copied from the base (or the first model) unchanged.
+    public var include: [String] = []
+    public var exclude: [String] = []
+    /// Parameter values that depend on the tensor (filters, layer gradients), resolved per tensor.
+    public var tensorSettings: TensorSettings? = nil
+    /// The resolved options of each tensor whose parameters differ (set by the driver).
+    var perTensorOptions: [String: MergeOptions] = [:]
+    /// The options of tensor `name`.
+    func options(for name: String) -> MergeOptions { perTensorOptions[name] ?? self }
     public init() {}
 
     public enum Scope: String, Sendable, CaseIterable, Codable { case global, tensor, row }

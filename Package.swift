@@ -10,6 +10,7 @@ import PackageDescription
 //   CZlib → LocusData (IDX / CSV(.gz) import, splits, task derivation → dataset artifacts)
 //   CBLAS (OpenBLAS loaded at run time) → LocusEngine (tensors, layers, models, training, scoring, masks)
 //   LocusMerge (task-vector arithmetic on files: diff, apply, merge)
+//   LocusRender (text tables and SVG plots of reports: inspect, compare)
 //   LocusWorkflows (what the commands do: train/finetune/eval/score/mask runs, α searches, negation)
 //   locus (thin command-line front end: options, validation, one call, one error report)
 let package = Package(
@@ -31,36 +32,42 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
         .target(name: "HDF5", dependencies: ["CHDF5"]),
-        .target(name: "SafeTensors"),
+        // Quoting and escaping for one-line error messages (the strict readers share it).
+        .target(name: "OneLineText"),
+        .target(name: "SafeTensors", dependencies: ["OneLineText"]),
         .target(name: "LocusRandom"),
         // Strict reader of torch.save checkpoints (restricted unpickler; knows nothing of Locus).
-        .target(name: "TorchCheckpoint", dependencies: ["CZlib"]),
+        .target(name: "TorchCheckpoint", dependencies: ["CZlib", "OneLineText"]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "LocusData", dependencies: ["LocusFormat", "CZlib"]),
         .target(name: "CBLAS", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "LocusEngine", dependencies: ["LocusFormat", "CBLAS"]),
-        .target(name: "LocusMerge", dependencies: ["LocusFormat"]),
+        .target(name: "LocusMerge", dependencies: ["LocusFormat", .product(name: "Yams", package: "Yams")]),
+        .target(name: "LocusRender", dependencies: ["LocusFormat", "LocusMerge"]),
         .target(name: "LocusFormat", dependencies: [
             "HDF5", "SafeTensors", "TorchCheckpoint", "LocusRandom",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "LocusWorkflows", dependencies: ["LocusFormat", "LocusData", "LocusEngine", "LocusMerge"]),
+        .target(name: "LocusWorkflows", dependencies: ["LocusFormat", "LocusData", "LocusEngine", "LocusMerge", "LocusRender"]),
         .executableTarget(name: "locus", dependencies: [
-            "LocusFormat", "LocusData", "LocusEngine", "LocusMerge", "LocusWorkflows",
+            "LocusFormat", "LocusData", "LocusEngine", "LocusMerge", "LocusRender", "LocusWorkflows",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
         ]),
         // Benchmarks that need the engine's internals; the scripts around them live in bench/.
         .executableTarget(name: "locus-bench", dependencies: ["LocusEngine"], path: "bench/swift"),
         .executableTarget(name: "torch-checkpoint-bench", dependencies: ["TorchCheckpoint"], path: "bench/torch-checkpoint"),
+        // Helpers the test targets share (scratch directories, error expectations, test data).
+        .target(name: "LocusTestSupport", dependencies: ["LocusRandom"], path: "Tests/LocusTestSupport"),
         .testTarget(name: "LocusRandomTests", dependencies: ["LocusRandom"]),
-        .testTarget(name: "HDF5Tests", dependencies: ["HDF5", "LocusRandom"]),
-        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "LocusRandom"]),
-        .testTarget(name: "TorchCheckpointTests", dependencies: ["TorchCheckpoint", "LocusRandom"]),
-        .testTarget(name: "LocusFormatTests", dependencies: ["LocusFormat", "HDF5", "SafeTensors"]),
-        .testTarget(name: "LocusDataTests", dependencies: ["LocusData", "LocusFormat"]),
-        .testTarget(name: "LocusEngineTests", dependencies: ["LocusEngine", "LocusFormat"]),
-        .testTarget(name: "LocusMergeTests", dependencies: ["LocusMerge", "LocusFormat"]),
-        .testTarget(name: "LocusWorkflowsTests", dependencies: ["LocusWorkflows", "LocusEngine", "LocusMerge", "LocusFormat", "LocusData"]),
+        .testTarget(name: "HDF5Tests", dependencies: ["LocusTestSupport", "HDF5", "LocusRandom"]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["LocusTestSupport", "SafeTensors", "LocusRandom"]),
+        .testTarget(name: "TorchCheckpointTests", dependencies: ["LocusTestSupport", "TorchCheckpoint", "LocusRandom"]),
+        .testTarget(name: "LocusFormatTests", dependencies: ["LocusTestSupport", "LocusFormat", "LocusRender", "HDF5", "SafeTensors"]),
+        .testTarget(name: "LocusDataTests", dependencies: ["LocusTestSupport", "LocusData", "LocusFormat"]),
+        .testTarget(name: "LocusEngineTests", dependencies: ["LocusTestSupport", "LocusEngine", "LocusFormat"]),
+        .testTarget(name: "LocusMergeTests", dependencies: ["LocusTestSupport", "LocusMerge", "LocusFormat"]),
+        .testTarget(name: "LocusRenderTests", dependencies: ["LocusTestSupport", "LocusRender", "LocusFormat", "HDF5"]),
+        .testTarget(name: "LocusWorkflowsTests", dependencies: ["LocusTestSupport", "LocusWorkflows", "LocusEngine", "LocusMerge", "LocusFormat", "LocusData"]),
     ]
 )

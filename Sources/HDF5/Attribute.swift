@@ -169,43 +169,39 @@ extension HDF5Object {
     }
 
     public func int64Attributes(_ name: String, maxCount: Int = 64) throws -> [Int64] {
-        let a = try attribute(name)
-        guard a.type.typeClass == .integer else {
-            throw HDF5Error(file: filePath, object: "\(path)@\(name)", operation: "read attribute", stack: "expected integers")
-        }
-        let n = a.space.elementCount
-        guard n <= maxCount else {
-            throw HDF5Error(file: filePath, object: "\(path)@\(name)", operation: "read attribute", stack: "\(n) values exceed the limit of \(maxCount)")
-        }
-        var out = [Int64](repeating: 0, count: n)
-        try out.withUnsafeMutableBytes { try a.read(into: $0, memType: .nativeInt64) }
-        return out
+        try numericAttributes(name, maxCount: maxCount, classes: [.integer], expected: "integers", memType: .nativeInt64)
     }
     public func int64Attribute(_ name: String) throws -> Int64 {
-        let v = try int64Attributes(name, maxCount: 1)
-        guard v.count == 1 else {
-            throw HDF5Error(file: filePath, object: "\(path)@\(name)", operation: "read attribute", stack: "expected one integer, found \(v.count)")
-        }
-        return v[0]
+        try single(try int64Attributes(name, maxCount: 1), name, expected: "integer")
     }
     public func doubleAttributes(_ name: String, maxCount: Int = 64) throws -> [Double] {
+        try numericAttributes(name, maxCount: maxCount, classes: [.float, .integer], expected: "numbers", memType: .nativeDouble)
+    }
+    public func doubleAttribute(_ name: String) throws -> Double {
+        try single(try doubleAttributes(name, maxCount: 1), name, expected: "number")
+    }
+
+    /// At most `maxCount` values of the attribute `name`, whose type class must be one of
+    /// `classes`, converted by HDF5 to `memType` (the element type `T`).
+    private func numericAttributes<T: Numeric>(_ name: String, maxCount: Int, classes: [Datatype.Class], expected: String,
+                                               memType: Datatype) throws -> [T] {
         let a = try attribute(name)
-        guard a.type.typeClass == .float || a.type.typeClass == .integer else {
-            throw HDF5Error(file: filePath, object: "\(path)@\(name)", operation: "read attribute", stack: "expected numbers")
+        guard classes.contains(a.type.typeClass) else {
+            throw HDF5Error(file: filePath, object: "\(path)@\(name)", operation: "read attribute", stack: "expected \(expected)")
         }
         let n = a.space.elementCount
         guard n <= maxCount else {
             throw HDF5Error(file: filePath, object: "\(path)@\(name)", operation: "read attribute", stack: "\(n) values exceed the limit of \(maxCount)")
         }
-        var out = [Double](repeating: 0, count: n)
-        try out.withUnsafeMutableBytes { try a.read(into: $0, memType: .nativeDouble) }
+        var out = [T](repeating: 0, count: n)
+        try out.withUnsafeMutableBytes { try a.read(into: $0, memType: memType) }
         return out
     }
-    public func doubleAttribute(_ name: String) throws -> Double {
-        let v = try doubleAttributes(name, maxCount: 1)
-        guard v.count == 1 else {
-            throw HDF5Error(file: filePath, object: "\(path)@\(name)", operation: "read attribute", stack: "expected one number, found \(v.count)")
+
+    private func single<T>(_ values: [T], _ name: String, expected: String) throws -> T {
+        guard values.count == 1 else {
+            throw HDF5Error(file: filePath, object: "\(path)@\(name)", operation: "read attribute", stack: "expected one \(expected), found \(values.count)")
         }
-        return v[0]
+        return values[0]
     }
 }

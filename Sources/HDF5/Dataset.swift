@@ -27,52 +27,53 @@ public final class Dataset: HDF5Object, @unchecked Sendable {
 
     /// Reads the whole dataset converted to `memType`; `buffer` must hold exactly the data.
     public func read(into buffer: UnsafeMutableRawBufferPointer, memType: Datatype) throws {
-        HDF5Library.silence()
-        let (n, overflow) = elementCount.multipliedReportingOverflow(by: memType.size)
-        guard !overflow, buffer.count == n else {
-            throw HDF5Error(file: filePath, object: path, operation: "read dataset", stack: "buffer of \(buffer.count) bytes, dataset needs \(n)")
+        try transfer(buffer.count, memType: memType, block: nil, operation: "read dataset") {
+            H5Dread(id, memType.id, $0, $1, locus_H5P_DEFAULT(), buffer.baseAddress)
         }
-        if n == 0 { return }
-        try check(status: H5Dread(id, memType.id, locus_H5S_ALL(), locus_H5S_ALL(), locus_H5P_DEFAULT(), buffer.baseAddress), "read dataset")
     }
 
     /// Reads the block `[start, start + count)` (one entry per dimension).
     public func read(into buffer: UnsafeMutableRawBufferPointer, memType: Datatype, start: [Int], count: [Int]) throws {
-        HDF5Library.silence()
-        let n = count.reduce(1, *) * memType.size
-        guard buffer.count == n else {
-            throw HDF5Error(file: filePath, object: path, operation: "read dataset block", stack: "buffer of \(buffer.count) bytes, block needs \(n)")
+        try transfer(buffer.count, memType: memType, block: (start, count), operation: "read dataset block") {
+            H5Dread(id, memType.id, $0, $1, locus_H5P_DEFAULT(), buffer.baseAddress)
         }
-        if n == 0 { return }
-        let fileSpace = space
-        try fileSpace.selectHyperslab(start: start, count: count)
-        let memSpace = try Dataspace.simple(count)
-        try check(status: H5Dread(id, memType.id, memSpace.id, fileSpace.id, locus_H5P_DEFAULT(), buffer.baseAddress), "read dataset block \(start)+\(count)")
     }
 
     /// Writes the whole dataset from `buffer`, holding values of `memType`.
     public func write(_ buffer: UnsafeRawBufferPointer, memType: Datatype) throws {
-        HDF5Library.silence()
-        let n = elementCount * memType.size
-        guard buffer.count == n else {
-            throw HDF5Error(file: filePath, object: path, operation: "write dataset", stack: "buffer of \(buffer.count) bytes, dataset needs \(n)")
+        try transfer(buffer.count, memType: memType, block: nil, operation: "write dataset") {
+            H5Dwrite(id, memType.id, $0, $1, locus_H5P_DEFAULT(), buffer.baseAddress)
         }
-        if n == 0 { return }
-        try check(status: H5Dwrite(id, memType.id, locus_H5S_ALL(), locus_H5S_ALL(), locus_H5P_DEFAULT(), buffer.baseAddress), "write dataset")
     }
 
     /// Writes the block `[start, start + count)`.
     public func write(_ buffer: UnsafeRawBufferPointer, memType: Datatype, start: [Int], count: [Int]) throws {
+        try transfer(buffer.count, memType: memType, block: (start, count), operation: "write dataset block") {
+            H5Dwrite(id, memType.id, $0, $1, locus_H5P_DEFAULT(), buffer.baseAddress)
+        }
+    }
+
+    /// One H5Dread/H5Dwrite (`call(memSpace, fileSpace)`) of the whole dataset or of `block`, after
+    /// checking that the caller's buffer of `bufferBytes` holds exactly the selected elements.
+    private func transfer(_ bufferBytes: Int, memType: Datatype, block: (start: [Int], count: [Int])?, operation: String,
+                          _ call: (hid_t, hid_t) -> herr_t) throws {
         HDF5Library.silence()
-        let n = count.reduce(1, *) * memType.size
-        guard buffer.count == n else {
-            throw HDF5Error(file: filePath, object: path, operation: "write dataset block", stack: "buffer of \(buffer.count) bytes, block needs \(n)")
+        var n = 0, overflow = false
+        if let block {
+            (n, overflow) = block.count.reduce(1, *).multipliedReportingOverflow(by: memType.size)
+        } else {
+            (n, overflow) = elementCount.multipliedReportingOverflow(by: memType.size)
+        }
+        guard !overflow, bufferBytes == n else {
+            throw HDF5Error(file: filePath, object: path, operation: operation,
+                            stack: "buffer of \(bufferBytes) bytes, \(block == nil ? "dataset" : "block") needs \(n)")
         }
         if n == 0 { return }
+        guard let block else { return try check(status: call(locus_H5S_ALL(), locus_H5S_ALL()), operation) }
         let fileSpace = space
-        try fileSpace.selectHyperslab(start: start, count: count)
-        let memSpace = try Dataspace.simple(count)
-        try check(status: H5Dwrite(id, memType.id, memSpace.id, fileSpace.id, locus_H5P_DEFAULT(), buffer.baseAddress), "write dataset block")
+        try fileSpace.selectHyperslab(start: block.start, count: block.count)
+        let memSpace = try Dataspace.simple(block.count)
+        try check(status: call(memSpace.id, fileSpace.id), "\(operation) \(block.start)+\(block.count)")
     }
 
     /// All values as strings (scalar → one element).

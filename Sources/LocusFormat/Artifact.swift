@@ -150,6 +150,30 @@ public final class ArtifactFile {
         return out.sorted { TensorName.byteOrder($0.name, $1.name) }
     }
 
+    /// The `/@base-fingerprint` every derived kind (scores, mask, task vector) must carry.
+    func requiredBaseFingerprint() throws -> String {
+        guard let base = header.baseFingerprint else {
+            throw LocusError(file: path, object: "/@base-fingerprint", "required attribute is missing")
+        }
+        return base
+    }
+
+    /// The `/tensors` group and each entry described by `describe(group, name, link)`, in the
+    /// order of `tensorLinks()`.
+    func describeTensors<T>(_ describe: (Group, String, String) throws -> T) throws -> (Group, [T]) {
+        let group = try tensorsGroup()
+        return (group, try tensorLinks().map { try describe(group, $0.name, $0.link) })
+    }
+
+    /// The `count` attribute of `obj`, which must equal the number of elements of `shape`.
+    func countAttribute(_ obj: some HDF5Object, shape: [Int], object: String) throws -> Int {
+        let count = try int64(obj, "count")
+        guard Int(count) == checkedProduct(shape) else {
+            throw LocusError(file: path, object: object + "@count", "is \(count), expected \(checkedProduct(shape)!) for shape \(shape)")
+        }
+        return Int(count)
+    }
+
     /// Required int64 attribute with a bound check.
     func int64(_ obj: some HDF5Object, _ name: String, atLeast lower: Int64 = 0) throws -> Int64 {
         guard obj.hasAttribute(name) else {

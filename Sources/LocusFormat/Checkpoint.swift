@@ -137,25 +137,19 @@ public final class CheckpointReader {
     }
 
     /// A floating-point tensor as float32 (HDF5 converts float16/bfloat16 exactly; float64 rounds).
-    public func readFloat32(_ t: CheckpointTensor) throws -> [Float] {
-        guard t.dtype.isFloatingPoint else {
-            throw LocusError(file: path, object: t.objectPath, "dtype \(t.dtype.rawValue) is not floating point")
-        }
-        var out = [Float](repeating: 0, count: t.count)
-        try withContext(file: path, object: t.objectPath) {
-            try out.withUnsafeMutableBytes { try dataset(t).read(into: $0, memType: .nativeFloat) }
-        }
-        return out
-    }
+    public func readFloat32(_ t: CheckpointTensor) throws -> [Float] { try readConverted(t, memType: .nativeFloat) }
 
     /// A floating-point tensor as float64 (exact for every float dtype).
-    public func readFloat64(_ t: CheckpointTensor) throws -> [Double] {
+    public func readFloat64(_ t: CheckpointTensor) throws -> [Double] { try readConverted(t, memType: .nativeDouble) }
+
+    /// The whole floating-point tensor `t`, converted by HDF5 to `memType` (the element type `T`).
+    private func readConverted<T: BinaryFloatingPoint>(_ t: CheckpointTensor, memType: Datatype) throws -> [T] {
         guard t.dtype.isFloatingPoint else {
             throw LocusError(file: path, object: t.objectPath, "dtype \(t.dtype.rawValue) is not floating point")
         }
-        var out = [Double](repeating: 0, count: t.count)
+        var out = [T](repeating: 0, count: t.count)
         try withContext(file: path, object: t.objectPath) {
-            try out.withUnsafeMutableBytes { try dataset(t).read(into: $0, memType: .nativeDouble) }
+            try out.withUnsafeMutableBytes { try dataset(t).read(into: $0, memType: memType) }
         }
         return out
     }
@@ -173,16 +167,6 @@ public final class CheckpointReader {
             }
         }
         return out
-    }
-
-    /// Recomputes the fingerprint from the data (spec §1.5), streaming in blocks of rows.
-    public func computeFingerprint(blockBytes: Int = 64 << 20) throws -> String {
-        var hasher = FingerprintHasher()
-        for t in tensors {
-            hasher.beginTensor(name: t.name, dtype: t.dtype, shape: t.shape)
-            try forEachBlock(t, blockBytes: blockBytes) { hasher.update(bytes: $0) }
-        }
-        return hasher.finalize()
     }
 
     /// A map of the file, made on first use; nil when mapping is impossible.

@@ -33,6 +33,19 @@ public protocol CheckpointSource: AnyObject {
     func readRowsFloat64(_ t: CheckpointTensor, start: Int, count: Int) throws -> [Double]
 }
 
+/// The fingerprint of a source that does not store one: computed from the data on first use
+/// (a whole read), then remembered.
+final class LazyFingerprint {
+    private var known: String?
+    var isKnown: Bool { known != nil }
+    func value(_ compute: () throws -> String) rethrows -> String {
+        if let known { return known }
+        let fp = try compute()
+        known = fp
+        return fp
+    }
+}
+
 extension CheckpointSource {
     public func tensor(named name: String) -> CheckpointTensor? { tensors.first { TensorName.same($0.name, name) } }
 
@@ -134,7 +147,7 @@ public final class ByteRangeSource: CheckpointSource {
     public let tensors: [CheckpointTensor]
     private let entries: [[UInt8]: Entry]
     private let storedMetadata: [String: String]?
-    private var cachedFingerprint: String?
+    private let lazyFingerprint = LazyFingerprint()
 
     /// Tensors are checked for distinct, valid names here; `kindOfSource` goes into error messages.
     public init(path: String, entries list: [Entry], metadata: [String: String]?) throws {
@@ -152,16 +165,8 @@ public final class ByteRangeSource: CheckpointSource {
         storedMetadata = metadata
     }
 
-    public var fingerprintIsKnown: Bool { cachedFingerprint != nil }
-
-    public var fingerprint: String {
-        get throws {
-            if let cachedFingerprint { return cachedFingerprint }
-            let fp = try computeFingerprint()
-            cachedFingerprint = fp
-            return fp
-        }
-    }
+    public var fingerprintIsKnown: Bool { lazyFingerprint.isKnown }
+    public var fingerprint: String { get throws { try lazyFingerprint.value { try computeFingerprint() } } }
 
     public func metadata() throws -> [String: String]? {
         // The description and the provenance of the folder are Locus's own, and total_size is recomputed by writers.

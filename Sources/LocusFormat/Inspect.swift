@@ -1,3 +1,4 @@
+import Foundation
 import HDF5
 
 /// What `locus inspect` shows. Built from attributes and HDF5 metadata only, unless `stats` asks
@@ -235,120 +236,8 @@ public enum Inspector {
 
     public static func json(_ r: InspectReport) throws -> String { try JSON.encode(r, pretty: true) }
 
-    /// A compact human-readable rendering.
-    public static func text(_ r: InspectReport) -> String {
-        var lines: [String] = []
-        if r.producer == "-" {
-            lines.append("\(r.path): \(r.encoding_version) checkpoint, \(bytes(r.file_bytes)) on disk (read in place)")
-            if r.fingerprint == nil { lines.append("  fingerprint not stored (--stats computes it)") }
-        } else {
-            lines.append("\(r.path): Locus \(r.kind) (encoding \(r.encoding_version)), \(bytes(r.file_bytes)) on disk")
-            lines.append("  producer \(r.producer), created \(r.created)")
-        }
-        if let f = r.fingerprint { lines.append("  fingerprint \(f)") }
-        if let f = r.base_fingerprint { lines.append("  base        \(f)") }
-        if let e = r.estimator { lines.append("  estimator \(e), \(r.samples ?? 0) samples × \(r.draws ?? 1) draws, values are \(r.reduction == "sum" ? "sums" : "means")") }
-        if let s = r.scale { lines.append("  scale \(s)") }
-        if let a = r.absent_tensors { lines.append("  tensors without a mask are \(a)") }
-        if let m = r.metadata, !m.isEmpty { lines.append("  metadata " + m.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")) }
-        if let p = r.provenance, !p.command.isEmpty { lines.append("  made by: " + p.command.joined(separator: " ")) }
-        if let d = r.dataset {
-            lines.append("  inputs \(d.input_dtype) \(d.input_shape), \(d.classes.count) classes: \(d.classes.prefix(12).joined(separator: ", "))\(d.classes.count > 12 ? ", …" : "")")
-            lines.append("  splits " + d.splits.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
-            lines.append("  normalisation (x · \(d.normalization.scale) − \(d.normalization.mean)) / \(d.normalization.std)")
-            return lines.joined(separator: "\n")
-        }
-        var header = ["tensor", "shape", "dtype", "encoding"]
-        let kind = r.kind
-        switch kind {
-        case "mask": header += ["ones", "density"]
-        case "task-vector": header += ["nnz", "density", "l2"]
-        case "scores": header += ["min", "median", "max"]
-        default: if r.tensors.contains(where: { $0.min != nil }) { header += ["min", "max", "mean"] }
-        }
-        header += ["on disk", "ratio"]
-        var rows = [header]
-        for t in r.tensors {
-            var row = [t.name, "[" + t.shape.map(String.init).joined(separator: ",") + "]", t.dtype, t.encoding]
-            switch kind {
-            case "mask": row += ["\(t.ones ?? 0)", percent(t.density)]
-            case "task-vector": row += ["\(t.nnz ?? 0)", percent(t.density), number(t.l2_norm)]
-            case "scores": row += [number(t.quantiles?.first), number(t.quantiles.flatMap { $0.count == 5 ? $0[2] : nil }), number(t.quantiles?.last)]
-            default: if header.contains("mean") { row += [number(t.min), number(t.max), number(t.mean)] }
-            }
-            row += [bytes(t.bytes_on_disk), t.bytes_on_disk == 0 ? "-" : String(format1: Double(t.logical_bytes) / Double(t.bytes_on_disk)) + "×"]
-            rows.append(row)
-        }
-        let widths = (0..<header.count).map { c in rows.map { $0[c].count }.max() ?? 0 }
-        for row in rows {
-            lines.append("  " + row.enumerated().map { c, cell in
-                c == 0 || c == 2 || c == 3 ? cell.padding(widths[c]) : cell.leftPadding(widths[c])
-            }.joined(separator: "  "))
-        }
-        let t = r.totals
-        var total = "  total: \(t.tensor_count) tensors, \(t.count) elements, \(bytes(t.bytes_on_disk)) on disk for \(bytes(t.logical_bytes)) of data"
-        if let ones = t.ones { total += ", \(ones) ones (density \(percent(t.density)))" }
-        if let nnz = t.nnz { total += ", nnz \(nnz) (density \(percent(t.density))), ‖τ‖₂ \(number(t.l2_norm))" }
-        if let lo = t.min, let hi = t.max { total += ", scores in [\(number(lo)), \(number(hi))]" }
-        lines.append(total)
-        return lines.joined(separator: "\n")
-    }
-
-    /// `inspect --verify`: one line per stored check (`ok`, `MISMATCH` or `unchecked`), then a total.
-    public static func verificationText(_ r: VerificationReport) -> String {
-        var lines = ["\(r.file): \(r.kind)" + (r.note.map { ", \($0)" } ?? "")]
-        let width = r.items.map(\.object.count).max() ?? 0
-        for item in r.items {
-            let status = item.status == .ok ? "ok       " : item.status == .mismatch ? "MISMATCH " : "unchecked"
-            let what = item.status == .mismatch ? "\(item.check): \(item.message)" : item.status == .ok ? item.check : item.message
-            lines.append("  \(status)  \(item.object.padding(width))  \(what)")
-        }
-        let count = { (s: VerificationItem.Status) in r.items.filter { $0.status == s }.count }
-        lines.append("  total: \(r.items.count) checks, \(count(.ok)) ok, \(count(.mismatch)) mismatched, \(count(.unchecked)) without a digest")
-        return lines.joined(separator: "\n")
-    }
-
     public static func verificationJSON(_ r: VerificationReport) throws -> String {
         struct Out: Encodable { var file: String; var kind: String; var note: String?; var valid: Bool; var checks: [VerificationItem] }
         return try JSON.encode(Out(file: r.file, kind: r.kind, note: r.note, valid: r.mismatches.isEmpty, checks: r.items), pretty: true)
     }
-
-    static func percent(_ x: Double?) -> String { x.map { String(format1: $0 * 100) + "%" } ?? "-" }
-    static func number(_ x: Double?) -> String {
-        guard let x else { return "-" }
-        if x == 0 { return "0" }
-        if !x.isFinite { return nonFinite(x) }
-        let a = abs(x)
-        if a >= 1e-3 && a < 1e5 {
-            let s = String(Double((x * 10000).rounded()) / 10000)
-            return s.hasSuffix(".0") ? String(s.dropLast(2)) : s
-        }
-        return scientific(x)
-    }
-    /// NaN and infinities print as numpy does, never through an integer conversion (which traps).
-    static func nonFinite(_ x: Double) -> String { x.isNaN ? "nan" : (x < 0 ? "-inf" : "inf") }
-    static func scientific(_ x: Double) -> String {
-        if !x.isFinite { return nonFinite(x) }
-        let e = Int(floor(log10(abs(x))))
-        let m = x / pow(10, Double(e))
-        return "\(Double((m * 100).rounded()) / 100)e\(e)"
-    }
-    public static func bytes(_ n: Int) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-        var v = Double(n), u = 0
-        while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
-        return u == 0 ? "\(n) B" : String(format1: v) + " " + units[u]
-    }
-}
-
-import Foundation
-
-extension String {
-    /// One decimal place, without Foundation's locale-dependent formatting.
-    init(format1 x: Double) {
-        let r = (x * 10).rounded() / 10
-        self = r.isFinite ? String(r) : String(x)
-    }
-    func padding(_ w: Int) -> String { count >= w ? self : self + String(repeating: " ", count: w - count) }
-    func leftPadding(_ w: Int) -> String { count >= w ? self : String(repeating: " ", count: w - count) + self }
 }

@@ -143,21 +143,13 @@ public final class MaskReader {
     public init(_ artifact: ArtifactFile) throws {
         self.artifact = artifact
         let path = artifact.path
-        guard let base = artifact.header.baseFingerprint else {
-            throw LocusError(file: path, object: "/@base-fingerprint", "required attribute is missing")
-        }
-        baseFingerprint = base
+        baseFingerprint = try artifact.requiredBaseFingerprint()
         let absentText = try artifact.string(artifact.root, "absent-tensors")
         guard let absent = AbsentTensors(rawValue: absentText) else {
             throw LocusError(file: path, object: "/@absent-tensors", "is '\(absentText)', expected 'frozen' or 'trainable'")
         }
         absentTensors = absent
-        group = try artifact.tensorsGroup()
-        var list: [MaskTensor] = []
-        for (name, link) in try artifact.tensorLinks() {
-            list.append(try MaskReader.describe(group, artifact: artifact, name: name, link: link))
-        }
-        tensors = list
+        (group, tensors) = try artifact.describeTensors { try MaskReader.describe($0, artifact: artifact, name: $1, link: $2) }
     }
 
     static func describe(_ group: Group, artifact: ArtifactFile, name: String, link: String) throws -> MaskTensor {
@@ -166,14 +158,11 @@ public final class MaskReader {
         let ds = try withContext(file: path, object: object) { try group.openDataset(link) }
         try PackedBits.check(ds, artifact: artifact, object: object, encodingAttribute: true)
         let shape = try artifact.shapeAttribute(ds)
-        let count = try artifact.int64(ds, "count")
-        guard Int(count) == checkedProduct(shape) else {
-            throw LocusError(file: path, object: object + "@count", "is \(count), expected \(checkedProduct(shape)!) for shape \(shape)")
-        }
-        try PackedBits.checkLength(ds, bits: Int(count), path: path, object: object)
+        let count = try artifact.countAttribute(ds, shape: shape, object: object)
+        try PackedBits.checkLength(ds, bits: count, path: path, object: object)
         let ones = try artifact.int64(ds, "ones")
-        guard ones <= count else { throw LocusError(file: path, object: object + "@ones", "is \(ones), more than count \(count)") }
-        return MaskTensor(name: name, link: link, shape: shape, count: Int(count), ones: Int(ones))
+        guard ones <= Int64(count) else { throw LocusError(file: path, object: object + "@ones", "is \(ones), more than count \(count)") }
+        return MaskTensor(name: name, link: link, shape: shape, count: count, ones: Int(ones))
     }
 
     public func tensor(named name: String) -> MaskTensor? { tensors.first { TensorName.same($0.name, name) } }

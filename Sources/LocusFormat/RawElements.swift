@@ -34,19 +34,37 @@ extension HalfPrecision {
         }
     }
 
-    /// The first element that is NaN or ±infinity (all exponent bits set), read from the bits.
+    /// The index of the first NaN or infinity among raw little-endian elements of a floating-point `dtype`.
     public static func firstNonFinite(_ raw: UnsafeRawBufferPointer, dtype: LocusDType) -> Int? {
-        func scan<T: FixedWidthInteger>(_: T.Type, _ exponent: T) -> Int? {
-            let n = raw.count / MemoryLayout<T>.size
-            for i in 0..<n where T(littleEndian: raw.loadUnaligned(fromByteOffset: i * MemoryLayout<T>.size, as: T.self)) & exponent == exponent { return i }
-            return nil
+        precondition(dtype.isFloatingPoint, "firstNonFinite: \(dtype) is not a floating-point type")
+        var first: Int?
+        forEachNonFinite(raw, dtype: dtype) { i, _ in first = i; return false }
+        return first
+    }
+
+    /// What a non-finite element is.
+    public enum NonFiniteKind: Sendable { case nan, positiveInfinity, negativeInfinity }
+
+    /// Calls `body(i, kind)` for each NaN or infinity among raw little-endian elements of `dtype`, in
+    /// order, while `body` returns true (integer dtypes hold none). Non-finite means every exponent
+    /// bit set; NaN when a mantissa bit is set too (IEEE 754 §3.4, and bfloat16 alike).
+    @inline(__always)
+    public static func forEachNonFinite(_ raw: UnsafeRawBufferPointer, dtype: LocusDType, _ body: (Int, NonFiniteKind) -> Bool) {
+        func scan<T: FixedWidthInteger & UnsignedInteger>(_: T.Type, exponent: T, mantissa: T) {
+            let size = MemoryLayout<T>.size
+            for i in 0..<(raw.count / size) {
+                let bits = T(littleEndian: raw.loadUnaligned(fromByteOffset: i * size, as: T.self))
+                guard bits & exponent == exponent else { continue }
+                let kind: NonFiniteKind = bits & mantissa != 0 ? .nan : bits >> (T.bitWidth - 1) == 0 ? .positiveInfinity : .negativeInfinity
+                if !body(i, kind) { return }
+            }
         }
         switch dtype {
-        case .float64: return scan(UInt64.self, 0x7FF0_0000_0000_0000)
-        case .float32: return scan(UInt32.self, 0x7F80_0000)
-        case .bfloat16: return scan(UInt16.self, 0x7F80)
-        case .float16: return scan(UInt16.self, 0x7C00)
-        default: preconditionFailure("firstNonFinite: \(dtype) is not a floating-point type")
+        case .float64: scan(UInt64.self, exponent: 0x7FF0_0000_0000_0000, mantissa: 0x000F_FFFF_FFFF_FFFF)
+        case .float32: scan(UInt32.self, exponent: 0x7F80_0000, mantissa: 0x007F_FFFF)
+        case .float16: scan(UInt16.self, exponent: 0x7C00, mantissa: 0x03FF)
+        case .bfloat16: scan(UInt16.self, exponent: 0x7F80, mantissa: 0x007F)
+        default: break
         }
     }
 

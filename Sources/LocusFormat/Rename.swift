@@ -150,7 +150,7 @@ public final class RenamedSource: CheckpointSource {
     /// Tensors the renaming dropped (no prefix).
     public let droppedCount: Int
     private let original: [[UInt8]: CheckpointTensor]
-    private var cachedFingerprint: String?
+    private let lazyFingerprint = LazyFingerprint()
     public var path: String { base.path }
 
     public init(_ base: any CheckpointSource, renaming: TensorRenaming) throws {
@@ -185,16 +185,8 @@ public final class RenamedSource: CheckpointSource {
         return o
     }
 
-    public var fingerprintIsKnown: Bool { cachedFingerprint != nil }
-
-    public var fingerprint: String {
-        get throws {
-            if let cachedFingerprint { return cachedFingerprint }
-            let fp = try computeFingerprint()
-            cachedFingerprint = fp
-            return fp
-        }
-    }
+    public var fingerprintIsKnown: Bool { lazyFingerprint.isKnown }
+    public var fingerprint: String { get throws { try lazyFingerprint.value { try computeFingerprint() } } }
 
     public func metadata() throws -> [String: String]? { try base.metadata() }
     public func architecture() throws -> String? { try base.architecture() }

@@ -93,9 +93,7 @@ public final class ScoresReader {
     public init(_ artifact: ArtifactFile) throws {
         self.artifact = artifact
         let root = artifact.root, path = artifact.path
-        guard let base = artifact.header.baseFingerprint else {
-            throw LocusError(file: path, object: "/@base-fingerprint", "required attribute is missing")
-        }
+        let base = try artifact.requiredBaseFingerprint()
         let reductionText = try artifact.string(root, "reduction")
         guard let reduction = ScoreReduction(rawValue: reductionText) else {
             throw LocusError(file: path, object: "/@reduction", "is '\(reductionText)', expected 'sum' or 'mean'")
@@ -103,16 +101,13 @@ public final class ScoresReader {
         info = ScoresInfo(baseFingerprint: base, estimator: try artifact.string(root, "estimator"),
                           samples: try artifact.int64(root, "samples"), draws: try artifact.int64(root, "draws", atLeast: 1),
                           reduction: reduction)
-        group = try artifact.tensorsGroup()
-        var list: [ScoreTensor] = []
-        for (name, link) in try artifact.tensorLinks() {
+        (group, tensors) = try artifact.describeTensors { group, name, link in
             let t = try CheckpointReader.describe(group, name: name, link: link, path: path)
             guard t.dtype == .float32 else {
                 throw LocusError(file: path, object: t.objectPath, "scores must be float32, found \(t.dtype.rawValue)")
             }
-            list.append(ScoreTensor(name: name, link: link, shape: t.shape, count: t.count))
+            return ScoreTensor(name: name, link: link, shape: t.shape, count: t.count)
         }
-        tensors = list
     }
 
     public func tensor(named name: String) -> ScoreTensor? { tensors.first { TensorName.same($0.name, name) } }

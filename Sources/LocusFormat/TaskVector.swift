@@ -160,19 +160,11 @@ public final class TaskVectorReader {
     public init(_ artifact: ArtifactFile) throws {
         self.artifact = artifact
         let path = artifact.path
-        guard let base = artifact.header.baseFingerprint else {
-            throw LocusError(file: path, object: "/@base-fingerprint", "required attribute is missing")
-        }
-        baseFingerprint = base
+        baseFingerprint = try artifact.requiredBaseFingerprint()
         guard artifact.root.hasAttribute("scale") else { throw LocusError(file: path, object: "/@scale", "required attribute is missing") }
         scale = try withContext(file: path, object: "/@scale") { try artifact.root.doubleAttribute("scale") }
         guard scale.isFinite else { throw LocusError(file: path, object: "/@scale", "is \(scale), expected a finite number") }
-        group = try artifact.tensorsGroup()
-        var list: [TaskVectorTensor] = []
-        for (name, link) in try artifact.tensorLinks() {
-            list.append(try TaskVectorReader.describe(group, artifact: artifact, name: name, link: link))
-        }
-        tensors = list
+        (group, tensors) = try artifact.describeTensors { try TaskVectorReader.describe($0, artifact: artifact, name: $1, link: $2) }
     }
 
     static func describe(_ group: Group, artifact: ArtifactFile, name: String, link: String) throws -> TaskVectorTensor {
@@ -184,19 +176,16 @@ public final class TaskVectorReader {
             throw LocusError(file: path, object: object + "@encoding-type", "unknown encoding '\(encText)' (expected coo, bitmask or dense)")
         }
         let shape = try artifact.shapeAttribute(g)
-        let count = try artifact.int64(g, "count")
-        guard Int(count) == checkedProduct(shape) else {
-            throw LocusError(file: path, object: object + "@count", "is \(count), expected \(checkedProduct(shape)!) for shape \(shape)")
-        }
+        let count = try artifact.countAttribute(g, shape: shape, object: object)
         let dtypeText = try artifact.string(g, "dtype")
         guard let dtype = LocusDType(rawValue: dtypeText), dtype.isFloatingPoint else {
             throw LocusError(file: path, object: object + "@dtype", "is '\(dtypeText)', expected float32, float64, float16 or bfloat16")
         }
         let nnz = try artifact.int64(g, "nnz")
-        guard nnz <= count else { throw LocusError(file: path, object: object + "@nnz", "is \(nnz), more than count \(count)") }
+        guard nnz <= Int64(count) else { throw LocusError(file: path, object: object + "@nnz", "is \(nnz), more than count \(count)") }
         guard g.hasAttribute("l2-norm") else { throw LocusError(file: path, object: object + "@l2-norm", "required attribute is missing") }
         let norm = try withContext(file: path, object: object + "@l2-norm") { try g.doubleAttribute("l2-norm") }
-        let t = TaskVectorTensor(name: name, link: link, shape: shape, count: Int(count), encoding: encoding, dtype: dtype, nnz: Int(nnz), l2Norm: norm)
+        let t = TaskVectorTensor(name: name, link: link, shape: shape, count: count, encoding: encoding, dtype: dtype, nnz: Int(nnz), l2Norm: norm)
         try checkLayout(g, t, path: path)
         return t
     }

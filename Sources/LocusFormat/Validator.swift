@@ -337,24 +337,13 @@ public struct NonFiniteCounts: Sendable, Equatable, CustomStringConvertible {
 
     /// Adds the values of `bytes`, raw little-endian elements of `dtype` (integers hold none).
     public mutating func add(_ bytes: UnsafeRawBufferPointer, dtype: LocusDType) {
-        switch dtype {
-        case .float64: count(bytes, UInt64.self, exponent: 0x7FF0_0000_0000_0000, mantissa: 0x000F_FFFF_FFFF_FFFF)
-        case .float32: count(bytes, UInt32.self, exponent: 0x7F80_0000, mantissa: 0x007F_FFFF)
-        case .float16: count(bytes, UInt16.self, exponent: 0x7C00, mantissa: 0x03FF)
-        case .bfloat16: count(bytes, UInt16.self, exponent: 0x7F80, mantissa: 0x007F)
-        default: break
-        }
-    }
-
-    private mutating func count<T: FixedWidthInteger & UnsignedInteger>(_ bytes: UnsafeRawBufferPointer, _: T.Type, exponent: T, mantissa: T) {
-        let size = MemoryLayout<T>.size
-        var i = 0
-        while i + size <= bytes.count {
-            let bits = T(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: T.self))
-            if bits & exponent == exponent {
-                if bits & mantissa != 0 { nan += 1 } else if bits >> (T.bitWidth - 1) == 0 { positiveInfinity += 1 } else { negativeInfinity += 1 }
+        HalfPrecision.forEachNonFinite(bytes, dtype: dtype) { _, kind in
+            switch kind {
+            case .nan: nan += 1
+            case .positiveInfinity: positiveInfinity += 1
+            case .negativeInfinity: negativeInfinity += 1
             }
-            i += size
+            return true
         }
     }
 

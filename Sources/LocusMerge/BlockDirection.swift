@@ -1,7 +1,7 @@
 import LocusFormat
 
 /// The merged direction of one tensor for generalized task arithmetic without outlier
-/// sparsification (task arithmetic, TIES, DARE-linear, DARE-TIES), computed in consecutive blocks
+/// sparsification (task arithmetic, TIES, DARE-linear, DARE-TIES, DELLA), computed in consecutive blocks
 /// of flat indices. Per block it holds the block's direction, its stored entries of one vector (no
 /// sparsification) or of every vector after sparsifying (they are needed twice, for the sign
 /// election and for the disjoint mean), and, with sign election, a sign byte and a 16-bit count
@@ -20,13 +20,15 @@ final class BlockDirection {
     let dareScale: Float
     let dropRate: Double
     var random: [SplitMix64]
+    /// DELLA's magnitude-ranked drop; nil without it.
+    var magPrune: MagPrune?
     let blocks: [EntryBlock]
     let scratch: MergeScratch
     public private(set) var position = 0
 
-    init(tensor name: String, count: Int, maxBlock: Int, inputs: [Merger.Input], composition c: GTAComposition, options o: MergeOptions,
+    init(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], composition c: GTAComposition, options o: MergeOptions,
          globalThresholds: [Float]?, scratch: MergeScratch? = nil) throws {
-        plain = !c.random && !c.magnitude && !c.signElection
+        plain = !c.random && !c.magnitude && !c.signElection && !c.magPrune
         let scratch = scratch ?? MergeScratch(vectors: inputs.count)
         streams = try Merger.entryStreams(inputs, tensor: name, buffers: scratch.streamBuffers)
         weights = o.vectorWeights(inputs.count).map { Float($0) }
@@ -36,6 +38,7 @@ final class BlockDirection {
         dareScale = o.dareRescale ? Float(1 / (1 - o.dareDropRate)) : 1
         dropRate = o.dareDropRate
         random = inputs.indices.map { Merger.dareRandom(vector: $0, tensor: name, options: o) }
+        magPrune = c.magPrune ? try MagPrune(tensor: name, shape: shape, count: count, inputs: inputs, options: o) : nil
         let block = max(1, min(maxBlock, count))
         blocks = scratch.entryBlocks(plain ? 1 : inputs.count, capacity: block)
         self.scratch = scratch
@@ -79,6 +82,7 @@ final class BlockDirection {
             b.count = 0
             guard let stream else { continue }
             try stream.next(upTo: end, into: b)
+            magPrune?.apply(b, vector: t)
             let off = b.offsets, val = b.values
             let wt = weights[t]
             if wt != 1 { for j in 0..<b.count { val[j] *= wt } }
@@ -102,13 +106,103 @@ final class BlockDirection {
 }
 
 /// Generalized task arithmetic: which sparsifications a method applies to each task vector, in
-/// this order (random drop, magnitude trim, per-row outliers), and whether the sparsified vectors
-/// are combined by sign election (TIES's elect + disjoint mean) or summed.
+/// this order (magnitude-ranked random drop, random drop, magnitude trim, per-row outliers), and
+/// whether the sparsified vectors are combined by sign election (TIES's elect + disjoint mean) or summed.
 struct GTAComposition: Sendable {
     var random = false
     var magnitude = false
     var outliers = false
     var signElection = false
+    /// DELLA's MagPrune: a random drop whose keep probability grows with the entry's |τ| rank in its row.
+    var magPrune = false
+}
+
+/// DELLA's MagPrune (Deep, Bhardwaj & Poria, 2024, §3, "Drop"): within each row of a tensor (the whole
+/// tensor for rank ≤ 1), the entries are ranked by |τ| ascending — the zeros of the row first,
+/// then the nonzero entries, equal magnitudes by position — and the entry of rank r among n is
+/// kept with probability p_r = (density − ε) + r/(n − 1) · 2ε (density itself when n = 1), then
+/// divided by p_r (`rescale`), so its expected value is unchanged. One draw per stored entry in
+/// index order, from the generator DARE uses for that vector and tensor (`Merger.dareRandom`):
+/// kept when the draw is < p_r. density = 1 keeps every entry as it is (no draws).
+/// Rows lie whole inside a block (blocks are whole rows); a tensor of rank ≤ 1 is one row, whose
+/// probabilities are computed when the tensor starts (one Double per stored entry and vector).
+struct MagPrune {
+    let density: Double, epsilon: Double, rescale: Bool
+    /// Entries per ranked row (rank ≥ 2).
+    let rowLength: Int
+    var random: [SplitMix64]
+    /// Rank ≤ 1: per vector, the keep probability of each stored entry, in index order, and how many were used.
+    var wholeTensor: [[Double]]?
+    var cursor: [Int]
+    var order: [Int] = [], probability: [Double] = []
+}
+
+extension MagPrune {
+    init(tensor name: String, shape: [Int], count: Int, inputs: [Merger.Input], options o: MergeOptions) throws {
+        density = o.dellaDensity; epsilon = o.dellaEpsilon; rescale = o.dellaRescale
+        random = inputs.indices.map { Merger.dareRandom(vector: $0, tensor: name, options: o) }
+        cursor = Array(repeating: 0, count: inputs.count)
+        if shape.count > 1 {
+            rowLength = shape.dropFirst().reduce(1, *)
+            wholeTensor = nil
+        } else {
+            rowLength = count
+            var all: [[Double]] = []
+            for input in inputs {
+                guard let t = input.byName[name], o.dellaDensity < 1 else { all.append([]); continue }
+                var values: [Float] = []
+                try TaskVectorEntryStream(input.reader, t, scale: input.reader.scale).forEachValueChunk { values.append(contentsOf: $0) }
+                all.append(MagPrune.probabilities(values, rowLength: count, density: density, epsilon: epsilon))
+            }
+            wholeTensor = all
+        }
+    }
+
+    /// p of each of `values` (the stored entries of one row, in index order) in a row of `rowLength` entries.
+    static func probabilities(_ values: [Float], rowLength n: Int, density d: Double, epsilon e: Double) -> [Double] {
+        var order: [Int] = [], out: [Double] = []
+        values.withUnsafeBufferPointer { probabilities($0, rowLength: n, density: d, epsilon: e, order: &order, into: &out) }
+        return out
+    }
+
+    static func probabilities(_ v: UnsafeBufferPointer<Float>, rowLength n: Int, density d: Double, epsilon e: Double,
+                              order: inout [Int], into out: inout [Double]) {
+        order.removeAll(keepingCapacity: true)
+        for j in v.indices where v[j] != 0 { order.append(j) }
+        order.sort { abs(v[$0]) != abs(v[$1]) ? abs(v[$0]) < abs(v[$1]) : $0 < $1 }
+        out.removeAll(keepingCapacity: true)
+        out.append(contentsOf: repeatElement(d - e, count: v.count))   // stored zeros rank among the row's zeros
+        let zeros = n - order.count
+        for (k, j) in order.enumerated() { out[j] = probability(rank: zeros + k, of: n, density: d, epsilon: e) }
+    }
+
+    static func probability(rank r: Int, of n: Int, density d: Double, epsilon e: Double) -> Double {
+        n > 1 ? (d - e) + (Double(r) / Double(n - 1)) * 2 * e : d
+    }
+
+    /// Drops (and rescales) vector `t`'s entries of one block in place; `b` holds them unweighted.
+    mutating func apply(_ b: EntryBlock, vector t: Int) {
+        guard density < 1, b.count > 0 else { return }
+        let off = b.offsets, val = b.values
+        var kept = 0
+        func decide(_ j: Int, _ p: Double) {
+            guard random[t].unitDouble() < p, val[j] != 0 else { return }
+            off[kept] = off[j]; val[kept] = rescale ? Float(Double(val[j]) / p) : val[j]; kept += 1
+        }
+        if let whole = wholeTensor {
+            for j in 0..<b.count { decide(j, whole[t][cursor[t]]); cursor[t] += 1 }
+        } else {
+            var j = 0
+            while j < b.count {
+                let row = Int(off[j]) / rowLength, start = j
+                while j < b.count && Int(off[j]) / rowLength == row { j += 1 }
+                MagPrune.probabilities(UnsafeBufferPointer(start: val + start, count: j - start), rowLength: rowLength,
+                                       density: density, epsilon: epsilon, order: &order, into: &probability)
+                for k in start..<j { decide(k, probability[k - start]) }
+            }
+        }
+        b.count = kept
+    }
 }
 
 /// Buffers reused from tensor to tensor (and block to block) of one merge, so that the memory

@@ -24,6 +24,21 @@ public struct MergeOptions: Sendable {
     public var breadcrumbsBeta: Double = 0.2
     public var breadcrumbsGamma: Double = 0.1
     public var breadcrumbsScope: Scope = .row
+    /// Magnitude-ranked drop (DELLA): mean keep probability, its spread ±ε over the |τ| ranks of a row, rescale by 1/p.
+    public var dellaDensity: Double = 0.2
+    public var dellaEpsilon: Double = 0.15
+    public var dellaRescale = true
+    /// Model Stock: one interpolation ratio per row of the last axis instead of per tensor (mergekit's `filter_wise`).
+    public var modelStockFilterWise = false
+    /// NuSLERP: one angle per tensor (mergekit's `nuslerp_flatten`), else per row of the last axis or, with
+    /// `nuslerp_row_wise`, per slice along the first axis.
+    public var nuslerpFlatten = true
+    public var nuslerpRowWise = false
+    /// Karcher mean: most gradient steps on the sphere, and the tolerance below which norms, angles and steps count as zero.
+    public var karcherMaxIterations = 10
+    public var karcherTolerance = 1e-5
+    /// SCE: fraction of a tensor's entries with nonzero variance across the vectors that is selected.
+    public var sceSelectTopK = 1.0
     /// Fisher: scores files (one per task vector), floor, and dividing by each file's sample count.
     public var fisherScores: [String] = []
     public var fisherFloor: Double = 1e-6
@@ -39,6 +54,25 @@ public struct MergeOptions: Sendable {
     /// Output dtype (default: each tensor's base dtype).
     public var dtype: LocusDType? = nil
     public var force = false
+    /// Whose rules the merge follows: Locus's (the papers') or mergekit's (`locus merge --config`;
+    /// docs/merging.md §Configs).
+    public var semantics: MergeSemantics = .locus
+    /// mergekit semantics: per-input density (kept fraction, default 1) and Breadcrumbs' γ (default
+    /// 0.01); `normalize` and `rescale` (nil: the method's mergekit default).
+    public var densities: [Double]? = nil
+    public var gammas: [Double]? = nil
+    public var mergekitNormalize: Bool? = nil
+    public var mergekitRescale: Bool? = nil
+    /// Tensors merged: those matching an `include` glob (all when none), minus those matching an
+    /// `exclude` glob; the others are copied from the base (or the first model) unchanged.
+    public var include: [String] = []
+    public var exclude: [String] = []
+    /// Parameter values that depend on the tensor (filters, layer gradients), resolved per tensor.
+    public var tensorSettings: TensorSettings? = nil
+    /// The resolved options of each tensor whose parameters differ (set by the driver).
+    var perTensorOptions: [String: MergeOptions] = [:]
+    /// The options of tensor `name`.
+    func options(for name: String) -> MergeOptions { perTensorOptions[name] ?? self }
     public init() {}
 
     public enum Scope: String, Sendable, CaseIterable, Codable { case global, tensor, row }

@@ -15,9 +15,24 @@ extension Merger {
     public static func merge(base basePath: String, taskVectors: [String], output: String, options o: MergeOptions,
                              warn: (String) -> Void = { _ in }, provenance: Provenance = Provenance(),
                              outputFormat: CheckpointOutputFormat = .h5, shardBytes: Int = HuggingFaceFolderWriter.defaultShardBytes) throws -> Report {
+        if o.semantics == .mergekit && o.method is any GeneralizedTaskArithmeticMethod {
+            return try mergeMergekit(base: basePath, inputs: taskVectors, output: output, options: o, warn: warn, provenance: provenance,
+                                     outputFormat: outputFormat, shardBytes: shardBytes)
+        }
         let base = try openCheckpoint(path: basePath)
+        if let fine = try taskVectors.first(where: { try !isTaskVector($0) }) {
+            throw LocusError(file: fine, "is a checkpoint, not a task vector: \(o.method.name) (Locus semantics) merges task vectors "
+                             + "(make them with locus diff), or give a mergekit config")
+        }
         let inputs = try open(base: base, taskVectors: taskVectors, force: o.force, warn: warn)
         try checkCommon(o, inputCount: inputs.count, output: output)
+        // Parameters that depend on the tensor (config filters and gradients), resolved and checked now.
+        var o = o
+        o.perTensorOptions = try o.perTensor(base.tensors.map(\.name), inputCount: inputs.count, file: o.tensorSettings?.source ?? output, warn: warn)
+        if o.tiesScope == .global, o.method.parameters.contains(where: { $0.name == "scope" }), !o.perTensorOptions.isEmpty,
+           o.perTensorOptions.values.contains(where: { $0.tiesDensity != o.tiesDensity || $0.weights != o.weights }) {
+            throw LocusError(file: o.tensorSettings?.source ?? output, "density or weight per tensor needs scope: tensor (scope global ranks the whole model at once)")
+        }
         // What the method needs before any output exists (global thresholds, scores files).
         var direction: (kernel: any DirectionKernel, context: DirectionContext)? = nil
         var tensorJob: TaskVectorBlockJob? = nil
@@ -81,7 +96,7 @@ extension Merger {
         var steps: [Step] = []
         var maxBlock = 1
         for t in base.tensors {
-            guard t.dtype.isFloatingPoint, inputs.contains(where: { $0.byName[t.name] != nil }) else { steps.append(.copy(t)); continue }
+            guard t.dtype.isFloatingPoint, o.merges(t.name), inputs.contains(where: { $0.byName[t.name] != nil }) else { steps.append(.copy(t)); continue }
             let rows = t.shape.first ?? 1
             guard !t.shape.isEmpty, rows > 0, t.count > 0 else { steps.append(.whole(t)); continue }
             let rowLength = t.count / rows
@@ -102,8 +117,8 @@ extension Merger {
         func direction(_ k: Int) throws {   // the k-th block step's direction into directions[k % 2]
             guard case let .block(t, start, count, rowLength) = steps[blockSteps[k]] else { return }
             if source.current?.name != t.name {
-                source.current = (t.name, try kernel.blocks(tensor: t.name, shape: t.shape, count: t.count, maxBlock: maxBlock, inputs: inputs, options: o,
-                                                            context: context, scratch: scratch))
+                source.current = (t.name, try kernel.blocks(tensor: t.name, shape: t.shape, count: t.count, maxBlock: maxBlock, inputs: inputs,
+                                                            options: o.options(for: t.name), context: context, scratch: scratch))
             }
             let end = (start + count) * rowLength
             try source.current!.direction.next(upTo: end, into: UnsafeMutableBufferPointer(rebasing: directions[k % 2][0..<(count * rowLength)]))
@@ -113,7 +128,6 @@ extension Merger {
         if prefetch && !blockSteps.isEmpty { try direction(0) }
         let modelWriters: [any CheckpointSink] = [w] + tallWriters.map { $0.1 as any CheckpointSink }
         var k = 0   // block steps done
-        let lambda = o.lambda
         for step in steps {
             switch step {
             case .copy(let t):
@@ -121,12 +135,13 @@ extension Merger {
                 try base.forEachBlock(t, blockBytes: blockBytes) { bytes in for cw in modelWriters { try cw.writeRows(bytes) } }
                 report.tensorsCopied += 1
             case .whole(let t):
-                let dir = try kernel.blocks(tensor: t.name, shape: t.shape, count: t.count, maxBlock: t.count, inputs: inputs, options: o,
-                                            context: context, scratch: nil)
+                let dir = try kernel.blocks(tensor: t.name, shape: t.shape, count: t.count, maxBlock: t.count, inputs: inputs,
+                                            options: o.options(for: t.name), context: context, scratch: nil)
                 var d = [Float](repeating: 0, count: t.count)
                 try d.withUnsafeMutableBufferPointer { try dir.next(upTo: t.count, into: $0) }
                 let theta0 = try base.readFloat64(t)
                 var v = theta0
+                let lambda = o.options(for: t.name).lambda
                 for i in 0..<v.count where d[i] != 0 { v[i] += lambda * Double(d[i]) }
                 try writeTensor(w, t, v, dtype: dtypeFor(t), output: output)
                 if let masks = dir.taskMasks, !tallWriters.isEmpty {
@@ -140,7 +155,7 @@ extension Merger {
                 }
                 report.tensorsMerged += 1
             case let .block(t, r, count, rowLength):
-                let dtype = dtypeFor(t), n = count * rowLength, offset = r * rowLength
+                let dtype = dtypeFor(t), n = count * rowLength, offset = r * rowLength, lambda = o.options(for: t.name).lambda
                 if r == 0 { try w.beginTensor(name: t.name, dtype: dtype, shape: t.shape); report.tensorsMerged += 1 }
                 let d = UnsafeBufferPointer(rebasing: directions[k % 2][0..<n])
                 let combine = {
@@ -232,13 +247,14 @@ extension Merger {
     /// and one θ_i (float64), one vector's stored entries and one scores file's rows (float32).
     static func fisherStreaming(_ w: any CheckpointSink, _ base: any CheckpointSource, inputs: [Input], scores: [ScoresReader], options o: MergeOptions,
                                 dtypeFor: (CheckpointTensor) -> LocusDType, output: String, report: inout Report) throws {
-        let weights = o.vectorWeights(inputs.count)
         let buffers = inputs.map { _ in EntryStreamBuffers() }
         var entries: EntryBlock? = nil
         var f: [Float] = [], num: [Double] = [], den: [Double] = [], theta: [Double] = []
+        let all = o
         for t in base.tensors {
+            let o = all.options(for: t.name), weights = o.vectorWeights(inputs.count)
             let touched = inputs.contains { $0.byName[t.name] != nil } || scores.contains { $0.tensor(named: t.name) != nil }
-            guard t.dtype.isFloatingPoint, touched else {
+            guard t.dtype.isFloatingPoint, o.merges(t.name), touched else {
                 try w.beginTensor(name: t.name, dtype: t.dtype, shape: t.shape)
                 try base.forEachBlock(t, blockBytes: blockBytes) { try w.writeRows($0) }
                 report.tensorsCopied += 1

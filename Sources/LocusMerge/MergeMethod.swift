@@ -195,6 +195,7 @@ public enum MergeMethods {
     public static let all: [any MergeMethodDefinition] = [
         TaskArithmeticMethod(), TiesMethod(), DareLinearMethod(), DareTiesMethod(), BreadcrumbsMethod(), BreadcrumbsTiesMethod(),
         TallMethod(), ConsensusMethod(), FisherMethod(), LinearMethod(), SlerpMethod(),
+        DellaMethod(), DellaLinearMethod(), ModelStockMethod(), NuSlerpMethod(), KarcherMethod(), SceMethod(),
     ]
 
     public static var names: [String] { all.map(\.name) }
@@ -219,7 +220,11 @@ public enum MergeMethods {
     /// The parameters recorded in the output's provenance: the method, then each of its parameters.
     public static func provenance(_ o: MergeOptions) -> [String: JSONValue] {
         var out: [String: JSONValue] = ["method": .string(o.method.name)]
-        for p in o.method.parameters { if let v = p.get(o) { out[p.name] = v } }
+        for p in MergeConfig.table(o.method, o.semantics) { if let v = p.get(o) { out[p.name] = v } }
+        if o.semantics != .locus { out["semantics"] = .string(o.semantics.rawValue) }
+        if o.tensorSettings?.variesByTensor == true { out["per_tensor"] = .bool(true) }   // filters or gradients: the config has them
+        if !o.include.isEmpty { out["include"] = .array(o.include.map { .string($0) }) }
+        if !o.exclude.isEmpty { out["exclude"] = .array(o.exclude.map { .string($0) }) }
         return out
     }
 

@@ -10,7 +10,8 @@ extension Merger {
     /// floating point are copied from the first model. Everything is checked before the first
     /// tensor is written: every model must have the first model's tensors with the same shapes.
     @discardableResult
-    public static func merge(models paths: [String], output: String, options o: MergeOptions, provenance: Provenance = Provenance(),
+    public static func merge(models paths: [String], output: String, options o: MergeOptions, warn: (String) -> Void = { _ in },
+                             provenance: Provenance = Provenance(),
                              outputFormat: CheckpointOutputFormat = .h5, shardBytes: Int = HuggingFaceFolderWriter.defaultShardBytes) throws -> Report {
         let kernel: any ModelKernel
         switch o.method.producer.kind {
@@ -40,13 +41,16 @@ extension Merger {
         guard problems.isEmpty else {
             throw LocusError(file: paths[0], "\(problems.count) problem(s) with the models: \(problems.prefix(8).joined(separator: "; "))\(problems.count > 8 ? "; …" : "")")
         }
+        // Parameters that depend on the tensor (config filters and gradients), resolved and checked now.
+        var o = o
+        o.perTensorOptions = try o.perTensor(first.tensors.map(\.name), inputCount: paths.count, file: o.tensorSettings?.source ?? output, warn: warn)
         let dtypeFor: (CheckpointTensor) -> LocusDType = { t in t.dtype.isFloatingPoint ? (o.dtype ?? t.dtype) : t.dtype }
         let plan = first.tensors.map { TensorPlan(name: $0.name, dtype: dtypeFor($0), shape: $0.shape) }
         let w = try makeCheckpointSink(path: output, format: outputFormat, plan: plan, provenance: provenance,
                                        metadata: try first.metadata(), architecture: try first.architecture(), shardBytes: shardBytes)
         var report = Report()
         for t in first.tensors {
-            guard t.dtype.isFloatingPoint else {
+            guard t.dtype.isFloatingPoint, o.merges(t.name) else {
                 try w.beginTensor(name: t.name, dtype: t.dtype, shape: t.shape)
                 try first.forEachBlock(t, blockBytes: blockBytes) { try w.writeRows($0) }
                 report.tensorsCopied += 1
@@ -58,7 +62,7 @@ extension Merger {
             guard !t.shape.isEmpty, rows > 0, t.count > 0 else {
                 // A scalar or empty tensor: one block.
                 let whole = try zip(models, ts).map { try $0.readFloat64($1) }
-                let combine = try kernel.combiner(for: t, options: o, blocks: { body in try body(whole) })
+                let combine = try kernel.combiner(for: t, options: o.options(for: t.name), blocks: { body in try body(whole) })
                 try writeTensor(w, t, combine(whole), dtype: dtypeFor(t), output: output)
                 continue
             }
@@ -70,7 +74,7 @@ extension Merger {
                     try body(r, count, try zip(models, ts).map { try $0.readRowsFloat64($1, start: r, count: count) })
                 }
             }
-            let combine = try kernel.combiner(for: t, options: o, blocks: { body in try forEachBlock { _, _, m in try body(m) } })
+            let combine = try kernel.combiner(for: t, options: o.options(for: t.name), blocks: { body in try forEachBlock { _, _, m in try body(m) } })
             let dtype = dtypeFor(t)
             try w.beginTensor(name: t.name, dtype: dtype, shape: t.shape)
             try forEachBlock { r, _, m in try writeBlock(w, t, combine(m), offset: r * rowLength, dtype: dtype, output: output) }

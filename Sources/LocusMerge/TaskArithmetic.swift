@@ -84,8 +84,7 @@ public enum TaskArithmetic {
         var sparsify: Sparsify
         /// `.density`: the k-th largest |τ| as a bit pattern, and how many entries equal to it are
         /// still to be kept (ties go to the earlier position).
-        var thresholdKey: UInt64 = .max
-        var ties = 0
+        var top = TopKSelection()
 
         /// Whether τ = f − b is stored. An unchanged value can still be a change of sign bit
         /// (−0.0 → +0.0): exact diffs keep it as an explicit zero (spec §5 allows them) so apply
@@ -94,11 +93,7 @@ public enum TaskArithmetic {
             switch sparsify {
             case .none: return v != 0 || Float(b).bitPattern != Float(f).bitPattern
             case .threshold(let th): return v != 0 && abs(v) >= th
-            case .density:
-                let key = v.magnitude.bitPattern
-                if key > thresholdKey { return v != 0 }
-                if key == thresholdKey && ties > 0 { ties -= 1; return v != 0 }
-                return false
+            case .density: return top.keeps(v.magnitude.bitPattern) && v != 0
             }
         }
     }
@@ -128,7 +123,7 @@ public enum TaskArithmetic {
         var selection = Selection(sparsify: sparsify)
         if case .density(let d) = sparsify {
             let total = floats.reduce(0) { $0 + $1.ft.count }
-            (selection.thresholdKey, selection.ties) = try densityThreshold(base, ft, floats, count: Int(d * Double(total)),
+            (selection.top.thresholdKey, selection.top.ties) = try densityThreshold(base, ft, floats, count: Int(d * Double(total)),
                                                                             elements: elements, collectLimit: collectLimit)
         }
         var attrs = attributes
@@ -188,10 +183,8 @@ public enum TaskArithmetic {
     }
 
     /// The k-th largest |τ| over all tensors (as the bit pattern of a non-negative double, whose
-    /// order is the numbers' order) and how many entries equal to it the top k take. A radix
-    /// select: each pass histograms the next 16 bits of the entries that share the bits fixed so
-    /// far, until few enough candidates remain to sort (at most 4 Mi keys); memory is the histogram
-    /// and those candidates, never the model.
+    /// order is the numbers' order) and how many entries equal to it the top k take, by
+    /// `RadixSelect` over the changed entries: memory is a histogram, never the model.
     static func densityThreshold(_ base: any CheckpointSource, _ ft: any CheckpointSource,
                                  _ floats: [(base: CheckpointTensor, ft: CheckpointTensor)], count k: Int,
                                  elements: Int, collectLimit: Int) throws -> (key: UInt64, ties: Int) {
@@ -206,30 +199,7 @@ public enum TaskArithmetic {
                 zeros(range.count - changed)
             }
         }
-        var prefix: UInt64 = 0, prefixBits = 0, remaining = k
-        var candidates = floats.reduce(0) { $0 + $1.ft.count }
-        while true {
-            if prefixBits == 64 { return (prefix, remaining) }
-            let matches: (UInt64) -> Bool = { [prefix, prefixBits] key in prefixBits == 0 || key >> UInt64(64 - prefixBits) == prefix }
-            if candidates <= collectLimit {
-                var keys: [UInt64] = []
-                keys.reserveCapacity(candidates)
-                try forEachKey({ if matches($0) { keys.append($0) } }, zeros: { if matches(0) { keys += repeatElement(0, count: $0) } })
-                keys.sort(by: >)
-                let key = keys[remaining - 1]
-                return (key, remaining - keys.prefix { $0 > key }.count)
-            }
-            var histogram = [Int](repeating: 0, count: 1 << 16)
-            let shift = UInt64(48 - prefixBits)
-            try histogram.withUnsafeMutableBufferPointer { h in
-                try forEachKey({ if matches($0) { h[Int(($0 >> shift) & 0xFFFF)] += 1 } }, zeros: { if matches(0) { h[0] += $0 } })
-            }
-            var digit = (1 << 16) - 1
-            while histogram[digit] < remaining { remaining -= histogram[digit]; digit -= 1 }
-            candidates = histogram[digit]
-            prefix = prefix << 16 | UInt64(digit)
-            prefixBits += 16
-        }
+        return try RadixSelect.kthLargest(k, of: floats.reduce(0) { $0 + $1.ft.count }, collectLimit: collectLimit, forEachKey: forEachKey)
     }
 
     /// θ = θ_base + α · scale · τ, written in each tensor's own dtype (RNE for 16-bit types; float32

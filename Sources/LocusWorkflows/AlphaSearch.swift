@@ -146,6 +146,9 @@ public struct AlphaSearchRequest {
     }
 
     func check() throws {
+        guard options.semantics == .locus else {
+            throw RequestError("semantics", "the α search scales λ with Locus's rules, not mergekit's: give the merge Locus semantics")
+        }
         guard options.method.parameter("lambda") != nil else {
             throw RequestError("grid", "the α search scales λ, which \(options.method.name) does not have")
         }

@@ -1,6 +1,7 @@
 import Foundation
 import LocusFormat
 import LocusMerge
+import LocusRender
 
 /// `locus compare`: masks (Jaccard, selected by k of n) or task vectors (cosine, sign conflicts) of
 /// one base, and optionally the matrix as an SVG heatmap.

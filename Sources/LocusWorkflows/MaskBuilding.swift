@@ -1,6 +1,7 @@
 import Foundation
 import LocusFormat
 import LocusEngine
+import LocusMerge
 
 /// `locus mask`: a bitpacked mask of trainable entries, by TaLoS calibration on data, from a
 /// stored scores file, or a random / magnitude baseline with the same count (docs/talos.md §Mask
@@ -20,6 +21,8 @@ public struct MaskRequest {
     /// Select once from this scores file (no calibration rounds).
     public var fromScores: String?
     public var absentTensors: AbsentTensors = .frozen
+    /// Select the largest |τ| of this task vector of the model instead (LoTA; `MaskOperations`).
+    public var fromTaskVector: String?
     public var set = ScoringSet()
     public var command: [String] = []
     public init(model: String, output: String, density: Double) { self.model = model; self.output = output; self.density = density }
@@ -29,6 +32,7 @@ public struct MaskRequest {
     /// `scoring(batch, batches)` during each scoring pass; `round` after each calibration round.
     public func execute(scoring: ((Int, Int) -> Void)? = nil, round: ((Calibration.Round, Int) -> Void)? = nil) throws -> Outcome {
         let d = density
+        if let fromTaskVector { return try maskFromTaskVector(fromTaskVector) }
         let m = try Model.load(model)
         let params = try set.parameters(m)
         guard !params.isEmpty else { throw RequestError("exclude", "no parameters of \(model) are left to mask") }
@@ -85,5 +89,18 @@ public struct MaskRequest {
         try w.finish()
         let ones = selected.reduce(0) { $0 + $1.filter { $0 }.count }, total = params2.reduce(0) { $0 + $1.value.count }
         return Outcome(ones: ones, total: total, tensors: params2.count)
+    }
+
+    /// The top-|τ| mask of a task vector made from `model`.
+    func maskFromTaskVector(_ tv: String) throws -> Outcome {
+        let fingerprint = try openCheckpoint(path: model).fingerprint
+        let base = try TaskVectorReader(path: tv).baseFingerprint
+        guard base == fingerprint else {
+            throw LocusError(file: tv, object: "/@base-fingerprint", "is \(base), expected \(fingerprint): it was not made from \(model)")
+        }
+        let s = try MaskOperations.fromTaskVector(tv, density: density, scope: scope == .global ? .global : .local, output: output,
+                                                  provenance: Provenance(command: command, inputs: [.init(role: "model", path: model, fingerprint: fingerprint)],
+                                                                         parameters: ["method": .string("task-vector-magnitude")]))
+        return Outcome(ones: s.ones, total: s.count, tensors: s.tensors)
     }
 }

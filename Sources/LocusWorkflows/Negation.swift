@@ -31,6 +31,9 @@ public struct NegationRequest {
     }
 
     func check() throws {
+        guard options.semantics == .locus else {
+            throw RequestError("semantics", "negation scales λ with Locus's rules, not mergekit's: give the merge Locus semantics")
+        }
         guard options.method.parameter("lambda") != nil else {
             throw RequestError("grid", "negation scales λ, which \(options.method.name) does not have")
         }

@@ -1,6 +1,7 @@
 import Foundation
 import LocusFormat
 import LocusEngine
+import LocusRender
 
 /// A request whose settings do not fit together or do not fit the files they name — e.g. three
 /// heads named for two task vectors. `setting` is the request's field (`heads`, `grid`, …); a
@@ -18,11 +19,8 @@ public func engine<R>(file: String, _ body: () throws -> R) throws -> R {
     do { return try body() } catch let e as EngineError { throw LocusError(file: file, e.description) }
 }
 
-/// `x` rounded to `digits` decimals, as text (reports and tables).
-public func fmt(_ x: Double, _ digits: Int = 4) -> String {
-    let p = pow(10.0, Double(digits))
-    return String((x * p).rounded() / p)
-}
+/// `x` rounded to `digits` decimals, as text (reports and tables): `TextFormat.fixed`.
+public func fmt(_ x: Double, _ digits: Int = 4) -> String { TextFormat.fixed(x, digits) }
 
 /// Pretty-printed JSON with sorted keys: what every `--json` report and JSON side file holds.
 public func jsonText<T: Encodable>(_ v: T) throws -> String {

@@ -1,3 +1,4 @@
+import OneLineText
 // Turns the header bytes into validated entries. Pure (no I/O) so every rule can be tested on
 // hand-made headers, and so the reader never touches the data section before all of these
 // checks have passed. Mirrors the reference implementation's rules (huggingface/safetensors,

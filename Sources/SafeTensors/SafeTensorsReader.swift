@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import OneLineText
 
 /// Reads a safetensors file: validates the whole header at init, then reads tensor bytes on
 /// demand with `pread`.

@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import OneLineText
 
 /// Writes a safetensors file as a stream: the header goes out first, computed from the tensor
 /// specs alone, then the caller appends each tensor's bytes in the order given, in as many

@@ -7,6 +7,8 @@
 // number literals verbatim, validates UTF-8 up front, and bounds nesting depth so hostile input
 // cannot exhaust the stack.
 
+import OneLineText
+
 /// A parsed JSON value. Objects keep member order as written.
 enum JSONValue: Equatable, Sendable {
     case null

@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import OneLineText
 
 /// An open regular file read only with `pread`, so the descriptor has no shared position and
 /// nothing is ever loaded whole. Every read is checked against the size seen when it was opened.

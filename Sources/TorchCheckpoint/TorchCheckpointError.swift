@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import OneLineText
 
 /// Every failure of this module. The description is one line that names the file, then the
 /// object concerned (zip member, pickle offset, tensor or container key), then what was found
@@ -64,44 +65,4 @@ public enum TorchCheckpointError: Error, CustomStringConvertible, Sendable, Equa
         }
         return escapingControlCharacters(path) + ": " + escapingControlCharacters(text)
     }
-}
-
-/// `'name'` with backslash, quote and control characters escaped, for embedding names read from
-/// a file in one-line messages.
-func quoted(_ name: String) -> String {
-    var result = "'"
-    for scalar in name.unicodeScalars {
-        switch scalar {
-        case "\\": result += "\\\\"
-        case "'": result += "\\'"
-        default: appendEscapingControl(scalar, to: &result)
-        }
-    }
-    return result + "'"
-}
-
-func escapingControlCharacters(_ text: String) -> String {
-    var result = ""
-    for scalar in text.unicodeScalars { appendEscapingControl(scalar, to: &result) }
-    return result
-}
-
-private func appendEscapingControl(_ scalar: Unicode.Scalar, to result: inout String) {
-    switch scalar {
-    case "\n": result += "\\n"
-    case "\r": result += "\\r"
-    case "\t": result += "\\t"
-    default:
-        let value = scalar.value
-        if value < 0x20 || (0x7F...0x9F).contains(value) || value == 0x2028 || value == 0x2029 {
-            result += "\\u{" + String(value, radix: 16, uppercase: true) + "}"
-        } else {
-            result.unicodeScalars.append(scalar)
-        }
-    }
-}
-
-func systemErrorText(_ code: Int32) -> String {
-    guard let text = strerror(code) else { return "errno \(code)" }
-    return String(cString: text) + " (errno \(code))"
 }

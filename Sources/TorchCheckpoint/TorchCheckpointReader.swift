@@ -1,3 +1,4 @@
+import OneLineText
 /// Reads the tensors of a PyTorch checkpoint written by `torch.save` (the zip format of torch
 /// 1.6 and later) without Python and without executing anything from the file.
 ///

@@ -1,4 +1,5 @@
 import CZlib
+import OneLineText
 
 /// One member as its central-directory record describes it (ZIP64 extras already applied).
 struct ZipMember: Sendable {

@@ -74,8 +74,8 @@ enum ErrorReport {
     /// Settings of library requests, as the options that set them.
     static let flags = ["heads": "--heads", "addHead": "--add-head", "linearProbe": "--linear-probe", "trainHead": "--train-head",
                         "force": "--force", "datasets": "--eval", "grid": "--alpha-grid", "strategy": "--alpha-mode",
-                        "rounds": "--alpha-rounds", "budget": "--alpha-budget", "keep": "--keep", "controlHead": "--control-head",
-                        "exclude": "--exclude", "data": "DATA"]
+                        "rounds": "--alpha-mode", "budget": "--alpha-mode", "keep": "--keep", "controlHead": "--heads",
+                        "exclude": "--exclude", "data": "DATA", "semantics": "--config (add 'semantics: locus')"]
     static func flag(for setting: String) -> String { flags[setting] ?? "--\(setting)" }
 
     /// " (see 'locus SUB --help')" for the subcommand the arguments name.

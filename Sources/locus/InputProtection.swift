@@ -52,7 +52,7 @@ extension Score {
 extension MaskCommand {
     func protectInputs() throws {
         try OutputSafety.check(outputs: [.init("output", output)],
-                               inputs: [.init("model", model)] + optional("dataset", data) + optional("scores", fromScores))
+                               inputs: [.init("model", model)] + optional("dataset", data) + optional("scores", fromScores) + optional("task vector", fromTaskVector))
     }
 }
 
@@ -92,5 +92,12 @@ private func optional(_ role: String, _ path: String?) -> [OutputSafety.Output] 
 extension Compare {
     func protectInputs() throws {
         try OutputSafety.check(outputs: optional("heatmap", svg), inputs: files.enumerated().map { .init("file \($0.offset + 1)", $0.element) })
+    }
+}
+
+extension Negate {
+    func protectInputs() throws {
+        try OutputSafety.check(outputs: [.init("output", output)] + optional("α table", alphaJson) + optional("plot", plot),
+                               inputs: [.init("base", base), .init("task vector", taskVector), .init("task dataset", eval), .init("control dataset", control)])
     }
 }

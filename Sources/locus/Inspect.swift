@@ -1,5 +1,6 @@
 import ArgumentParser
 import LocusFormat
+import LocusRender
 import LocusWorkflows
 
 struct Inspect: ParsableCommand {
@@ -42,14 +43,14 @@ struct Inspect: ParsableCommand {
         if source.verify {
             // Lists every check instead of stopping at the first mismatch, as other commands do.
             let report = try CheckpointOpenOptions.$current.withValue(try source.openOptions()) { try DataVerifier.report(file) }
-            print(json ? try Inspector.verificationJSON(report) : Inspector.verificationText(report))
+            print(json ? try Inspector.verificationJSON(report) : InspectText.verification(report))
             if !report.mismatches.isEmpty { throw ExitCode.failure }
             return
         }
         try source.scoped {
             let report = try Inspector.inspect(file, tensor: tensor, stats: stats || tensor != nil)
             if let plot { try InspectPlot.write(try InspectPlot.svg(report), to: plot) }
-            print(json ? try Inspector.json(report) : Inspector.text(report) + (plot.map { "\n  plot written to \($0)" } ?? ""))
+            print(json ? try Inspector.json(report) : InspectText.report(report) + (plot.map { "\n  plot written to \($0)" } ?? ""))
         }
     }
 }

@@ -14,7 +14,7 @@ struct Locus: ParsableCommand {
         Outputs are written atomically: a failed command leaves no file behind and never touches an existing one.
         """,
         version: LocusSpec.producer,
-        subcommands: [Inspect.self, Validate.self, Convert.self, DataCommand.self, Init.self, Train.self, Eval.self, Score.self, MaskCommand.self, Finetune.self, Diff.self, Apply.self, Merge.self, Compare.self])
+        subcommands: [Inspect.self, Validate.self, Convert.self, DataCommand.self, Init.self, Train.self, Eval.self, Score.self, MaskCommand.self, MaskSet.self, Finetune.self, Diff.self, Apply.self, Merge.self, Negate.self, Compare.self])
 
     static func main() {
         ProcessSetup.prepare()

@@ -11,20 +11,19 @@ struct MaskCommand: ParsableCommand {
 
     static let configuration = CommandConfiguration(
         commandName: "mask",
-        abstract: "Build a bitpacked mask of trainable parameters (1 = fine-tuned), by TaLoS calibration or a baseline.",
+        abstract: "A mask of trainable parameters (1 = fine-tuned): TaLoS or a baseline.",
         discussion: """
-        --method talos calibrates on DATA in --rounds rounds with target densities d^(r/R): each round \
-        re-scores the scoring set, entries that dropped out are multiplied by 0.1 in the forward pass \
-        and never come back, and the threshold is the k-th smallest score still in play, k = ⌊density · \
-        total⌋ (docs/talos.md §Mask calibration). --keep lowest (TaLoS) makes the least sensitive \
-        entries trainable, --keep highest makes pruning-style masks. --from-scores selects once from a \
-        scores file; --method random | magnitude (|w|) are baselines with the same count. Ties go by \
-        position, so exactly ⌊density · n⌋ entries are ones (per tensor with --scope local) on any \
-        machine. Tensors not scored (heads, --exclude) get no entry (see --absent-tensors).
+        --method talos calibrates on DATA in --rounds rounds with target densities d^(r/R); \
+        entries that drop out are scaled by 0.1 and never come back (docs/talos.md). --keep lowest \
+        (TaLoS) keeps the least sensitive entries, highest makes pruning masks. --from-scores \
+        selects once from scores; --method random | magnitude are baselines; --from-task-vector \
+        takes the largest |τ| of a task vector of MODEL (LoTA; Panda et al., 2024, §3). Ties go by \
+        position: exactly ⌊density · n⌋ ones (per tensor with --scope local). Unscored tensors get \
+        no entry (--absent-tensors). `locus mask-set` combines masks.
 
         Examples:
           locus mask model.h5 task.h5 --head task --density 0.1 -o mask.h5
-          locus mask model.h5 --from-scores scores.h5 --sparsity 0.9 -o mask.h5
+          locus mask model.h5 --from-task-vector tau.h5 --density 0.05 -o mask.h5
         """)
 
     @Argument(help: "Model checkpoint.") var model: String
@@ -38,6 +37,8 @@ struct MaskCommand: ParsableCommand {
     @Option(help: "Threshold.") var scope: MaskScope = .global
     @Option(help: ArgumentHelp("Select once from this scores file (no rounds).", valueName: "file")) var fromScores: String?
     @Option(help: ArgumentHelp("Tensors without a mask entry.", valueName: "rule")) var absentTensors: AbsentTensors = .frozen
+    @Option(help: ArgumentHelp("Select the largest |τ| of this task vector of MODEL (LoTA).", valueName: "file"))
+    var fromTaskVector: String?
     @OptionGroup var scoring: ScoringSetOptions
     @Flag(help: "No progress output.") var quiet = false
 
@@ -58,7 +59,13 @@ struct MaskCommand: ParsableCommand {
         if fromScores != nil, method != .talos {
             throw ValidationError("--from-scores selects by stored scores; it cannot be combined with --method \(method.rawValue)")
         }
-        if fromScores == nil, method == .talos, data == nil { throw ValidationError("TaLoS calibration needs DATA (or use --from-scores)") }
+        if fromTaskVector != nil {
+            guard data == nil, fromScores == nil, method == .talos, keep == .lowest else {
+                throw ValidationError("--from-task-vector selects by |τ|: give it without DATA, --from-scores, --method or --keep")
+            }
+        } else if fromScores == nil, method == .talos, data == nil {
+            throw ValidationError("TaLoS calibration needs DATA (or use --from-scores)")
+        }
     }
 
     @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
@@ -69,6 +76,7 @@ struct MaskCommand: ParsableCommand {
             var r = MaskRequest(model: model, output: output, density: targetDensity)
             r.data = data; r.method = method; r.rounds = rounds; r.keep = keep; r.scope = scope; r.fromScores = fromScores
             r.absentTensors = absentTensors; r.set = scoring.set; r.command = ["locus"] + Array(CommandLine.arguments.dropFirst())
+            r.fromTaskVector = fromTaskVector
             let bar = ProgressBar(quiet: quiet)
             let o = try r.execute(scoring: { i, n in bar.update("scoring", fraction: Double(i) / Double(n), detail: "batch \(i)/\(n)") },
                                   round: { round, rounds in
@@ -78,10 +86,15 @@ struct MaskCommand: ParsableCommand {
                                                                      + "\(round.ones) of \(round.total) trainable\n")
                                       }
                                   })
-            print("\(output): \(o.ones) of \(o.total) scored parameters trainable (\(fmt(Double(o.ones) / Double(o.total) * 100, 3)) %), "
-                  + "\(o.tensors) tensors; absent tensors are \(absentTensors.rawValue)")
+            if fromTaskVector != nil {
+                print("\(output): \(o.ones) of \(o.total) entries selected by |τ| (\(fmt(Double(o.ones) / Double(o.total) * 100, 3)) %), \(o.tensors) tensors")
+            } else {
+                print("\(output): \(o.ones) of \(o.total) scored parameters trainable (\(fmt(Double(o.ones) / Double(o.total) * 100, 3)) %), "
+                      + "\(o.tensors) tensors; absent tensors are \(absentTensors.rawValue)")
+            }
         }
     }
+
 }
 
 extension MaskRequest.Method: ExpressibleByArgument {}

@@ -19,73 +19,63 @@ struct AlphaGrid: ExpressibleByArgument {
 
 struct Merge: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Merge task vectors into a base model, or full models into one (methods below).",
+        abstract: "Merge task vectors into a base model, or full models into one.",
         discussion: Merge.discussion)
 
-    /// The help text: fixed paragraphs and the methods table, each wrapped to 78 columns (so that
-    /// the help reads the same in an 80-column terminal and a wider one).
+    /// The help text, each paragraph wrapped to 78 columns (the same in an 80-column terminal and
+    /// a wider one). The methods and their parameters are `--methods`'s listing.
     static var discussion: String {
         let paragraphs = [
             """
-            Inputs: BASE TASK-VECTOR… for the task-vector methods (τ_t = θ_t − θ_0; w_t = --weight, default 1; \
-            λ = --lambda), MODEL… (full checkpoints of one architecture, no base) for linear and slerp. Each \
-            method's parameters follow it below as --flag = default, range: meaning; give them as --flag VALUE \
-            or --flag=VALUE, booleans as --flag / --no-flag. A --config recipe uses the same method names and \
-            parameter names as keys (weight and scores per model); the output's provenance records them too. \
-            docs/merging.md describes each method and how they compose.
+            Inputs: BASE and task vectors (made by locus diff) for the task-vector methods, the models for \
+            linear and slerp; then the method's parameters, --flag VALUE. `locus merge --methods` lists every method with \
+            its paper and parameters (defaults, ranges); docs/merging.md explains them.
             """,
             """
-            Safety: before anything is written, every task vector's base fingerprint must equal BASE's (--force \
-            merges anyway, with a warning) and every tensor must exist in BASE with the same shape (for models: \
-            in the first model, same shapes); all problems are listed at once. Task-vector methods accumulate \
-            in float32 (float64 for θ0 + λ·τ), Fisher, linear and slerp in float64; the result is written in \
-            --dtype (default: each tensor's input dtype).
+            --config FILE runs a mergekit YAML config with mergekit's rules (per-model weight and density, \
+            trimming per tensor, normalize by the weights; models may be fine-tuned checkpoints or task \
+            vectors). A top-level 'semantics: locus' selects Locus's rules, those of the command line. Any \
+            parameter may be a value, a gradient across the layers ([0.2, 0.8]) or filters on tensor names \
+            ([{filter: attn, value: 0.3}, {value: 0.7}]).
             """,
             """
-            Memory (every method): every tensor streams in blocks of whole rows of at most 2^19 entries (one row \
-            when a row is longer). Per block: two float32 directions (the next one is computed on a second \
-            thread while the current one is written; TALL computes them in turn), θ0 and the output — 8 to 16 \
-            MB — and the block's stored entries (8 B each) of one vector (task arithmetic, Breadcrumbs) or of \
-            all k vectors (TIES, DARE, Breadcrumbs-TIES, TALL, consensus: at most 4 MB per vector, plus 3 B per \
-            entry for the sign election and 1 B per entry and vector for the TALL/consensus masks). Fisher: θ0, \
-            θ_t, Σ F θ, Σ F and the result in float64 (20 MB) and one scores block. Linear and slerp: each \
-            model's block and the result in float64 (4 MB per model, plus 4 MB); slerp reads each tensor twice \
-            (norms first). TALL also writes each task's mask and model block by block. Per vector: a window of \
-            at most 2 MB over its mask or indices (plus 4 MB when its values are not float32) and HDF5's chunk \
-            and metadata caches. The peak is bounded by k and the block size (and the longest row), not by the \
-            model or its largest tensor (8 vectors on all-MiniLM-L6-v2: 102 MB resident for task arithmetic, \
-            112 MB for TIES, of which 35 MB is this program). Global TIES thresholds and per-tensor Breadcrumbs \
-            ranks: an exact two-level histogram, two streaming passes over each vector's stored values, \
-            constant memory; per-row Breadcrumbs sorts one row's stored entries at a time.
-            """,
-            """
-            α search (task-vector methods with a λ): --alpha-grid 0:1:0.05 --eval TASK1.h5 TASK2.h5 … (one \
-            dataset per vector, same order) evaluates θ0 + α·τ_m for each α with each task's own head (the \
-            vector's task-head attribute, or --heads) on --eval-split, and keeps the α with the best average \
-            normalized accuracy = mean over tasks of merged accuracy ÷ the task's own fine-tuned accuracy (the \
-            vector's task-accuracy attribute, measured when absent) — the protocol of the task-vectors and \
-            TaLoS papers. The table is printed and written with --alpha-json; --plot draws accuracy vs α.
+            Inputs are checked against BASE (fingerprint, names, shapes) before anything is written. Tensors \
+            stream in row blocks (docs/merging.md §Memory). --alpha-grid picks λ by average normalized \
+            accuracy on the --eval datasets.
             """,
         ]
         var lines: [String] = []
-        lines += MergeMethods.wrap(paragraphs[0], indent: "", hanging: "")
-        lines += ["", "Methods:", MergeMethods.helpTable(), ""]
-        for p in paragraphs.dropFirst() { lines += MergeMethods.wrap(p, indent: "", hanging: "") }
-        lines += ["", "Examples:", "  locus merge base.h5 t1.h5 t2.h5 --method ties --density 0.2 -o merged.h5",
-                  "  locus merge a.h5 b.h5 --method slerp --t 0.3 -o merged.h5"]
+        for p in paragraphs { lines += MergeMethods.wrap(p, indent: "", hanging: "") + [""] }
+        lines += ["Examples:", "  locus merge base.h5 t1.h5 t2.h5 --method ties --density 0.2 -o merged.h5",
+                  "  locus merge --config mergekit.yml --exclude 'lm_head*' -o merged/"]
         return lines.joined(separator: "\n")
     }
 
+    /// `--methods`: every method, its paper and its parameters.
+    static var methodsListing: String {
+        let intro = """
+            Methods of locus merge (--method NAME, or merge_method in a config with 'semantics: locus'). Each \
+            parameter: --flag = default, range: meaning (a config's key is the name with _). A mergekit config \
+            (the default for --config) uses mergekit's keys instead: weight, density, gamma, lambda, \
+            normalize, rescale (docs/merging.md §Configs).
+            """
+        return (MergeMethods.wrap(intro, indent: "", hanging: "") + ["", MergeMethods.helpTable()]).joined(separator: "\n")
+    }
+
     @Argument(parsing: .allUnrecognized,
-              help: ArgumentHelp("BASE and task vectors, or the models; then the method's parameters.",
+              help: ArgumentHelp("BASE TASK-VECTOR… or MODEL…, then parameters.",
                                  valueName: "inputs-and-parameters"))
     var inputsAndParameters: [String] = []
-    @Option(help: "A mergekit-style YAML recipe instead of inputs and parameters.") var config: String?
-    @Option(name: .shortAndLong, help: "Output checkpoint.") var output: String
-    @Option(name: .customLong("method"), help: "Merging method (below).") var methodOption: String = "task_arithmetic"
+    @Option(help: ArgumentHelp("A mergekit YAML config (instead of inputs).", valueName: "file")) var config: String?
+    @Option(name: [.customShort("o"), .customLong("output")], help: "Output checkpoint.") var outputOption: String?
+    var output: String { outputOption ?? "" }
+    @Option(name: .customLong("method"), help: "See --methods.") var methodOption: String = "task_arithmetic"
+    @Flag(help: "List the methods and their parameters, and exit.") var methods = false
+    @Option(help: ArgumentHelp("Merge only tensors matching GLOB (repeatable).", valueName: "glob")) var include: [String] = []
+    @Option(help: ArgumentHelp("Copy tensors matching GLOB from the base.", valueName: "glob")) var exclude: [String] = []
     @Option(help: ArgumentHelp("Output dtype: float32, float16, bfloat16 or float64.", valueName: "dtype")) var dtype: String?
-    @Flag(help: "Merge task vectors made from another base (with a warning).") var force = false
-    @OptionGroup(title: "Coefficient search on validation data") var alpha: AlphaSearchOptions
+    @Flag(help: "Merge vectors made from another base (warns).") var force = false
+    @OptionGroup var alpha: AlphaSearchOptions
 
     @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
     @OptionGroup(title: "Writing checkpoints") var out: OutputOptions
@@ -97,7 +87,7 @@ struct Merge: ParsableCommand {
             guard inputsAndParameters.isEmpty else {
                 throw LocusError(file: config, "give either --config or inputs and method parameters, not both (got \(inputsAndParameters.joined(separator: " ")))")
             }
-            resolved = try MergeRecipe.load(config).resolve(recipePath: config)
+            resolved = try MergeConfig.load(config).plan()
         } else {
             guard let method = MergeMethods.named(methodOption) else {
                 throw LocusError(file: output, "--method \(methodOption) is not one of \(MergeMethods.names.joined(separator: ", "))")
@@ -122,10 +112,14 @@ struct Merge: ParsableCommand {
             resolved.options.dtype = d
         }
         resolved.options.force = force
+        resolved.options.include += include
+        resolved.options.exclude += exclude
         return resolved
     }
 
     func run() throws {
+        if methods { print(Merge.methodsListing); return }
+        guard outputOption != nil else { throw ValidationError("Missing expected argument '--output <output>'") }
         try source.scoped {
             var (base, inputs, o) = try resolve()
             let method = o.method
@@ -141,7 +135,11 @@ struct Merge: ParsableCommand {
             var records: [Provenance.Input] = []
             if let base {
                 records.append(.init(role: "base", path: base, fingerprint: try openCheckpoint(path: base).fingerprint))
-                for t in inputs { records.append(.init(role: "task-vector", path: t, fingerprint: nil)) }
+                for t in inputs {
+                    // A mergekit config may list fine-tuned checkpoints (δ = θ_t − θ0 on the fly).
+                    if try Merger.isTaskVector(t) { records.append(.init(role: "task-vector", path: t, fingerprint: nil)) }
+                    else { records.append(.init(role: "model", path: t, fingerprint: try openCheckpoint(path: t).fingerprint)) }
+                }
             } else {
                 for m in inputs { records.append(.init(role: "model", path: m, fingerprint: try openCheckpoint(path: m).fingerprint)) }
             }
@@ -151,9 +149,10 @@ struct Merge: ParsableCommand {
                 let r = try Merger.merge(base: base, taskVectors: inputs, output: output, options: o, warn: warn, provenance: prov,
                                          outputFormat: out.format(for: output), shardBytes: try out.shardBytes())
                 let scale = method.parameter("lambda") != nil ? " (λ = \(o.lambda))" : ""
-                print("\(output): \(method.name) of \(inputs.count) task vectors\(scale), \(r.tensorsMerged) tensors merged, \(r.tensorsCopied) copied, \(r.fingerprint)")
+                let what = records.contains { $0.role == "model" } ? "inputs" : "task vectors"
+                print("\(output): \(method.name) of \(inputs.count) \(what)\(scale), \(r.tensorsMerged) tensors merged, \(r.tensorsCopied) copied, \(r.fingerprint)")
             } else {
-                let r = try Merger.merge(models: inputs, output: output, options: o, provenance: prov,
+                let r = try Merger.merge(models: inputs, output: output, options: o, warn: warn, provenance: prov,
                                          outputFormat: out.format(for: output), shardBytes: try out.shardBytes())
                 print("\(output): \(method.name) of \(inputs.count) models, \(r.tensorsMerged) tensors merged, \(r.tensorsCopied) copied, \(r.fingerprint)")
             }

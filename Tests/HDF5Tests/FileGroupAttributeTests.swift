@@ -1,5 +1,6 @@
 import CHDF5
 import Foundation
+import LocusTestSupport
 import XCTest
 
 @testable import HDF5

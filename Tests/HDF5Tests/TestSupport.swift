@@ -1,47 +1,17 @@
 import Foundation
 import LocusRandom
+import LocusTestSupport
 import XCTest
 
 @testable import HDF5
 
 /// Each test gets a fresh directory, removed in tearDown.
-class HDF5TestCase: XCTestCase {
-    private(set) var directory = ""
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("HDF5Tests-\(UUID().uuidString)", isDirectory: true).path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if !directory.isEmpty { try? FileManager.default.removeItem(atPath: directory) }
-        try super.tearDownWithError()
-    }
-
-    func path(_ name: String) -> String { directory + "/" + name }
+class HDF5TestCase: ScratchDirectoryTestCase {
 
     /// Requires `body` to throw an HDF5Error and returns it.
     func expectHDF5Error(_ body: () throws -> Void, file: StaticString = #filePath, line: UInt = #line) -> HDF5Error? {
-        do {
-            try body()
-            XCTFail("expected an HDF5Error, nothing was thrown", file: file, line: line)
-        } catch let e as HDF5Error {
-            return e
-        } catch {
-            XCTFail("expected an HDF5Error, got \(type(of: error)): \(error)", file: file, line: line)
-        }
-        return nil
+        LocusTestSupport.expectError(HDF5Error.self, file: file, line: line, body)
     }
-}
-
-func writeBytes(_ bytes: [UInt8], to path: String) throws {
-    try Data(bytes).write(to: URL(fileURLWithPath: path))
-}
-
-func readBytes(_ path: String) throws -> [UInt8] {
-    [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
 }
 
 extension Dataset {

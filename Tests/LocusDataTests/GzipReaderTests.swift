@@ -1,5 +1,6 @@
 import LocusData
 import LocusFormat
+import LocusTestSupport
 import XCTest
 
 final class GzipReaderTests: DataTestCase {

@@ -2,67 +2,23 @@ import CZlib
 import Foundation
 import LocusData
 import LocusFormat
+import LocusTestSupport
 import XCTest
 
 /// Each test gets a fresh directory, removed in tearDown.
-class DataTestCase: XCTestCase {
-    private(set) var directory = ""
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("LocusDataTests-\(UUID().uuidString)", isDirectory: true).path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if !directory.isEmpty { try? FileManager.default.removeItem(atPath: directory) }
-        try super.tearDownWithError()
-    }
-
-    func path(_ name: String) -> String { directory + "/" + name }
-
-    @discardableResult
-    func write(_ name: String, _ bytes: [UInt8]) throws -> String {
-        let p = path(name)
-        try Data(bytes).write(to: URL(fileURLWithPath: p))
-        return p
-    }
+class DataTestCase: ScratchDirectoryTestCase {
 
     @discardableResult
     func write(_ name: String, text: String) throws -> String { try write(name, Array(text.utf8)) }
-
-    /// Every entry of the test directory, hidden ones included, sorted.
-    func listing() throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: directory).sorted() }
 
     /// Requires `body` to throw a LocusError whose one-line description contains every string of
     /// `mentioning`; returns it.
     @discardableResult
     func expectError(_ mentioning: String..., sourceFile: StaticString = #filePath, line: UInt = #line,
                      _ body: () throws -> Void) -> LocusError? {
-        do {
-            try body()
-            XCTFail("expected a LocusError mentioning \(mentioning), nothing was thrown", file: sourceFile, line: line)
-        } catch let e as LocusError {
-            let text = e.description
-            XCTAssertFalse(text.contains("\n"), "error is not one line: \(text)", file: sourceFile, line: line)
-            for m in mentioning {
-                XCTAssertTrue(text.contains(m), "error '\(text)' does not mention '\(m)'", file: sourceFile, line: line)
-            }
-            return e
-        } catch {
-            XCTFail("expected a LocusError, got \(type(of: error)): \(error)", file: sourceFile, line: line)
-        }
-        return nil
+        LocusTestSupport.expectError(LocusError.self, mentioning: mentioning, file: sourceFile, line: line, body)
     }
 }
-
-/// The repository root (for fixtures/data).
-let repositoryRoot: String = {
-    var url = URL(fileURLWithPath: #filePath)
-    for _ in 0..<3 { url.deleteLastPathComponent() }
-    return url.path
-}()
 
 /// gzip-compresses `bytes` with zlib (an independent writer for the reader under test).
 func gzip(_ bytes: [UInt8], level: Int32 = 6) -> [UInt8] {
@@ -97,7 +53,7 @@ func bigEndian<T: FixedWidthInteger>(_ values: [T]) -> [UInt8] { values.flatMap 
 struct TestRNG {
     var g: SplitMix64
     init(_ seed: UInt64) { g = SplitMix64(seed: seed) }
-    mutating func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(truncatingIfNeeded: g.next()) } }
+    mutating func bytes(_ n: Int) -> [UInt8] { g.bytes(n) }
     mutating func unit() -> Double { Double(g.next() >> 11) * 0x1p-53 }
     mutating func int(_ bound: Int) -> Int { Int(g.below(UInt64(bound))) }
 }

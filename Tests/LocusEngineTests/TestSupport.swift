@@ -1,5 +1,6 @@
 import Foundation
 import LocusFormat
+import LocusTestSupport
 import XCTest
 
 @testable import LocusEngine
@@ -142,65 +143,24 @@ func gradientCheck(_ layer: any Layer, input x: Tensor, seed: UInt64, h: Float =
 
 // MARK: - files and processes
 
-/// The repository root (…/Tests/LocusEngineTests/TestSupport.swift → …).
-let repositoryRoot: String = {
-    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-}()
-
-class EngineTestCase: XCTestCase {
-    private(set) var directory = ""
-
+class EngineTestCase: ScratchDirectoryTestCase {
     override func setUpWithError() throws {
         try super.setUpWithError()
         try BLAS.ensureLoaded()
-        directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("LocusEngineTests-\(UUID().uuidString)", isDirectory: true).path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
-
-    override func tearDownWithError() throws {
-        if !directory.isEmpty { try? FileManager.default.removeItem(atPath: directory) }
-        try super.tearDownWithError()
-    }
-
-    func path(_ name: String) -> String { directory + "/" + name }
 
     /// Requires `body` to throw an EngineError whose text contains every string of `mentioning`.
     @discardableResult
     func expectEngineError(_ mentioning: [String], _ body: () throws -> Void,
                            file: StaticString = #filePath, line: UInt = #line) -> EngineError? {
-        do {
-            try body()
-            XCTFail("expected an EngineError mentioning \(mentioning), nothing was thrown", file: file, line: line)
-        } catch let e as EngineError {
-            XCTAssertFalse(e.description.contains("\n"), "one line: \(e)", file: file, line: line)
-            for m in mentioning {
-                XCTAssertTrue(e.description.contains(m), "'\(e)' does not mention '\(m)'", file: file, line: line)
-            }
-            return e
-        } catch {
-            XCTFail("expected an EngineError, got \(type(of: error)): \(error)", file: file, line: line)
-        }
-        return nil
+        LocusTestSupport.expectError(EngineError.self, mentioning: mentioning, file: file, line: line, body)
     }
 
     /// Requires `body` to throw a LocusError whose text contains every string of `mentioning`.
     @discardableResult
     func expectLocusError(_ mentioning: [String], _ body: () throws -> Void,
                           file: StaticString = #filePath, line: UInt = #line) -> LocusError? {
-        do {
-            try body()
-            XCTFail("expected a LocusError mentioning \(mentioning), nothing was thrown", file: file, line: line)
-        } catch let e as LocusError {
-            XCTAssertFalse(e.description.contains("\n"), "one line: \(e)", file: file, line: line)
-            for m in mentioning {
-                XCTAssertTrue(e.description.contains(m), "'\(e)' does not mention '\(m)'", file: file, line: line)
-            }
-            return e
-        } catch {
-            XCTFail("expected a LocusError, got \(type(of: error)): \(error)", file: file, line: line)
-        }
-        return nil
+        LocusTestSupport.expectError(LocusError.self, mentioning: mentioning, file: file, line: line, body)
     }
 
     struct ProcessResult { var status: Int32; var output: String }

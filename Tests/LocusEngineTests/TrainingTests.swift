@@ -1,4 +1,5 @@
 import LocusFormat
+import LocusTestSupport
 import XCTest
 
 @testable import LocusEngine

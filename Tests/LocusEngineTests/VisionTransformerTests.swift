@@ -1,3 +1,4 @@
+import LocusTestSupport
 import XCTest
 
 @testable import LocusEngine

@@ -1,6 +1,7 @@
 import Foundation
 import LocusFormat
 import SafeTensors
+import LocusTestSupport
 import XCTest
 
 final class CheckpointSourceTests: LocusTestCase {

@@ -1,6 +1,7 @@
 import Foundation
 import HDF5
 import LocusFormat
+import LocusTestSupport
 import XCTest
 
 final class CheckpointTests: LocusTestCase {

@@ -2,6 +2,7 @@ import Foundation
 import HDF5
 import LocusFormat
 import SafeTensors
+import LocusTestSupport
 import XCTest
 
 final class ConvertTests: LocusTestCase {

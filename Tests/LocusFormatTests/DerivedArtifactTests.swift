@@ -1,9 +1,8 @@
 import Foundation
 import HDF5
 import LocusFormat
+import LocusTestSupport
 import XCTest
-
-let someFingerprint = "sha256:" + String(repeating: "ab", count: 32)
 
 /// The spec §5 rule, written out independently: sizes coo (i+v)·s, bitmask count/8 + v·s,
 /// dense v·count; smallest wins; ties prefer dense, then bitmask.

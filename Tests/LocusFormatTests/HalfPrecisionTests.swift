@@ -1,5 +1,6 @@
 import Foundation
 import LocusFormat
+import LocusTestSupport
 import XCTest
 
 /// bfloat16 bits of `x` (not NaN) by definition: of the two bfloat16 values bracketing x

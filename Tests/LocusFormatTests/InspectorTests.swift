@@ -1,6 +1,8 @@
 import Foundation
 import HDF5
 import LocusFormat
+import LocusRender
+import LocusTestSupport
 import XCTest
 
 final class InspectorTests: LocusTestCase {
@@ -19,7 +21,7 @@ final class InspectorTests: LocusTestCase {
         XCTAssertEqual(r.totals.logical_bytes, r.tensors.reduce(0) { $0 + $1.logical_bytes }, file: file, line: line)
         XCTAssertEqual(r.totals.bytes_on_disk, r.tensors.reduce(0) { $0 + $1.bytes_on_disk }, file: file, line: line)
         // Renderings work and JSON parses.
-        XCTAssertFalse(Inspector.text(r).isEmpty, file: file, line: line)
+        XCTAssertFalse(InspectText.report(r).isEmpty, file: file, line: line)
         let json = try Inspector.json(r)
         let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
         XCTAssertEqual(object?["kind"] as? String, kind, file: file, line: line)
@@ -170,6 +172,6 @@ final class InspectorTests: LocusTestCase {
         try CheckpointWriter(path: p, provenance: prov).finish()
         let r = try Inspector.inspect(p)
         XCTAssertEqual(r.provenance, prov)
-        XCTAssertTrue(Inspector.text(r).contains("locus unit-test"))
+        XCTAssertTrue(InspectText.report(r).contains("locus unit-test"))
     }
 }

@@ -1,5 +1,7 @@
 import Foundation
 @testable import LocusFormat
+import LocusRender
+import LocusTestSupport
 import XCTest
 
 /// The publishing rules of spec/FORMAT.md §7, at the library level (the CLI cases are in
@@ -50,9 +52,9 @@ final class OutputSafetyTests: LocusTestCase {
     }
 
     func testNonFiniteNumbersPrintWithoutTrapping() {
-        XCTAssertEqual(Inspector.number(.nan), "nan")
-        XCTAssertEqual(Inspector.number(.infinity), "inf")
-        XCTAssertEqual(Inspector.number(-.infinity), "-inf")
+        XCTAssertEqual(TextFormat.number(.nan), "nan")
+        XCTAssertEqual(TextFormat.number(.infinity), "inf")
+        XCTAssertEqual(TextFormat.number(-.infinity), "-inf")
         let values: [Float] = [3, .nan, 1, .infinity, 2]
         let q = values.withUnsafeBufferPointer { Summaries.quantiles($0) }
         XCTAssertEqual(q.count, 5)

@@ -2,38 +2,11 @@ import CHDF5
 import Foundation
 import HDF5
 import LocusFormat
+import LocusTestSupport
 import XCTest
 
-/// Test-data helpers on the shared generator (LocusRandom's SplitMix64, so failures reproduce).
-extension SplitMix64 {
-    mutating func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(truncatingIfNeeded: next()) } }
-    /// Uniform in [0, 1).
-    mutating func unit() -> Double { unitDouble() }
-    mutating func floats(_ n: Int, in range: ClosedRange<Float>) -> [Float] {
-        (0..<n).map { _ in range.lowerBound + Float(unit()) * (range.upperBound - range.lowerBound) }
-    }
-}
-
 /// Each test gets a fresh directory, removed in tearDown.
-class LocusTestCase: XCTestCase {
-    private(set) var directory = ""
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("LocusFormatTests-\(UUID().uuidString)", isDirectory: true).path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if !directory.isEmpty { try? FileManager.default.removeItem(atPath: directory) }
-        try super.tearDownWithError()
-    }
-
-    func path(_ name: String) -> String { directory + "/" + name }
-
-    /// Every entry of the test directory, hidden ones included, sorted.
-    func listing() throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: directory).sorted() }
+class LocusTestCase: ScratchDirectoryTestCase {
 
     func copy(_ from: String, _ to: String) throws -> String {
         let dst = path(to)
@@ -45,20 +18,9 @@ class LocusTestCase: XCTestCase {
     @discardableResult
     func expectLocusError(mentioning file: String? = nil, _ body: () throws -> Void,
                           sourceFile: StaticString = #filePath, line: UInt = #line) -> LocusError? {
-        do {
-            try body()
-            XCTFail("expected a LocusError, nothing was thrown", file: sourceFile, line: line)
-        } catch let e as LocusError {
-            XCTAssertFalse(e.description.contains("\n"), "description must be one line: \(e)", file: sourceFile, line: line)
-            XCTAssertFalse(e.message.isEmpty, file: sourceFile, line: line)
-            if let file {
-                XCTAssertTrue(e.description.contains(file), "'\(e)' does not name \(file)", file: sourceFile, line: line)
-            }
-            return e
-        } catch {
-            XCTFail("expected a LocusError, got \(type(of: error)): \(error)", file: sourceFile, line: line)
-        }
-        return nil
+        let e = LocusTestSupport.expectError(LocusError.self, mentioning: file.map { [$0] } ?? [], file: sourceFile, line: line, body)
+        if let e { XCTAssertFalse(e.message.isEmpty, file: sourceFile, line: line) }
+        return e
     }
 
     /// Validation must find nothing at all (no errors, no warnings) in what Locus writes.
@@ -85,14 +47,6 @@ class LocusTestCase: XCTestCase {
         }
         return findings
     }
-}
-
-func writeBytes(_ bytes: [UInt8], to path: String) throws {
-    try Data(bytes).write(to: URL(fileURLWithPath: path))
-}
-
-func readBytes(_ path: String) throws -> [UInt8] {
-    [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
 }
 
 /// Opens a finished file read-write, lets `body` change it through the HDF5 wrapper, closes it.

@@ -2,6 +2,7 @@ import CHDF5
 import Foundation
 import HDF5
 import LocusFormat
+import LocusTestSupport
 import XCTest
 
 /// Every corruption starts from a valid Locus-written file, changes one thing through the HDF5

@@ -1,6 +1,8 @@
 import Foundation
 import HDF5
 import LocusFormat
+import LocusRender
+import LocusTestSupport
 import XCTest
 
 /// `--verify` in the library: writers store the §1.8 digests, `DataVerifier` recomputes them, and
@@ -104,7 +106,7 @@ final class VerifyTests: LocusTestCase {
         let report = try DataVerifier.report(bad)
         XCTAssertEqual(report.mismatches.map(\.object), ["/tensors/layer.weight", "/@fingerprint"])
         XCTAssertEqual(report.items.first { $0.object == "/tensors/layer.bias" }?.status, .ok)
-        XCTAssertTrue(Inspector.verificationText(report).contains("MISMATCH   /tensors/layer.weight"), Inspector.verificationText(report))
+        XCTAssertTrue(InspectText.verification(report).contains("MISMATCH   /tensors/layer.weight"), InspectText.verification(report))
     }
 
     func testValidatorNamesTheChangedCheckpointTensor() throws {
@@ -232,7 +234,7 @@ final class VerifyTests: LocusTestCase {
         let f = Validator.validate(tv)
         XCTAssertEqual(f.map(\.object), ["/tensors/d@l2-norm"])
         XCTAssertTrue(f[0].message.hasPrefix("is nan, the data gives"), f[0].message)
-        XCTAssertTrue(Inspector.text(try Inspector.inspect(tv)).contains("nan"))
+        XCTAssertTrue(InspectText.report(try Inspector.inspect(tv)).contains("nan"))
 
         let bad = path("bad.h5")
         let w2 = try TaskVectorWriter(path: bad, baseFingerprint: someFingerprint)

@@ -1,5 +1,6 @@
 import Foundation
 import LocusFormat
+import LocusTestSupport
 import XCTest
 
 @testable import LocusMerge

@@ -1,6 +1,7 @@
 import Foundation
 import HDF5
 @testable import LocusFormat
+import LocusTestSupport
 import XCTest
 
 @testable import LocusMerge

@@ -1,4 +1,5 @@
 import Foundation
+import LocusTestSupport
 import XCTest
 
 @testable import SafeTensors

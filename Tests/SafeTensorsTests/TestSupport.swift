@@ -1,5 +1,6 @@
 import Foundation
 import LocusRandom
+import LocusTestSupport
 import XCTest
 
 @testable import SafeTensors
@@ -45,15 +46,6 @@ func entryJSON(_ dtype: String, _ shape: [Int], _ begin: Int, _ end: Int) -> Str
 }
 
 extension XCTestCase {
-    /// A fresh directory removed after the test.
-    func makeTemporaryDirectory() throws -> String {
-        let url = FileManager.default.temporaryDirectory
-            .appendingPathComponent("SafeTensorsTests-\(UUID().uuidString)", isDirectory: true)
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
-        return url.path
-    }
-
     /// Runs `body`, requires it to throw a `SafeTensorsError`, and returns it.
     func expectSafeTensorsError(
         _ body: () throws -> Void, file: StaticString = #filePath, line: UInt = #line

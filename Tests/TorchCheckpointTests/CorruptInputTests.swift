@@ -1,5 +1,6 @@
 import Foundation
 import LocusRandom
+import LocusTestSupport
 import XCTest
 
 @testable import TorchCheckpoint

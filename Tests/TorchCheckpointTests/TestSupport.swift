@@ -1,4 +1,5 @@
 import Foundation
+import LocusTestSupport
 import XCTest
 
 @testable import TorchCheckpoint
@@ -99,14 +100,6 @@ func runPython(_ script: String, _ arguments: [String]) throws -> PythonResult {
 }
 
 extension XCTestCase {
-    func makeTemporaryDirectory() throws -> String {
-        let url = FileManager.default.temporaryDirectory
-            .appendingPathComponent("TorchCheckpointTests-\(UUID().uuidString)", isDirectory: true)
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
-        return url.path
-    }
-
     /// Skips (with the reason) when python3 with torch is not installed; `make deps` installs it.
     func requireTorch() throws {
         let result = try? runPython("import torch, numpy", [])

@@ -8,8 +8,8 @@ Where the result depends on a *decision* (TIES trim threshold, Breadcrumbs ranki
 inequality) the magnitudes compared are the float32 numbers Locus compares
 (float32(value · scale) · float32(weight)), so that ties created by rounding are the same ties; every
 sum, mean and the final θ0 + λ·τ are float64. Method and option names are the ones `locus merge --help` lists (docs/merging.md): task_arithmetic,
-ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, tall, consensus, fisher; density, scope, drop_rate, rescale,
-seed, gamma, tall_lambda, k, floor, normalize, weight, lambda, dtype. DARE's generator is re-implemented
+ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, tall, consensus, fisher, della, della_linear, model_stock,
+nuslerp, sce; density, scope, drop_rate, rescale, seed, gamma, epsilon, filter_wise, nuslerp_flatten, nuslerp_row_wise, select_topk, tall_lambda, k, floor, normalize, weight, lambda, dtype. DARE's generator is re-implemented
 from its documentation: SplitMix64 seeded with seed ^ FNV-1a(tensor name) ^ vector·0x9E3779B97F4A7C15,
 unit = (next >> 11)·2⁻⁵³, keep when unit ≥ p, one draw per stored entry in index order.
 """
@@ -235,8 +235,51 @@ def _after_dare(inp, t, name, idx, v32, o):
     return idx[keep], (v32[keep] * factor).astype(np.float32)
 
 
+def della_probabilities(vals, n, density, epsilon):
+    """DELLA's keep probability of each stored value of one row of n entries (Deep, Bhardwaj & Poria,
+    2024, §3): ranks by |value| ascending over the whole row (its n − nnz zeros first, equal magnitudes
+    by position), p = (density − ε) + r/(n − 1)·2ε for rank r (density when n = 1). Stored zeros get
+    density − ε (they are dropped whatever the draw)."""
+    vals = np.asarray(vals, dtype=np.float64)
+    p = np.full(len(vals), density - epsilon)
+    nz = np.flatnonzero(vals != 0)
+    order = nz[np.lexsort((nz, np.abs(vals[nz])))]
+    ranks = (n - len(nz)) + np.arange(len(order))
+    p[order] = (density - epsilon) + (ranks / (n - 1)) * 2 * epsilon if n > 1 else density
+    return p
+
+
+def della_units(name, vector, n, seed):
+    """The draws of DELLA's drop: the DARE generator of this vector and tensor, one per stored entry."""
+    return splitmix_units((seed ^ fnv1a(name) ^ ((vector * GOLDEN) & M64)) & M64, n)
+
+
+def _after_magprune(inp, t, name, idx, e32, o):
+    """DELLA's drop on the unweighted float32 entries of vector t: per row (rank ≥ 2; rank ≤ 1: the
+    tensor), kept when the draw is < p, divided by p in float64 then rounded to float32 (rescale)."""
+    d, eps = o.get("density", 0.2), o.get("epsilon", 0.15)
+    if d >= 1 or len(idx) == 0:
+        return idx, e32
+    shape = inp.base[name]["shape"]
+    n = int(np.prod(shape, dtype=np.int64))
+    row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else n
+    p = np.empty(len(idx))
+    rows = idx // row
+    for r in np.unique(rows):
+        sel = np.flatnonzero(rows == r)
+        p[sel] = della_probabilities(e32[sel], row, d, eps)
+    keep = (della_units(name, t, len(idx), o.get("seed", 0)) < p) & (e32 != 0)
+    v = e32[keep]
+    if o.get("rescale", True):
+        v = _f32(v.astype(np.float64) / p[keep])
+    return idx[keep], v.astype(np.float32)
+
+
 def _vector_entries(inp, t, name, o):
-    """Weighted (and, for DARE, dropped/rescaled) entries of vector t for one tensor."""
+    """Weighted (and, for DARE, dropped/rescaled; for DELLA, dropped then weighted) entries of vector t for one tensor."""
+    if o["method"] in ("della", "della_linear"):
+        idx, e32 = _after_magprune(inp, t, name, *inp.entries(t, name), o)
+        return idx, (e32 * np.float32(inp.w[t])).astype(np.float32)
     idx, v32 = inp.weighted(t, name)
     if o["method"] in ("dare_linear", "dare_ties"):
         idx, v32 = _after_dare(inp, t, name, idx, v32, o)
@@ -275,6 +318,49 @@ def direction(inp, name, o, thresholds=None):
             idx, e32 = inp.entries(t, name)
             np.add.at(d, idx, inp.w[t] * e32.astype(np.float64))
         return d, None
+    if m == "sce":
+        V = np.zeros((T, n))
+        for t in range(T):
+            idx, e32 = inp.entries(t, name)
+            V[t, idx] = e32.astype(np.float64)
+        return sce(V, o.get("select_topk", 1.0)), None
+    if m == "nuslerp":
+        v0, v1 = [np.zeros(n), np.zeros(n)]
+        for t, v in enumerate((v0, v1)):
+            idx, e32 = inp.entries(t, name)
+            v[idx] = e32.astype(np.float64)
+        w = inp.w
+        t = 0.5 if abs(w[0] + w[1]) < 1e-6 else w[1] / (w[0] + w[1])
+        if o.get("nuslerp_flatten", True) or len(shape) <= 1:
+            return nuslerp(t, v0, v1), None
+        if o.get("nuslerp_row_wise", False):   # slices along the first axis: the columns of (rows, rest)
+            cols = lambda v: v.reshape(shape[0], -1).T
+            return np.array([nuslerp(t, a, b) for a, b in zip(cols(v0), cols(v1))]).T.reshape(-1), None
+        rows = lambda v: v.reshape(-1, shape[-1])
+        return np.array([nuslerp(t, a, b) for a, b in zip(rows(v0), rows(v1))]).reshape(-1), None
+    if m == "model_stock":
+        vecs = []
+        for t in range(T):
+            idx, e32 = inp.entries(t, name)
+            dense = np.zeros(n)
+            dense[idx] = e32.astype(np.float64)
+            vecs.append(dense)
+        seg = int(shape[-1]) if o.get("filter_wise", False) and len(shape) > 1 else max(n, 1)
+        d = np.zeros(n)
+        for s0 in range(0, n, seg):
+            part = [v[s0:s0 + seg] for v in vecs]
+            d[s0:s0 + seg] = model_stock_ratio(part) * np.mean(part, axis=0)
+        return d, None
+    if m in ("della", "della_linear"):
+        kept = []
+        for t in range(T):
+            idx, v32 = _vector_entries(inp, t, name, o)
+            dense = np.zeros(n)
+            dense[idx] = v32.astype(np.float64)
+            kept.append(dense)
+        if m == "della_linear":
+            return np.sum(kept, axis=0) if kept else np.zeros(n), None
+        return sign_elect(np.array(kept) if kept else np.zeros((0, n))), None
     if m in ("ties", "dare_linear", "dare_ties"):
         use_ties = m in ("ties", "dare_ties")
         kept = []
@@ -338,6 +424,51 @@ def direction(inp, name, o, thresholds=None):
         votes = np.sum(masks, axis=0) if masks else np.zeros(n)
         return np.where(votes >= o.get("k", 2), mtl, 0.0), (masks, margins)
     raise ValueError(m)
+
+
+def sce(V, select_topk):
+    """SCE (Wan et al., 2025) on a (vectors × n) stack: select the top ⌊select_topk · (entries of nonzero
+    variance)⌋ entries by population variance across the vectors (float32, ties by position), weight
+    each vector by its mean squared value after selection (normalized; 1/N each when the sum is below
+    1e-6), keep each entry's values whose sign is that of the column sum (≥ 0 → +), weighted mean
+    with the divisor floored at 1e-6."""
+    if select_topk < 1:
+        var32 = V.var(axis=0).astype(np.float32)
+        k = int(int(np.count_nonzero(var32)) * select_topk)
+        keep = np.zeros(V.shape[1], bool)
+        keep[np.lexsort((np.arange(V.shape[1]), -var32.astype(np.float64)))[:k]] = True
+        V = V * keep
+    w = (V ** 2).mean(axis=1) if V.shape[1] else np.zeros(V.shape[0])
+    w = np.full(V.shape[0], 1.0 / V.shape[0]) if abs(w.sum()) < 1e-6 else w / w.sum()
+    majority = np.where(V.sum(axis=0) >= 0, 1.0, -1.0)
+    agree = np.sign(V) == majority
+    return (V * w[:, None] * agree).sum(axis=0) / np.maximum((w[:, None] * agree).sum(axis=0), 1e-6)
+
+
+def nuslerp(t, v0, v1):
+    """Spherical interpolation of two flat vectors as mergekit's nuslerp defines it: the norms floored at
+    1e-7, cos Ω clamped to [−1, 1], the linear interpolation when 1 − cos²Ω ≤ 1e-16."""
+    u0 = v0 / max(float(np.linalg.norm(v0)), 1e-7)
+    u1 = v1 / max(float(np.linalg.norm(v1)), 1e-7)
+    cos = min(1.0, max(-1.0, float(np.sum(u0 * u1))))
+    if 1 - cos * cos <= 1e-16:
+        return (1 - t) * v0 + t * v1
+    omega = math.acos(cos)
+    return (math.sin((1 - t) * omega) * v0 + math.sin(t * omega) * v1) / math.sin(omega)
+
+
+def model_stock_ratio(vs):
+    """Model Stock's t (Jang, Yun & Han, 2024, §3) from N ≥ 2 flat task vectors: cos θ the mean over pairs
+    of ⟨a, b⟩ / max(‖a‖‖b‖, 1e-6) clamped to [−1, 1], t = N cos θ / (1 + (N − 1) cos θ), 0 when that
+    denominator is below 1e-6 in magnitude."""
+    cs = []
+    for a in range(len(vs)):
+        for b in range(a + 1, len(vs)):
+            c = float(np.dot(vs[a], vs[b])) / max(float(np.linalg.norm(vs[a])) * float(np.linalg.norm(vs[b])), 1e-6)
+            cs.append(min(1.0, max(-1.0, c)))
+    cos = sum(cs) / len(cs)
+    den = 1 + (len(vs) - 1) * cos
+    return 0.0 if abs(den) < 1e-6 else len(vs) * cos / den
 
 
 def fisher(inp, name, scores, o):
@@ -410,7 +541,7 @@ def merge(base_path, tv_paths, options, scores_paths=()):
 
 def combine_models(method, xs, o):
     """One tensor (flat float64 arrays, one per model) → (exact result, size of the summands):
-    linear (Σ w_i x_i, divided by Σ w_i unless normalize is false) or slerp (two models)."""
+    linear (Σ w_i x_i, divided by Σ w_i unless normalize is false), slerp (two models) or karcher."""
     if method == "linear":
         w = o.get("weight") or [1.0] * len(xs)
         acc = np.zeros_like(xs[0])
@@ -422,12 +553,49 @@ def combine_models(method, xs, o):
             total = sum(w)
             return acc / total, mag / abs(total)
         return acc, mag
+    if method == "karcher":
+        out = karcher(xs, o.get("max_iter", 10), o.get("tol", 1e-5))
+        return out, np.sum([np.abs(x) for x in xs], axis=0)
     if method == "slerp":
         t = o.get("t", 0.5)
         v0, v1 = xs
         s0, s1 = slerp_coefficients(t, v0, v1)
         return s0 * v0 + s1 * v1, np.abs(s0 * v0) + np.abs(s1 * v1)
     raise ValueError(method)
+
+
+def karcher(xs, max_iter, tol):
+    """The Karcher mean of flat tensors on the unit sphere (Karcher, 1977), iterated on the vectors
+    themselves as mergekit's karcher describes it: unit vectors of the tensors whose norm exceeds tol,
+    start at their normalized mean, Riemannian gradient steps (exp map) until the step is below tol
+    or max_iter steps, then scaled by the mean norm of all tensors."""
+    if len(xs) == 1:
+        return xs[0].copy()
+    norms = [float(np.linalg.norm(x)) for x in xs]
+    valid = [i for i, nrm in enumerate(norms) if nrm > tol]
+    if not valid:
+        return np.zeros_like(xs[0])
+    units = [xs[i] / norms[i] for i in valid]
+    a = 1.0 / len(valid)
+    mean = sum(a * u for u in units)
+    mn = float(np.linalg.norm(mean))
+    mean = units[0].copy() if mn < tol else mean / mn
+    for _ in range(max_iter):
+        tangent = np.zeros_like(mean)
+        for u in units:
+            d = min(1.0, max(-1.0, float(np.dot(mean, u))))
+            th = math.acos(d)
+            if th < tol:
+                continue
+            tangent += a * (th / math.sin(th)) * (u - d * mean)
+        tn = float(np.linalg.norm(tangent))
+        if tn < tol:
+            break
+        mean = math.cos(tn) * mean + math.sin(tn) * (tangent / tn)
+        un = float(np.linalg.norm(mean))
+        if un > tol:
+            mean = mean / un
+    return (sum(norms) / len(xs)) * mean
 
 
 def slerp_coefficients(t, v0, v1, parallel=0.9995, eps=1e-8):

@@ -1,6 +1,6 @@
-"""`locus merge`'s coefficient searches on validation data (docs/talos.md §Choosing α), checked against
-numpy and h5py: per-task coefficients by coordinate and by seeded random search, and task negation with
-a control task (Ilharco et al., ICLR 2023, §3).
+"""Coefficient searches on validation data (docs/talos.md §Choosing α), checked against numpy and h5py:
+`locus merge --alpha-mode` (per-task coefficients by coordinate and by seeded random search) and
+`locus negate` (task negation with a control task, Ilharco et al., ICLR 2023, §3).
 
 Each test recomputes from the JSON what the pick must be, rebuilds the written model in numpy from the
 base and the task vectors, and has `locus eval` score the output, so neither the table nor the output is
@@ -69,12 +69,12 @@ def val_accuracy(locus, model, data, head):
     return r["accuracy"]
 
 
-@pytest.mark.parametrize("mode,extra", [("coordinate", ["--alpha-rounds", "2"]), ("random", ["--alpha-budget", "10", "--alpha-seed", "3"])])
-def test_per_task_coefficients(locus, tasks, tmp_path, mode, extra):
+@pytest.mark.parametrize("mode,spec", [("coordinate", "coordinate:2"), ("random", "random:10:3")])
+def test_per_task_coefficients(locus, tasks, tmp_path, mode, spec):
     d = tasks
     out, aj, svg = tmp_path / "merged.h5", tmp_path / "alpha.json", tmp_path / "alpha.svg"
     grid = [0, 0.25, 0.5, 0.75, 1.0]
-    r = assert_ok(locus("merge", d / "base.h5", d / "tau1.h5", d / "tau2.h5", "--alpha-grid", "0:1:0.25", "--alpha-mode", mode, *extra,
+    r = assert_ok(locus("merge", d / "base.h5", d / "tau1.h5", d / "tau2.h5", "--alpha-grid", "0:1:0.25", "--alpha-mode", spec,
                         "--eval", d / "d1.h5", d / "d2.h5", "--alpha-json", aj, "--plot", svg, "-o", out))
     j = json.loads(aj.read_text())
     assert j["strategy"] == mode and j["heads"] == ["t1", "t2"]
@@ -89,7 +89,7 @@ def test_per_task_coefficients(locus, tasks, tmp_path, mode, extra):
     else:
         assert len(rows) == 10
         again = tmp_path / "again.json"
-        assert_ok(locus("merge", d / "base.h5", d / "tau1.h5", d / "tau2.h5", "--alpha-grid", "0:1:0.25", "--alpha-mode", mode, *extra,
+        assert_ok(locus("merge", d / "base.h5", d / "tau1.h5", d / "tau2.h5", "--alpha-grid", "0:1:0.25", "--alpha-mode", spec,
                         "--eval", d / "d1.h5", d / "d2.h5", "--alpha-json", again, "-o", tmp_path / "again.h5"))
         assert json.loads(again.read_text())["rows"] == rows   # seeded: the same draws
     # the pick, recomputed: best average normalized accuracy, the first evaluated on ties
@@ -117,8 +117,8 @@ def test_per_task_coefficients(locus, tasks, tmp_path, mode, extra):
 def test_negation_with_a_control_task(locus, tasks, tmp_path):
     d = tasks
     out, aj, svg = tmp_path / "neg.h5", tmp_path / "neg.json", tmp_path / "neg.svg"
-    r = assert_ok(locus("merge", d / "base.h5", d / "tau2.h5", "--alpha-grid", "0:4:0.5", "--negate", d / "d2.h5",
-                        "--control", d / "d1.h5", "--control-head", "t1", "--keep", "0.95", "--alpha-json", aj, "--plot", svg, "-o", out))
+    r = assert_ok(locus("negate", d / "base.h5", d / "tau2.h5", "--alpha-grid", "0:4:0.5", "--eval", d / "d2.h5",
+                        "--control", d / "d1.h5", "--heads", "t2,t1", "--keep", "0.95", "--alpha-json", aj, "--plot", svg, "-o", out))
     j = json.loads(aj.read_text())
     assert j["head"] == "t2" and j["control_head"] == "t1"
     rows = j["rows"]
@@ -144,16 +144,19 @@ def test_negation_with_a_control_task(locus, tasks, tmp_path):
 def test_search_options_that_do_not_fit(locus, tasks, tmp_path):
     d = tasks
     out = tmp_path / "x.h5"
-    base = ["merge", d / "base.h5", d / "tau1.h5", d / "tau2.h5", "-o", out]
+    merge = ["merge", d / "base.h5", d / "tau1.h5", d / "tau2.h5", "-o", out]
+    negate = ["negate", d / "base.h5", d / "tau2.h5", "--eval", d / "d2.h5", "--control", d / "d1.h5", "-o", out]
     cases = [
-        (["--alpha-grid", "0:1:0.5", "--negate", d / "d2.h5", "--control", d / "d1.h5"], "--negate"),   # two vectors
-        (["--alpha-grid", "0:1:0.5", "--eval", d / "d1.h5", d / "d2.h5", "--method", "ties", "--alpha-mode", "random"], "--alpha-mode"),
-        (["--negate", d / "d2.h5", "--control", d / "d1.h5"], "--alpha-grid"),
-        (["--alpha-grid", "0:1:0.5", "--negate", d / "d2.h5"], "--control"),
-        (["--alpha-grid", "0:1:0.5", "--eval", d / "d1.h5", d / "d2.h5", "--keep", "1.5"], "--keep"),
+        (merge + ["--alpha-grid", "0:1:0.5", "--eval", d / "d1.h5", d / "d2.h5", "--method", "ties", "--alpha-mode", "random"], "--alpha-mode"),
+        (merge + ["--alpha-grid", "0:1:0.5", "--eval", d / "d1.h5", d / "d2.h5", "--alpha-mode", "coordinate:0"], "--alpha-mode"),
+        (merge + ["--alpha-mode", "random"], "--alpha-grid"),
+        (negate + ["--alpha-grid", "0:1:0.5", "--keep", "1.5"], "--keep"),
+        (negate + ["--alpha-grid", "-1:1:0.5"], "--alpha-grid"),
+        (negate, "--alpha-grid"),
+        (negate + ["--alpha-grid", "0:1:0.5"], "--heads"),   # both heads have 5 classes: the control's must be named
     ]
     for args, flag in cases:
-        r = locus(*base, *args)
+        r = locus(*args)
         assert r.code == 64, r                              # a usage error, before anything is written
         lines = [ln for ln in r.err.splitlines() if ln.strip()]
         assert len(lines) == 1 and flag in lines[0], r

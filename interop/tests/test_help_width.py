@@ -53,14 +53,8 @@ def test_no_line_wider_than_100_columns(locus_bin, command, columns):
     assert not wide, f"locus {' '.join(command)} --help at COLUMNS={columns}: (chars, bytes, line) " + repr(wide)
 
 
-# `merge` lists 30 options besides the checkpoint-reading ones; their lines alone exceed a screen at
-# 80 columns. strict: once its help fits, this marker must go.
-TOO_LONG = {"merge": "30 method options: the option list alone is longer than a screen at 80 columns"}
-
-
 @pytest.mark.parametrize("columns", WIDTHS)
-@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=TOO_LONG[c[0]]))
-                                     if c and c[0] in TOO_LONG else c for c in COMMANDS], ids=IDS)
+@pytest.mark.parametrize("command", COMMANDS, ids=IDS)
 def test_help_fits_one_screen(locus_bin, command, columns):
     lines = help_text(*command, columns=columns).splitlines()
     assert len(lines) <= ONE_SCREEN, f"locus {' '.join(command)} --help at COLUMNS={columns}: {len(lines)} lines"

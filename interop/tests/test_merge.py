@@ -678,13 +678,13 @@ def test_older_spellings_merge_identically(locus, setup, tmp_path, canonical, ol
 
 
 def test_recipe_matches_the_command_line(locus, setup, tmp_path):
-    """A mergekit-style recipe names the method and its parameters as `--help` does; the merge, and the
-    provenance's parameters, equal the command line's. Unknown keys are refused with their name."""
+    """A config with `semantics: locus` names the method and its parameters as `--methods` does; the merge,
+    and the provenance's parameters, equal the command line's. Unknown keys are refused with their name."""
     tvs = setup["tvs"][:3]
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"base_model: {setup['base']}\nmodels:\n"
                       + "".join(f"  - model: {t}\n    parameters: {{weight: {w}}}\n" for t, w in zip(tvs, (1.0, -0.5, 2.0)))
-                      + "merge_method: dare_ties\nparameters: {drop_rate: 0.6, density: 0.3, seed: 3, lambda: 0.8, rescale: false}\n")
+                      + "semantics: locus\nmerge_method: dare_ties\nparameters: {drop_rate: 0.6, density: 0.3, seed: 3, lambda: 0.8, rescale: false}\n")
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
     assert_ok(locus("merge", "--config", recipe, "-o", a))
     assert_ok(run_merge(locus, setup["base"], tvs, {"method": "dare_ties", "drop_rate": 0.6, "density": 0.3, "seed": 3, "lambda": 0.8,

@@ -12,6 +12,8 @@ import LocusFormat
 /// | dare_ties        | random, then magnitude | sign election |
 /// | breadcrumbs      | per-row outliers       | none          |
 /// | breadcrumbs_ties | per-row outliers       | sign election |
+/// | della_linear     | magnitude-ranked drop  | none          |
+/// | della            | magnitude-ranked drop  | sign election |
 protocol GeneralizedTaskArithmeticMethod: MergeMethodDefinition {
     var composition: GTAComposition { get }
 }
@@ -25,12 +27,19 @@ extension GeneralizedTaskArithmeticMethod {
         if composition.random { p += Sparsification.randomParameters }
         if composition.magnitude { p += Sparsification.magnitudeParameters }
         if composition.outliers { p += Sparsification.outlierParameters }
+        if composition.magPrune { p += Sparsification.magPruneParameters }
         return p
     }
 
     func validate(_ o: MergeOptions, inputCount: Int) -> [String] {
-        guard composition.outliers, o.breadcrumbsBeta + o.breadcrumbsGamma > 1 else { return [] }
-        return ["\(name) needs density (β) + gamma (γ) ≤ 1, got \(o.breadcrumbsBeta) + \(o.breadcrumbsGamma)"]
+        var out: [String] = []
+        if composition.outliers, o.breadcrumbsBeta + o.breadcrumbsGamma > 1 {
+            out.append("\(name) needs density (β) + gamma (γ) ≤ 1, got \(o.breadcrumbsBeta) + \(o.breadcrumbsGamma)")
+        }
+        if composition.magPrune, o.dellaDensity < 1, !(o.dellaDensity - o.dellaEpsilon > 0 && o.dellaDensity + o.dellaEpsilon < 1) {
+            out.append("\(name) needs density ± epsilon in (0, 1) (the keep probabilities), got \(o.dellaDensity) ± \(o.dellaEpsilon)")
+        }
+        return out
     }
 
     var producer: MergeProducer { .direction(GTAKernel(composition: composition)) }
@@ -51,7 +60,7 @@ struct GTAKernel: DirectionKernel {
             return try BreadcrumbsDirection(tensor: name, shape: shape, count: count, maxBlock: maxBlock, inputs: inputs,
                                             signElection: composition.signElection, options: o, scratch: scratch)
         }
-        return try BlockDirection(tensor: name, count: count, maxBlock: maxBlock, inputs: inputs, composition: composition, options: o,
+        return try BlockDirection(tensor: name, shape: shape, count: count, maxBlock: maxBlock, inputs: inputs, composition: composition, options: o,
                                   globalThresholds: context.globalThresholds, scratch: scratch)
     }
 }
@@ -72,8 +81,10 @@ enum Sparsification {
         .number("drop_rate", \.dareDropRate, aliases: ["dare-drop"], range: "[0, 1)", help: "probability p that an entry is dropped",
                 valid: { $0 >= 0 && $0 < 1 }),
         .bool("rescale", \.dareRescale, aliases: ["dare-rescale"], help: "rescale kept entries by 1/(1−p) (--no-rescale: without)"),
-        .unsigned("seed", \.seed, range: "[0, 2^64)", help: "seed of the drop decisions (SplitMix64, per vector and tensor)"),
+        seed,
     ]
+    /// The seed of the random sparsifications (DARE's and DELLA's drops).
+    static let seed = MergeParameter.unsigned("seed", \.seed, range: "[0, 2^64)", help: "seed of the drop decisions (SplitMix64, per vector and tensor)")
     /// Magnitude (TIES; Yadav et al., 2023, §3 "trim"): keep each vector's top `density` of |τ|.
     static let magnitudeParameters: [MergeParameter] = [
         .number("density", \.tiesDensity, aliases: ["ties-density"], range: "(0, 1]", help: "fraction of entries kept per vector, top by |τ|",
@@ -89,5 +100,15 @@ enum Sparsification {
                 valid: { $0 >= 0 && $0 < 1 }),
         .choice("scope", \.breadcrumbsScope, [.row, .tensor], aliases: ["breadcrumbs-scope"],
                 help: "rank per row (paper) or per tensor (mergekit)"),
+    ]
+    /// Magnitude-ranked drop (DELLA's MagPrune; Deep, Bhardwaj & Poria, 2024, §3): per row, keep the entry of
+    /// |τ| rank r (ascending) of n with probability (density − ε) + 2ε·r/(n − 1), rescaled by 1/p.
+    static let magPruneParameters: [MergeParameter] = [
+        .number("density", \.dellaDensity, range: "(0, 1], density ± epsilon in (0, 1)",
+                help: "mean keep probability per row (1 keeps every entry)", valid: { $0 > 0 && $0 <= 1 }),
+        .number("epsilon", \.dellaEpsilon, range: "[0, 1)", help: "ε, half the spread of keep probabilities from smallest to largest |τ|",
+                valid: { $0 >= 0 && $0 < 1 }),
+        .bool("rescale", \.dellaRescale, help: "divide each kept entry by its keep probability (--no-rescale: without)"),
+        seed,
     ]
 }

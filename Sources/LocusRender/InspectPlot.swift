@@ -1,4 +1,5 @@
 import Foundation
+import LocusFormat
 
 /// SVG plots for `locus inspect --plot`: plain SVG text, no dependencies.
 ///
@@ -50,14 +51,14 @@ public enum InspectPlot {
         let overall = t.count == 0 ? 0 : Double(hits) / Double(t.count)
         func hitsOf(_ e: InspectReport.Tensor) -> Int { (isMask ? e.ones : e.nnz) ?? 0 }
         let counts = r.tensors.map { e in "\(hitsOf(e))/\(e.count)" }
-        let percents = r.tensors.map { e in e.count == 0 ? "empty" : Inspector.percent(e.density) }
+        let percents = r.tensors.map { e in e.count == 0 ? "empty" : TextFormat.percent(e.density) }
         let labels = zip(counts, percents).map { $0 + "  " + $1 }
 
         var subtitle = isMask ? "bar = ones / elements of each tensor (1 = trainable)"
                               : "bar = non-zeros / elements of each tensor"
         if let a = r.absent_tensors { subtitle += "; tensors without a mask are \(a)" }
-        if let s = r.scale { subtitle += "; scale \(Inspector.number(s))" }
-        if let l2 = t.l2_norm { subtitle += "; ‖τ‖₂ \(Inspector.number(l2))" }
+        if let s = r.scale { subtitle += "; scale \(TextFormat.number(s))" }
+        if let l2 = t.l2_norm { subtitle += "; ‖τ‖₂ \(TextFormat.number(l2))" }
 
         let layout = RowLayout(names: r.tensors.map(\.name), rightLabels: labels)
         let rowH = 22.0, barH = 14.0
@@ -65,7 +66,7 @@ public enum InspectPlot {
         let bottom = top + Double(r.tensors.count) * rowH
         var svg = SVG(height: bottom + 52)
         svg.title(fileName(r.path) + " — \(r.kind): \(r.tensors.count) tensor\(r.tensors.count == 1 ? "" : "s"), "
-                  + "\(what) \(hits) of \(t.count) (\(Inspector.percent(overall)))")
+                  + "\(what) \(hits) of \(t.count) (\(TextFormat.percent(overall)))")
         svg.subtitle(subtitle)
         // Axis: 0 … 100 %.
         for p in stride(from: 0, through: 100, by: 25) {
@@ -93,7 +94,7 @@ public enum InspectPlot {
         // The overall density.
         let ox = layout.plotX + min(1, max(0, overall)) * layout.plotW
         svg.line(ox, top - 4, ox, bottom + 4, stroke: "#d62728", width: 1.5, dash: "5,3", attributes: ["class": "overall"])
-        let label = "overall \(Inspector.percent(overall))"
+        let label = "overall \(TextFormat.percent(overall))"
         let lw = Double(label.count) * SVG.charWidth(11)
         let lx = min(max(ox, layout.plotX + lw / 2), layout.plotX + layout.plotW - lw / 2)
         svg.text(lx, bottom + 18, label, size: 11, anchor: "middle", fill: "#d62728", weight: "bold")
@@ -105,7 +106,7 @@ public enum InspectPlot {
     static func scoresChart(_ r: InspectReport, _ h: ScoreHistogram) -> String {
         let medians = r.tensors.map { e -> String in
             guard let q = e.quantiles, q.count == 5 else { return "empty" }
-            return "median " + Inspector.number(q[2])
+            return "median " + TextFormat.number(q[2])
         }
         let layout = RowLayout(names: r.tensors.map(\.name), rightLabels: medians, minimumPlotX: 96)
         let zeroW = 34.0, gap = 16.0
@@ -130,10 +131,10 @@ public enum InspectPlot {
         var sub = "\(h.total) values in \(r.tensors.count) tensor\(r.tensors.count == 1 ? "" : "s"): \(h.zeros) zero"
         if h.total > 0 {
             let f = Double(h.zeros) / Double(h.total)
-            sub += " (\(f > 0 && f < 0.0005 ? "<0.1%" : Inspector.percent(f)))"
+            sub += " (\(f > 0 && f < 0.0005 ? "<0.1%" : TextFormat.percent(f)))"
         }
         sub += ", \(positive) non-zero"
-        if let a = h.minPositive, let b = h.maxPositive { sub += " from \(Inspector.number(a)) to \(Inspector.number(b))" }
+        if let a = h.minPositive, let b = h.maxPositive { sub += " from \(TextFormat.number(a)) to \(TextFormat.number(b))" }
         if h.invalid > 0 { sub += "; \(h.invalid) negative or non-finite values not shown" }
         svg.subtitle(sub)
 
@@ -165,7 +166,7 @@ public enum InspectPlot {
             let a = h.lo + Double(i) * (h.hi - h.lo) / Double(h.counts.count), b = a + (h.hi - h.lo) / Double(h.counts.count)
             let x0 = axisX + (a - lo) / (hi - lo) * axisW
             svg.open("g", [:])
-            svg.raw("<title>\(Inspector.number(pow(10, a))) … \(Inspector.number(pow(10, b))): \(c) values</title>")
+            svg.raw("<title>\(TextFormat.number(pow(10, a))) … \(TextFormat.number(pow(10, b))): \(c) values</title>")
             // A bin that holds anything stays visible (at least 1.5 px) however tall the others are.
             let bh = c == 0 ? 0 : max(1.5, Double(c) / yMax * histH)
             svg.rect(x0 + 0.5, histBottom - bh, max(0.5, bw - 1), bh, fill: "#4c78a8", attributes: ["class": "bin"])
@@ -194,7 +195,7 @@ public enum InspectPlot {
         for (i, e) in r.tensors.enumerated() {
             let y = boxTop + Double(i) * rowH, mid = y + rowH / 2
             svg.open("g", ["class": "tensor", "data-name": e.name])
-            let qText = e.quantiles.map { $0.map { Inspector.number($0) }.joined(separator: " · ") } ?? "-"
+            let qText = e.quantiles.map { $0.map { TextFormat.number($0) }.joined(separator: " · ") } ?? "-"
             svg.raw("<title>\(xmlEscape(e.name)): \(xmlEscape(qText))</title>")
             if i % 2 == 0 { svg.rect(layout.margin, y, width - 2 * layout.margin, rowH, fill: "#f5f7f9") }
             svg.text(layout.plotX - 8, mid + 4, layout.fitName(e.name), size: 12, anchor: "end", fill: "#222", mono: true)
@@ -260,7 +261,7 @@ public enum InspectPlot {
 
     /// A short label: at most 3 significant digits.
     static func tickLabel(_ v: Double) -> String {
-        guard v > 0, v.isFinite else { return Inspector.number(v) }
+        guard v > 0, v.isFinite else { return TextFormat.number(v) }
         let e = Int(floor(log10(v)))
         let p = pow(10, Double(e - 2))
         let r = (v / p).rounded() * p
@@ -285,196 +286,4 @@ public enum InspectPlot {
         }
         return String(Int(c))
     }
-}
-
-/// The histogram of log10(score) over a scores file, built by reading one tensor at a time.
-public struct ScoreHistogram: Sendable, Equatable {
-    /// Values equal to 0.
-    public var zeros = 0
-    /// Counts of positive values in equal-width bins of log10(score) over [lo, hi]; empty when no value is positive.
-    public var counts: [Int] = []
-    /// log10 of the smallest and largest positive value.
-    public var lo = 0.0, hi = 0.0
-    public var minPositive: Double?, maxPositive: Double?
-    /// Negative or non-finite values (never in a valid file).
-    public var invalid = 0
-    public var total: Int { zeros + invalid + counts.reduce(0, +) }
-
-    /// The x range to draw: [lo, hi], widened when it is a single point or empty.
-    public var displayRange: (Double, Double) {
-        if counts.isEmpty { return (-1, 1) }
-        return hi > lo ? (lo, hi) : (lo - 0.5, hi + 0.5)
-    }
-
-    /// Reads the tensors `names` of the scores file at `path`. The positive range comes from the stored
-    /// quantiles where a tensor's minimum is positive, and from the values otherwise; if the values turn out
-    /// to lie outside it (stale attributes), the binning is redone with the range the values show.
-    public static func read(_ path: String, tensors names: [String], quantiles: [[Double]?], bins: Int = 40) throws -> ScoreHistogram {
-        let s = try ScoresReader(path: path)
-        let byName = Dictionary(s.tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let tensors = try names.map { n in
-            guard let t = byName[n] ?? s.tensor(named: n) else { throw LocusError(file: path, object: "/tensors", "no tensor named '\(n)'") }
-            return t
-        }
-        func positiveRange(_ v: [Float]) -> (Double, Double)? {
-            var lo = Float.infinity, hi: Float = 0
-            for x in v where x > 0 && x.isFinite { lo = min(lo, x); hi = max(hi, x) }
-            return hi > 0 ? (Double(lo), Double(hi)) : nil
-        }
-        // Pass 1: the positive range.
-        var lo = Double.infinity, hi = 0.0
-        for (t, q) in zip(tensors, quantiles) where t.count > 0 {
-            if let q, q.count == 5, q[0] > 0, q[4].isFinite {
-                lo = min(lo, q[0]); hi = max(hi, q[4])
-            } else if let r = positiveRange(try s.read(t)) {
-                lo = min(lo, r.0); hi = max(hi, r.1)
-            }
-        }
-        // Pass 2: the counts (at most twice, see above).
-        for _ in 0..<2 {
-            var h = ScoreHistogram()
-            if hi > 0 {
-                h.minPositive = lo; h.maxPositive = hi
-                h.lo = log10(lo); h.hi = log10(hi)
-                h.counts = [Int](repeating: 0, count: bins)
-            }
-            let width = h.hi - h.lo
-            var seenLo = Double.infinity, seenHi = 0.0
-            for t in tensors where t.count > 0 {
-                let v = try s.read(t)
-                v.withUnsafeBufferPointer { p in
-                    for x in p {
-                        if x == 0 { h.zeros += 1; continue }
-                        guard x > 0, x.isFinite else { h.invalid += 1; continue }
-                        let d = Double(x)
-                        seenLo = min(seenLo, d); seenHi = max(seenHi, d)
-                        guard !h.counts.isEmpty else { continue }
-                        let i = width > 0 ? Int((log10(d) - h.lo) / width * Double(bins)) : bins / 2
-                        h.counts[min(bins - 1, max(0, i))] += 1
-                    }
-                }
-            }
-            if seenHi == 0 || (seenLo >= lo && seenHi <= hi) { return h }
-            lo = seenLo; hi = seenHi
-        }
-        throw LocusError(file: path, "the scores changed while they were being read")
-    }
-}
-
-/// Where the name column, plot area and right-hand label column go for a list of tensors.
-struct RowLayout {
-    let margin = 16.0
-    let plotX: Double, plotW: Double
-    let nameChars: Int
-
-    init(names: [String], rightLabels: [String], minimumPlotX: Double = 0) {
-        let cw = SVG.charWidth(12)
-        let right = Double(min(32, rightLabels.map(\.count).max() ?? 0)) * cw + 16
-        let available = InspectPlot.width - 2 * margin - right
-        // Names get at most 48 characters and never squeeze the plot below 55 % of the width.
-        let longest = min(48, names.map(\.count).max() ?? 0)
-        let maxChars = Int((available * 0.45 - 12) / cw)
-        nameChars = max(8, min(longest, maxChars))
-        plotX = max(minimumPlotX, margin + Double(nameChars) * cw + 12)
-        plotW = InspectPlot.width - margin - right - plotX
-    }
-
-    /// The name, shortened in the middle with "…" when it does not fit.
-    func fitName(_ name: String) -> String {
-        guard name.count > nameChars else { return name }
-        let keep = nameChars - 1, head = keep / 2, tail = keep - head
-        return String(name.prefix(head)) + "…" + String(name.suffix(tail))
-    }
-}
-
-/// A minimal SVG document builder. All text goes through `xmlEscape`.
-struct SVG {
-    let height: Double
-    private var parts: [String] = []
-    static let sans = "DejaVu Sans, Verdana, Arial, Helvetica, sans-serif"
-    static let mono = "DejaVu Sans Mono, Menlo, Consolas, monospace"
-
-    init(height: Double) { self.height = height.rounded(.up) }
-
-    /// Advance of one monospace character at `size` px (DejaVu Sans Mono: 0.602 em).
-    static func charWidth(_ size: Double) -> Double { size * 0.61 }
-
-    static func f(_ x: Double) -> String {
-        let r = (x * 10).rounded() / 10
-        let s = String(r)
-        return s.hasSuffix(".0") ? String(s.dropLast(2)) : s
-    }
-
-    private static func attrs(_ a: [String: String]) -> String {
-        a.sorted { $0.key < $1.key }.map { " \($0.key)=\"\(xmlEscape($0.value))\"" }.joined()
-    }
-
-    mutating func raw(_ s: String) { parts.append(s) }
-    mutating func open(_ tag: String, _ a: [String: String]) { parts.append("<\(tag)\(SVG.attrs(a))>") }
-    mutating func close(_ tag: String) { parts.append("</\(tag)>") }
-
-    mutating func rect(_ x: Double, _ y: Double, _ w: Double, _ h: Double, fill: String, stroke: String? = nil,
-                       attributes: [String: String] = [:]) {
-        var a = attributes
-        a["x"] = SVG.f(x); a["y"] = SVG.f(y); a["width"] = SVG.f(max(0, w)); a["height"] = SVG.f(max(0, h)); a["fill"] = fill
-        if let stroke { a["stroke"] = stroke }
-        parts.append("<rect\(SVG.attrs(a))/>")
-    }
-
-    mutating func line(_ x1: Double, _ y1: Double, _ x2: Double, _ y2: Double, stroke: String, width: Double = 1, dash: String? = nil,
-                       attributes: [String: String] = [:]) {
-        var a = attributes
-        a["x1"] = SVG.f(x1); a["y1"] = SVG.f(y1); a["x2"] = SVG.f(x2); a["y2"] = SVG.f(y2)
-        a["stroke"] = stroke; a["stroke-width"] = SVG.f(width)
-        if let dash { a["stroke-dasharray"] = dash }
-        parts.append("<line\(SVG.attrs(a))/>")
-    }
-
-    mutating func text(_ x: Double, _ y: Double, _ s: String, size: Double, anchor: String = "start", fill: String = "#000",
-                       weight: String? = nil, mono: Bool = false, attributes: [String: String] = [:]) {
-        var a = attributes
-        a["x"] = SVG.f(x); a["y"] = SVG.f(y); a["font-size"] = SVG.f(size); a["fill"] = fill
-        if anchor != "start" { a["text-anchor"] = anchor }
-        if let weight { a["font-weight"] = weight }
-        if mono { a["font-family"] = SVG.mono }
-        parts.append("<text\(SVG.attrs(a))>\(xmlEscape(s))</text>")
-    }
-
-    mutating func title(_ s: String) {
-        parts.append("<title>\(xmlEscape(s))</title>")
-        text(16, 30, s, size: 16, fill: "#111", weight: "bold")
-    }
-    mutating func subtitle(_ s: String) { text(16, 52, s, size: 12, fill: "#555") }
-
-    func render() -> String {
-        let w = SVG.f(InspectPlot.width), h = SVG.f(height)
-        return """
-        <?xml version="1.0" encoding="UTF-8"?>
-        <svg xmlns="http://www.w3.org/2000/svg" width="\(w)" height="\(h)" viewBox="0 0 \(w) \(h)" font-family="\(SVG.sans)">
-        <rect x="0" y="0" width="\(w)" height="\(h)" fill="#ffffff"/>
-        \(parts.joined(separator: "\n"))
-        </svg>
-
-        """
-    }
-}
-
-/// Escapes text for XML content and attribute values; characters XML 1.0 cannot hold become U+FFFD.
-func xmlEscape(_ s: String) -> String {
-    var out = ""
-    out.reserveCapacity(s.utf8.count)
-    for u in s.unicodeScalars {
-        switch u {
-        case "&": out += "&amp;"
-        case "<": out += "&lt;"
-        case ">": out += "&gt;"
-        case "\"": out += "&quot;"
-        case "'": out += "&apos;"
-        case "\t", "\n", "\r": out.unicodeScalars.append(u)
-        default:
-            let v = u.value
-            if v < 0x20 || (0xFFFE...0xFFFF).contains(v) { out += "\u{FFFD}" } else { out.unicodeScalars.append(u) }
-        }
-    }
-    return out
 }

@@ -4,10 +4,12 @@ import FoundationXML
 #endif
 import HDF5
 import LocusFormat
+import LocusRender
+import LocusTestSupport
 import XCTest
 
 /// `locus inspect --plot`: the SVGs parse as XML and show one row per tensor with the right numbers.
-final class PlotTests: LocusTestCase {
+final class PlotTests: ScratchDirectoryTestCase {
 
     /// An element of the parsed SVG.
     final class Node {
@@ -188,7 +190,9 @@ final class PlotTests: LocusTestCase {
         try w.add(name: "t", shape: [3], values: [0.01, 1, 100])
         try w.finish()
         // Claim a narrower range than the values have.
-        try modifyHDF5(p) { root in try root.openGroup("tensors").openDataset("t").setAttribute("quantiles", [0.1, 0.2, 0.5, 0.7, 1.0]) }
+        let f = try File.open(p, mode: .readWrite)
+        try f.root.openGroup("tensors").openDataset("t").setAttribute("quantiles", [0.1, 0.2, 0.5, 0.7, 1.0])
+        try f.close()
         let report = try Inspector.inspect(p)
         let h = try ScoreHistogram.read(p, tensors: ["t"], quantiles: report.tensors.map(\.quantiles))
         XCTAssertEqual(h.counts.reduce(0, +), 3)
@@ -204,7 +208,7 @@ final class PlotTests: LocusTestCase {
         try w.add(name: "w", values: [1, 2], shape: [2])
         _ = try w.finish()
         let before = try listing()
-        let e = expectLocusError(mentioning: p) { _ = try InspectPlot.svg(try Inspector.inspect(p)) }
+        let e = expectError(LocusError.self, mentioning: [p]) { _ = try InspectPlot.svg(try Inspector.inspect(p)) }
         XCTAssertTrue(e?.message.contains("no plot for kind checkpoint") ?? false, "\(String(describing: e))")
         XCTAssertEqual(try listing(), before)
     }
@@ -214,7 +218,7 @@ final class PlotTests: LocusTestCase {
         try "old".write(toFile: out, atomically: false, encoding: .utf8)
         try InspectPlot.write("<svg/>", to: out)
         XCTAssertEqual(try String(contentsOfFile: out, encoding: .utf8), "<svg/>")
-        expectLocusError(mentioning: path("missing/plot.svg")) { try InspectPlot.write("<svg/>", to: self.path("missing/plot.svg")) }
+        expectError(LocusError.self, mentioning: [path("missing/plot.svg")]) { try InspectPlot.write("<svg/>", to: self.path("missing/plot.svg")) }
         XCTAssertEqual(try listing(), ["plot.svg"])
     }
 }

@@ -147,7 +147,7 @@ public final class TensorSettings: Sendable {
 
     /// The range problems of `o` for this table (mergekit semantics; Locus's are the method's own checks).
     func problems(_ o: MergeOptions, inputCount: Int) -> [String] {
-        guard o.semantics == .mergekit else { return MergeMethods.problems(o, inputCount: inputCount) }
+        guard o.semantics == .mergekit, !MergeConfig.ownTableMethods.contains(o.method.name) else { return MergeMethods.problems(o, inputCount: inputCount) }
         var out = table.filter { !$0.valid(o) }.map { "\(o.method.name): \($0.name) must be \($0.range.isEmpty ? "valid" : "in \($0.range)") (\($0.help))" }
         if let w = o.weights, w.count != inputCount { out.append("\(w.count) weights for \(inputCount) inputs") }
         return out
@@ -254,7 +254,10 @@ public struct MergeConfig: Sendable {
     static let keys = ["merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "semantics", "include", "exclude"]
 
     /// The methods a mergekit-semantics config can name (mergekit's names).
-    public static let mergekitMethods = ["task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "linear", "slerp"]
+    public static let mergekitMethods = ["task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "linear", "slerp",
+                                         "model_stock", "nuslerp", "karcher", "sce"]
+    /// Of those, the methods whose own parameter table already uses mergekit's keys and semantics.
+    static let ownTableMethods: Set<String> = ["model_stock", "nuslerp", "karcher", "sce"]
 
     public static func load(_ path: String) throws -> MergeConfig {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw LocusError(file: path, "cannot read the merge config") }
@@ -397,7 +400,7 @@ public struct MergeConfig: Sendable {
     /// The parameter table a config's keys are resolved through: the method's own (Locus
     /// semantics) or mergekit's names for it (mergekit semantics).
     static func table(_ method: any MergeMethodDefinition, _ semantics: MergeSemantics) -> [MergeParameter] {
-        guard semantics == .mergekit else { return method.parameters }
+        guard semantics == .mergekit, !ownTableMethods.contains(method.name) else { return method.parameters }
         return MergekitParameters.table(method.name)
     }
 

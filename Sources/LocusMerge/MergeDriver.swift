@@ -19,6 +19,15 @@ extension Merger {
             return try mergeMergekit(base: basePath, inputs: taskVectors, output: output, options: o, warn: warn, provenance: provenance,
                                      outputFormat: outputFormat, shardBytes: shardBytes)
         }
+        if o.semantics == .mergekit, try taskVectors.contains(where: { try !isTaskVector($0) }) {
+            // A mergekit config of a method with its own kernel (model_stock, nuslerp, sce) lists
+            // fine-tuned checkpoints: their exact task vectors, made by `diff` (streamed) beside the
+            // output, are what the kernel reads; they are removed afterwards.
+            return try withTaskVectors(base: basePath, inputs: taskVectors, near: output) { vectors in
+                try merge(base: basePath, taskVectors: vectors, output: output, options: o, warn: warn, provenance: provenance,
+                          outputFormat: outputFormat, shardBytes: shardBytes)
+            }
+        }
         let base = try openCheckpoint(path: basePath)
         if let fine = try taskVectors.first(where: { try !isTaskVector($0) }) {
             throw LocusError(file: fine, "is a checkpoint, not a task vector: \(o.method.name) (Locus semantics) merges task vectors "
@@ -372,5 +381,27 @@ extension Merger {
             out[t.name] = try mergedDirection(t, kernel: kernel, inputs: inputs, options: o, context: context)
         }
         return out
+    }
+}
+
+extension Merger {
+    /// Calls `body` with each input as a task vector: task vectors as they are, checkpoints as
+    /// θ_i − θ_base written by `TaskArithmetic.diff` into a hidden folder beside `output` (the
+    /// output's file system, not /tmp), which is removed whatever happens.
+    static func withTaskVectors<R>(base: String, inputs: [String], near output: String, _ body: ([String]) throws -> R) throws -> R {
+        let parent = URL(fileURLWithPath: output.hasSuffix("/") ? String(output.dropLast()) : output).deletingLastPathComponent().path
+        let folder = parent + "/.locus-task-vectors-\(ProcessInfo.processInfo.processIdentifier)-\(UInt64(Date().timeIntervalSince1970 * 1e6))"
+        do { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: false) } catch {
+            throw LocusError(file: folder, "cannot create a folder for the inputs' task vectors: \(error.localizedDescription)")
+        }
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var vectors: [String] = []
+        for (i, p) in inputs.enumerated() {
+            if try isTaskVector(p) { vectors.append(p); continue }
+            let tv = folder + "/input-\(i).h5"
+            try TaskArithmetic.diff(base: base, finetuned: p, output: tv)
+            vectors.append(tv)
+        }
+        return try body(vectors)
     }
 }

@@ -80,8 +80,8 @@ final class MergeConfigTests: XCTestCase {
         XCTAssertNoThrow(try parse("semantics: locus\nmerge_method: dare_ties\n" + models + "parameters: {drop_rate: 0.3, scope: tensor}\n"))
         m = message { _ = try self.parse("merge_method: tall\n" + models) }
         XCTAssertTrue(m.contains("semantics: locus"), m)
-        m = message { _ = try self.parse("merge_method: della\n" + models) }
-        XCTAssertTrue(m.contains("della") && m.contains("not supported"), m)
+        m = message { _ = try self.parse("merge_method: passthrough\n" + models) }
+        XCTAssertTrue(m.contains("passthrough") && m.contains("not supported"), m)
         m = message { _ = try self.parse("merge_method: ties\n" + models + "parameters: {lambda: [{filter: a, valu: 1}]}\n") }
         XCTAssertTrue(m.contains("valu"), m)
         m = message { _ = try self.parse("merge_method: ties\n" + models + "parameters: {density: -0.5}\n").plan() }

@@ -218,13 +218,32 @@ CONFIGS = {
         "merge_method": "slerp", "base_model": "ft1",
         "models": [{"model": "ft0"}, {"model": "ft1"}],
         "parameters": {"t": [{"filter": "self_attn", "value": [0, 0.5, 1]}, {"filter": "mlp", "value": [1, 0.5, 0]}, {"value": 0.3}]}},
+    # Methods with a kernel of their own: the config lists fine-tuned checkpoints, Locus merges their exact task vectors.
+    "model-stock": {
+        "merge_method": "model_stock",
+        "models": [{"model": "base"}, {"model": "ft0"}, {"model": "ft1"}, {"model": "ft2"}]},
+    "model-stock-filter-wise": {
+        "merge_method": "model_stock",
+        "models": [{"model": "ft0"}, {"model": "ft1"}],
+        "parameters": {"filter_wise": True}},
+    "nuslerp": {
+        "merge_method": "nuslerp",
+        "models": [{"model": "ft0", "parameters": {"weight": 0.3}}, {"model": "ft1", "parameters": {"weight": 0.9}}]},
+    "sce": {
+        "merge_method": "sce",
+        "models": [{"model": "ft0"}, {"model": "ft1"}, {"model": "ft2"}],
+        "parameters": {"select_topk": 0.4}},
+    "karcher": {
+        "merge_method": "karcher",
+        "models": [{"model": "ft0"}, {"model": "ft1"}, {"model": "ft2"}],
+        "parameters": {"max_iter": 20, "tol": 1e-7}},
 }
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_matches_mergekit(locus, llama, tmp_path, name):
     config = dict(CONFIGS[name], dtype="float32")
-    config.setdefault("base_model", None if config["merge_method"] in ("linear", "slerp") else "base")
+    config.setdefault("base_model", None if config["merge_method"] in ("linear", "slerp", "karcher") else "base")
     if config["base_model"] is None:
         del config["base_model"]
     want, got, r = run_both(locus, llama, tmp_path, config)

@@ -7,7 +7,7 @@ struct KarcherMethod: MergeMethodDefinition {
     let name = "karcher"
     let summary = [
         "per tensor, u_i = θ_i/‖θ_i‖ (models with ‖θ_i‖ ≤ --tol left out of the direction); start from the",
-        "normalized mean of the u_i, then up to --max-iter steps m ← exp_m(Σ_i (1/n) Ω_i/sin Ω_i",
+        "normalized mean of the u_i, then up to --max-iter steps m ← exp_m(mean_i Ω_i/sin Ω_i",
         "(u_i − cos Ω_i m)), Ω_i the angle from m to u_i, stopping when the step is below --tol;",
         "θ = (Σ_i ‖θ_i‖/N) · m, as mergekit's karcher; no base, no weights",
     ]

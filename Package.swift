@@ -8,7 +8,7 @@ import PackageDescription
 //   CZlib → TorchCheckpoint (strict torch.save reader, restricted unpickler, knows nothing of Locus)
 //   LocusFormat (the Locus layout: kinds, rules, validation, conversion)
 //   CZlib → LocusData (IDX / CSV(.gz) import, splits, task derivation → dataset artifacts)
-//   CBLAS (OpenBLAS loaded at run time) → LocusEngine (tensors, layers, models, training, scoring, masks)
+//   CBLAS (OpenBLAS loaded at run time) → LocusKernels (thread pool, SIMD kernels) → LocusEngine (tensors, layers, models, training, scoring, masks)
 //   LocusMerge (task-vector arithmetic on files: diff, apply, merge)
 //   locus (thin command-line front end)
 let package = Package(
@@ -37,7 +37,9 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "LocusData", dependencies: ["LocusFormat", "CZlib"]),
         .target(name: "CBLAS", linkerSettings: [.linkedLibrary("dl")]),
-        .target(name: "LocusEngine", dependencies: ["LocusFormat", "CBLAS"]),
+        // The engine's thread pool, product splitting and SIMD kernels (docs/engine-kernels.md).
+        .target(name: "LocusKernels", dependencies: ["CBLAS"]),
+        .target(name: "LocusEngine", dependencies: ["LocusFormat", "CBLAS", "LocusKernels"]),
         .target(name: "LocusMerge", dependencies: ["LocusFormat"]),
         .target(name: "LocusFormat", dependencies: [
             "HDF5", "SafeTensors", "TorchCheckpoint", "LocusRandom",

@@ -8,7 +8,7 @@ import PackageDescription
 //   CZlib → TorchCheckpoint (strict torch.save reader, restricted unpickler, knows nothing of Locus)
 //   LocusFormat (the Locus layout: kinds, rules, validation, conversion)
 //   CZlib → LocusData (IDX / CSV(.gz) import, splits, task derivation → dataset artifacts)
-//   CBLAS (OpenBLAS loaded at run time) → LocusEngine (tensors, layers, models, training, scoring, masks)
+//   CBLAS (OpenBLAS loaded at run time) → LocusKernels (thread pool, SIMD kernels) → LocusEngine (tensors, layers, models, training, scoring, masks)
 //   LocusMerge (task-vector arithmetic on files: diff, apply, merge)
 //   LocusRender (text tables and SVG plots of reports: inspect, compare)
 //   LocusWorkflows (what the commands do: train/finetune/eval/score/mask runs, α searches, negation)
@@ -41,7 +41,9 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "LocusData", dependencies: ["LocusFormat", "CZlib"]),
         .target(name: "CBLAS", linkerSettings: [.linkedLibrary("dl")]),
-        .target(name: "LocusEngine", dependencies: ["LocusFormat", "CBLAS"]),
+        // The engine's thread pool, product splitting and SIMD kernels (docs/engine-kernels.md).
+        .target(name: "LocusKernels", dependencies: ["CBLAS"]),
+        .target(name: "LocusEngine", dependencies: ["LocusFormat", "CBLAS", "LocusKernels"]),
         .target(name: "LocusMerge", dependencies: ["LocusFormat", .product(name: "Yams", package: "Yams")]),
         .target(name: "LocusRender", dependencies: ["LocusFormat", "LocusMerge"]),
         .target(name: "LocusFormat", dependencies: [

@@ -18,11 +18,15 @@ if [ ! -f "$FASHION" ]; then
   "$LOCUS" data import "$FASHION_IDX/train-images-idx3-ubyte.gz" "$FASHION_IDX/train-labels-idx1-ubyte.gz" \
     "$FASHION_IDX/t10k-images-idx3-ubyte.gz" "$FASHION_IDX/t10k-labels-idx1-ubyte.gz" -o "$FASHION"
 fi
+# Training throughput vs PyTorch CPU (MLP and LeNet, batch 64 and 128) and the sgemm check:
+# R interleaved rounds (BENCH_ROUNDS, default 5), medians and spread.
+ROUNDS=${BENCH_ROUNDS:-5}
+python3 bench/engine_bench.py "$LOCUS" "$LOCUS_BENCH" "$FASHION" --rounds "$ROUNDS" --json bench/out/engine.json
 # TaLoS scoring: efficient vs per-sample (same engine), vs the reference per-sample PyTorch loop
 # (docs/talos.md), vs one training epoch.
 python3 bench/score_bench.py "$LOCUS" "$LOCUS_BENCH" "$FASHION" --json bench/out/score.json
 # Vision transformer (ViT-Ti/16): training step vs PyTorch CPU, scoring vs the per-sample loop.
-python3 bench/vit_bench.py "$LOCUS" "$LOCUS_BENCH" --json bench/out/vit.json
+python3 bench/vit_bench.py "$LOCUS" "$LOCUS_BENCH" --rounds "$ROUNDS" --json bench/out/vit.json
 # The PyTorch bridge: TaLoSScorer (locus_h5.torch) vs a per-sample backward loop and one training epoch, CPU.
 python3 bench/torch_score_bench.py --json bench/out/torch_score.json
 # Reading torch.save state dicts: TorchCheckpointReader vs torch.load.

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import LocusKernels
 
 /// max(x, 0).
 public final class ReLU: ParameterFree {
@@ -12,13 +13,14 @@ public final class ReLU: ParameterFree {
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
         lastInput = mode.keepsActivations ? x : nil
-        return Tensor(shape: x.shape) { y in x.data.withUnsafeBufferPointer { s in for i in 0..<s.count { y[i] = max(s[i], 0) } } }
+        return Tensor(shape: x.shape) { y in x.data.withUnsafeBufferPointer { s in locus_relu(s.baseAddress, y.baseAddress, s.count) } }
     }
     public func backward(_ gy: Tensor) -> Tensor {
         lastOutputGradient = gy
         let x = lastInput!
+        precondition(x.count == gy.count, "ReLU.backward: \(gy.shape) for input \(x.shape)")
         return Tensor(shape: gy.shape) { g in x.data.withUnsafeBufferPointer { s in gy.data.withUnsafeBufferPointer { d in
-            for i in 0..<s.count { g[i] = s[i] > 0 ? d[i] : 0 } } } }
+            locus_relu_backward(s.baseAddress, d.baseAddress, g.baseAddress, s.count) } } }
     }
 }
 

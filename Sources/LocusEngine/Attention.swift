@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import LocusKernels
 
 /// Multi-head scaled dot-product self-attention without parameters: [B, T, 3D] (a fused qkv
 /// projection, laid out per token as q | k | v, each head-major as timm's `qkv.reshape(B, T, 3, H,
@@ -45,7 +46,7 @@ public final class SelfAttention: ParameterFree {
                     let p = probs.baseAddress! + (keep ? pair : half) * t * t
                     // S = scale · Q Kᵀ, then a row softmax in place.
                     BLAS.gemm(transB: true, m: t, n: t, k: dh, alpha: scale, a: q, lda: 3 * d, b: k, ldb: 3 * d, c: p, ldc: t)
-                    for r in 0..<t { FastMath.softmaxRow(p + r * t, count: t) }
+                    FastMath.softmaxRows(p, rows: t, count: t)
                     // O = P V, written straight into this head's columns of the output.
                     BLAS.gemm(m: t, n: dh, k: t, a: p, lda: t, b: v, ldb: 3 * d, c: out.baseAddress! + s * t * d + head * dh, ldc: d)
                 }
@@ -73,12 +74,7 @@ public final class SelfAttention: ParameterFree {
                     BLAS.gemm(transA: true, m: t, n: dh, k: t, a: p, lda: t, b: dO, ldb: d, c: dv, ldc: 3 * d)
                     BLAS.gemm(transB: true, m: t, n: t, k: dh, a: dO, lda: d, b: v, ldb: 3 * d, c: dS, ldc: t)
                     // Softmax backward per row: dS = P ⊙ (dP − ⟨dP, P⟩).
-                    for r in 0..<t {
-                        let pr = p + r * t, sr = dS + r * t
-                        var dot: Float = 0
-                        for j in 0..<t { dot += pr[j] * sr[j] }
-                        for j in 0..<t { sr[j] = pr[j] * (sr[j] - dot) }
-                    }
+                    locus_softmax_backward_rows(p, dS, t, t)
                     // dQ = scale · dS K;  dK = scale · dSᵀ Q
                     BLAS.gemm(m: t, n: dh, k: t, alpha: scale, a: dS, lda: t, b: k, ldb: 3 * d, c: dq, ldc: 3 * d)
                     BLAS.gemm(transA: true, m: t, n: dh, k: t, alpha: scale, a: dS, lda: t, b: q, ldb: 3 * d, c: dk, ldc: 3 * d)
@@ -153,6 +149,6 @@ extension Tensor {
     /// self += other (same shape): the residual connections.
     mutating func add(_ other: Tensor) {
         precondition(count == other.count, "add: \(shape) + \(other.shape)")
-        data.withUnsafeMutableBufferPointer { a in other.data.withUnsafeBufferPointer { b in for i in 0..<a.count { a[i] += b[i] } } }
+        data.withUnsafeMutableBufferPointer { a in other.data.withUnsafeBufferPointer { b in locus_add(a.baseAddress, b.baseAddress, a.count) } }
     }
 }

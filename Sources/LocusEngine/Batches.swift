@@ -54,8 +54,10 @@ public struct Batches {
         // x ↦ x·(scale/std) − mean/std, one multiply-add per element, per channel plane.
         let mul = (0..<channels).map { scale * inverseStd[inverseStd.count > 1 ? $0 : 0] }
         let add = (0..<channels).map { -mean[mean.count > 1 ? $0 : 0] * inverseStd[inverseStd.count > 1 ? $0 : 0] }
-        let x = Tensor(shape: [ids.count] + sampleShape) { out in
-            for (r, id) in ids.enumerated() {
+        let rows = Array(ids)
+        let x = Tensor(shape: [ids.count] + sampleShape) { out in Parallel.chunks(rows.count, minimum: 16) { range in
+            for r in range {
+                let id = rows[r]
                 let src = id * per, dst = r * per
                 for c in 0..<(per / plane) {
                     let (m, a, o) = (mul[c], add[c], c * plane)
@@ -67,7 +69,7 @@ public struct Batches {
                     }
                 }
             }
-        }
+        } }
         return (x, ids.map { Int(data.labels[$0]) })
     }
 }

@@ -1,3 +1,5 @@
+import LocusKernels
+
 /// 2-D convolution over [B, C, H, W] with a square kernel, stride and zero padding; weight
 /// [out, in, k, k] as in PyTorch. Computed as one GEMM over the im2col matrix of the whole batch.
 public final class Conv2d: InputGradientOptional {
@@ -55,14 +57,15 @@ public final class Conv2d: InputGradientOptional {
         } } }
         let biasValues = bias?.effective.data
         // [O, B·L] → [B, O, L], adding the bias.
+        let oc = outChannels
         return Tensor(shape: [b, outChannels, ho, wo]) { out in
             y2.withUnsafeBufferPointer { src in
-                for o in 0..<outChannels {
-                    let bo = biasValues?[o] ?? 0
-                    for s in 0..<b {
-                        let from = o * n + s * l, to = (s * outChannels + o) * l
+                Parallel.chunks(b) { samples in
+                    for s in samples { for o in 0..<oc {
+                        let bo = biasValues?[o] ?? 0
+                        let from = o * n + s * l, to = (s * oc + o) * l
                         for i in 0..<l { out[to + i] = src[from + i] + bo }
-                    }
+                    } }
                 }
             }
         }
@@ -75,12 +78,15 @@ public final class Conv2d: InputGradientOptional {
         let (ho, wo) = outputSize(h, w)
         let l = ho * wo, n = b * l
         // [B, O, L] → [O, B·L]
+        let oc = outChannels
         let g2 = [Float](unsafeUninitializedCapacity: outChannels * n) { buf, c in
             gy.data.withUnsafeBufferPointer { src in
-                for s in 0..<b { for o in 0..<outChannels {
-                    let from = (s * outChannels + o) * l, to = o * n + s * l
-                    for i in 0..<l { buf[to + i] = src[from + i] }
-                } }
+                Parallel.chunks(b) { samples in
+                    for s in samples { for o in 0..<oc {
+                        let from = (s * oc + o) * l, to = o * n + s * l
+                        for i in 0..<l { buf[to + i] = src[from + i] }
+                    } }
+                }
             }
             c = outChannels * n
         }
@@ -100,7 +106,7 @@ public final class Conv2d: InputGradientOptional {
     private func accumulateParameterGradients(_ g2: [Float], n: Int) {
         if let bias {
             bias.grad.data.withUnsafeMutableBufferPointer { db in g2.withUnsafeBufferPointer { g in
-                for o in 0..<outChannels { var s: Float = 0; for i in 0..<n { s += g[o * n + i] }; db[o] += s * (bias.forwardScale?[o] ?? 1) }
+                for o in 0..<outChannels { db[o] += locus_sum(g.baseAddress! + o * n, n) * (bias.forwardScale?[o] ?? 1) }
             } }
         }
         // dW += G · colsᵀ, straight into the gradient unless it must be scaled first.
@@ -156,58 +162,24 @@ public final class Conv2d: InputGradientOptional {
         return lo..<max(lo, hi)
     }
 
-    /// [B, C, H, W] → [C·k·k, B·Ho·Wo] (zero padding). The padded borders are filled separately
-    /// so the inner copy has no branch.
+    /// [B, C, H, W] → [C·k·k, B·Ho·Wo] (zero padding): LocusKernels' copy loop, split over samples.
     static func im2col(_ x: Tensor, channels c: Int, kernel k: Int, stride: Int, padding p: Int) -> [Float] {
         let b = x.shape[0], h = x.shape[2], w = x.shape[3]
         let ho = (h + 2 * p - k) / stride + 1, wo = (w + 2 * p - k) / stride + 1
-        let l = ho * wo, n = b * l
-        return [Float](unsafeUninitializedCapacity: c * k * k * n) { cols, count in
+        let count = c * k * k * b * ho * wo
+        return [Float](unsafeUninitializedCapacity: count) { cols, initialized in
             x.data.withUnsafeBufferPointer { src in
-                for ch in 0..<c { for kh in 0..<k { for kw in 0..<k {
-                    let row = ((ch * k + kh) * k + kw) * n
-                    let valid = validColumns(kw: kw, stride: stride, padding: p, width: w, outWidth: wo)
-                    for s in 0..<b {
-                        let plane = (s * c + ch) * h * w
-                        for oh in 0..<ho {
-                            let ih = oh * stride - p + kh
-                            let base = row + s * l + oh * wo
-                            if ih < 0 || ih >= h { for ow in 0..<wo { cols[base + ow] = 0 }; continue }
-                            for ow in 0..<valid.lowerBound { cols[base + ow] = 0 }
-                            let line = plane + ih * w - p + kw
-                            if stride == 1 { for ow in valid { cols[base + ow] = src[line + ow] } }
-                            else { for ow in valid { cols[base + ow] = src[line + ow * stride] } }
-                            for ow in valid.upperBound..<wo { cols[base + ow] = 0 }
-                        }
-                    }
-                } } }
+                locus_im2col(src.baseAddress, Int32(b), Int32(c), Int32(h), Int32(w), Int32(k), Int32(stride), Int32(p), cols.baseAddress)
             }
-            count = c * k * k * n
+            initialized = count
         }
     }
 
     /// Adjoint of im2col: sums each column entry back into the input position it came from.
     static func col2im(_ cols: [Float], shape: [Int], kernel k: Int, stride: Int, padding p: Int) -> Tensor {
         let b = shape[0], c = shape[1], h = shape[2], w = shape[3]
-        let ho = (h + 2 * p - k) / stride + 1, wo = (w + 2 * p - k) / stride + 1
-        let l = ho * wo, n = b * l
-        var out = Tensor(zeros: shape)
-        out.data.withUnsafeMutableBufferPointer { dst in cols.withUnsafeBufferPointer { src in
-            for ch in 0..<c { for kh in 0..<k { for kw in 0..<k {
-                let row = ((ch * k + kh) * k + kw) * n
-                let valid = validColumns(kw: kw, stride: stride, padding: p, width: w, outWidth: wo)
-                for s in 0..<b {
-                    let plane = (s * c + ch) * h * w
-                    for oh in 0..<ho {
-                        let ih = oh * stride - p + kh
-                        if ih < 0 || ih >= h { continue }
-                        let base = row + s * l + oh * wo, line = plane + ih * w - p + kw
-                        if stride == 1 { for ow in valid { dst[line + ow] += src[base + ow] } }
-                        else { for ow in valid { dst[line + ow * stride] += src[base + ow] } }
-                    }
-                }
-            } } }
+        return Tensor(shape: shape) { out in cols.withUnsafeBufferPointer { src in
+            locus_col2im(src.baseAddress, Int32(b), Int32(c), Int32(h), Int32(w), Int32(k), Int32(stride), Int32(p), out.baseAddress)
         } }
-        return out
     }
 }

@@ -1,3 +1,5 @@
+import LocusKernels
+
 /// Normalises each row over its last dimension: y = (x − μ)/√(σ² + ε) · γ + β (biased variance, as PyTorch).
 public final class LayerNorm: Layer {
     public let spec: LayerSpec
@@ -32,19 +34,8 @@ public final class LayerNorm: Layer {
         let y = Tensor(shape: x.shape) { y in x.data.withUnsafeBufferPointer { src in
             normalized.withUnsafeMutableBufferPointer { xh in inverse.withUnsafeMutableBufferPointer { inv in
                 g.withUnsafeBufferPointer { g in b.withUnsafeBufferPointer { b in
-                    FastMath.parallelChunks(rows, minimum: 256) { range in
-                        for r in range {
-                            let row = src.baseAddress! + r * d, out = y.baseAddress! + r * d, n = xh.baseAddress! + r * d
-                            var mean: Float = 0
-                            for j in 0..<d { mean += row[j] }
-                            mean /= Float(d)
-                            var v: Float = 0
-                            for j in 0..<d { let c = row[j] - mean; v += c * c }
-                            let s = 1 / (v / Float(d) + eps).squareRoot()
-                            inv[r] = s
-                            for j in 0..<d { let h = (row[j] - mean) * s; n[j] = h; out[j] = h * g[j] + b[j] }
-                        }
-                    }
+                    locus_layer_norm(src.baseAddress, g.baseAddress, b.baseAddress, eps, xh.baseAddress, inv.baseAddress,
+                                     y.baseAddress, rows, d)
                 } }
             } }
         } }
@@ -74,33 +65,21 @@ public final class LayerNorm: Layer {
         lastOutputGradient = gy
         let rows = gy.count / features, d = features
         let g = weight.effective.data
-        // Per-half partial sums of dγ and dβ, added in a fixed order (results do not depend on timing).
-        var partial = [Float](repeating: 0, count: 4 * d)
+        // Σ dy ⊙ x̂ and Σ dy over the rows, as partial sums over two fixed halves added in order
+        // (results do not depend on timing or on the number of threads).
+        var partial = [Float](repeating: 0, count: 2 * d)
         let gx = Tensor(shape: gy.shape) { out in gy.data.withUnsafeBufferPointer { dy in
             lastNormalized.withUnsafeBufferPointer { xh in inverseStd.withUnsafeBufferPointer { inv in
                 g.withUnsafeBufferPointer { g in partial.withUnsafeMutableBufferPointer { part in
-                    FastMath.parallelChunks(rows, minimum: 256) { range in
-                        let acc = part.baseAddress! + (range.lowerBound == 0 ? 0 : 2 * d)
-                        for r in range {
-                            // dx = (1/σ)(ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), ĝ = dy ⊙ γ
-                            let dr = dy.baseAddress! + r * d, hr = xh.baseAddress! + r * d, o = out.baseAddress! + r * d
-                            var m1: Float = 0, m2: Float = 0
-                            for j in 0..<d {
-                                let gh = dr[j] * g[j]
-                                m1 += gh; m2 += gh * hr[j]
-                                acc[j] += dr[j] * hr[j]; acc[d + j] += dr[j]
-                            }
-                            m1 /= Float(d); m2 /= Float(d)
-                            for j in 0..<d { o[j] = inv[r] * (dr[j] * g[j] - m1 - hr[j] * m2) }
-                        }
-                    }
+                    locus_layer_norm_backward(dy.baseAddress, xh.baseAddress, inv.baseAddress, g.baseAddress, out.baseAddress,
+                                              part.baseAddress, part.baseAddress! + d, rows, d)
                 } }
             } }
         } }
         let sw = weight.forwardScale, sb = bias.forwardScale
         if GradientAccumulation.enabled { for j in 0..<d {
-            weight.grad.data[j] += (partial[j] + partial[2 * d + j]) * (sw?[j] ?? 1)
-            bias.grad.data[j] += (partial[d + j] + partial[3 * d + j]) * (sb?[j] ?? 1)
+            weight.grad.data[j] += partial[j] * (sw?[j] ?? 1)
+            bias.grad.data[j] += partial[d + j] * (sb?[j] ?? 1)
         } }
         return gx
     }

@@ -1,4 +1,5 @@
 import Foundation
+import LocusKernels
 
 /// The optimizers `locus train` offers, with PyTorch's update rules.
 public enum OptimizerKind: String, Sendable, CaseIterable, Codable { case sgd, adamw }
@@ -41,12 +42,8 @@ public final class SGD: Optimizer {
             let s = state[ObjectIdentifier(p)] ?? { let m = Moments(count: p.value.count, second: false); state[ObjectIdentifier(p)] = m; return m }()
             let first = s.steps == 0
             s.steps += 1
-            // Separate loops per case keep each one branch-free, so they vectorise.
             p.value.data.withUnsafeMutableBufferPointer { w in p.grad.data.withUnsafeBufferPointer { g in s.first.withUnsafeMutableBufferPointer { b in
-                if first { for i in 0..<w.count { b[i] = g[i] + wd * w[i] } }
-                else { for i in 0..<w.count { b[i] = mu * b[i] + damp * (g[i] + wd * w[i]) } }
-                if nesterov { for i in 0..<w.count { w[i] -= lr * ((g[i] + wd * w[i]) + mu * b[i]) } }
-                else { for i in 0..<w.count { w[i] -= lr * b[i] } }
+                locus_sgd_momentum(w.baseAddress, g.baseAddress, b.baseAddress, w.count, lr, mu, damp, wd, nesterov ? 1 : 0, first ? 1 : 0)
             } } }
         }
     }
@@ -71,12 +68,7 @@ public final class AdamW: Optimizer {
             let (b1, b2, e, decay) = (beta1, beta2, eps, 1 - lr * weightDecay)
             p.value.data.withUnsafeMutableBufferPointer { w in p.grad.data.withUnsafeBufferPointer { g in
                 s.first.withUnsafeMutableBufferPointer { m in s.second.withUnsafeMutableBufferPointer { v in
-                    for i in 0..<w.count {
-                        w[i] *= decay
-                        m[i] = b1 * m[i] + (1 - b1) * g[i]
-                        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
-                        w[i] -= stepSize * m[i] / (v[i].squareRoot() * inverseRootBC2 + e)
-                    }
+                    locus_adamw(w.baseAddress, g.baseAddress, m.baseAddress, v.baseAddress, w.count, stepSize, inverseRootBC2, b1, b2, e, decay)
                 } }
             } }
         }

@@ -24,19 +24,20 @@ public final class Pool2d: ParameterFree {
         let (k, st) = (kernel, stride)
         if !isMax {
             let inv = 1 / Float(k * k)
-            return Tensor(shape: [x.shape[0], x.shape[1], ho, wo]) { y in x.data.withUnsafeBufferPointer { src in
-                for pl in 0..<planes { for oh in 0..<ho { for ow in 0..<wo {
+            return Tensor(shape: [x.shape[0], x.shape[1], ho, wo]) { y in x.data.withUnsafeBufferPointer { src in Parallel.chunks(planes, minimum: 8) { range in
+                for pl in range { for oh in 0..<ho { for ow in 0..<wo {
                     let top = pl * h * w + oh * st * w + ow * st
                     var sum: Float = 0
                     for kh in 0..<k { for kw in 0..<k { sum += src[top + kh * w + kw] } }
                     y[(pl * ho + oh) * wo + ow] = sum * inv
                 } } }
-            } }
+            } } }
         }
         // Max: remember where each maximum came from (offset within the plane) for backward.
         var arg = [Int32](repeating: 0, count: planes * ho * wo)
         let y = Tensor(shape: [x.shape[0], x.shape[1], ho, wo]) { y in x.data.withUnsafeBufferPointer { src in arg.withUnsafeMutableBufferPointer { am in
-            for pl in 0..<planes {
+          Parallel.chunks(planes, minimum: 8) { range in   // planes are independent
+            for pl in range {
                 let base = pl * h * w
                 for oh in 0..<ho {
                     let row = base + oh * st * w
@@ -58,6 +59,7 @@ public final class Pool2d: ParameterFree {
                     }
                 }
             }
+          }
         } } }
         argmax = arg
         return y
@@ -70,8 +72,10 @@ public final class Pool2d: ParameterFree {
         let ho = gy.shape[2], wo = gy.shape[3]
         var gx = Tensor(zeros: x.shape)
         let inv = 1 / Float(kernel * kernel)
-        gx.data.withUnsafeMutableBufferPointer { dst in gy.data.withUnsafeBufferPointer { g in
-            for pl in 0..<planes {
+        let (isMax, kernel, stride) = (self.isMax, self.kernel, self.stride)
+        gx.data.withUnsafeMutableBufferPointer { dst in gy.data.withUnsafeBufferPointer { g in argmax.withUnsafeBufferPointer { argmax in
+          Parallel.chunks(planes, minimum: 8) { range in   // each plane's gradient stays in its plane
+            for pl in range {
                 let base = pl * h * w
                 for oh in 0..<ho { for ow in 0..<wo {
                     let o = (pl * ho + oh) * wo + ow
@@ -80,7 +84,8 @@ public final class Pool2d: ParameterFree {
                     }
                 } }
             }
-        } }
+          }
+        } } }
         return gx
     }
 }

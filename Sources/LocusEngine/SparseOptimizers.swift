@@ -1,3 +1,5 @@
+import LocusKernels
+
 /// Where a parameter may change during sparse fine-tuning.
 public enum ParameterMask: Sendable {
     /// Every entry is trainable (no mask, or a tensor the mask file leaves trainable).
@@ -46,21 +48,17 @@ public final class SparseSGDM {
             let first = buffers[key] == nil
             if first && mu != 0 { buffers[key] = [Float](repeating: 0, count: n) }
             var buf = buffers.removeValue(forKey: key) ?? []   // take it out: no copy on write
+            // A mask value 0 leaves w (and its buffer slot) untouched rather than adding 0: that keeps −0.0
+            // and survives a non-finite gradient, so frozen entries stay bit-identical (LocusKernels).
+            let (nest_, first_) = (nest ? Int32(1) : 0, first ? Int32(1) : 0)
             p.value.data.withUnsafeMutableBufferPointer { w in p.grad.data.withUnsafeBufferPointer { g in buf.withUnsafeMutableBufferPointer { b in
-                // Apply the rule to entry i of the parameter, using slot j of the buffer, with mask value m.
-                // m = 0 leaves w (and its buffer slot) untouched rather than adding 0: that keeps −0.0
-                // and survives a non-finite gradient, so frozen entries stay bit-identical.
-                @inline(__always) func update(_ i: Int, _ j: Int, _ m: Float) {
-                    guard m != 0 else { if mu != 0 { b[j] = 0 }; return }
-                    let d = g[i] + wd * w[i]
-                    if mu == 0 { w[i] -= lr * d; return }
-                    b[j] = first ? d : mu * b[j] + damp * d
-                    w[i] -= lr * (nest ? d + mu * b[j] : b[j])
-                }
+                let bp = b.baseAddress   // nil without momentum (no buffer)
                 switch mask {
-                case .dense: for i in 0..<w.count { update(i, i, 1) }
-                case .multiplier(let m): m.withUnsafeBufferPointer { m in for i in 0..<w.count { update(i, i, m[i]) } }
-                case .entries(let e): e.withUnsafeBufferPointer { e in for j in 0..<e.count { update(Int(e[j]), j, 1) } }
+                case .dense: locus_sparse_sgdm(w.baseAddress, g.baseAddress, bp, nil, w.count, lr, mu, damp, wd, nest_, first_)
+                case .multiplier(let m): m.withUnsafeBufferPointer { m in
+                    locus_sparse_sgdm(w.baseAddress, g.baseAddress, bp, m.baseAddress, w.count, lr, mu, damp, wd, nest_, first_) }
+                case .entries(let e): e.withUnsafeBufferPointer { e in
+                    locus_sparse_sgdm_entries(w.baseAddress, g.baseAddress, bp, e.baseAddress, e.count, lr, mu, damp, wd, nest_, first_) }
                 }
             } } }
             if mu != 0 { buffers[key] = buf }
@@ -93,17 +91,15 @@ public final class MaskedAdamW {
             let (b1, b2, e, decay) = (beta1, beta2, eps, lr * weightDecay)
             p.value.data.withUnsafeMutableBufferPointer { w in p.grad.data.withUnsafeBufferPointer { g in
                 s.first.withUnsafeMutableBufferPointer { m1 in s.second.withUnsafeMutableBufferPointer { v in
-                    @inline(__always) func update(_ i: Int, _ j: Int, _ m: Float) {
-                        m1[j] = b1 * m1[j] + (1 - b1) * g[i]
-                        v[j] = b2 * v[j] + (1 - b2) * g[i] * g[i]
-                        guard m != 0 else { return }   // frozen: untouched, bit for bit (even −0.0)
-                        w[i] -= decay * w[i]
-                        w[i] -= stepSize * m1[j] / (v[j].squareRoot() * inverseRootBC2 + e)
-                    }
                     switch mask {
-                    case .dense: for i in 0..<w.count { update(i, i, 1) }
-                    case .multiplier(let mk): mk.withUnsafeBufferPointer { mk in for i in 0..<w.count { update(i, i, mk[i]) } }
-                    case .entries(let ix): ix.withUnsafeBufferPointer { ix in for j in 0..<ix.count { update(Int(ix[j]), j, 1) } }
+                    case .dense: locus_masked_adamw(w.baseAddress, g.baseAddress, m1.baseAddress, v.baseAddress, nil, w.count,
+                                                    stepSize, inverseRootBC2, b1, b2, e, decay)
+                    case .multiplier(let mk): mk.withUnsafeBufferPointer { mk in
+                        locus_masked_adamw(w.baseAddress, g.baseAddress, m1.baseAddress, v.baseAddress, mk.baseAddress, w.count,
+                                           stepSize, inverseRootBC2, b1, b2, e, decay) }
+                    case .entries(let ix): ix.withUnsafeBufferPointer { ix in
+                        locus_masked_adamw_entries(w.baseAddress, g.baseAddress, m1.baseAddress, v.baseAddress, ix.baseAddress, ix.count,
+                                                   stepSize, inverseRootBC2, b1, b2, e, decay) }
                     }
                 } }
             } }

@@ -20,7 +20,8 @@ public struct TrainingConfig: Codable, Sendable {
     public var seed: UInt64 = 0
     /// Train the body as well as the head (false = linear probe: the body is frozen).
     public var trainBody = true
-    /// One BLAS thread, so runs are bit-identical whatever the machine's load.
+    /// One thread for the engine's pool (OpenBLAS is single-threaded in any case). Runs are bit-identical
+    /// whatever the machine's load, and the same bits as with more threads (docs/engine-kernels.md).
     public var deterministic = false
     public init() {}
 }

@@ -25,30 +25,17 @@ public final class Dataset: HDF5Object, @unchecked Sendable {
         return Int(clamping: o)
     }
 
-    /// Reads the whole dataset converted to `memType`; `buffer` must hold exactly the data.
-    public func read(into buffer: UnsafeMutableRawBufferPointer, memType: Datatype) throws {
-        try transfer(buffer.count, memType: memType, block: nil, operation: "read dataset") {
+    /// Reads the whole dataset, or the block `[start, start + count)` (one entry per dimension),
+    /// converted to `memType`; `buffer` must hold exactly the selected elements.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, memType: Datatype, start: [Int]? = nil, count: [Int]? = nil) throws {
+        try transfer(buffer.count, memType: memType, block: start.map { ($0, count ?? []) }, operation: start == nil ? "read dataset" : "read dataset block") {
             H5Dread(id, memType.id, $0, $1, locus_H5P_DEFAULT(), buffer.baseAddress)
         }
     }
 
-    /// Reads the block `[start, start + count)` (one entry per dimension).
-    public func read(into buffer: UnsafeMutableRawBufferPointer, memType: Datatype, start: [Int], count: [Int]) throws {
-        try transfer(buffer.count, memType: memType, block: (start, count), operation: "read dataset block") {
-            H5Dread(id, memType.id, $0, $1, locus_H5P_DEFAULT(), buffer.baseAddress)
-        }
-    }
-
-    /// Writes the whole dataset from `buffer`, holding values of `memType`.
-    public func write(_ buffer: UnsafeRawBufferPointer, memType: Datatype) throws {
-        try transfer(buffer.count, memType: memType, block: nil, operation: "write dataset") {
-            H5Dwrite(id, memType.id, $0, $1, locus_H5P_DEFAULT(), buffer.baseAddress)
-        }
-    }
-
-    /// Writes the block `[start, start + count)`.
-    public func write(_ buffer: UnsafeRawBufferPointer, memType: Datatype, start: [Int], count: [Int]) throws {
-        try transfer(buffer.count, memType: memType, block: (start, count), operation: "write dataset block") {
+    /// Writes the whole dataset, or the block `[start, start + count)`, from `buffer` holding values of `memType`.
+    public func write(_ buffer: UnsafeRawBufferPointer, memType: Datatype, start: [Int]? = nil, count: [Int]? = nil) throws {
+        try transfer(buffer.count, memType: memType, block: start.map { ($0, count ?? []) }, operation: start == nil ? "write dataset" : "write dataset block") {
             H5Dwrite(id, memType.id, $0, $1, locus_H5P_DEFAULT(), buffer.baseAddress)
         }
     }
@@ -60,6 +47,9 @@ public final class Dataset: HDF5Object, @unchecked Sendable {
         HDF5Library.silence()
         var n = 0, overflow = false
         if let block {
+            guard block.start.count == block.count.count else {
+                throw HDF5Error(file: filePath, object: path, operation: operation, stack: "a block needs a start and a count per dimension")
+            }
             (n, overflow) = block.count.reduce(1, *).multipliedReportingOverflow(by: memType.size)
         } else {
             (n, overflow) = elementCount.multipliedReportingOverflow(by: memType.size)

@@ -1,14 +1,5 @@
 import LocusFormat
 
-/// A transform specification that is not one: `text` is what was given (e.g. `"resize=28"`),
-/// `reason` what is wrong with it. Says nothing about where the text came from.
-public struct TransformSpecError: Error, Sendable, Equatable, CustomStringConvertible {
-    public var text: String
-    public var reason: String
-    public init(text: String, reason: String) { self.text = text; self.reason = reason }
-    public var description: String { "'\(text)': \(reason)" }
-}
-
 /// A transform of every input image [N, C, H, W] (`invert` also applies to [N, F] features).
 public enum InputTransform: Sendable, Equatable, CustomStringConvertible {
     /// Rotate k quarter turns counter-clockwise in the (H, W) plane — `numpy.rot90(x, k, axes=(2, 3))`:
@@ -31,24 +22,24 @@ public enum InputTransform: Sendable, Equatable, CustomStringConvertible {
     case flipHorizontal
 
     /// Parses `rotate90`, `rotate90=K`, `invert`, `resize=H,W`, `flip-horizontal`.
-    public init(parsing text: String) throws(TransformSpecError) {
+    public init(parsing text: String) throws(SpecificationError) {
         let parts = text.split(separator: "=", maxSplits: 1).map(String.init)
         let name = parts.first ?? "", arg = parts.count > 1 ? parts[1] : nil
         switch (name, arg) {
         case ("rotate90", nil): self = .rotate90(1)
         case ("rotate90", let a?):
-            guard let k = Int(a) else { throw TransformSpecError(text: text, reason: "rotate90=K needs a whole number of quarter turns") }
+            guard let k = Int(a) else { throw SpecificationError(.transform, text: text, reason: "rotate90=K needs a whole number of quarter turns") }
             self = .rotate90(k)
         case ("invert", nil): self = .invert
         case ("flip-horizontal", nil): self = .flipHorizontal
         case ("resize", let a?):
             let hw = a.split(separator: ",").map { Int($0.trimmingSpaces()) }
             guard hw.count == 2, let h = hw[0], let w = hw[1], h > 0, w > 0, h <= 1 << 16, w <= 1 << 16 else {
-                throw TransformSpecError(text: text, reason: "resize=H,W needs two sizes in 1…65536, e.g. resize=28,28")
+                throw SpecificationError(.transform, text: text, reason: "resize=H,W needs two sizes in 1…65536, e.g. resize=28,28")
             }
             self = .resize(height: h, width: w)
         default:
-            throw TransformSpecError(text: text, reason: "is not a transform; expected rotate90[=K], invert, resize=H,W or flip-horizontal")
+            throw SpecificationError(.transform, text: text, reason: "is not a transform; expected rotate90[=K], invert, resize=H,W or flip-horizontal")
         }
     }
 

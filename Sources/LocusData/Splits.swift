@@ -1,15 +1,5 @@
 import LocusFormat
 
-/// A split specification that is not one: `text` is what was given (e.g. `"0.8,0.1"`), `reason`
-/// what is wrong with it. Says nothing about where the text came from; a command line names its
-/// option, a recipe its key.
-public struct SplitSpecError: Error, Sendable, Equatable, CustomStringConvertible {
-    public var text: String
-    public var reason: String
-    public init(text: String, reason: String) { self.text = text; self.reason = reason }
-    public var description: String { "'\(text)': \(reason)" }
-}
-
 /// Named fractions such as `train 0.8, val 0.1, test 0.1`.
 public struct SplitFractions: Sendable, Equatable, CustomStringConvertible {
     public var parts: [(name: String, fraction: Double)]
@@ -19,29 +9,29 @@ public struct SplitFractions: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Fractions that must each be ≥ 0 and add up to 1 (within 1e-9).
-    public init(_ parts: [(name: String, fraction: Double)]) throws(SplitSpecError) {
+    public init(_ parts: [(name: String, fraction: Double)]) throws(SpecificationError) {
         let text = parts.map { "\($0.name)=\($0.fraction)" }.joined(separator: ",")
-        guard !parts.isEmpty else { throw SplitSpecError(text: text, reason: "needs at least one fraction") }
+        guard !parts.isEmpty else { throw SpecificationError(.split, text: text, reason: "needs at least one fraction") }
         for p in parts where !(p.fraction >= 0 && p.fraction <= 1) {
-            throw SplitSpecError(text: text, reason: "fraction \(p.fraction) for '\(p.name)' is outside [0, 1]")
+            throw SpecificationError(.split, text: text, reason: "fraction \(p.fraction) for '\(p.name)' is outside [0, 1]")
         }
         let sum = parts.reduce(0) { $0 + $1.fraction }
         guard abs(sum - 1) <= 1e-9 else {
-            throw SplitSpecError(text: text, reason: "fractions \(parts.map { "\($0.fraction)" }.joined(separator: ",")) add up to \(sum), expected 1")
+            throw SpecificationError(.split, text: text, reason: "fractions \(parts.map { "\($0.fraction)" }.joined(separator: ",")) add up to \(sum), expected 1")
         }
-        guard Set(parts.map(\.name)).count == parts.count else { throw SplitSpecError(text: text, reason: "split names repeat") }
+        guard Set(parts.map(\.name)).count == parts.count else { throw SpecificationError(.split, text: text, reason: "split names repeat") }
         self.parts = parts
     }
 
     /// `"0.8,0.1,0.1"` → train/val/test; `"0.9,0.1"` → train/test; `"1"` → train.
-    public init(parsing text: String) throws(SplitSpecError) {
+    public init(parsing text: String) throws(SpecificationError) {
         let values = text.split(separator: ",", omittingEmptySubsequences: false).map { Double($0.trimmingSpaces()) }
         guard (1...3).contains(values.count), values.allSatisfy({ $0 != nil }) else {
-            throw SplitSpecError(text: text, reason: "is not 1 to 3 comma-separated fractions such as 0.8,0.1,0.1 (train,val,test) or 0.9,0.1 (train,test)")
+            throw SpecificationError(.split, text: text, reason: "is not 1 to 3 comma-separated fractions such as 0.8,0.1,0.1 (train,val,test) or 0.9,0.1 (train,test)")
         }
         let names = [["train"], ["train", "test"], ["train", "val", "test"]][values.count - 1]
         do { try self.init(zip(names, values.map { $0! }).map { (name: $0, fraction: $1) }) } catch {
-            throw SplitSpecError(text: text, reason: error.reason)
+            throw SpecificationError(.split, text: text, reason: error.reason)
         }
     }
 

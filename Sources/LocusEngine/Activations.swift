@@ -3,70 +3,54 @@ import Glibc
 #endif
 import LocusKernels
 
-/// max(x, 0).
-public final class ReLU: ParameterFree {
+/// An activation computed entry by entry: one kernel for y = f(x), one for g = f′(x) · dy (the
+/// LocusKernels C kernels, at the CPU's vector width). It keeps its input for the backward pass.
+public class PointwiseActivation: ParameterFree {
+    typealias Value = (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
+    typealias Gradient = (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
     public let spec: LayerSpec
     public private(set) var lastInput: Tensor?
     public private(set) var lastOutputGradient: Tensor?
-    init(spec: LayerSpec) { self.spec = spec }
+    private let value: Value
+    private let gradient: Gradient
+    init(spec: LayerSpec, value: @escaping Value, gradient: @escaping Gradient) {
+        self.spec = spec; self.value = value; self.gradient = gradient
+    }
     public func outputShape(for input: [Int]) throws -> [Int] { input }
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
         lastInput = mode.keepsActivations ? x : nil
-        return Tensor(shape: x.shape) { y in x.data.withUnsafeBufferPointer { s in locus_relu(s.baseAddress, y.baseAddress, s.count) } }
+        return Tensor(shape: x.shape) { y in x.data.withUnsafeBufferPointer { s in value(s.baseAddress!, y.baseAddress!, s.count) } }
     }
     public func backward(_ gy: Tensor) -> Tensor {
         lastOutputGradient = gy
-        let x = lastInput!
-        precondition(x.count == gy.count, "ReLU.backward: \(gy.shape) for input \(x.shape)")
+        guard let x = lastInput else { preconditionFailure("\(type(of: self)).backward before forward") }
+        precondition(x.count == gy.count, "\(type(of: self)).backward: \(gy.shape) for input \(x.shape)")
         return Tensor(shape: gy.shape) { g in x.data.withUnsafeBufferPointer { s in gy.data.withUnsafeBufferPointer { d in
-            locus_relu_backward(s.baseAddress, d.baseAddress, g.baseAddress, s.count) } } }
+            gradient(s.baseAddress!, d.baseAddress!, g.baseAddress!, s.count) } } }
     }
 }
 
-/// The exact GELU, x · Φ(x) = x/2 · (1 + erf(x/√2)) (PyTorch's default, not the tanh approximation),
-/// computed with vectorisable exp and erfc approximations of float32 accuracy (see FastMath).
-public final class GELU: ParameterFree {
-    public let spec: LayerSpec
-    public private(set) var lastInput: Tensor?
-    public private(set) var lastOutputGradient: Tensor?
-    init(spec: LayerSpec) { self.spec = spec }
-    public func outputShape(for input: [Int]) throws -> [Int] { input }
+/// max(x, 0).
+public final class ReLU: PointwiseActivation {
+    init(spec: LayerSpec) { super.init(spec: spec, value: { locus_relu($0, $1, $2) }, gradient: { locus_relu_backward($0, $1, $2, $3) }) }
+}
 
-    public func forward(_ x: Tensor, mode: Mode) -> Tensor {
-        lastInput = mode.keepsActivations ? x : nil
-        return Tensor(shape: x.shape) { y in x.data.withUnsafeBufferPointer { s in
-            FastMath.gelu(s.baseAddress!, y.baseAddress!, count: s.count) } }
-    }
-    public func backward(_ gy: Tensor) -> Tensor {
-        lastOutputGradient = gy
-        let x = lastInput!
-        // d/dx x·Φ(x) = Φ(x) + x·φ(x)
-        return Tensor(shape: gy.shape) { g in x.data.withUnsafeBufferPointer { s in gy.data.withUnsafeBufferPointer { d in
-            FastMath.geluBackward(s.baseAddress!, d.baseAddress!, g.baseAddress!, count: s.count) } } }
+/// The exact GELU, x · Φ(x) = x/2 · (1 + erf(x/√2)) (PyTorch's default, not the tanh approximation),
+/// computed with vectorisable exp and erfc approximations of float32 accuracy (see FastMath);
+/// d/dx x·Φ(x) = Φ(x) + x·φ(x).
+public final class GELU: PointwiseActivation {
+    init(spec: LayerSpec) {
+        super.init(spec: spec, value: { FastMath.gelu($0, $1, count: $2) }, gradient: { FastMath.geluBackward($0, $1, $2, count: $3) })
     }
 }
 
 /// QuickGELU, x · σ(1.702 x): the sigmoid approximation of GELU that OpenAI's CLIP was trained with
 /// (open_clip's `QuickGELU`, `quick_gelu=True`); a model trained with it must be run with it.
 /// Computed with the same vectorisable exp as GELU (see FastMath).
-public final class QuickGELU: ParameterFree {
-    public let spec: LayerSpec
-    public private(set) var lastInput: Tensor?
-    public private(set) var lastOutputGradient: Tensor?
-    init(spec: LayerSpec) { self.spec = spec }
-    public func outputShape(for input: [Int]) throws -> [Int] { input }
-
-    public func forward(_ x: Tensor, mode: Mode) -> Tensor {
-        lastInput = mode.keepsActivations ? x : nil
-        return Tensor(shape: x.shape) { y in x.data.withUnsafeBufferPointer { s in
-            FastMath.quickGelu(s.baseAddress!, y.baseAddress!, count: s.count) } }
-    }
-    public func backward(_ gy: Tensor) -> Tensor {
-        lastOutputGradient = gy
-        guard let x = lastInput else { preconditionFailure("QuickGELU.backward before forward") }
-        return Tensor(shape: gy.shape) { g in x.data.withUnsafeBufferPointer { s in gy.data.withUnsafeBufferPointer { d in
-            FastMath.quickGeluBackward(s.baseAddress!, d.baseAddress!, g.baseAddress!, count: s.count) } } }
+public final class QuickGELU: PointwiseActivation {
+    init(spec: LayerSpec) {
+        super.init(spec: spec, value: { FastMath.quickGelu($0, $1, count: $2) }, gradient: { FastMath.quickGeluBackward($0, $1, $2, count: $3) })
     }
 }
 

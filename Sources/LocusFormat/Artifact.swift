@@ -293,3 +293,15 @@ extension LocusError {
         return e
     }
 }
+
+/// A tensor of an artifact's `/tensors` group, as its metadata describes it.
+public protocol StoredTensor {
+    var name: String { get }
+    /// The HDF5 link name (spec §1.3 escaping of `name`).
+    var link: String { get }
+    var count: Int { get }
+}
+
+extension StoredTensor {
+    public var objectPath: String { "/tensors/\(link)" }
+}

@@ -1,7 +1,7 @@
 import HDF5
 
 /// One tensor of a checkpoint as its metadata describes it.
-public struct CheckpointTensor: Sendable, Equatable {
+public struct CheckpointTensor: StoredTensor, Sendable, Equatable {
     public var name: String
     public var link: String
     public var dtype: LocusDType
@@ -10,7 +10,6 @@ public struct CheckpointTensor: Sendable, Equatable {
     public var byteCount: Int { count * dtype.byteSize }
     /// Bytes of one slice along the first dimension (the whole tensor for a scalar).
     public var rowByteCount: Int { shape.isEmpty ? byteCount : (shape.dropFirst().reduce(1, *) * dtype.byteSize) }
-    public var objectPath: String { "/tensors/\(link)" }
 }
 
 /// Reads a checkpoint tensor by tensor; nothing is loaded until asked for.

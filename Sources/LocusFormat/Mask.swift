@@ -4,13 +4,12 @@ import HDF5
 public enum AbsentTensors: String, Sendable, CaseIterable, Codable { case frozen, trainable }
 
 /// One tensor's mask as its metadata describes it.
-public struct MaskTensor: Sendable, Equatable {
+public struct MaskTensor: StoredTensor, Sendable, Equatable {
     public var name: String
     public var link: String
     public var shape: [Int]
     public var count: Int
     public var ones: Int
-    public var objectPath: String { "/tensors/\(link)" }
     public var density: Double { count == 0 ? 0 : Double(ones) / Double(count) }
 }
 

@@ -17,12 +17,11 @@ public struct ScoresInfo: Sendable, Equatable {
 }
 
 /// One scored tensor.
-public struct ScoreTensor: Sendable, Equatable {
+public struct ScoreTensor: StoredTensor, Sendable, Equatable {
     public var name: String
     public var link: String
     public var shape: [Int]
     public var count: Int
-    public var objectPath: String { "/tensors/\(link)" }
 }
 
 /// Writes a scores artifact (float32 per tensor, with quantile and sum summaries).

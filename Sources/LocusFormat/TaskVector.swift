@@ -17,7 +17,7 @@ public enum TaskVectorEncoding: String, Sendable, CaseIterable, Codable {
 }
 
 /// One tensor of a task vector as its metadata describes it.
-public struct TaskVectorTensor: Sendable, Equatable {
+public struct TaskVectorTensor: StoredTensor, Sendable, Equatable {
     public var name: String
     public var link: String
     public var shape: [Int]
@@ -26,7 +26,6 @@ public struct TaskVectorTensor: Sendable, Equatable {
     public var dtype: LocusDType
     public var nnz: Int
     public var l2Norm: Double
-    public var objectPath: String { "/tensors/\(link)" }
     public var density: Double { count == 0 ? 0 : Double(nnz) / Double(count) }
 }
 

@@ -7,7 +7,7 @@ import LocusFormat
 public struct MergeOptions: Sendable {
     /// The per-vector weights, 1 for every vector when none are given.
     func vectorWeights(_ vectors: Int) -> [Double] { weights ?? Array(repeating: 1, count: vectors) }
-    public var method: any MergeMethodDefinition = TaskArithmeticMethod()
+    public var method: any MergeMethodDefinition = GTAMethod.taskArithmetic
     /// λ: the merged direction is scaled by it (every task-vector method but Fisher).
     public var lambda: Double = 1
     /// Per-input weights w_t (default 1 each); negative negates a task.

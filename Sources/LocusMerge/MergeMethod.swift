@@ -193,9 +193,9 @@ public struct MergeParameterError: Error, Sendable {
 public enum MergeMethods {
     /// Registration: one line per method file.
     public static let all: [any MergeMethodDefinition] = [
-        TaskArithmeticMethod(), TiesMethod(), DareLinearMethod(), DareTiesMethod(), BreadcrumbsMethod(), BreadcrumbsTiesMethod(),
+        GTAMethod.taskArithmetic, GTAMethod.ties, GTAMethod.dareLinear, GTAMethod.dareTies, GTAMethod.breadcrumbs, GTAMethod.breadcrumbsTies,
         TallMethod(), ConsensusMethod(), FisherMethod(), LinearMethod(), SlerpMethod(),
-        DellaMethod(), DellaLinearMethod(), ModelStockMethod(), NuSlerpMethod(), KarcherMethod(), SceMethod(),
+        GTAMethod.della, GTAMethod.dellaLinear, ModelStockMethod(), NuSlerpMethod(), KarcherMethod(), SceMethod(),
     ]
 
     public static var names: [String] { all.map(\.name) }

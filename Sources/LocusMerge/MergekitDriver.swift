@@ -129,21 +129,23 @@ extension Merger {
             for i in 0..<k {
                 let d = densities[i], n = t.count
                 var rule: MergekitKeep
+                // |δ_i| chunk by chunk for ExactTopK, whose passes cannot throw: the first read error is kept.
+                var failure: (any Error)?
+                var magnitudes: [Float] = []
+                func magnitudeChunks(_ body: (UnsafeBufferPointer<Float>) -> Void) {
+                    do {
+                        try pass(i) { chunk in
+                            if magnitudes.count < chunk.count { magnitudes = [Float](repeating: 0, count: chunk.count) }
+                            for j in 0..<chunk.count { magnitudes[j] = abs(chunk[j]) }
+                            magnitudes.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[0..<chunk.count])) }
+                        }
+                    } catch { if failure == nil { failure = error } }
+                }
                 switch sparsification {
                 case _ where d >= 1, .none: rule = .all
                 case .magnitude:
                     if d <= 0 { rule = .nothing; break }
-                    var failure: (any Error)?
-                    var magnitudes: [Float] = []
-                    let thr = ExactTopK.threshold(chunks: { body in
-                        do {
-                            try pass(i) { chunk in
-                                if magnitudes.count < chunk.count { magnitudes = [Float](repeating: 0, count: chunk.count) }
-                                for j in 0..<chunk.count { magnitudes[j] = abs(chunk[j]) }
-                                magnitudes.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[0..<chunk.count])) }
-                            }
-                        } catch { if failure == nil { failure = error } }
-                    }, keep: max(1, Int(d * Double(n))))
+                    let thr = ExactTopK.threshold(chunks: magnitudeChunks, keep: max(1, Int(d * Double(n))))
                     if let failure { throw failure }
                     rule = .threshold(thr)
                 case .random:
@@ -156,17 +158,7 @@ extension Merger {
                         var wanted: [Int] = []
                         if drop > 0 { wanted.append(drop - 1) }
                         if end < n { wanted.append(end - 1) }
-                        var failure: (any Error)?
-                        var magnitudes: [Float] = []
-                        let found = ExactTopK.ranks(wanted, total: n) { body in
-                            do {
-                                try pass(i) { chunk in
-                                    if magnitudes.count < chunk.count { magnitudes = [Float](repeating: 0, count: chunk.count) }
-                                    for j in 0..<chunk.count { magnitudes[j] = abs(chunk[j]) }
-                                    magnitudes.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[0..<chunk.count])) }
-                                }
-                            } catch { if failure == nil { failure = error } }
-                        }
+                        let found = ExactTopK.ranks(wanted, total: n, chunks: magnitudeChunks)
                         if let failure { throw failure }
                         var q = 0
                         if drop > 0 { r.dropValue = found[q].value; r.dropTies = drop - found[q].greater; q += 1 }

@@ -32,6 +32,8 @@ protocol DirectionKernel: Sendable {
 
 extension DirectionKernel {
     var writesTaskModels: Bool { false }
+    /// Most kernels need nothing model-wide.
+    func prepare(base: any CheckpointSource, inputs: [Merger.Input], options: MergeOptions) throws -> DirectionContext { DirectionContext() }
 }
 
 /// How a method writes each tensor itself from θ0 and the vectors (Fisher).

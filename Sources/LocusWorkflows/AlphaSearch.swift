@@ -1,4 +1,5 @@
 import Foundation
+import LocusRender
 import LocusFormat
 import LocusEngine
 import LocusMerge

@@ -36,12 +36,9 @@ struct Convert: ParsableCommand {
     @Option(help: "Scores: sampled classes per input.") var draws: Int64 = 1
     @Option(help: ArgumentHelp("Scores: sum or mean.", valueName: "r")) var reduction: ScoreReduction = .sum
     @Option(help: ArgumentHelp("Masks: unlisted tensors.", valueName: "rule")) var absentTensors: AbsentTensors = .frozen
-    @Option(help: ArgumentHelp("Checkpoints: a model description to store.", valueName: "file"))
-    var architecture: String?
-    @Option(help: ArgumentHelp("Folders: copy config.json and tokenizer from here.", valueName: "dir"))
-    var configFrom: String?
-    @Option(help: ArgumentHelp("Convert floating-point tensors to this dtype.", valueName: "t"))
-    var dtype: LocusDType?
+    @Option(help: ArgumentHelp("Checkpoints: a model description to store.", valueName: "file")) var architecture: String?
+    @Option(help: ArgumentHelp("Folders: copy config.json and tokenizer from here.", valueName: "dir")) var configFrom: String?
+    @Option(help: ArgumentHelp("Convert floating-point tensors to this dtype.", valueName: "t")) var dtype: LocusDType?
     @OptionGroup(title: "Writing checkpoints") var out: OutputOptions
 
     @OptionGroup(title: "Reading checkpoints") var source: SourceOptions

@@ -48,10 +48,8 @@ enum ErrorReport {
             case .name(let s): remedy = "name it with \(flag(for: s))"
             }
             return line("\(e.error.description); \(remedy)", failure)
-        case let e as SplitSpecError:
-            return line("--split \(e)", usage)
-        case let e as TransformSpecError:
-            return line("--transform \(e)", usage)
+        case let e as SpecificationError:
+            return line("\(e.subject == .split ? "--split" : "--transform") \(e)", usage)
         default:
             break
         }

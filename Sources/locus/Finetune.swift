@@ -33,23 +33,16 @@ struct Finetune: ParsableCommand {
     @Flag(help: "Use a mask made from another base.") var force = false
     @OptionGroup var training: TrainingOptions
 
-    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
-
     func run() throws {
-        try source.scoped {
-            try protectInputs()
-            var r = FinetuneRequest(base: base, data: data, mask: mask, output: output)
-            r.taskVector = taskVector; r.head = head; r.trainHead = trainHead; r.force = force; r.run = training.run
-            let bar = training.progressBar()
-            let outcome = try r.execute(warn: { StandardStream.error.write("locus: warning: \($0)\n") }) { p in
-                bar.update("epoch \(p.epoch)/\(p.epochs)", fraction: Double(p.step) / Double(p.stepsPerEpoch), detail: "loss \(fmt(p.loss))")
-            }
-            bar.finish()
-            if let taskVector, let s = outcome.taskVector, !training.json {
-                print("\(taskVector): task vector, \(s.nnz) nonzero of \(s.count) entries in \(s.tensors) tensors")
-            }
-            try training.report(outcome.training.reports, validation: outcome.training.validationSplit,
-                                trailer: "\(output): \(outcome.trainableEntries) trainable entries, \(outcome.training.fingerprint)")
+        var r = FinetuneRequest(base: base, data: data, mask: mask, output: output)
+        r.taskVector = taskVector; r.head = head; r.trainHead = trainHead; r.force = force; r.run = training.run
+        let outcome = try training.execute(protect: protectInputs) { progress in
+            try r.execute(warn: { StandardStream.error.write("locus: warning: \($0)\n") }, progress: progress)
         }
+        if let taskVector, let s = outcome.taskVector, !training.json {
+            print("\(taskVector): task vector, \(s.nnz) nonzero of \(s.count) entries in \(s.tensors) tensors")
+        }
+        try training.report(outcome.training.reports, validation: outcome.training.validationSplit,
+                            trailer: "\(output): \(outcome.trainableEntries) trainable entries, \(outcome.training.fingerprint)")
     }
 }

@@ -20,14 +20,10 @@ struct VerifyOptions: ParsableArguments {
 
 /// How a checkpoint is opened: a key inside PyTorch files and a renaming (docs/checkpoints.md).
 struct OpeningOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("PyTorch files: dotted key of the state dict.", valueName: "key"))
-    var key: String?
-    @Option(help: ArgumentHelp("Built-in renaming table.", valueName: "table"))
-    var rename: RenameTable?
-    @Option(help: ArgumentHelp("Keep only tensors named <prefix>…, minus the prefix.", valueName: "prefix"))
-    var stripPrefix: String?
-    @Option(help: ArgumentHelp("'REGEX → REPLACEMENT' lines, first match wins.", valueName: "file"))
-    var renameRules: String?
+    @Option(help: ArgumentHelp("PyTorch files: dotted key of the state dict.", valueName: "key")) var key: String?
+    @Option(help: ArgumentHelp("Built-in renaming table.", valueName: "table")) var rename: RenameTable?
+    @Option(help: ArgumentHelp("Keep only tensors named <prefix>…, minus the prefix.", valueName: "prefix")) var stripPrefix: String?
+    @Option(help: ArgumentHelp("'REGEX → REPLACEMENT' lines, first match wins.", valueName: "file")) var renameRules: String?
 
     func openOptions() throws -> CheckpointOpenOptions {
         let rules = try renameRules.map { try RenameRule.parse(file: $0) } ?? []

@@ -60,9 +60,11 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Clip the global gradient norm to this value.") var clipNorm: Float?
     @Option(help: ArgumentHelp("Label smoothing ε.", valueName: "ε")) var labelSmoothing: Float = 0
     @Option(help: "Seed of shuffling, dropout and new heads.") var seed: UInt64 = 0
-    @Flag(help: "One BLAS thread: bit-identical results run to run.") var deterministic = false
+    @Flag(help: "One engine thread (the same bits as two, slower).") var deterministic = false
     @Flag(help: "No progress bar.") var quiet = false
     @Flag(help: "Print the per-epoch report as JSON.") var json = false
+    /// How the checkpoints are read (train and finetune read one model the same way).
+    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
 
     func validate() throws {
         guard dampening >= 0, dampening <= 1 else { throw ValidationError("--dampening must be in [0, 1], got \(dampening)") }
@@ -100,6 +102,20 @@ struct TrainingOptions: ParsableArguments {
     }
 
     func progressBar() -> ProgressBar { ProgressBar(quiet: quiet) }
+
+    /// Runs a training request: inside the reading options' scope, after `protect` (the command's
+    /// input protection), with the epoch progress bar drawn from the request's progress reports.
+    func execute<R>(protect: () throws -> Void, _ request: (@escaping (LocusEngine.Progress) -> Void) throws -> R) throws -> R {
+        try source.scoped {
+            try protect()
+            let bar = progressBar()
+            let outcome = try request { p in
+                bar.update("epoch \(p.epoch)/\(p.epochs)", fraction: Double(p.step) / Double(p.stepsPerEpoch), detail: "loss \(fmt(p.loss))")
+            }
+            bar.finish()
+            return outcome
+        }
+    }
 
     func report(_ reports: [EpochReport], validation: String, trailer: String) throws {
         if json { print(try jsonText(reports)); return }

@@ -29,19 +29,10 @@ struct Train: ParsableCommand {
     @Flag(help: "Train only the head (the body stays frozen).") var linearProbe = false
     @OptionGroup var training: TrainingOptions
 
-    @OptionGroup(title: "Reading checkpoints") var source: SourceOptions
-
     func run() throws {
-        try source.scoped {
-            try protectInputs()
-            var r = TrainRequest(model: model, data: data, output: output)
-            r.head = head; r.addHead = addHead; r.linearProbe = linearProbe; r.run = training.run
-            let bar = training.progressBar()
-            let outcome = try r.execute { p in
-                bar.update("epoch \(p.epoch)/\(p.epochs)", fraction: Double(p.step) / Double(p.stepsPerEpoch), detail: "loss \(fmt(p.loss))")
-            }
-            bar.finish()
-            try training.report(outcome.reports, validation: outcome.validationSplit, trailer: "\(output): \(outcome.fingerprint)")
-        }
+        var r = TrainRequest(model: model, data: data, output: output)
+        r.head = head; r.addHead = addHead; r.linearProbe = linearProbe; r.run = training.run
+        let outcome = try training.execute(protect: protectInputs) { try r.execute(progress: $0) }
+        try training.report(outcome.reports, validation: outcome.validationSplit, trailer: "\(output): \(outcome.fingerprint)")
     }
 }

@@ -308,7 +308,7 @@ final class MergeConfigTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("out.h5")))
         // Locus semantics merges task vectors only: a checkpoint among them is named.
         var l = MergeOptions()
-        l.method = TiesMethod()
+        l.method = GTAMethod.ties
         let c = message { try Merger.merge(base: self.path("base.h5"), taskVectors: [self.path("ft0.h5")], output: self.path("out.h5"), options: l) }
         XCTAssertTrue(c.contains("ft0.h5") && c.contains("not a task vector"), c)
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("out.h5")))

@@ -2,6 +2,7 @@ import Foundation
 import LocusEngine
 import LocusFormat
 import LocusMerge
+import LocusTestSupport
 import XCTest
 
 @testable import LocusWorkflows

@@ -1,6 +1,7 @@
 import Foundation
 import LocusEngine
 import LocusFormat
+import LocusTestSupport
 import XCTest
 
 @testable import LocusWorkflows

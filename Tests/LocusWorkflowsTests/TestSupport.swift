@@ -2,43 +2,22 @@ import Foundation
 import LocusEngine
 import LocusFormat
 import LocusMerge
+import LocusTestSupport
 import XCTest
 
 @testable import LocusWorkflows
 
-class WorkflowTestCase: XCTestCase {
-    private(set) var directory = ""
-
+class WorkflowTestCase: ScratchDirectoryTestCase {
     override func setUpWithError() throws {
         try super.setUpWithError()
         try BLAS.ensureLoaded()
-        directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("LocusWorkflowsTests-\(UUID().uuidString)", isDirectory: true).path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
-
-    override func tearDownWithError() throws {
-        if !directory.isEmpty { try? FileManager.default.removeItem(atPath: directory) }
-        try super.tearDownWithError()
-    }
-
-    func path(_ name: String) -> String { directory + "/" + name }
 
     /// Requires `body` to throw a LocusError whose one-line text contains every string of `mentioning`.
     @discardableResult
     func expectLocusError(_ mentioning: [String], file: StaticString = #filePath, line: UInt = #line,
                           _ body: () throws -> Void) -> LocusError? {
-        do {
-            try body()
-            XCTFail("expected a LocusError mentioning \(mentioning), nothing was thrown", file: file, line: line)
-        } catch let e as LocusError {
-            XCTAssertFalse(e.description.contains("\n"), "one line: \(e)", file: file, line: line)
-            for m in mentioning { XCTAssertTrue(e.description.contains(m), "'\(e)' does not mention '\(m)'", file: file, line: line) }
-            return e
-        } catch {
-            XCTFail("expected a LocusError, got \(type(of: error)): \(error)", file: file, line: line)
-        }
-        return nil
+        LocusTestSupport.expectError(LocusError.self, mentioning: mentioning, file: file, line: line, body)
     }
 
     /// Requires `body` to throw a RequestError about `setting`.

@@ -18,6 +18,19 @@ protocol GeneralizedTaskArithmeticMethod: MergeMethodDefinition {
     var composition: GTAComposition { get }
 }
 
+/// A generalized-task-arithmetic method: its name, its composition and its words (one file each,
+/// a `static let` on this type); parameters, checks and kernel follow from the composition.
+struct GTAMethod: GeneralizedTaskArithmeticMethod {
+    let name: String
+    let composition: GTAComposition
+    let aliases: [String]
+    let summary: [String]
+    let citation: String
+    init(_ name: String, _ composition: GTAComposition, aliases: [String] = [], summary: String, citation: String) {
+        self.name = name; self.composition = composition; self.aliases = aliases; self.summary = [summary]; self.citation = citation
+    }
+}
+
 extension GeneralizedTaskArithmeticMethod {
     var inputs: MergeInputKind { .taskVectors }
 

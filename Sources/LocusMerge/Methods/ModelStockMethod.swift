@@ -25,8 +25,6 @@ struct ModelStockMethod: MergeMethodDefinition {
 }
 
 struct ModelStockKernel: DirectionKernel {
-    func prepare(base: any CheckpointSource, inputs: [Merger.Input], options: MergeOptions) throws -> DirectionContext { DirectionContext() }
-
     func blocks(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions,
                 context: DirectionContext, scratch: MergeScratch?) throws -> DirectionBlocks {
         try ModelStockDirection(tensor: name, shape: shape, count: count, maxBlock: maxBlock, inputs: inputs, options: o, scratch: scratch)
@@ -61,6 +59,21 @@ final class DenseTaskVectorBlocks {
         streams = try Merger.entryStreams(inputs, tensor: name, buffers: buffers)
         self.entries = entries
         dense = inputs.map { _ in [Double](repeating: 0, count: capacity) }
+    }
+
+    /// One pass over entries [0, count) of the tensor in blocks of at most `block`:
+    /// `body(blocks, start, n)` with `dense[t][0..<n]` holding entries [start, start + n).
+    static func pass(tensor name: String, count: Int, block: Int, inputs: [Merger.Input], entries: [EntryBlock],
+                     _ body: (DenseTaskVectorBlocks, Int, Int) throws -> Void) throws {
+        let v = try DenseTaskVectorBlocks(tensor: name, capacity: block, inputs: inputs, buffers: inputs.map { _ in EntryStreamBuffers() },
+                                          entries: entries)
+        var start = 0
+        while start < count {
+            let end = min(count, start + block)
+            try v.next(upTo: end)
+            try body(v, start, end - start)
+            start = end
+        }
     }
 
     /// Reads [position, end) of every vector into `dense[t][0..<(end − position)]`.
@@ -109,16 +122,10 @@ final class ModelStockDirection: DirectionBlocks {
         self.count = inputs.count
         filter = o.modelStockFilterWise && shape.count > 1 ? shape.last! : nil
         if filter == nil {
-            let first = try DenseTaskVectorBlocks(tensor: name, capacity: block, inputs: inputs, buffers: inputs.map { _ in EntryStreamBuffers() },
-                                                  entries: entries)
             var norms = [Double](repeating: 0, count: inputs.count)
             var dots = [[Double]](repeating: [Double](repeating: 0, count: inputs.count), count: inputs.count)
-            var start = 0
-            while start < count {
-                let end = min(count, start + block)
-                try first.next(upTo: end)
-                first.accumulate(0..<(end - start), normSquared: &norms, dot: &dots)
-                start = end
+            try DenseTaskVectorBlocks.pass(tensor: name, count: count, block: block, inputs: inputs, entries: entries) { v, _, n in
+                v.accumulate(0..<n, normSquared: &norms, dot: &dots)
             }
             wholeRatio = ModelStockKernel.ratio(normSquared: norms, dot: dots)
         }

@@ -31,8 +31,6 @@ struct NuSlerpMethod: MergeMethodDefinition {
 }
 
 struct NuSlerpKernel: DirectionKernel {
-    func prepare(base: any CheckpointSource, inputs: [Merger.Input], options: MergeOptions) throws -> DirectionContext { DirectionContext() }
-
     func blocks(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions,
                 context: DirectionContext, scratch: MergeScratch?) throws -> DirectionBlocks {
         try NuSlerpDirection(tensor: name, shape: shape, count: count, maxBlock: maxBlock, inputs: inputs, options: o, scratch: scratch)
@@ -81,18 +79,12 @@ final class NuSlerpDirection: DirectionBlocks {
         }
         if positions > 0 {
             var n0 = [Double](repeating: 0, count: positions), n1 = n0, dot = n0
-            let first = try DenseTaskVectorBlocks(tensor: name, capacity: block, inputs: inputs, buffers: inputs.map { _ in EntryStreamBuffers() },
-                                                  entries: entries)
-            var start = 0
-            while start < count {
-                let end = min(count, start + block)
-                try first.next(upTo: end)
-                let a = first.dense[0], b = first.dense[1]
-                for j in 0..<(end - start) {
+            try DenseTaskVectorBlocks.pass(tensor: name, count: count, block: block, inputs: inputs, entries: entries) { v, start, n in
+                let a = v.dense[0], b = v.dense[1]
+                for j in 0..<n {
                     let k = positions == 1 ? 0 : (start + j) % positions
                     n0[k] += a[j] * a[j]; n1[k] += b[j] * b[j]; dot[k] += a[j] * b[j]
                 }
-                start = end
             }
             for k in 0..<positions {
                 let (x, y) = NuSlerpKernel.coefficients(t: t, normSquared0: n0[k], normSquared1: n1[k], dot: dot[k])

@@ -21,8 +21,6 @@ struct SceMethod: MergeMethodDefinition {
 }
 
 struct SceKernel: DirectionKernel {
-    func prepare(base: any CheckpointSource, inputs: [Merger.Input], options: MergeOptions) throws -> DirectionContext { DirectionContext() }
-
     func blocks(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions,
                 context: DirectionContext, scratch: MergeScratch?) throws -> DirectionBlocks {
         try SceDirection(tensor: name, count: count, maxBlock: maxBlock, inputs: inputs, options: o, scratch: scratch)
@@ -56,15 +54,7 @@ final class SceDirection: DirectionBlocks {
         let entries = scratch.entryBlocks(inputs.count, capacity: block)
         let n = inputs.count
         func pass(_ body: (DenseTaskVectorBlocks, Int, Int) -> Void) throws {
-            let v = try DenseTaskVectorBlocks(tensor: name, capacity: block, inputs: inputs, buffers: inputs.map { _ in EntryStreamBuffers() },
-                                              entries: entries)
-            var start = 0
-            while start < count {
-                let end = min(count, start + block)
-                try v.next(upTo: end)
-                body(v, start, end - start)
-                start = end
-            }
+            try DenseTaskVectorBlocks.pass(tensor: name, count: count, block: block, inputs: inputs, entries: entries, body)
         }
         let select = o.sceSelectTopK < 1
         var boundary: Float = 0, boundaryTies = 0

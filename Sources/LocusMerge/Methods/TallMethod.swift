@@ -28,8 +28,6 @@ struct TallKernel: DirectionKernel {
     let consensusK: Bool
     var writesTaskModels: Bool { !consensusK }
 
-    func prepare(base: any CheckpointSource, inputs: [Merger.Input], options: MergeOptions) throws -> DirectionContext { DirectionContext() }
-
     func blocks(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions,
                 context: DirectionContext, scratch: MergeScratch?) throws -> DirectionBlocks {
         try TallDirection(tensor: name, count: count, maxBlock: maxBlock, inputs: inputs, consensusK: consensusK ? o.consensusK : nil,

@@ -41,11 +41,11 @@ public struct LineChart {
         svg += "<text x=\"\(left)\" y=\"22\" font-size=\"15\">\(Self.escape(title))</text>\n"
         for k in 0...5 {
             let v = ymax * Double(k) / 5
-            svg += "<line x1=\"\(left)\" x2=\"\(w - right)\" y1=\"\(y(v))\" y2=\"\(y(v))\" stroke=\"#ddd\"/><text x=\"\(left - 8)\" y=\"\(y(v) + 4)\" text-anchor=\"end\">\(fmt(v, 2))</text>\n"
+            svg += "<line x1=\"\(left)\" x2=\"\(w - right)\" y1=\"\(y(v))\" y2=\"\(y(v))\" stroke=\"#ddd\"/><text x=\"\(left - 8)\" y=\"\(y(v) + 4)\" text-anchor=\"end\">\(TextFormat.fixed(v, 2))</text>\n"
         }
         let labelEvery = max(1, (xs.count + 10) / 11)   // at most ~11 labels, so they never overlap
         for (k, a) in xs.enumerated() where k % labelEvery == 0 || k == xs.count - 1 {
-            svg += "<text x=\"\(x(a))\" y=\"\(h - bottom + 18)\" text-anchor=\"middle\">\(fmt(a, 2))</text>\n"
+            svg += "<text x=\"\(x(a))\" y=\"\(h - bottom + 18)\" text-anchor=\"middle\">\(TextFormat.fixed(a, 2))</text>\n"
         }
         svg += "<text x=\"\((left + w - right) / 2)\" y=\"\(h - 10)\" text-anchor=\"middle\">\(Self.escape(xLabel))</text>\n"
         for g in guides {

@@ -50,8 +50,9 @@ METHODS = {
     "karcher": (None, {}, {}),
     "slerp": (2, {"t": 0.4}, {}),
     "nuslerp": (2, {}, {"weight": 0.5}),
+    "sce": (None, {"select_topk": 0.5}, {}),
 }
-NO_BASE = {"linear", "karcher", "slerp"}
+NO_BASE = {"linear", "karcher"}
 
 # mergekit 0.1.5's planner adds a list to a tuple when it checks BERT's optional weights that have
 # aliases (TypeError before any merging). The runner fixes that one expression in the planner's
@@ -108,7 +109,9 @@ def write_config(path, method, base_dir, model_dirs):
     count, top, per_model = METHODS[method]
     models = model_dirs[:count] if count else model_dirs
     lines = [f"merge_method: {method}"]
-    if method not in NO_BASE:
+    if method == "slerp":   # mergekit's slerp interpolates from base_model, one of the two models
+        lines.append(f"base_model: {models[0]}")
+    elif method not in NO_BASE:
         lines.append(f"base_model: {base_dir}")
     lines.append("dtype: float32")
     if top:

@@ -224,7 +224,7 @@ private struct Parser {
             }
         }
         if case .name(let want) = options.labelColumn, !header {
-            throw LocusError(file: file, "--label-column '\(want)' names a column, but the file is read without a header row")
+            throw RequestError("labelColumn", "'\(want)' names a column, but \(file) is read without a header row")
         }
         let width = first.count
         let names = header ? first.map(text) : nil
@@ -253,11 +253,11 @@ private struct Parser {
         var imageShape: [Int]? = nil
         if let s = options.imageShape {
             guard s.count == 3, s.allSatisfy({ $0 > 0 }) else {
-                throw LocusError(file: file, "--image-shape \(s.map(String.init).joined(separator: ",")) must be three positive sizes C,H,W")
+                throw RequestError("imageShape", "\(s.map(String.init).joined(separator: ",")) must be three positive sizes C,H,W")
             }
             let (p, o) = s[0].multipliedReportingOverflow(by: s[1] * s[2])
             guard !o, p == featureCount else {
-                throw LocusError(file: file, "--image-shape \(s.map(String.init).joined(separator: ",")) holds \(o ? "too many" : "\(p)") values per sample, but the file has \(featureCount) feature columns")
+                throw RequestError("imageShape", "\(s.map(String.init).joined(separator: ",")) holds \(o ? "too many" : "\(p)") values per sample, but \(file) has \(featureCount) feature columns")
             }
             imageShape = s
         }

@@ -32,15 +32,15 @@ public enum DataImport {
     public static func load(_ sources: [String], options: Options = .init()) throws -> Imported {
         guard let first = sources.first else { throw LocusError(file: "locus data import", "no source file given") }
         guard let format = options.format ?? DataFormat.infer(from: first) else {
-            throw LocusError(file: first, "cannot tell the format from the file name; pass --format idx, csv or h5")
+            throw RemediableError(LocusError(file: first, "cannot tell the format (idx, csv or h5) from the file name"), .name(setting: "format"))
         }
-        if let s = options.scale, !(s > 0 && s.isFinite) { throw LocusError(file: first, "--scale \(s) must be a finite number > 0") }
+        if let s = options.scale, !(s > 0 && s.isFinite) { throw RequestError("scale", "\(s) must be a finite number > 0") }
         guard options.valFraction >= 0, options.valFraction < 1 else {
-            throw LocusError(file: first, "--val-fraction \(options.valFraction) must be in [0, 1)")
+            throw RequestError("valFraction", "\(options.valFraction) must be in [0, 1)")
         }
         if let names = options.classNames {
             guard !names.isEmpty, Set(names).count == names.count, !names.contains("") else {
-                throw LocusError(file: first, "--class-names must be distinct non-empty names")
+                throw RequestError("classNames", "must be distinct non-empty names")
             }
         }
         var parameters: [String: JSONValue] = ["format": .string(format.rawValue), "seed": .integer(Int64(bitPattern: options.seed)),
@@ -110,7 +110,7 @@ public enum DataImport {
             data = try DatasetArtifact.read(first)
             if let names = options.classNames {
                 guard names.count == data.classes.count else {
-                    throw LocusError(file: first, object: "/classes", "has \(data.classes.count) classes, --class-names gives \(names.count)")
+                    throw LocusError(file: first, object: "/classes", "has \(data.classes.count) classes, the class names given are \(names.count)")
                 }
                 data.classes = names
             }

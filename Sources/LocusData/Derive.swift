@@ -121,7 +121,7 @@ public enum Derive {
             return out
         }
         guard d.shape.count == 4 else {
-            throw LocusError(file: file, object: "/inputs", "\(t) needs images [N, C, H, W], this dataset has shape \(d.shape) (import CSV features with --image-shape C,H,W)")
+            throw RemediableError(LocusError(file: file, object: "/inputs", "\(t) needs images [N, C, H, W], this dataset has shape \(d.shape)"), .use(setting: "imageShape", purpose: "import CSV features as images C,H,W"))
         }
         let n = d.shape[0], c = d.shape[1], h = d.shape[2], w = d.shape[3]
         switch t {

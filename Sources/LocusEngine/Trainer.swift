@@ -82,7 +82,7 @@ public enum Training {
         try check(config)
         let headLayer = try model.head(head)
         if trainHead, !headLayer.isTrainable {
-            throw EngineError("head '\(head)' is a fixed zero-shot head (text embeddings); it is not trained — leave out --train-head")
+            throw EngineError("head '\(head)' is a fixed zero-shot head (text embeddings); it is not trained, so it cannot be trained densely")
         }
         // A trained head is dense; any mask entries for it are superseded (never listed twice).
         let headIDs = Set(headLayer.parameters.map(ObjectIdentifier.init))
@@ -104,7 +104,7 @@ public enum Training {
         guard config.momentum >= 0, config.weightDecay >= 0 else { throw EngineError("momentum and weight decay must be ≥ 0") }
         guard (0...1).contains(config.labelSmoothing) else { throw EngineError("label smoothing must be in [0, 1], got \(config.labelSmoothing)") }
         guard (0...1).contains(config.warmupFraction) else { throw EngineError("warm-up must be a fraction in [0, 1], got \(config.warmupFraction)") }
-        if let c = config.clipNorm, !(c > 0) { throw EngineError("--clip-norm must be > 0, got \(c)") }
+        if let c = config.clipNorm, !(c > 0) { throw EngineError("the gradient clip norm must be > 0, got \(c)") }
     }
 
     /// The epoch loop shared by dense and sparse training; `step` applies one optimizer update.
@@ -131,7 +131,7 @@ public enum Training {
                 let logits = headLayer.forward(try model.features(x, mode: bodyMode), mode: .train)
                 let r = loss(logits, labels: y)
                 guard r.loss.isFinite else {
-                    throw EngineError("the loss became \(r.loss) at epoch \(epoch + 1), step \(s + 1) (learning rate \(schedule.rate(at: globalStep))); training stopped and nothing was written — try a lower learning rate or --clip-norm")
+                    throw EngineError("the loss became \(r.loss) at epoch \(epoch + 1), step \(s + 1) (learning rate \(schedule.rate(at: globalStep))); training stopped and nothing was written — try a lower learning rate or clipping the gradient norm")
                 }
                 try model.backward(r.gradient, head: head, headOnly: headOnly)
                 if let maxNorm = config.clipNorm { clipGradients(params, maxNorm: maxNorm) }

@@ -74,7 +74,7 @@ public enum Conversion {
         }
 
         guard let basePath = options.basePath else {
-            throw LocusError(file: source, "importing a \(options.kind.rawValue) needs --base, the checkpoint it belongs to")
+            throw RemediableError(LocusError(file: source, "importing a \(options.kind.rawValue) needs the checkpoint it belongs to"), .name(setting: "base"))
         }
         let base = try openCheckpoint(path: basePath)
         let baseFingerprint = try base.fingerprint
@@ -84,7 +84,7 @@ public enum Conversion {
         switch options.kind {
         case .scores:
             guard let estimator = options.estimator, let samples = options.samples else {
-                throw LocusError(file: source, "importing scores needs --estimator and --samples (how the scores were computed)")
+                throw RequestError("estimator", "importing scores from \(source) needs the estimator and the number of samples (how the scores were computed)")
             }
             let w = try ScoresWriter(path: target, info: .init(baseFingerprint: baseFingerprint, estimator: estimator, samples: samples,
                                                                 draws: options.draws, reduction: options.reduction), provenance: prov)
@@ -235,10 +235,10 @@ extension Conversion {
     public static func write(_ source: any CheckpointSource, to target: String, architecture: String?, format: CheckpointOutputFormat, dtype: LocusDType? = nil,
                              shardBytes: Int = HuggingFaceFolderWriter.defaultShardBytes, configFrom: String? = nil,
                              provenance: Provenance, blockBytes: Int = 64 << 20) throws -> String {
-        if let d = dtype, !d.isFloatingPoint { throw LocusError(file: target, "--dtype must be a floating-point type, not \(d.rawValue)") }
+        if let d = dtype, !d.isFloatingPoint { throw RequestError("dtype", "must be a floating-point type, not \(d.rawValue)") }
         var configs: [String] = []
         if let dir = configFrom {
-            guard format == .hf else { throw LocusError(file: dir, "--config-from applies to folder outputs only") }
+            guard format == .hf else { throw RequestError("configFrom", "applies to folder outputs only, not \(dir)") }
             guard FileManager.default.fileExists(atPath: dir + "/config.json") else {
                 throw LocusError(file: dir, "has no config.json to copy")
             }

@@ -94,7 +94,7 @@ public final class HuggingFaceFolderWriter: CheckpointSink {
             guard seen.insert(TensorName.key(p.name)).inserted else { throw LocusError(file: t, object: "tensor '\(p.name)'", "duplicate tensor name") }
             guard checkedProduct(p.shape) != nil else { throw LocusError(file: t, object: "tensor '\(p.name)'", "invalid shape \(p.shape)") }
         }
-        guard shardBytes > 0 else { throw LocusError(file: t, "--shard-size must be positive") }
+        guard shardBytes > 0 else { throw RequestError("shardSize", "must be positive (writing \(t))") }
         var groups: [Range<Int>] = [], start = 0, size = 0
         for (i, p) in plan.enumerated() {
             if i > start && size + p.byteCount > shardBytes { groups.append(start..<i); start = i; size = 0 }

@@ -32,7 +32,7 @@ public func openCheckpoint(path: String, options: CheckpointOpenOptions = Checkp
 public func openCheckpointUnrenamed(path: String, key: String? = nil) throws -> any CheckpointSource {
     let kind = try detectCheckpointKind(path: path)
     if key != nil && kind != .torch && kind != .torchFolder {
-        throw LocusError(file: path, "--key selects a state dict inside a PyTorch file; this is a \(kind.rawValue) source")
+        throw RemediableError(LocusError(file: path, "is a \(kind.rawValue) source; a key selects a state dict inside a PyTorch file only"), .leaveOut(setting: "key"))
     }
     let verification = ReadVerification.current
     if verification.enabled && kind != .locus { DataVerifier.noteSource(path, kind, verification) }

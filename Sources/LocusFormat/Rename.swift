@@ -171,7 +171,7 @@ public final class RenamedSource: CheckpointSource {
             list.append(CheckpointTensor(name: name, link: TensorName.linkName(for: name), dtype: t.dtype, shape: shape, count: t.count))
         }
         if base.tensors.count > 0 && list.isEmpty {
-            throw LocusError(file: base.path, "the renaming keeps none of its \(base.tensors.count) tensors (is --strip-prefix right?)")
+            throw LocusError(file: base.path, "the renaming keeps none of its \(base.tensors.count) tensors (is the prefix to strip right?)")
         }
         original = map
         tensors = list.sorted { TensorName.byteOrder($0.name, $1.name) }

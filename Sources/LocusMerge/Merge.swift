@@ -118,7 +118,7 @@ public enum Merger {
         for path in taskVectors {
             let r = try TaskVectorReader(path: path)
             if r.baseFingerprint != fp {
-                if force { warn("\(path) was made from another base (\(r.baseFingerprint)); merging anyway (--force)") }
+                if force { warn("\(path) was made from another base (\(r.baseFingerprint)); merging anyway (forced)") }
                 else { problems.append("\(path): base fingerprint \(r.baseFingerprint) is not \(base.path)'s \(fp)") }
             }
             for t in r.tensors {
@@ -129,7 +129,7 @@ public enum Merger {
             inputs.append(Input(path: path, reader: r, byName: Dictionary(uniqueKeysWithValues: r.tensors.map { ($0.name, $0) })))
         }
         guard problems.isEmpty else {
-            throw LocusError(file: base.path, "\(problems.count) problem(s) with the task vectors (use --force only for fingerprint mismatches): \(problems.prefix(8).joined(separator: "; "))\(problems.count > 8 ? "; …" : "")")
+            throw LocusError(file: base.path, "\(problems.count) problem(s) with the task vectors (forcing overrides fingerprint mismatches only): \(problems.prefix(8).joined(separator: "; "))\(problems.count > 8 ? "; …" : "")")
         }
         return inputs
     }

@@ -362,7 +362,7 @@ extension Merger {
         if let w = o.weights, w.count != inputCount {
             throw LocusError(file: output, "\(w.count) weights for \(inputCount) inputs")
         }
-        if let d = o.dtype, !d.isFloatingPoint { throw LocusError(file: output, "--dtype must be a floating-point type, not \(d.rawValue)") }
+        if let d = o.dtype, !d.isFloatingPoint { throw RequestError("dtype", "must be a floating-point type, not \(d.rawValue)") }
         let problems = MergeMethods.problems(o, inputCount: inputCount)
         guard problems.isEmpty else { throw LocusError(file: output, problems.joined(separator: "; ")) }
     }

@@ -112,8 +112,8 @@ public enum TaskArithmetic {
                             collectLimit: Int = 1 << 22) throws -> Summary {
         let base = try openCheckpoint(path: basePath), ft = try openCheckpoint(path: ftPath)
         try checkSameLayout(base, ft)
-        if case .threshold(let th) = sparsify, !(th >= 0) { throw LocusError(file: output, "--threshold must be ≥ 0") }
-        if case .density(let d) = sparsify, !(d > 0 && d <= 1) { throw LocusError(file: output, "--density must be in (0, 1], got \(d)") }
+        if case .threshold(let th) = sparsify, !(th >= 0) { throw RequestError("threshold", "must be ≥ 0") }
+        if case .density(let d) = sparsify, !(d > 0 && d <= 1) { throw RequestError("density", "must be in (0, 1], got \(d)") }
         var floats: [(base: CheckpointTensor, ft: CheckpointTensor)] = []
         for t in ft.tensors {
             let tb = base.tensor(named: t.name)!
@@ -209,14 +209,14 @@ public enum TaskArithmetic {
                              force: Bool = false, warn: (String) -> Void = { _ in }, provenance: Provenance = Provenance(),
                              outputFormat: CheckpointOutputFormat = .h5, shardBytes: Int = HuggingFaceFolderWriter.defaultShardBytes,
                              blockElements elements: Int = blockElements) throws {
-        guard alpha.isFinite else { throw LocusError(file: output, "--alpha must be finite") }
+        guard alpha.isFinite else { throw RequestError("alpha", "must be finite") }
         let base = try openCheckpoint(path: basePath)
         let tv = try TaskVectorReader(path: tvPath)
         func checkBase(_ fp: String) throws {
             guard tv.baseFingerprint != fp else { return }
             let message = "was made from a different base (\(tv.baseFingerprint)) than \(basePath) (\(fp))"
-            guard force else { throw LocusError(file: tvPath, object: "/@base-fingerprint", message + "; use --force to apply it anyway") }
-            warn("\(tvPath): \(message); applying anyway (--force)")
+            guard force else { throw RemediableError(LocusError(file: tvPath, object: "/@base-fingerprint", message), .use(setting: "force", purpose: "apply it anyway")) }
+            warn("\(tvPath): \(message); applying anyway (forced)")
         }
         // A base whose fingerprint is not stored (safetensors, a folder, a PyTorch file) is hashed
         // on the way through the one pass below, and checked before the output is published.

@@ -73,7 +73,10 @@ enum ErrorReport {
     static let flags = ["heads": "--heads", "addHead": "--add-head", "linearProbe": "--linear-probe", "trainHead": "--train-head",
                         "force": "--force", "datasets": "--eval", "grid": "--alpha-grid", "strategy": "--alpha-mode",
                         "rounds": "--alpha-mode", "budget": "--alpha-mode", "keep": "--keep", "controlHead": "--heads",
-                        "exclude": "--exclude", "data": "DATA", "semantics": "--config (add 'semantics: locus')"]
+                        "exclude": "--exclude", "data": "DATA", "semantics": "--config (add 'semantics: locus')",
+                        "valFraction": "--val-fraction", "classNames": "--class-names", "labelColumn": "--label-column",
+                        "imageShape": "--image-shape", "clipNorm": "--clip-norm", "shardSize": "--shard-size",
+                        "configFrom": "--config-from", "estimator": "--estimator and --samples"]
     static func flag(for setting: String) -> String { flags[setting] ?? "--\(setting)" }
 
     /// " (see 'locus SUB --help')" for the subcommand the arguments name.

@@ -49,7 +49,9 @@ final class CSVTests: DataTestCase {
         XCTAssertEqual(negative.data.labels, [10, 30, 50])
         expectError("t.csv", "no header column is named 'z'", "'label', 'x', 'y'") { _ = try self.parse(text) { $0.labelColumn = .name("z") } }
         expectError("label column 3 does not exist") { _ = try self.parse(text) { $0.labelColumn = .index(3) } }
-        expectError("names a column", "without a header") { _ = try self.parse(text) { $0.labelColumn = .name("label"); $0.header = .no } }
+        LocusTestSupport.expectError(RequestError.self, mentioning: ["names a column", "without a header"]) {
+            _ = try self.parse(text) { $0.labelColumn = .name("label"); $0.header = .no }
+        }
     }
 
     func testUint8VersusFloat32() throws {
@@ -95,7 +97,10 @@ final class CSVTests: DataTestCase {
         expectError("line 2, column 3", "'cow' is not one of the 2 given class names") { _ = try self.parse("1,2,dog\n3,4,cow\n") { $0.classNames = ["dog", "cat"] } }
         let img = try parse("1,2,3,4,5,6,0\n") { $0.imageShape = [1, 2, 3] }
         XCTAssertEqual(img.data.shape, [1, 1, 2, 3])
-        expectError("--image-shape 1,2,2 holds 4 values per sample", "6 feature columns") { _ = try self.parse("1,2,3,4,5,6,0\n") { $0.imageShape = [1, 2, 2] } }
+        let e = LocusTestSupport.expectError(RequestError.self, mentioning: ["1,2,2 holds 4 values per sample", "6 feature columns"]) {
+            _ = try self.parse("1,2,3,4,5,6,0\n") { $0.imageShape = [1, 2, 2] }
+        }
+        XCTAssertEqual(e?.setting, "imageShape")
     }
 
     func testGzipCSVFile() throws {

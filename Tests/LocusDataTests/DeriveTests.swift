@@ -99,7 +99,10 @@ final class DeriveTests: DataTestCase {
 
     func testImageTransformsNeedImages() {
         let f = LabelledData(inputs: .float32([1, 2]), shape: [1, 2], labels: [0], classes: ["a"], splits: [:])
-        expectError("d", "rotate90=1 needs images [N, C, H, W]", "--image-shape") { _ = try Derive.apply(.rotate90(1), to: f, file: "d") }
+        let e = LocusTestSupport.expectError(RemediableError.self, mentioning: ["d", "rotate90=1 needs images [N, C, H, W]"]) {
+            _ = try Derive.apply(.rotate90(1), to: f, file: "d")
+        }
+        XCTAssertEqual(e?.remedy, .use(setting: "imageShape", purpose: "import CSV features as images C,H,W"))
     }
 
     func testTransformParsing() throws {

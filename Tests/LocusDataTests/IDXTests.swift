@@ -163,7 +163,8 @@ final class IDXTests: DataTestCase {
         let bigLabel = try write("huge-labels-idx1-ubyte", idxFile(type: 0x0C, dims: [10], payload: bigEndian([Int32](repeating: 1 << 24, count: 10))))
         expectError("huge-labels-idx1-ubyte", "label 16777216 of item 0 is too large") { _ = try DataImport.load([ti, bigLabel]) }
         let noName = try write("mystery.bin", [0])
-        expectError("mystery.bin", "--format") { _ = try DataImport.load([noName]) }
+        let unknown = LocusTestSupport.expectError(RemediableError.self, mentioning: ["mystery.bin", "cannot tell the format"]) { _ = try DataImport.load([noName]) }
+        XCTAssertEqual(unknown?.remedy, .name(setting: "format"))
     }
 
     func testWrittenArtifactReadsBackAndFailuresLeaveNothing() throws {

@@ -182,7 +182,7 @@ final class ConvertTests: LocusTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("out.locus")))
         // No base at all.
         o.basePath = nil
-        expectLocusError(mentioning: path("fmask.safetensors")) {
+        LocusTestSupport.expectError(RemediableError.self, mentioning: [path("fmask.safetensors")]) {
             try Conversion.importSafeTensors(from: self.path("fmask.safetensors"), to: self.path("out.locus"), options: o)
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("out.locus")))

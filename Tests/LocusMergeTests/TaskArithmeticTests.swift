@@ -360,7 +360,8 @@ final class TaskArithmeticTests: XCTestCase {
         // Bad sparsification parameters.
         let (b2, f2, _, _) = try pair(seed: 3)
         for s in [TaskArithmetic.Sparsify.density(0), .density(1.5), .density(-0.1), .threshold(-1)] {
-            expectLocusError([], noFile: path("s-tv.h5")) { try TaskArithmetic.diff(base: b2, finetuned: f2, output: self.path("s-tv.h5"), sparsify: s) }
+            LocusTestSupport.expectError(RequestError.self) { try TaskArithmetic.diff(base: b2, finetuned: f2, output: self.path("s-tv.h5"), sparsify: s) }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: path("s-tv.h5")))
         }
     }
 
@@ -379,9 +380,11 @@ final class TaskArithmeticTests: XCTestCase {
         other["layers.0.bias"]!.values[0] += 1
         let otherBase = try write("other.h5", other)
         let out = path("o.h5")
-        expectLocusError([tv, "base-fingerprint", "--force"], noFile: out) {
+        let refused = LocusTestSupport.expectError(RemediableError.self, mentioning: [tv, "base-fingerprint"]) {
             try TaskArithmetic.apply(base: otherBase, taskVector: tv, output: out)
         }
+        XCTAssertEqual(refused?.remedy, .use(setting: "force", purpose: "apply it anyway"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
         var warnings: [String] = []
         try TaskArithmetic.apply(base: otherBase, taskVector: tv, output: out, force: true, warn: { warnings.append($0) })
         XCTAssertEqual(warnings.count, 1, "--force warns once")
@@ -405,7 +408,9 @@ final class TaskArithmeticTests: XCTestCase {
         let (base, ft, _, _) = try pair(seed: 7)
         let tv = path("tv7.h5")
         try TaskArithmetic.diff(base: base, finetuned: ft, output: tv)
-        expectLocusError(["alpha"], noFile: path("a.h5")) { try TaskArithmetic.apply(base: base, taskVector: tv, alpha: .nan, output: self.path("a.h5")) }
+        let e = LocusTestSupport.expectError(RequestError.self) { try TaskArithmetic.apply(base: base, taskVector: tv, alpha: .nan, output: self.path("a.h5")) }
+        XCTAssertEqual(e?.setting, "alpha")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("a.h5")))
         expectLocusError(["not finite"], noFile: path("big64.h5")) { try TaskArithmetic.apply(base: base, taskVector: tv, alpha: .greatestFiniteMagnitude, output: self.path("big64.h5")) }
         let out = path("big.h5")
         do {

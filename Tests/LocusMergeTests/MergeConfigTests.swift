@@ -1,5 +1,6 @@
 import Foundation
 import LocusFormat
+import LocusTestSupport
 import XCTest
 
 @testable import LocusMerge
@@ -8,22 +9,7 @@ import XCTest
 /// their names), per-tensor parameter values (filters: first substring match wins; gradients:
 /// mergekit's interpolation across the layer index), include/exclude globs, and merges through the
 /// driver with fine-tuned checkpoints and task vectors as inputs.
-final class MergeConfigTests: XCTestCase {
-    private var directory = ""
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("MergeConfigTests-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if !directory.isEmpty { try? FileManager.default.removeItem(atPath: directory) }
-        try super.tearDownWithError()
-    }
-
-    private func path(_ name: String) -> String { directory + "/" + name }
-
+final class MergeConfigTests: ScratchDirectoryTestCase {
     private func parse(_ yaml: String) throws -> MergeConfig { try MergeConfig.parse(yaml, path: path("c.yml")) }
 
     private func message(_ body: () throws -> Void) -> String {

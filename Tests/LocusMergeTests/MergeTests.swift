@@ -9,22 +9,7 @@ import XCTest
 /// `ExactTopK` against sorting (ties, zeros, keep ≥ n, many magnitudes), `Breadcrumbs.keep` against
 /// a sort-based reference, `Merger.dareKeepMask` determinism, and `TaskArithmetic.diff` / `apply`
 /// round trips in float32 and bfloat16.
-final class MergeTests: XCTestCase {
-    private var directory = ""
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("MergeTests-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if !directory.isEmpty { try? FileManager.default.removeItem(atPath: directory) }
-        try super.tearDownWithError()
-    }
-
-    private func path(_ name: String) -> String { directory + "/" + name }
-
+final class MergeTests: ScratchDirectoryTestCase {
     // MARK: - ExactTopK
 
     /// The k-th largest by sorting (the definition), +∞ for k ≤ 0; for k ≥ n any t ≤ min keeps all.

@@ -1,6 +1,7 @@
 import Foundation
 import LocusFormat
 import LocusRandom
+import LocusTestSupport
 import XCTest
 
 @testable import LocusMerge
@@ -9,22 +10,7 @@ import XCTest
 /// magnitude-ranked drop (its keep probabilities, its expectation, its place in the
 /// generalized-task-arithmetic table) and end-to-end merges through files. The comparisons with
 /// numpy and mergekit are in interop/tests/test_merge_methods_new.py.
-final class NewMergeMethodTests: XCTestCase {
-    private var directory = ""
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("NewMergeMethodTests-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if !directory.isEmpty { try? FileManager.default.removeItem(atPath: directory) }
-        try super.tearDownWithError()
-    }
-
-    private func path(_ name: String) -> String { directory + "/" + name }
-
+final class NewMergeMethodTests: ScratchDirectoryTestCase {
     /// A float32 checkpoint of `tensors` (name → shape, values).
     @discardableResult
     private func checkpoint(_ name: String, _ tensors: [(String, [Int], [Float])]) throws -> String {

@@ -10,22 +10,7 @@ import XCTest
 /// vectors for every float type, α = 1 reproduces the fine-tuned checkpoint bit for bit (same
 /// fingerprint), α = 0 the base, --density / --threshold keep the right entries, and bad input fails
 /// with one line and no output file.
-final class TaskArithmeticTests: XCTestCase {
-    private var directory = ""
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("LocusMergeTests-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if !directory.isEmpty { try? FileManager.default.removeItem(atPath: directory) }
-        try super.tearDownWithError()
-    }
-
-    private func path(_ name: String) -> String { directory + "/" + name }
-
+final class TaskArithmeticTests: ScratchDirectoryTestCase {
     // MARK: - building checkpoints
 
     /// One tensor: its dtype, shape and values (taken as Double; rounded to the dtype, RNE).

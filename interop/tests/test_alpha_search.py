@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import merge_ref as ref
-from conftest import REPO, assert_error, assert_ok
+from conftest import assert_error, assert_ok, make_two_digit_tasks
 
 NS = "{http://www.w3.org/2000/svg}"
 
@@ -23,26 +23,7 @@ def tasks(locus, tmp_path_factory):
     """digits → two 5-class tasks; an MLP pre-trained 1 epoch on all digits; linear-probed heads t1, t2;
     TaLoS masks (30 %); sparse fine-tuning writes τ1, τ2 (with task-head / task-accuracy)."""
     d = tmp_path_factory.mktemp("alpha")
-    q = ["--quiet"]
-    steps = [
-        ["data", "import", REPO / "fixtures" / "data" / "digits.csv.gz", "--image-shape", "1,8,8", "-o", d / "digits.h5"],
-        ["data", "derive", d / "digits.h5", "--classes", "0,1,2,3,4", "-o", d / "d1.h5", *q],
-        ["data", "derive", d / "digits.h5", "--classes", "5,6,7,8,9", "-o", d / "d2.h5", *q],
-        ["init", "--preset", "mlp", "--hidden", "32", "--data", d / "digits.h5", "--head", "pre", "-o", d / "init.h5"],
-        ["train", d / "init.h5", d / "digits.h5", "--head", "pre", "--epochs", "1", "--lr", "3e-3", "--deterministic", *q, "-o", d / "pre.h5"],
-        ["train", d / "pre.h5", d / "d1.h5", "--head", "t1", "--add-head", "--linear-probe", "--epochs", "2", "--lr", "1e-2",
-         "--deterministic", *q, "-o", d / "p1.h5"],
-        ["train", d / "p1.h5", d / "d2.h5", "--head", "t2", "--add-head", "--linear-probe", "--epochs", "2", "--lr", "1e-2",
-         "--deterministic", *q, "-o", d / "base.h5"],
-        ["mask", d / "base.h5", d / "d1.h5", "--head", "t1", "--density", "0.3", *q, "-o", d / "m1.h5"],
-        ["mask", d / "base.h5", d / "d2.h5", "--head", "t2", "--density", "0.3", *q, "-o", d / "m2.h5"],
-        ["finetune", d / "base.h5", d / "d1.h5", "--mask", d / "m1.h5", "--head", "t1", "--epochs", "3", "--lr", "5e-3",
-         "--deterministic", "-o", d / "ft1.h5", "--task-vector", d / "tau1.h5"],
-        ["finetune", d / "base.h5", d / "d2.h5", "--mask", d / "m2.h5", "--head", "t2", "--epochs", "3", "--lr", "5e-3",
-         "--deterministic", "-o", d / "ft2.h5", "--task-vector", d / "tau2.h5"],
-    ]
-    for s in steps:
-        assert_ok(locus(*s))
+    make_two_digit_tasks(locus, d)
     return d
 
 

@@ -6,8 +6,8 @@ estimator talos (one sampled class per input, squared gradient of its raw logit)
 weights and biases (266 752 values; the head is not scored, as in TaLoS). The scoring set is the first N batches
 of the train split in stored order, i.e. exactly what `locus score --batches N` scores.
 
-Acceptance of the issue: the efficient path is >= 20x faster than the per-sample loop, and takes <= 2x the time of
-one plain training epoch over the same samples.
+Goals: the efficient path is >= 20x faster than the per-sample loop, and takes <= 1.1x the time of one plain
+training epoch over the same samples (medians of the interleaved rounds).
 
 What is measured, and why this way:
   1. In process (`locus-bench score`, the clean comparison): the same loaded model, the same N batches, assembled
@@ -146,7 +146,7 @@ def main():
     ap.add_argument("locus"); ap.add_argument("bench"); ap.add_argument("data")
     ap.add_argument("--batches", type=int, default=20, help="scoring batches of 64 (default 20)")
     ap.add_argument("--naive-batches", type=int, default=4, help="batches the naive path is timed on (default 4)")
-    ap.add_argument("--repeats", type=int, default=15, help="timed rounds; the fastest counts (default 15)")
+    ap.add_argument("--repeats", type=int, default=15, help="interleaved timed rounds; medians and the fastest are reported (default 15)")
     ap.add_argument("--json")
     a = ap.parse_args()
     batch, n = 64, a.batches * 64
@@ -199,8 +199,10 @@ def main():
                              "score_over_train": score_wall / train_wall,
                              "commands": [" ".join(map(str, score_cmd)), " ".join(map(str, train_cmd))]}
 
-    goals = {"efficient >= 20x the per-sample loop (same engine)": out["ratios"]["efficient_over_naive_speed"] >= 20,
-             "efficient <= 2x one training epoch": out["ratios"]["efficient_time_over_train_epoch_time"] <= 2}
+    # Goals on the medians of the interleaved rounds (the best round is reported too).
+    med = out["ratios"]
+    goals = {"efficient >= 20x the per-sample loop (same engine), median": med["median_rounds_efficient_over_naive_speed"] >= 20,
+             "efficient <= 1.1x one training epoch, median": med["median_rounds_efficient_time_over_train_epoch_time"] <= 1.1}
     if "efficient_over_torch_seed_loop_speed" in out["ratios"]:
         goals["efficient >= 20x the reference per-sample PyTorch loop"] = out["ratios"]["efficient_over_torch_seed_loop_speed"] >= 20
     out["goals"] = goals

@@ -6,17 +6,20 @@ import LocusFormat
 public struct Architecture: Codable, Equatable, Sendable {
     public struct Head: Codable, Equatable, Sendable {
         public var name: String
-        public var in_features: Int
-        public var out_features: Int
+        public var inFeatures: Int
+        public var outFeatures: Int
         /// Class names, when known (from the dataset the head was made for).
         public var classes: [String]?
         /// Parameter-name prefix; absent: `heads.{name}`. timm's single classifier is `head`.
         public var prefix: String?
         /// `linear` (absent: the default) or `zero_shot` (CLIP's fixed text-embedding classifier, see ZeroShotHead).
         public var type: String?
-        public init(name: String, in_features: Int, out_features: Int, classes: [String]? = nil, prefix: String? = nil, type: String? = nil) {
-            self.name = name; self.in_features = in_features; self.out_features = out_features; self.classes = classes; self.prefix = prefix
+        public init(name: String, inFeatures: Int, outFeatures: Int, classes: [String]? = nil, prefix: String? = nil, type: String? = nil) {
+            self.name = name; self.inFeatures = inFeatures; self.outFeatures = outFeatures; self.classes = classes; self.prefix = prefix
             self.type = type
+        }
+        enum CodingKeys: String, CodingKey {
+            case name, inFeatures = "in_features", outFeatures = "out_features", classes, prefix, type
         }
         public var parameterPrefix: String { prefix ?? "heads.\(name)" }
         public static let knownTypes = ["linear", "zero_shot"]
@@ -60,7 +63,7 @@ public struct Architecture: Codable, Equatable, Sendable {
         var width = input.reduce(1, *)
         for h in hidden { layers += [.linear(width, h), .relu]; width = h }
         return Architecture(input: input, preset: "mlp", layers: layers,
-                            heads: [Head(name: head, in_features: width, out_features: classes, classes: classNames)])
+                            heads: [Head(name: head, inFeatures: width, outFeatures: classes, classes: classNames)])
     }
 
     /// A LeNet-style CNN: two 5×5 conv + ReLU + 2×2 max-pool stages (the first padded to keep the
@@ -75,7 +78,7 @@ public struct Architecture: Codable, Equatable, Sendable {
         var width = try arch0.featureShape().reduce(1, *)
         for h in hidden { layers += [.linear(width, h), .relu]; width = h }
         return Architecture(input: input, preset: "lenet", layers: layers,
-                            heads: [Head(name: head, in_features: width, out_features: classes, classes: classNames)])
+                            heads: [Head(name: head, inFeatures: width, outFeatures: classes, classes: classNames)])
     }
 
     /// The parts in which open_clip's / OpenAI CLIP's image tower differs from timm's ViT; the
@@ -116,7 +119,7 @@ public struct Architecture: Codable, Equatable, Sendable {
             + [norm, .classTokenPool]
             + (variant.projection.map { [LayerSpec.projection(width, $0)] } ?? [])
         return Architecture(input: [channels, imageSize, imageSize], preset: "vit", layers: layers,
-                            heads: [Head(name: head, in_features: variant.projection ?? width, out_features: classes, classes: classNames,
+                            heads: [Head(name: head, inFeatures: variant.projection ?? width, outFeatures: classes, classes: classNames,
                                          prefix: headPrefix, type: variant.zeroShot ? "zero_shot" : nil)])
     }
 
@@ -164,15 +167,15 @@ public struct Architecture: Codable, Equatable, Sendable {
                 throw EngineError("architecture: head name '\(h.name)' must be letters, digits, '_' or '-'")
             }
             guard seen.insert(h.name).inserted else { throw EngineError("architecture: duplicate head '\(h.name)'") }
-            guard features == [h.in_features] else {
-                throw EngineError("architecture: head '\(h.name)' takes \(h.in_features) features but the body gives \(features)")
+            guard features == [h.inFeatures] else {
+                throw EngineError("architecture: head '\(h.name)' takes \(h.inFeatures) features but the body gives \(features)")
             }
-            guard h.out_features >= 1 else { throw EngineError("architecture: head '\(h.name)' has no classes") }
+            guard h.outFeatures >= 1 else { throw EngineError("architecture: head '\(h.name)' has no classes") }
             if let t = h.type, !Head.knownTypes.contains(t) {
                 throw EngineError("architecture: head '\(h.name)' has unknown type '\(t)' (known: \(Head.knownTypes.joined(separator: ", ")))")
             }
-            if let c = h.classes, c.count != h.out_features {
-                throw EngineError("architecture: head '\(h.name)' names \(c.count) classes for \(h.out_features) outputs")
+            if let c = h.classes, c.count != h.outFeatures {
+                throw EngineError("architecture: head '\(h.name)' names \(c.count) classes for \(h.outFeatures) outputs")
             }
         }
         var names = Set<String>()

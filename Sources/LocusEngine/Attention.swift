@@ -107,7 +107,7 @@ public final class TransformerBlock: CompositeLayer {
         norm1 = LayerNorm(spec: .layerNorm(d), prefix: parameterName(prefix, "norm1"), features: d, eps: eps)
         qkv = Linear(spec: .linear(d, 3 * d, bias: qkvBias), prefix: parameterName(prefix, "attn.qkv"), inFeatures: d, outFeatures: 3 * d,
                      bias: qkvBias, seed: seedFor(1), initialisation: init_)
-        var a = LayerSpec(type: "attention"); a.embed_dim = d; a.num_heads = heads
+        var a = LayerSpec(type: "attention"); a.embedDim = d; a.numHeads = heads
         attention = SelfAttention(spec: a, width: d, heads: heads)
         proj = Linear(spec: .linear(d, d), prefix: parameterName(prefix, "attn.proj"), inFeatures: d, outFeatures: d, bias: true,
                       seed: seedFor(2), initialisation: init_)

@@ -3,44 +3,53 @@
 /// `torch.nn.Sequential` it describes.
 public struct LayerSpec: Codable, Equatable, Sendable {
     public var type: String
-    public var in_features: Int?
-    public var out_features: Int?
-    public var in_channels: Int?
-    public var out_channels: Int?
-    public var kernel_size: Int?
+    public var inFeatures: Int?
+    public var outFeatures: Int?
+    public var inChannels: Int?
+    public var outChannels: Int?
+    public var kernelSize: Int?
     public var stride: Int?
     public var padding: Int?
     public var bias: Bool?
-    public var normalized_shape: Int?
+    public var normalizedShape: Int?
     public var eps: Double?
     public var p: Double?
     /// Parameter-name prefix (`blocks.3`, `patch_embed`, `norm`; "" for top-level names such as
     /// timm's `cls_token`). Absent: `layers.{i}`.
     public var name: String?
     // Vision-transformer arguments, named as timm's.
-    public var img_size: Int?
-    public var patch_size: Int?
-    public var in_chans: Int?
-    public var embed_dim: Int?
-    public var num_patches: Int?
-    public var num_heads: Int?
-    public var mlp_ratio: Double?
-    public var qkv_bias: Bool?
+    public var imgSize: Int?
+    public var patchSize: Int?
+    public var inChans: Int?
+    public var embedDim: Int?
+    public var numPatches: Int?
+    public var numHeads: Int?
+    public var mlpRatio: Double?
+    public var qkvBias: Bool?
     /// The MLP activation of a `vit_block`: `gelu` (exact, the default) or `quick_gelu` (OpenAI CLIP).
-    public var act_layer: String?
+    public var actLayer: String?
+
+    /// The JSON keys are PyTorch's / timm's argument names.
+    enum CodingKeys: String, CodingKey {
+        case type, inFeatures = "in_features", outFeatures = "out_features", inChannels = "in_channels"
+        case outChannels = "out_channels", kernelSize = "kernel_size", stride, padding, bias
+        case normalizedShape = "normalized_shape", eps, p, name, imgSize = "img_size", patchSize = "patch_size"
+        case inChans = "in_chans", embedDim = "embed_dim", numPatches = "num_patches", numHeads = "num_heads"
+        case mlpRatio = "mlp_ratio", qkvBias = "qkv_bias", actLayer = "act_layer"
+    }
 
     public init(type: String) { self.type = type }
 
     public static func linear(_ i: Int, _ o: Int, bias: Bool = true) -> LayerSpec {
-        var s = LayerSpec(type: "linear"); s.in_features = i; s.out_features = o; s.bias = bias; return s
+        var s = LayerSpec(type: "linear"); s.inFeatures = i; s.outFeatures = o; s.bias = bias; return s
     }
     public static func conv2d(_ i: Int, _ o: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true) -> LayerSpec {
-        var s = LayerSpec(type: "conv2d"); s.in_channels = i; s.out_channels = o; s.kernel_size = kernel
+        var s = LayerSpec(type: "conv2d"); s.inChannels = i; s.outChannels = o; s.kernelSize = kernel
         s.stride = stride; s.padding = padding; s.bias = bias; return s
     }
-    public static func maxPool2d(_ k: Int, stride: Int? = nil) -> LayerSpec { var s = LayerSpec(type: "maxpool2d"); s.kernel_size = k; s.stride = stride ?? k; return s }
-    public static func avgPool2d(_ k: Int, stride: Int? = nil) -> LayerSpec { var s = LayerSpec(type: "avgpool2d"); s.kernel_size = k; s.stride = stride ?? k; return s }
-    public static func layerNorm(_ n: Int, eps: Double = 1e-5) -> LayerSpec { var s = LayerSpec(type: "layernorm"); s.normalized_shape = n; s.eps = eps; return s }
+    public static func maxPool2d(_ k: Int, stride: Int? = nil) -> LayerSpec { var s = LayerSpec(type: "maxpool2d"); s.kernelSize = k; s.stride = stride ?? k; return s }
+    public static func avgPool2d(_ k: Int, stride: Int? = nil) -> LayerSpec { var s = LayerSpec(type: "avgpool2d"); s.kernelSize = k; s.stride = stride ?? k; return s }
+    public static func layerNorm(_ n: Int, eps: Double = 1e-5) -> LayerSpec { var s = LayerSpec(type: "layernorm"); s.normalizedShape = n; s.eps = eps; return s }
     public static func dropout(_ p: Double) -> LayerSpec { var s = LayerSpec(type: "dropout"); s.p = p; return s }
     public static let relu = LayerSpec(type: "relu")
     public static let gelu = LayerSpec(type: "gelu")
@@ -49,21 +58,21 @@ public struct LayerSpec: Codable, Equatable, Sendable {
 
     /// `bias: false` is CLIP's conv1 (no `proj.bias` tensor); the default leaves `bias` out (true).
     public static func patchEmbed(imageSize: Int, patch: Int, channels: Int, width: Int, bias: Bool = true) -> LayerSpec {
-        var s = LayerSpec(type: "patch_embed"); s.name = "patch_embed"; s.img_size = imageSize; s.patch_size = patch
-        s.in_chans = channels; s.embed_dim = width; s.bias = bias ? nil : false; return s
+        var s = LayerSpec(type: "patch_embed"); s.name = "patch_embed"; s.imgSize = imageSize; s.patchSize = patch
+        s.inChans = channels; s.embedDim = width; s.bias = bias ? nil : false; return s
     }
     public static func classTokenPosition(patches: Int, width: Int) -> LayerSpec {
-        var s = LayerSpec(type: "class_token_position"); s.name = ""; s.num_patches = patches; s.embed_dim = width; return s
+        var s = LayerSpec(type: "class_token_position"); s.name = ""; s.numPatches = patches; s.embedDim = width; return s
     }
     /// `activation` nil: exact GELU (the key is then left out, as before it existed).
     public static func transformerBlock(_ i: Int, width: Int, heads: Int, mlpRatio: Double = 4, qkvBias: Bool = true, eps: Double = 1e-6,
                                         activation: String? = nil) -> LayerSpec {
-        var s = LayerSpec(type: "vit_block"); s.name = "blocks.\(i)"; s.embed_dim = width; s.num_heads = heads
-        s.mlp_ratio = mlpRatio; s.qkv_bias = qkvBias; s.eps = eps; s.act_layer = activation; return s
+        var s = LayerSpec(type: "vit_block"); s.name = "blocks.\(i)"; s.embedDim = width; s.numHeads = heads
+        s.mlpRatio = mlpRatio; s.qkvBias = qkvBias; s.eps = eps; s.actLayer = activation; return s
     }
     /// open_clip's output projection `x @ proj` ([D] → [E], no bias), parameter `{name}proj` [D, E].
     public static func projection(_ i: Int, _ o: Int, name: String = "") -> LayerSpec {
-        var s = LayerSpec(type: "projection"); s.name = name; s.in_features = i; s.out_features = o; return s
+        var s = LayerSpec(type: "projection"); s.name = name; s.inFeatures = i; s.outFeatures = o; return s
     }
     public static let classTokenPool = LayerSpec(type: "class_token_pool")
 
@@ -83,11 +92,11 @@ public struct LayerSpec: Codable, Equatable, Sendable {
     public func build(prefix: String, seed: UInt64) throws -> any Layer {
         switch type {
         case "linear":
-            return Linear(spec: self, prefix: prefix, inFeatures: try require(in_features, "in_features"),
-                          outFeatures: try require(out_features, "out_features"), bias: bias ?? true, seed: seed)
+            return Linear(spec: self, prefix: prefix, inFeatures: try require(inFeatures, "in_features"),
+                          outFeatures: try require(outFeatures, "out_features"), bias: bias ?? true, seed: seed)
         case "conv2d":
-            return Conv2d(spec: self, prefix: prefix, inChannels: try require(in_channels, "in_channels"),
-                          outChannels: try require(out_channels, "out_channels"), kernel: try require(kernel_size, "kernel_size"),
+            return Conv2d(spec: self, prefix: prefix, inChannels: try require(inChannels, "in_channels"),
+                          outChannels: try require(outChannels, "out_channels"), kernel: try require(kernelSize, "kernel_size"),
                           stride: try require(stride ?? 1, "stride"), padding: try require(padding ?? 0, "padding", min: 0),
                           bias: bias ?? true, seed: seed)
         case "relu": return ReLU(spec: self)
@@ -95,36 +104,36 @@ public struct LayerSpec: Codable, Equatable, Sendable {
         case "quick_gelu": return QuickGELU(spec: self)
         case "flatten": return Flatten(spec: self)
         case "maxpool2d", "avgpool2d":
-            let k = try require(kernel_size, "kernel_size")
+            let k = try require(kernelSize, "kernel_size")
             return Pool2d(spec: self, max: type == "maxpool2d", kernel: k, stride: try require(stride ?? k, "stride"))
         case "layernorm":
-            return LayerNorm(spec: self, prefix: prefix, features: try require(normalized_shape, "normalized_shape"), eps: Float(eps ?? 1e-5))
+            return LayerNorm(spec: self, prefix: prefix, features: try require(normalizedShape, "normalized_shape"), eps: Float(eps ?? 1e-5))
         case "dropout":
             let p = self.p ?? 0.5
             guard p >= 0, p < 1 else { throw EngineError("dropout: p is \(p), expected 0 ≤ p < 1") }
             return Dropout(spec: self, p: Float(p), seed: seed)
         case "patch_embed":
-            let size = try require(img_size, "img_size"), patch = try require(patch_size, "patch_size")
+            let size = try require(imgSize, "img_size"), patch = try require(patchSize, "patch_size")
             guard size % patch == 0 else { throw EngineError("patch_embed: img_size \(size) is not a multiple of patch_size \(patch)") }
-            return PatchEmbedding(spec: self, prefix: prefix, channels: try require(in_chans, "in_chans"), patch: patch, imageSize: size,
-                                  width: try require(embed_dim, "embed_dim"), bias: bias ?? true, seed: seed)
+            return PatchEmbedding(spec: self, prefix: prefix, channels: try require(inChans, "in_chans"), patch: patch, imageSize: size,
+                                  width: try require(embedDim, "embed_dim"), bias: bias ?? true, seed: seed)
         case "class_token_position":
-            return ClassTokenPosition(spec: self, prefix: prefix, patches: try require(num_patches, "num_patches"),
-                                      width: try require(embed_dim, "embed_dim"), seed: seed)
+            return ClassTokenPosition(spec: self, prefix: prefix, patches: try require(numPatches, "num_patches"),
+                                      width: try require(embedDim, "embed_dim"), seed: seed)
         case "vit_block":
-            let d = try require(embed_dim, "embed_dim"), h = try require(num_heads, "num_heads")
+            let d = try require(embedDim, "embed_dim"), h = try require(numHeads, "num_heads")
             guard d % h == 0 else { throw EngineError("vit_block: embed_dim \(d) is not a multiple of num_heads \(h)") }
-            let ratio = mlp_ratio ?? 4
+            let ratio = mlpRatio ?? 4
             guard ratio > 0, ratio.isFinite, Int(Double(d) * ratio) >= 1 else { throw EngineError("vit_block: mlp_ratio \(ratio) must be > 0") }
-            let activation = act_layer ?? "gelu"
+            let activation = actLayer ?? "gelu"
             guard LayerSpec.knownActivations.contains(activation) else {
                 throw EngineError("vit_block: act_layer '\(activation)' is unknown (known: \(LayerSpec.knownActivations.joined(separator: ", ")))")
             }
-            return TransformerBlock(spec: self, prefix: prefix, width: d, heads: h, hidden: Int(Double(d) * ratio), qkvBias: qkv_bias ?? true,
+            return TransformerBlock(spec: self, prefix: prefix, width: d, heads: h, hidden: Int(Double(d) * ratio), qkvBias: qkvBias ?? true,
                                     eps: Float(eps ?? 1e-6), quickGelu: activation == "quick_gelu", seed: seed)
         case "projection":
-            return Projection(spec: self, prefix: prefix, inFeatures: try require(in_features, "in_features"),
-                              outFeatures: try require(out_features, "out_features"), seed: seed)
+            return Projection(spec: self, prefix: prefix, inFeatures: try require(inFeatures, "in_features"),
+                              outFeatures: try require(outFeatures, "out_features"), seed: seed)
         case "class_token_pool":
             return ClassTokenPool(spec: self)
         default:

@@ -30,9 +30,9 @@ public final class Model {
     let firstTrainable: Int?
 
     static func makeHead(_ h: Architecture.Head, seed: UInt64) -> any ClassifierHead {
-        if h.isZeroShot { return ZeroShotHead(prefix: h.parameterPrefix, features: h.in_features, classes: h.out_features, seed: seed) }
-        return Linear(spec: .linear(h.in_features, h.out_features), prefix: h.parameterPrefix, inFeatures: h.in_features,
-                      outFeatures: h.out_features, bias: true, seed: seed)
+        if h.isZeroShot { return ZeroShotHead(prefix: h.parameterPrefix, features: h.inFeatures, classes: h.outFeatures, seed: seed) }
+        return Linear(spec: .linear(h.inFeatures, h.outFeatures), prefix: h.parameterPrefix, inFeatures: h.inFeatures,
+                      outFeatures: h.outFeatures, bias: true, seed: seed)
     }
 
     public var headNames: [String] { architecture.heads.map(\.name) }
@@ -55,7 +55,7 @@ public final class Model {
         guard heads[name] == nil else { throw EngineError("the model already has a head '\(name)'") }
         let features = try architecture.featureShape()
         guard features.count == 1 else { throw EngineError("the body's output \(features) is not a feature vector") }
-        let spec = Architecture.Head(name: name, in_features: features[0], out_features: classes, classes: classNames)
+        let spec = Architecture.Head(name: name, inFeatures: features[0], outFeatures: classes, classes: classNames)
         var next = architecture
         next.heads.append(spec)
         try next.validate()

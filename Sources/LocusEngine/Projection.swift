@@ -113,7 +113,7 @@ public final class ZeroShotHead: ClassifierHead {
     /// Fresh text embeddings are N(0, 1) rows (placeholders until real ones are put in); the scale is
     /// CLIP's trained value, s = 100 (`logit_scale` = ln 100).
     init(prefix: String, features: Int, classes: Int, seed: UInt64) {
-        var s = LayerSpec(type: "zero_shot"); s.in_features = features; s.out_features = classes
+        var s = LayerSpec(type: "zero_shot"); s.inFeatures = features; s.outFeatures = classes
         self.spec = s; self.inFeatures = features; self.outFeatures = classes
         var rng = SplitMix64(seed: seed)
         textEmbeddings = Parameter(name: parameterName(prefix, "text_embeddings"), value: Tensor(shape: [classes, features]) { v in

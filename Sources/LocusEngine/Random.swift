@@ -1,5 +1,3 @@
+/// The one seeded generator (`SplitMix64`) is LocusRandom's; re-exported so that code importing
+/// only the engine draws from the same one.
 @_exported import LocusRandom
-
-/// The engine's former name of the shared generator; use `SplitMix64` (LocusRandom).
-@available(*, deprecated, renamed: "SplitMix64")
-public typealias SeededRandom = SplitMix64

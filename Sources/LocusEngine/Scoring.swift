@@ -27,7 +27,8 @@ public enum ScoreEstimator: String, Sendable, CaseIterable, Codable {
 /// without forming per-sample gradients where there is no weight sharing — for a Linear layer
 /// Σ_n (δ_n x_nᵀ)² = (δ²)ᵀ(x²), one GEMM — and forming them per sample where there is (tokens
 /// sharing a Linear weight, positions sharing a convolution's). The scorer applies `forwardScale`.
-/// `accumulateNaive` does the same with one backward pass per sample; it exists for tests.
+/// `accumulateNaive` does the same with one backward pass per sample: the reference the scoring tests
+/// and `locus-bench score` (bench/score_bench.py) compare the efficient path with.
 public final class Scorer {
     public let model: Model
     public let head: String

@@ -14,71 +14,89 @@ public struct InspectReport: Codable, Sendable {
         public var ones: Int?
         public var density: Double?
         public var quantiles: [Double]?
-        public var l2_norm: Double?
+        public var l2Norm: Double?
         public var min: Double?
         public var max: Double?
         public var mean: Double?
-        public var bytes_on_disk: Int
-        public var logical_bytes: Int
+        public var bytesOnDisk: Int
+        public var logicalBytes: Int
+        enum CodingKeys: String, CodingKey {
+            case name, shape, dtype, encoding, count, nnz, ones, density, quantiles, l2Norm = "l2_norm", min, max, mean
+            case bytesOnDisk = "bytes_on_disk", logicalBytes = "logical_bytes"
+        }
     }
     public struct Totals: Codable, Sendable {
-        public var tensor_count = 0
+        public var tensorCount = 0
         public var count = 0
-        public var bytes_on_disk = 0
-        public var logical_bytes = 0
+        public var bytesOnDisk = 0
+        public var logicalBytes = 0
         public var ones: Int?
         public var nnz: Int?
         public var density: Double?
-        public var l2_norm: Double?
+        public var l2Norm: Double?
         public var min: Double?
         public var max: Double?
         public var sum: Double?
+        enum CodingKeys: String, CodingKey {
+            case tensorCount = "tensor_count", count, bytesOnDisk = "bytes_on_disk", logicalBytes = "logical_bytes"
+            case ones, nnz, density, l2Norm = "l2_norm", min, max, sum
+        }
     }
     public struct DatasetInfo: Codable, Sendable {
-        public var input_shape: [Int]
-        public var input_dtype: String
+        public var inputShape: [Int]
+        public var inputDtype: String
         public var classes: [String]
         public var splits: [String: Int]
         public var normalization: Normalization
+        enum CodingKeys: String, CodingKey {
+            case inputShape = "input_shape", inputDtype = "input_dtype", classes, splits, normalization
+        }
     }
     public var path: String
     public var kind: String
-    public var encoding_version: String
+    public var encodingVersion: String
     public var producer: String
     public var created: String
-    public var file_bytes: Int
+    public var fileBytes: Int
     public var fingerprint: String?
-    public var base_fingerprint: String?
+    public var baseFingerprint: String?
     public var provenance: Provenance?
     public var estimator: String?
     public var samples: Int64?
     public var draws: Int64?
     public var reduction: String?
     public var scale: Double?
-    public var absent_tensors: String?
+    public var absentTensors: String?
     public var metadata: [String: String]?
     public var dataset: DatasetInfo?
     public var tensors: [Tensor]
     public var totals: Totals
+
+    /// The JSON keys are the spelling of the layout's attributes (snake_case), as in h5py's view of the file.
+    enum CodingKeys: String, CodingKey {
+        case path, kind, encodingVersion = "encoding_version", producer, created, fileBytes = "file_bytes", fingerprint
+        case baseFingerprint = "base_fingerprint", provenance, estimator, samples, draws, reduction, scale
+        case absentTensors = "absent_tensors", metadata, dataset, tensors, totals
+    }
 
     /// Keys that every report carries are written as null when unknown; kind-specific ones only when they apply.
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(path, forKey: .path)
         try c.encode(kind, forKey: .kind)
-        try c.encode(encoding_version, forKey: .encoding_version)
+        try c.encode(encodingVersion, forKey: .encodingVersion)
         try c.encode(producer, forKey: .producer)
         try c.encode(created, forKey: .created)
-        try c.encode(file_bytes, forKey: .file_bytes)
+        try c.encode(fileBytes, forKey: .fileBytes)
         try c.encode(provenance, forKey: .provenance)
         if kind == ArtifactKind.checkpoint.rawValue { try c.encode(fingerprint, forKey: .fingerprint) }
-        else if kind != ArtifactKind.dataset.rawValue { try c.encode(base_fingerprint, forKey: .base_fingerprint) }
+        else if kind != ArtifactKind.dataset.rawValue { try c.encode(baseFingerprint, forKey: .baseFingerprint) }
         try c.encodeIfPresent(estimator, forKey: .estimator)
         try c.encodeIfPresent(samples, forKey: .samples)
         try c.encodeIfPresent(draws, forKey: .draws)
         try c.encodeIfPresent(reduction, forKey: .reduction)
         try c.encodeIfPresent(scale, forKey: .scale)
-        try c.encodeIfPresent(absent_tensors, forKey: .absent_tensors)
+        try c.encodeIfPresent(absentTensors, forKey: .absentTensors)
         try c.encodeIfPresent(metadata, forKey: .metadata)
         try c.encodeIfPresent(dataset, forKey: .dataset)
         try c.encode(tensors, forKey: .tensors)
@@ -96,8 +114,8 @@ public enum Inspector {
         }
         let a = try ArtifactFile.open(path)
         let h = a.header
-        var r = InspectReport(path: path, kind: h.kind.rawValue, encoding_version: h.encodingVersion, producer: h.producer,
-                              created: h.created, file_bytes: a.file.size, fingerprint: nil, base_fingerprint: h.baseFingerprint,
+        var r = InspectReport(path: path, kind: h.kind.rawValue, encodingVersion: h.encodingVersion, producer: h.producer,
+                              created: h.created, fileBytes: a.file.size, fingerprint: nil, baseFingerprint: h.baseFingerprint,
                               provenance: h.provenance, tensors: [], totals: .init())
         func wanted(_ name: String) -> Bool { only.map { TensorName.same($0, name) } ?? true }
         switch h.kind {
@@ -108,7 +126,7 @@ public enum Inspector {
             for t in c.tensors where wanted(t.name) {
                 let ds = try c.dataset(t)
                 var e = InspectReport.Tensor(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, encoding: "dense", count: t.count,
-                                             bytes_on_disk: ds.storageSize, logical_bytes: t.byteCount)
+                                             bytesOnDisk: ds.storageSize, logicalBytes: t.byteCount)
                 if stats, t.dtype.isFloatingPoint, t.count > 0 { try Inspector.addStatistics(&e, c, t) }
                 r.tensors.append(e)
             }
@@ -119,7 +137,7 @@ public enum Inspector {
             for t in s.tensors where wanted(t.name) {
                 let ds = try s.dataset(t)
                 var e = InspectReport.Tensor(name: t.name, shape: t.shape, dtype: "float32", encoding: "dense", count: t.count,
-                                             bytes_on_disk: ds.storageSize, logical_bytes: t.count * 4)
+                                             bytesOnDisk: ds.storageSize, logicalBytes: t.count * 4)
                 if stats {
                     let v = try s.read(t)
                     e.quantiles = v.withUnsafeBufferPointer { Summaries.quantiles($0) }
@@ -135,7 +153,7 @@ public enum Inspector {
             r.totals.sum = sum
         case .mask:
             let m = try MaskReader(a)
-            r.absent_tensors = m.absentTensors.rawValue
+            r.absentTensors = m.absentTensors.rawValue
             let g = try a.tensorsGroup()
             var ones = 0
             for t in m.tensors where wanted(t.name) {
@@ -143,7 +161,7 @@ public enum Inspector {
                 let ds = try withContext(file: path) { try g.openDataset(t.link) }
                 r.tensors.append(.init(name: t.name, shape: t.shape, dtype: "bool", encoding: "packed-bits", count: t.count, ones: n,
                                        density: t.count == 0 ? 0 : Double(n) / Double(t.count),
-                                       bytes_on_disk: ds.storageSize, logical_bytes: BitPacking.byteCount(bits: t.count)))
+                                       bytesOnDisk: ds.storageSize, logicalBytes: BitPacking.byteCount(bits: t.count)))
                 ones += n
             }
             r.totals.ones = ones
@@ -162,26 +180,26 @@ public enum Inspector {
                 let sub = try withContext(file: path) { try g.openGroup(t.link) }
                 let onDisk = try withContext(file: path) { try sub.childNames().reduce(0) { $0 + (try sub.openDataset($1).storageSize) } }
                 r.tensors.append(.init(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, encoding: t.encoding.rawValue, count: t.count,
-                                       nnz: n, density: t.count == 0 ? 0 : Double(n) / Double(t.count), l2_norm: norm,
-                                       bytes_on_disk: onDisk, logical_bytes: t.count * t.dtype.byteSize))
+                                       nnz: n, density: t.count == 0 ? 0 : Double(n) / Double(t.count), l2Norm: norm,
+                                       bytesOnDisk: onDisk, logicalBytes: t.count * t.dtype.byteSize))
                 nnz += n; squares += norm * norm
             }
             r.totals.nnz = nnz
-            r.totals.l2_norm = squares.squareRoot()
+            r.totals.l2Norm = squares.squareRoot()
         case .dataset:
             let d = try DatasetArtifact.read(a)
             let dtype: String
             switch d.inputs { case .uint8: dtype = "uint8"; case .float32: dtype = "float32" }
-            r.dataset = .init(input_shape: d.shape, input_dtype: dtype, classes: d.classes,
+            r.dataset = .init(inputShape: d.shape, inputDtype: dtype, classes: d.classes,
                               splits: d.splits.mapValues(\.count), normalization: d.normalization)
         }
         if let only, r.tensors.isEmpty, h.kind != .dataset {
             throw LocusError(file: path, object: "/tensors", "no tensor named '\(only)'")
         }
-        r.totals.tensor_count = r.tensors.count
+        r.totals.tensorCount = r.tensors.count
         r.totals.count = r.tensors.reduce(0) { $0 + $1.count }
-        r.totals.bytes_on_disk = r.tensors.reduce(0) { $0 + $1.bytes_on_disk }
-        r.totals.logical_bytes = r.tensors.reduce(0) { $0 + $1.logical_bytes }
+        r.totals.bytesOnDisk = r.tensors.reduce(0) { $0 + $1.bytesOnDisk }
+        r.totals.logicalBytes = r.tensors.reduce(0) { $0 + $1.logicalBytes }
         if let ones = r.totals.ones { r.totals.density = r.totals.count == 0 ? 0 : Double(ones) / Double(r.totals.count) }
         if let nnz = r.totals.nnz { r.totals.density = r.totals.count == 0 ? 0 : Double(nnz) / Double(r.totals.count) }
         return r
@@ -193,21 +211,21 @@ public enum Inspector {
     static func inspectSource(_ path: String, tensor only: String?, stats: Bool) throws -> InspectReport {
         let kind = try detectCheckpointKind(path: path)
         let source = try openCheckpoint(path: path)
-        var r = InspectReport(path: path, kind: ArtifactKind.checkpoint.rawValue, encoding_version: kind.rawValue, producer: "-", created: "-",
-                              file_bytes: fileBytes(path), fingerprint: nil, base_fingerprint: nil, provenance: nil, tensors: [], totals: .init())
+        var r = InspectReport(path: path, kind: ArtifactKind.checkpoint.rawValue, encodingVersion: kind.rawValue, producer: "-", created: "-",
+                              fileBytes: fileBytes(path), fingerprint: nil, baseFingerprint: nil, provenance: nil, tensors: [], totals: .init())
         r.metadata = try source.metadata()
         if stats { r.fingerprint = try source.fingerprint }
         for t in source.tensors where only.map({ TensorName.same($0, t.name) }) ?? true {
             var e = InspectReport.Tensor(name: t.name, shape: t.shape, dtype: t.dtype.rawValue, encoding: "dense", count: t.count,
-                                         bytes_on_disk: t.byteCount, logical_bytes: t.byteCount)
+                                         bytesOnDisk: t.byteCount, logicalBytes: t.byteCount)
             if stats, t.dtype.isFloatingPoint, t.count > 0 { try addStatistics(&e, source, t) }
             r.tensors.append(e)
         }
         if let only, r.tensors.isEmpty { throw LocusError(file: path, object: "tensor '\(only)'", "no tensor of this name") }
-        r.totals.tensor_count = r.tensors.count
+        r.totals.tensorCount = r.tensors.count
         r.totals.count = r.tensors.reduce(0) { $0 + $1.count }
-        r.totals.bytes_on_disk = r.tensors.reduce(0) { $0 + $1.bytes_on_disk }
-        r.totals.logical_bytes = r.tensors.reduce(0) { $0 + $1.logical_bytes }
+        r.totals.bytesOnDisk = r.tensors.reduce(0) { $0 + $1.bytesOnDisk }
+        r.totals.logicalBytes = r.tensors.reduce(0) { $0 + $1.logicalBytes }
         return r
     }
 
@@ -222,7 +240,7 @@ public enum Inspector {
                 sum += Summaries.sum(b); squares += Summaries.sumOfSquares(b)
             }
         }
-        e.min = Double(lo); e.max = Double(hi); e.mean = sum / Double(t.count); e.l2_norm = squares.squareRoot()
+        e.min = Double(lo); e.max = Double(hi); e.mean = sum / Double(t.count); e.l2Norm = squares.squareRoot()
     }
 
     /// Size of a file, or of the files directly inside a folder.

@@ -45,43 +45,39 @@ public enum MaskOperations {
         var byKey: [[UInt8]: MaskTensor] = [:]
         for r in readers {
             for t in r.tensors {
-                if let seen = byKey[TensorName.key(t.name)], seen.shape != t.shape {
+                let key = TensorName.key(t.name)
+                guard let seen = byKey[key] else { byKey[key] = t; continue }
+                guard seen.shape == t.shape else {
                     throw LocusError(file: r.path, object: t.objectPath, "has shape \(t.shape), another input has \(seen.shape)")
                 }
-                byKey[TensorName.key(t.name), default: t] = byKey[TensorName.key(t.name)] ?? t
             }
         }
         let names = byKey.values.sorted { TensorName.byteOrder($0.name, $1.name) }
-        var inputRecords: [Provenance.Input] = []
-        for r in readers { inputRecords.append(Provenance.Input(role: "mask", path: r.path, fingerprint: try r.fingerprint())) }
         var p = provenance
-        p.inputs += inputRecords
+        p.inputs += try readers.map { Provenance.Input(role: "mask", path: $0.path, fingerprint: try $0.fingerprint()) }
         p.parameters["operation"] = .string(operation.rawValue)
-        do {
-            let w = try MaskWriter(path: output, baseFingerprint: first.baseFingerprint, absentTensors: first.absentTensors, provenance: p)
-            var summary = Summary(tensors: 0, count: 0, ones: 0)
-            for t in names {
-                let bytes = BitPacking.byteCount(bits: t.count)
-                let absent: UInt8 = first.absentTensors == .trainable ? 0xFF : 0
-                let packed = try readers.map { r in try r.tensor(named: t.name).map { try r.readPacked($0) } ?? [UInt8](repeating: absent, count: bytes) }
-                var out = packed[0]
-                for other in packed.dropFirst() {
-                    for i in 0..<bytes {
-                        switch operation {
-                        case .union: out[i] |= other[i]
-                        case .intersection: out[i] &= other[i]
-                        case .difference: out[i] &= ~other[i]
-                        }
-                    }
-                }
-                if t.count % 8 != 0, bytes > 0 { out[bytes - 1] &= UInt8((1 << (t.count % 8)) - 1) }   // padding bits stay 0
-                try w.add(name: t.name, shape: t.shape, packed: out)
-                summary.tensors += 1; summary.count += t.count
-                summary.ones += out.reduce(0) { $0 + $1.nonzeroBitCount }
-            }
-            try w.finish()
-            return summary
+        let w = try MaskWriter(path: output, baseFingerprint: first.baseFingerprint, absentTensors: first.absentTensors, provenance: p)
+        // A tensor an input lacks counts as all-trainable or all-frozen, as that input's absent-tensors says.
+        let absent: UInt8 = first.absentTensors == .trainable ? 0xFF : 0
+        let apply: (inout UInt8, UInt8) -> Void
+        switch operation {
+        case .union: apply = { $0 |= $1 }
+        case .intersection: apply = { $0 &= $1 }
+        case .difference: apply = { $0 &= ~$1 }
         }
+        var summary = Summary(tensors: 0, count: 0, ones: 0)
+        for t in names {
+            let bytes = BitPacking.byteCount(bits: t.count)
+            let packed = try readers.map { r in try r.tensor(named: t.name).map { try r.readPacked($0) } ?? [UInt8](repeating: absent, count: bytes) }
+            var out = packed[0]
+            for other in packed.dropFirst() { for i in 0..<bytes { apply(&out[i], other[i]) } }
+            if t.count % 8 != 0, bytes > 0 { out[bytes - 1] &= UInt8((1 << (t.count % 8)) - 1) }   // padding bits stay 0
+            try w.add(name: t.name, shape: t.shape, packed: out)
+            summary.tensors += 1; summary.count += t.count
+            summary.ones += out.reduce(0) { $0 + $1.nonzeroBitCount }
+        }
+        try w.finish()
+        return summary
     }
 
     /// Whether the top-k of `fromTaskVector` is taken over the whole model or tensor by tensor.

@@ -56,9 +56,9 @@ public enum InspectPlot {
 
         var subtitle = isMask ? "bar = ones / elements of each tensor (1 = trainable)"
                               : "bar = non-zeros / elements of each tensor"
-        if let a = r.absent_tensors { subtitle += "; tensors without a mask are \(a)" }
+        if let a = r.absentTensors { subtitle += "; tensors without a mask are \(a)" }
         if let s = r.scale { subtitle += "; scale \(TextFormat.number(s))" }
-        if let l2 = t.l2_norm { subtitle += "; ‖τ‖₂ \(TextFormat.number(l2))" }
+        if let l2 = t.l2Norm { subtitle += "; ‖τ‖₂ \(TextFormat.number(l2))" }
 
         let layout = RowLayout(names: r.tensors.map(\.name), rightLabels: labels)
         let rowH = 22.0, barH = 14.0

@@ -7,21 +7,21 @@ public enum InspectText {
     public static func report(_ r: InspectReport) -> String {
         var lines: [String] = []
         if r.producer == "-" {
-            lines.append("\(r.path): \(r.encoding_version) checkpoint, \(TextFormat.bytes(r.file_bytes)) on disk (read in place)")
+            lines.append("\(r.path): \(r.encodingVersion) checkpoint, \(TextFormat.bytes(r.fileBytes)) on disk (read in place)")
             if r.fingerprint == nil { lines.append("  fingerprint not stored (--stats computes it)") }
         } else {
-            lines.append("\(r.path): Locus \(r.kind) (encoding \(r.encoding_version)), \(TextFormat.bytes(r.file_bytes)) on disk")
+            lines.append("\(r.path): Locus \(r.kind) (encoding \(r.encodingVersion)), \(TextFormat.bytes(r.fileBytes)) on disk")
             lines.append("  producer \(r.producer), created \(r.created)")
         }
         if let f = r.fingerprint { lines.append("  fingerprint \(f)") }
-        if let f = r.base_fingerprint { lines.append("  base        \(f)") }
+        if let f = r.baseFingerprint { lines.append("  base        \(f)") }
         if let e = r.estimator { lines.append("  estimator \(e), \(r.samples ?? 0) samples × \(r.draws ?? 1) draws, values are \(r.reduction == "sum" ? "sums" : "means")") }
         if let s = r.scale { lines.append("  scale \(s)") }
-        if let a = r.absent_tensors { lines.append("  tensors without a mask are \(a)") }
+        if let a = r.absentTensors { lines.append("  tensors without a mask are \(a)") }
         if let m = r.metadata, !m.isEmpty { lines.append("  metadata " + m.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")) }
         if let p = r.provenance, !p.command.isEmpty { lines.append("  made by: " + p.command.joined(separator: " ")) }
         if let d = r.dataset {
-            lines.append("  inputs \(d.input_dtype) \(d.input_shape), \(d.classes.count) classes: \(d.classes.prefix(12).joined(separator: ", "))\(d.classes.count > 12 ? ", …" : "")")
+            lines.append("  inputs \(d.inputDtype) \(d.inputShape), \(d.classes.count) classes: \(d.classes.prefix(12).joined(separator: ", "))\(d.classes.count > 12 ? ", …" : "")")
             lines.append("  splits " + d.splits.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
             lines.append("  normalisation (x · \(d.normalization.scale) − \(d.normalization.mean)) / \(d.normalization.std)")
             return lines.joined(separator: "\n")
@@ -40,11 +40,11 @@ public enum InspectText {
             var row = [t.name, "[" + t.shape.map(String.init).joined(separator: ",") + "]", t.dtype, t.encoding]
             switch kind {
             case "mask": row += ["\(t.ones ?? 0)", TextFormat.percent(t.density)]
-            case "task-vector": row += ["\(t.nnz ?? 0)", TextFormat.percent(t.density), TextFormat.number(t.l2_norm)]
+            case "task-vector": row += ["\(t.nnz ?? 0)", TextFormat.percent(t.density), TextFormat.number(t.l2Norm)]
             case "scores": row += [TextFormat.number(t.quantiles?.first), TextFormat.number(t.quantiles.flatMap { $0.count == 5 ? $0[2] : nil }), TextFormat.number(t.quantiles?.last)]
             default: if header.contains("mean") { row += [TextFormat.number(t.min), TextFormat.number(t.max), TextFormat.number(t.mean)] }
             }
-            row += [TextFormat.bytes(t.bytes_on_disk), t.bytes_on_disk == 0 ? "-" : String(format1: Double(t.logical_bytes) / Double(t.bytes_on_disk)) + "×"]
+            row += [TextFormat.bytes(t.bytesOnDisk), t.bytesOnDisk == 0 ? "-" : String(format1: Double(t.logicalBytes) / Double(t.bytesOnDisk)) + "×"]
             rows.append(row)
         }
         let widths = (0..<header.count).map { c in rows.map { $0[c].count }.max() ?? 0 }
@@ -54,9 +54,9 @@ public enum InspectText {
             }.joined(separator: "  "))
         }
         let t = r.totals
-        var total = "  total: \(t.tensor_count) tensors, \(t.count) elements, \(TextFormat.bytes(t.bytes_on_disk)) on disk for \(TextFormat.bytes(t.logical_bytes)) of data"
+        var total = "  total: \(t.tensorCount) tensors, \(t.count) elements, \(TextFormat.bytes(t.bytesOnDisk)) on disk for \(TextFormat.bytes(t.logicalBytes)) of data"
         if let ones = t.ones { total += ", \(ones) ones (density \(TextFormat.percent(t.density)))" }
-        if let nnz = t.nnz { total += ", nnz \(nnz) (density \(TextFormat.percent(t.density))), ‖τ‖₂ \(TextFormat.number(t.l2_norm))" }
+        if let nnz = t.nnz { total += ", nnz \(nnz) (density \(TextFormat.percent(t.density))), ‖τ‖₂ \(TextFormat.number(t.l2Norm))" }
         if let lo = t.min, let hi = t.max { total += ", scores in [\(TextFormat.number(lo)), \(TextFormat.number(hi))]" }
         lines.append(total)
         return lines.joined(separator: "\n")

@@ -360,17 +360,23 @@ public struct AlphaSearchResult {
     public func json() throws -> String {
         if !strategy.perTask {
             struct Row: Encodable { var alpha: Double; var accuracies: [Double]; var normalized: [Double]; var averageAbsolute: Double; var averageNormalized: Double }
-            struct Out: Encodable { var tasks: [String]; var heads: [String]; var own_accuracy: [Double]; var best_alpha: Double; var rows: [Row] }
+            struct Out: Encodable { var tasks: [String]; var heads: [String]; var ownAccuracy: [Double]; var bestAlpha: Double; var rows: [Row]
+                enum CodingKeys: String, CodingKey { case tasks, heads, ownAccuracy = "own_accuracy", bestAlpha = "best_alpha", rows }
+            }
             let rows = candidates.map { Row(alpha: $0.alphas[0], accuracies: $0.accuracies, normalized: $0.normalized,
                                             averageAbsolute: $0.averageAbsolute, averageNormalized: $0.averageNormalized) }
-            return try jsonText(Out(tasks: tasks, heads: heads, own_accuracy: ownAccuracy, best_alpha: best.alphas[0], rows: rows))
+            return try jsonText(Out(tasks: tasks, heads: heads, ownAccuracy: ownAccuracy, bestAlpha: best.alphas[0], rows: rows))
         }
         struct Out: Encodable {
-            var strategy: String; var tasks: [String]; var heads: [String]; var own_accuracy: [Double]
-            var best_alphas: [Double]; var best_average_normalized: Double; var rows: [AlphaCandidate]
+            var strategy: String; var tasks: [String]; var heads: [String]; var ownAccuracy: [Double]
+            var bestAlphas: [Double]; var bestAverageNormalized: Double; var rows: [AlphaCandidate]
+            enum CodingKeys: String, CodingKey {
+                case strategy, tasks, heads, ownAccuracy = "own_accuracy", bestAlphas = "best_alphas"
+                case bestAverageNormalized = "best_average_normalized", rows
+            }
         }
-        return try jsonText(Out(strategy: strategy.name, tasks: tasks, heads: heads, own_accuracy: ownAccuracy,
-                                best_alphas: best.alphas, best_average_normalized: best.averageNormalized, rows: candidates))
+        return try jsonText(Out(strategy: strategy.name, tasks: tasks, heads: heads, ownAccuracy: ownAccuracy,
+                                bestAlphas: best.alphas, bestAverageNormalized: best.averageNormalized, rows: candidates))
     }
 
     // MARK: plot

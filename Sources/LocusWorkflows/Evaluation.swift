@@ -24,7 +24,7 @@ public struct EvalRequest {
 
     public func execute() throws -> Outcome {
         let task = try TaskData(model: model, data: data)
-        let names = head.isEmpty ? task.model.architecture.heads.filter { $0.out_features == task.data.classes.count }.map(\.name) : head
+        let names = head.isEmpty ? task.model.architecture.heads.filter { $0.outFeatures == task.data.classes.count }.map(\.name) : head
         guard !names.isEmpty else {
             throw RemediableError(LocusError(file: model, "no head has \(task.data.classes.count) classes like \(data)"), .name(setting: "head"))
         }

@@ -54,7 +54,7 @@ public struct NegationRequest {
         let controlData = try DatasetArtifact.read(control)
         let ctrlHead: String
         if let controlHead { ctrlHead = controlHead } else {
-            let fits = m.architecture.heads.filter { $0.out_features == controlData.classes.count }.map(\.name)
+            let fits = m.architecture.heads.filter { $0.outFeatures == controlData.classes.count }.map(\.name)
             guard fits.count == 1 else {
                 throw RequestError("controlHead", fits.isEmpty ? "no head of \(base) has \(controlData.classes.count) classes like \(control); name one"
                                                                : "heads \(fits.joined(separator: ", ")) all fit \(control); name one")
@@ -134,12 +134,16 @@ public struct NegationResult {
 
     public func json() throws -> String {
         struct Out: Encodable {
-            var task: String; var head: String; var control_head: String; var keep: Double
-            var base_target_accuracy: Double; var base_control_accuracy: Double; var control_threshold: Double
-            var best_alpha: Double?; var rows: [Row]
+            var task: String; var head: String; var controlHead: String; var keep: Double
+            var baseTargetAccuracy: Double; var baseControlAccuracy: Double; var controlThreshold: Double
+            var bestAlpha: Double?; var rows: [Row]
+            enum CodingKeys: String, CodingKey {
+                case task, head, controlHead = "control_head", keep, baseTargetAccuracy = "base_target_accuracy"
+                case baseControlAccuracy = "base_control_accuracy", controlThreshold = "control_threshold", bestAlpha = "best_alpha", rows
+            }
         }
-        return try jsonText(Out(task: task, head: head, control_head: controlHead, keep: keep, base_target_accuracy: baseTarget,
-                                base_control_accuracy: baseControl, control_threshold: threshold, best_alpha: best?.alpha, rows: rows))
+        return try jsonText(Out(task: task, head: head, controlHead: controlHead, keep: keep, baseTargetAccuracy: baseTarget,
+                                baseControlAccuracy: baseControl, controlThreshold: threshold, bestAlpha: best?.alpha, rows: rows))
     }
 
     /// Target and control accuracy vs α, the control threshold as a guide, the chosen α marked.

@@ -4,8 +4,9 @@ import LocusRender
 import LocusMerge
 import LocusWorkflows
 
-struct Compare: ParsableCommand {
+struct CompareCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "compare",
         abstract: "Compare masks or task vectors of one base: overlap, similarity, sign conflicts.",
         usage: "locus compare <file> <file> … [--json] [--svg <heatmap.svg>]",
         discussion: """

@@ -8,8 +8,9 @@ extension ArtifactKind: ExpressibleByArgument {}
 extension ScoreReduction: ExpressibleByArgument {}
 extension AbsentTensors: ExpressibleByArgument {}
 
-struct Convert: ParsableCommand {
+struct ConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "convert",
         abstract: "Convert checkpoints between Locus .h5, safetensors, Hugging Face folders and PyTorch files.",
         discussion: """
         Checkpoints (the input's kind is found from its content):

@@ -34,36 +34,17 @@ extension DataCommand {
             commandName: "import",
             abstract: "Import IDX, CSV(.gz) or h5py dataset files as a dataset artifact.",
             discussion: """
-            The format comes from the first file name (.csv, .csv.gz → csv; .h5,
-            .hdf5 → h5; *idx* or *-ubyte(.gz) → idx); --format overrides it. Any
-            file may be gzip-compressed: that is detected from its first bytes.
-
-            idx  MNIST-family files in this order: IMAGES LABELS [TEST-IMAGES
-                 TEST-LABELS]. [N, H, W] images become [N, 1, H, W]; uint8 stays
-                 uint8, float IDX becomes float32. Classes are "0", "1", … unless
-                 --class-names names them. With a test pair the split is kept:
-                 test = the test pair, val = --val-fraction of the training pair.
-            csv  One sample per row. The label is the last column unless
-                 --label-column says otherwise (0-based index, -1 for the last, or a
-                 header name); every other column is a numeric feature. --header
-                 auto takes the first row as a header when some column is text
-                 there and a number below it. Features are stored as uint8 when
-                 all are whole numbers in 0…255, else float32. Whole-number labels
-                 ≥ 0 are used as they are; other labels are class names, sorted.
-                 --image-shape C,H,W makes each row of C·H·W features an image.
-            h5   A dataset artifact (e.g. written by h5py following the spec): it
-                 is checked, re-normalised and re-written; its splits are kept
-                 unless --split re-splits it.
-
-            Splits are deterministic: --split TRAIN,VAL,TEST (or TRAIN,TEST)
-            fractions with --seed, stratified by class by default so that every
-            split keeps the class proportions (--no-stratify: one plain random
-            cut). Sources that bring no split get 0.8,0.1,0.1. Splits are sorted,
-            disjoint and cover every sample.
-            Normalisation: scale is 1/255 for uint8 and 1 for float32 unless
-            --scale says otherwise; mean and std are measured per channel (per
-            feature for [N, F]) on the train split.
-            The output is written atomically: on any error nothing is left behind.
+            The format comes from the first file name (.csv/.csv.gz, .h5/.hdf5,
+            *idx* or *-ubyte(.gz)); --format overrides it. Gzip is detected.
+              idx  IMAGES LABELS [TEST-IMAGES TEST-LABELS]; a test pair is kept
+                   as the test split, val = --val-fraction of the training pair.
+              csv  one sample per row, the label in the last column (or
+                   --label-column); --image-shape C,H,W makes rows images.
+              h5   a dataset artifact (e.g. from h5py): checked and re-written.
+            Splits are deterministic (--split fractions, --seed) and stratified
+            by class unless --no-stratify. Scale is 1/255 for uint8 and 1 for
+            float32 unless --scale; mean and std come from the train split.
+            All the rules: docs/data.md.
 
             Examples:
               locus data import fixtures/data/digits.csv.gz --image-shape 1,8,8 \\

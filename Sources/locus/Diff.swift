@@ -3,8 +3,9 @@ import LocusFormat
 import LocusMerge
 import LocusWorkflows
 
-struct Diff: ParsableCommand {
+struct DiffCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "diff",
         abstract: "Write the task vector τ = θ_finetuned − θ_base of two checkpoints.",
         usage: "locus diff <base> <finetuned> -o <output> [<options>]",
         discussion: """
@@ -45,8 +46,9 @@ struct Diff: ParsableCommand {
     }
 }
 
-struct Apply: ParsableCommand {
+struct ApplyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "apply",
         abstract: "Add a task vector to a base checkpoint: θ = θ_base + α · scale · τ.",
         usage: "locus apply <base> <task-vector> -o <output> [--alpha <α>] [<options>]",
         discussion: """

@@ -4,8 +4,9 @@ import LocusFormat
 import LocusEngine
 import LocusWorkflows
 
-struct Eval: ParsableCommand {
+struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "eval",
         abstract: "Accuracy, loss and per-class accuracy of a model's heads on a dataset split.",
         usage: "locus eval <model> <data> [--head <head> ...] [--split <split>] [<options>]",
         discussion: "Example: locus eval mlp-trained.h5 digits.h5 --head digits --split test")

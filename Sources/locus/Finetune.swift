@@ -5,8 +5,9 @@ import LocusEngine
 import LocusMerge
 import LocusWorkflows
 
-struct Finetune: ParsableCommand {
+struct FinetuneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "finetune",
         abstract: "Sparse fine-tuning: train only the entries a mask selects, and optionally write the task vector.",
         discussion: """
         Optimizers: sgd is SparseSGDM, adamw masked AdamW (TaLoS's AdaptW); docs/talos.md gives both. \

@@ -4,8 +4,9 @@ import LocusFormat
 import LocusEngine
 import LocusWorkflows
 
-struct Init: ParsableCommand {
+struct InitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "init",
         abstract: "Create a new model checkpoint from a preset or an architecture file.",
         discussion: """
         Presets:

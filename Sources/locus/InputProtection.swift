@@ -4,7 +4,7 @@ import LocusFormat
 // is written, an output that is one of the inputs (through links or other spellings) or two
 // outputs that are one file. Rewriting in place is allowed only where the command documents it.
 
-extension Convert {
+extension ConvertCommand {
     func protectInputs() throws {
         try OutputSafety.check(outputs: [.init("output", output)],
                                inputs: [.init("input", input)] + optional("base", base) + optional("architecture", architecture))
@@ -23,26 +23,26 @@ extension DataCommand.DeriveData {
     }
 }
 
-extension Init {
+extension InitCommand {
     func protectInputs() throws {
         try OutputSafety.check(outputs: [.init("output", output)], inputs: optional("architecture file", config) + optional("dataset", data) + optional("text embeddings", textEmbeddings))
     }
 }
 
-extension Train {
+extension TrainCommand {
     /// `train MODEL DATA -o MODEL` rewrites the checkpoint in place (atomically, mode kept).
     func protectInputs() throws {
         try OutputSafety.check(outputs: [.init("output", output, rewritesInput: "model")], inputs: [.init("model", model), .init("dataset", data)])
     }
 }
 
-extension Eval {
+extension EvalCommand {
     func protectInputs() throws {
         try OutputSafety.check(outputs: optional("logits file", logits), inputs: [.init("model", model), .init("dataset", data)])
     }
 }
 
-extension Score {
+extension ScoreCommand {
     /// With --append the output is read and rewritten on purpose.
     func protectInputs() throws {
         try OutputSafety.check(outputs: [.init("output", output)], inputs: [.init("model", model), .init("dataset", data)])
@@ -56,7 +56,7 @@ extension MaskCommand {
     }
 }
 
-extension Finetune {
+extension FinetuneCommand {
     /// Without --task-vector, `finetune BASE DATA -o BASE` may rewrite the base in place; with it,
     /// the base must survive to be diffed against.
     func protectInputs() throws {
@@ -65,19 +65,19 @@ extension Finetune {
     }
 }
 
-extension Diff {
+extension DiffCommand {
     func protectInputs() throws {
         try OutputSafety.check(outputs: [.init("output", output)], inputs: [.init("base", base), .init("fine-tuned checkpoint", finetuned)])
     }
 }
 
-extension Apply {
+extension ApplyCommand {
     func protectInputs() throws {
         try OutputSafety.check(outputs: [.init("output", output)], inputs: [.init("base", base), .init("task vector", taskVector)])
     }
 }
 
-extension Merge {
+extension MergeCommand {
     func protectInputs(base: String?, inputs given: [String], role: String, scores: [String]) throws {
         var inputs: [OutputSafety.Input] = optional("base", base) + optional("recipe", config)
         inputs += given.enumerated().map { .init("\(role) \($0.offset + 1)", $0.element) }
@@ -89,13 +89,13 @@ extension Merge {
 private func optional(_ role: String, _ path: String?) -> [OutputSafety.Input] { path.map { [.init(role, $0)] } ?? [] }
 private func optional(_ role: String, _ path: String?) -> [OutputSafety.Output] { path.map { [.init(role, $0)] } ?? [] }
 
-extension Compare {
+extension CompareCommand {
     func protectInputs() throws {
         try OutputSafety.check(outputs: optional("heatmap", svg), inputs: files.enumerated().map { .init("file \($0.offset + 1)", $0.element) })
     }
 }
 
-extension Negate {
+extension NegateCommand {
     func protectInputs() throws {
         try OutputSafety.check(outputs: [.init("output", output)] + optional("α table", alphaJson) + optional("plot", plot),
                                inputs: [.init("base", base), .init("task vector", taskVector), .init("task dataset", eval), .init("control dataset", control)])

@@ -3,8 +3,9 @@ import LocusFormat
 import LocusRender
 import LocusWorkflows
 
-struct Inspect: ParsableCommand {
+struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "inspect",
         abstract: "Show what a Locus artifact holds: kind, provenance and a table of its tensors.",
         usage: "locus inspect <file> [--stats] [--tensor <name>] [--verify] [--json] [<options>]",
         discussion: """

@@ -14,7 +14,10 @@ struct Locus: ParsableCommand {
         Outputs are written atomically: a failed command leaves no file behind and never touches an existing one.
         """,
         version: LocusSpec.producer,
-        subcommands: [Inspect.self, Validate.self, Convert.self, DataCommand.self, Init.self, Train.self, Eval.self, Score.self, MaskCommand.self, MaskSet.self, Finetune.self, Diff.self, Apply.self, Merge.self, Negate.self, Compare.self])
+        subcommands: [InspectCommand.self, ValidateCommand.self, ConvertCommand.self, DataCommand.self,
+                      InitCommand.self, TrainCommand.self, EvalCommand.self, ScoreCommand.self, MaskCommand.self,
+                      MaskSetCommand.self, FinetuneCommand.self, DiffCommand.self, ApplyCommand.self, MergeCommand.self,
+                      NegateCommand.self, CompareCommand.self])
 
     static func main() {
         ProcessSetup.prepare()

@@ -3,7 +3,7 @@ import LocusFormat
 import LocusMerge
 import LocusWorkflows
 
-struct MaskSet: ParsableCommand {
+struct MaskSetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mask-set",
         abstract: "Union, intersection or difference of masks of one base, as a new mask.",

@@ -17,10 +17,11 @@ struct AlphaGrid: ExpressibleByArgument {
     }
 }
 
-struct Merge: ParsableCommand {
+struct MergeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "merge",
         abstract: "Merge task vectors into a base model, or full models into one.",
-        discussion: Merge.discussion)
+        discussion: MergeCommand.discussion)
 
     /// The help text, each paragraph wrapped to 78 columns (the same in an 80-column terminal and
     /// a wider one). The methods and their parameters are `--methods`'s listing.
@@ -118,7 +119,7 @@ struct Merge: ParsableCommand {
     }
 
     func run() throws {
-        if methods { print(Merge.methodsListing); return }
+        if methods { print(MergeCommand.methodsListing); return }
         guard outputOption != nil else { throw ValidationError("Missing expected argument '--output <output>'") }
         try source.scoped {
             var (base, inputs, o) = try resolve()

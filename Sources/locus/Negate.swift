@@ -4,8 +4,9 @@ import LocusFormat
 import LocusMerge
 import LocusWorkflows
 
-struct Negate: ParsableCommand {
+struct NegateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "negate",
         abstract: "Task negation: subtract a task vector as far as a control task allows.",
         usage: "locus negate <base> <task-vector> --eval <d> --control <d> --alpha-grid <a:b:s> -o <out>",
         discussion: """

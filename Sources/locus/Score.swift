@@ -33,8 +33,9 @@ struct ScoringSetOptions: ParsableArguments {
     }
 }
 
-struct Score: ParsableCommand {
+struct ScoreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "score",
         abstract: "Compute per-parameter sensitivity scores (diagonal Fisher / TaLoS) of a model on data.",
         discussion: """
         Scores are sums over samples (and draws) of squared per-sample gradients, stored as float32 per \

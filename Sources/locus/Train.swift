@@ -4,8 +4,9 @@ import LocusFormat
 import LocusEngine
 import LocusWorkflows
 
-struct Train: ParsableCommand {
+struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "train",
         abstract: "Train a model (dense) on a dataset artifact and write the trained checkpoint.",
         discussion: """
         Trains the body and the head --head on --split, evaluating on --val-split after every epoch. \

@@ -3,8 +3,9 @@ import LocusEngine
 import LocusFormat
 import LocusWorkflows
 
-struct Validate: ParsableCommand {
+struct ValidateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "validate",
         abstract: "Check files against every rule of spec/FORMAT.md.",
         usage: "locus validate <file> … [--json] [--no-warnings] [--stats] [<options>]",
         discussion: """

@@ -204,7 +204,7 @@ final class CLIPTests: EngineTestCase {
                                                  "class_token_pool", "projection"])
         XCTAssertEqual(arch.layers[2].name, "norm_pre")
         XCTAssertEqual(arch.heads[0].type, "zero_shot")
-        XCTAssertEqual(arch.heads[0].in_features, 6)
+        XCTAssertEqual(arch.heads[0].inFeatures, 6)
         let decoded = try JSONDecoder().decode(Architecture.self, from: Data(try arch.json().utf8))
         XCTAssertEqual(decoded, arch)
         // timm's ViT description has none of the new keys, so it reads as before.
@@ -212,13 +212,13 @@ final class CLIPTests: EngineTestCase {
         let text = try timm.json()
         for key in ["act_layer", "\"bias\"", "projection", "\"type\":\"zero_shot\"", "norm_pre"] { XCTAssertFalse(text.contains(key), key) }
         var bad = arch
-        bad.layers[3].act_layer = "swish"
+        bad.layers[3].actLayer = "swish"
         expectEngineError(["act_layer", "swish", "quick_gelu"]) { try bad.validate() }
         bad = arch
         bad.heads[0].type = "cosine"
         expectEngineError(["zs", "cosine", "zero_shot"]) { try bad.validate() }
         bad = arch
-        bad.heads[0].in_features = 4
+        bad.heads[0].inFeatures = 4
         expectEngineError(["zs", "4 features", "[6]"]) { try bad.validate() }
     }
 

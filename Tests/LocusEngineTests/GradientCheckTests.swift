@@ -311,7 +311,7 @@ final class GradientCheckTests: EngineTestCase {
         let arch = Architecture(input: [2, 6, 6], layers: [
             .conv2d(2, 3, kernel: 3, stride: 1, padding: 1), .gelu, .avgPool2d(2), .flatten,
             .layerNorm(27), .linear(27, 5), .gelu, .dropout(0.3),
-        ], heads: [.init(name: "t", in_features: 5, out_features: 3)])
+        ], heads: [.init(name: "t", inFeatures: 5, outFeatures: 3)])
         let model = try Model(arch, seed: 9)
         var rnd = TestRandom(140)
         let x = rnd.tensor([3, 2, 6, 6])

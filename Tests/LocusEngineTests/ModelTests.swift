@@ -85,7 +85,7 @@ final class ModelTests: EngineTestCase {
         XCTAssertEqual(h.weight.name, "heads.task-2.weight")
         XCTAssertEqual(h.weight.value.shape, [6, 4])
         XCTAssertEqual(h.bias?.value.shape, [6])
-        XCTAssertEqual(model.architecture.heads.last, .init(name: "task-2", in_features: 4, out_features: 6))
+        XCTAssertEqual(model.architecture.heads.last, .init(name: "task-2", inFeatures: 4, outFeatures: 6))
         XCTAssertEqual(model.parameters.suffix(2).map(\.name), ["heads.task-2.weight", "heads.task-2.bias"])
         var rnd = TestRandom(2)
         XCTAssertEqual(try model.forward(rnd.tensor([3, 5]), head: "task-2", mode: .eval).shape, [3, 6])
@@ -109,7 +109,7 @@ final class ModelTests: EngineTestCase {
         var rnd = TestRandom(3)
         XCTAssertNoThrow(try mlp.forward(rnd.tensor([2, 16]), head: "default", mode: .eval))
         expectEngineError(["16"]) { _ = try mlp.forward(rnd.tensor([2, 20]), head: "default", mode: .eval) }
-        let cnn = try Model(Architecture(input: [2, 6, 6], layers: [.conv2d(2, 2, kernel: 3), .flatten], heads: [.init(name: "h", in_features: 32, out_features: 2)]), seed: 0)
+        let cnn = try Model(Architecture(input: [2, 6, 6], layers: [.conv2d(2, 2, kernel: 3), .flatten], heads: [.init(name: "h", inFeatures: 32, outFeatures: 2)]), seed: 0)
         XCTAssertNoThrow(try cnn.forward(rnd.tensor([2, 2, 6, 6]), head: "h", mode: .eval))
         expectEngineError(["[2, 6, 6]"]) { _ = try cnn.forward(rnd.tensor([2, 3, 6, 6]), head: "h", mode: .eval) }
     }
@@ -118,7 +118,7 @@ final class ModelTests: EngineTestCase {
 
     func testUnknownLayerType() throws {
         var spec = LayerSpec(type: "lstm")
-        spec.in_features = 3
+        spec.inFeatures = 3
         let arch = Architecture(input: [3], layers: [spec], heads: [])
         expectEngineError(["lstm", "unknown layer type", "linear"]) { _ = try Model(arch, seed: 0) }
     }
@@ -128,7 +128,7 @@ final class ModelTests: EngineTestCase {
     func testBuildErrorsNameTheLayerIndex() throws {
         let unknown = Architecture(input: [4], layers: [.relu, .relu, LayerSpec(type: "lstm")], heads: [])
         expectEngineError(["lstm", "layer 2"]) { _ = try Model(unknown, seed: 0) }
-        var missing = LayerSpec(type: "linear"); missing.in_features = 4
+        var missing = LayerSpec(type: "linear"); missing.inFeatures = 4
         expectEngineError(["out_features", "layer 1"]) { _ = try Model(Architecture(input: [4], layers: [.relu, missing], heads: []), seed: 0) }
     }
 
@@ -143,7 +143,7 @@ final class ModelTests: EngineTestCase {
         expectEngineError(["layer 0"]) { _ = try Model(ln, seed: 0) }
         let big = Architecture(input: [1, 3, 3], layers: [.conv2d(1, 1, kernel: 5)], heads: [])
         expectEngineError(["smaller"]) { _ = try Model(big, seed: 0) }
-        var missing = LayerSpec(type: "linear"); missing.in_features = 4
+        var missing = LayerSpec(type: "linear"); missing.inFeatures = 4
         expectEngineError(["out_features"]) { _ = try Model(Architecture(input: [4], layers: [missing], heads: []), seed: 0) }
         expectEngineError(["stride"]) { _ = try Model(Architecture(input: [1, 6, 6], layers: [.conv2d(1, 1, kernel: 3, stride: 0)], heads: []), seed: 0) }
         expectEngineError(["dropout"]) { _ = try Model(Architecture(input: [4], layers: [.dropout(1)], heads: []), seed: 0) }
@@ -156,17 +156,17 @@ final class ModelTests: EngineTestCase {
     func testHeadErrors() throws {
         let body: [LayerSpec] = [.flatten, .linear(16, 4), .relu]
         expectEngineError(["head 'h'", "5", "[4]"]) {
-            _ = try Model(Architecture(input: [16], layers: body, heads: [.init(name: "h", in_features: 5, out_features: 2)]), seed: 0)
+            _ = try Model(Architecture(input: [16], layers: body, heads: [.init(name: "h", inFeatures: 5, outFeatures: 2)]), seed: 0)
         }
         expectEngineError(["head name", "a/b"]) {
-            _ = try Model(Architecture(input: [16], layers: body, heads: [.init(name: "a/b", in_features: 4, out_features: 2)]), seed: 0)
+            _ = try Model(Architecture(input: [16], layers: body, heads: [.init(name: "a/b", inFeatures: 4, outFeatures: 2)]), seed: 0)
         }
         expectEngineError(["duplicate", "h"]) {
-            _ = try Model(Architecture(input: [16], layers: body, heads: [.init(name: "h", in_features: 4, out_features: 2),
-                                                                         .init(name: "h", in_features: 4, out_features: 3)]), seed: 0)
+            _ = try Model(Architecture(input: [16], layers: body, heads: [.init(name: "h", inFeatures: 4, outFeatures: 2),
+                                                                         .init(name: "h", inFeatures: 4, outFeatures: 3)]), seed: 0)
         }
         expectEngineError(["names 3 classes", "2 outputs"]) {
-            _ = try Model(Architecture(input: [16], layers: body, heads: [.init(name: "h", in_features: 4, out_features: 2, classes: ["a", "b", "c"])]), seed: 0)
+            _ = try Model(Architecture(input: [16], layers: body, heads: [.init(name: "h", inFeatures: 4, outFeatures: 2, classes: ["a", "b", "c"])]), seed: 0)
         }
         let m = try Model(Architecture(input: [16], layers: body, heads: []), seed: 0)
         expectEngineError(["no head 'x'", "none"]) { _ = try m.head("x") }

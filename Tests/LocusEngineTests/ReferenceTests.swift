@@ -52,7 +52,7 @@ final class ReferenceTests: EngineTestCase {
             .conv2d(2, 3, kernel: 3, stride: 2, padding: 1), .gelu, .maxPool2d(2, stride: 1),
             .conv2d(3, 4, kernel: 2, stride: 1, padding: 1, bias: false), .relu, .avgPool2d(2), .flatten,
             .layerNorm(16), .linear(16, 6), .gelu, .dropout(0.2),
-        ], heads: [.init(name: "a", in_features: 6, out_features: 3), .init(name: "b", in_features: 6, out_features: 2)])
+        ], heads: [.init(name: "a", inFeatures: 6, outFeatures: 3), .init(name: "b", inFeatures: 6, outFeatures: 2)])
     }
 
     /// Runs the engine and the reference on one case; returns both.
@@ -69,7 +69,7 @@ final class ReferenceTests: EngineTestCase {
         try model.save(checkpoint)
         try Conversion.exportSafeTensors(from: checkpoint, to: exported)
 
-        let classes = arch.heads.first { $0.name == head }!.out_features
+        let classes = arch.heads.first { $0.name == head }!.outFeatures
         let x = rnd.normalTensor([batch] + arch.input)
         let labels = (0..<batch).map { $0 % classes }
         model.zeroGrad()

@@ -30,12 +30,12 @@ final class ScoringTests: EngineTestCase {
             .conv2d(1, 3, kernel: 3, stride: 2, padding: 1), .relu,          // 3×3×3
             .conv2d(3, 2, kernel: 2, stride: 1, padding: 1, bias: false), .gelu, // 2×4×4
             .avgPool2d(2), .flatten, .linear(8, 5), .relu,
-        ], heads: [.init(name: "default", in_features: 5, out_features: 4)])
+        ], heads: [.init(name: "default", inFeatures: 5, outFeatures: 4)])
     }
 
     static func layerNormModel() -> Architecture {
         Architecture(input: [12], layers: [.flatten, .linear(12, 8), .layerNorm(8), .gelu, .linear(8, 6), .relu],
-                     heads: [.init(name: "default", in_features: 6, out_features: 4)])
+                     heads: [.init(name: "default", inFeatures: 6, outFeatures: 4)])
     }
 
     /// Weight sharing everywhere: LayerNorm over the last axis of a conv output (9 rows per sample), max
@@ -46,7 +46,7 @@ final class ScoringTests: EngineTestCase {
             .maxPool2d(2, stride: 1),                                                  // 3×2×2
             .conv2d(3, 4, kernel: 2, stride: 1, padding: 1, bias: false), .relu,       // 4×3×3
             .avgPool2d(3), .flatten, .dropout(0.3), .linear(4, 5, bias: false), .relu,
-        ], heads: [.init(name: "default", in_features: 5, out_features: 3)])
+        ], heads: [.init(name: "default", inFeatures: 5, outFeatures: 3)])
     }
 
     /// A small vision transformer: 2×8×8 images, 4×4 patches (4 tokens + class token), width 8, 2 blocks of
@@ -88,7 +88,7 @@ final class ScoringTests: EngineTestCase {
     /// Two batches (sizes 3 and 5) of inputs and labels.
     func batches(_ arch: Architecture, seed: UInt64, sizes: [Int] = [3, 5]) -> [(Tensor, [Int])] {
         var rnd = TestRandom(seed)
-        let classes = arch.heads[0].out_features
+        let classes = arch.heads[0].outFeatures
         return sizes.map { b in (rnd.normalTensor([b] + arch.input, scale: 1.5), (0..<b).map { _ in rnd.below(classes) }) }
     }
 

@@ -394,8 +394,8 @@ final class SparseFinetuneTests: EngineTestCase {
     func testFitSparseKeepsFrozenEntriesAndTheHeadBitIdentical() throws {
         for (sgd, trainHead) in [(true, false), (false, false), (true, true), (false, true)] {
             let arch = Architecture(input: [6], layers: [.linear(6, 9), .relu, .layerNorm(9), .dropout(0.2), .linear(9, 5), .gelu],
-                                    heads: [.init(name: "t", in_features: 5, out_features: 3, classes: nil),
-                                            .init(name: "other", in_features: 5, out_features: 2, classes: nil)])
+                                    heads: [.init(name: "t", inFeatures: 5, outFeatures: 3, classes: nil),
+                                            .init(name: "other", inFeatures: 5, outFeatures: 2, classes: nil)])
             let model = try Model(arch, seed: 8)
             let (masks, keep) = bodyMasks(model, seed: 9)
             let before = snapshot(model)

@@ -57,7 +57,7 @@ final class TrainingTests: EngineTestCase {
         let d = LabelledData(inputs: .float32(x), shape: [32, 1, 6, 6], labels: y, classes: ["left", "right"], splits: ["train": Array(0..<32)])
         let arch = Architecture(input: [1, 6, 6], layers: [.conv2d(1, 3, kernel: 3, padding: 1), .relu, .maxPool2d(2), .flatten, .dropout(0.1),
                                                            .linear(27, 8), .gelu, .layerNorm(8)],
-                                heads: [.init(name: "lr", in_features: 8, out_features: 2, classes: ["left", "right"])])
+                                heads: [.init(name: "lr", inFeatures: 8, outFeatures: 2, classes: ["left", "right"])])
         let model = try Model(arch, seed: 3)
         var c = config(epochs: 8, lr: 0.05)
         c.optimizer = .sgd; c.momentum = 0.9; c.nesterov = true; c.weightDecay = 1e-4

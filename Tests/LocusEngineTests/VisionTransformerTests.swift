@@ -10,7 +10,7 @@ import XCTest
 final class VisionTransformerTests: EngineTestCase {
     func testAttentionGradientAndForward() throws {
         var rnd = TestRandom(1)
-        var spec = LayerSpec(type: "attention"); spec.embed_dim = 6; spec.num_heads = 2
+        var spec = LayerSpec(type: "attention"); spec.embedDim = 6; spec.numHeads = 2
         let attn = SelfAttention(spec: spec, width: 6, heads: 2)
         let x = rnd.tensor([2, 5, 18], -1.5, 1.5)
         gradientCheck(attn, input: x, seed: 2, label: "attention 2 heads")
@@ -127,7 +127,7 @@ final class VisionTransformerTests: EngineTestCase {
         dup.layers[3].name = "blocks.0"
         expectEngineError(["two parameters are named", "blocks.0.norm1.weight"]) { try dup.validate() }
         var wrong = a
-        wrong.layers[1].num_patches = 3
+        wrong.layers[1].numPatches = 3
         expectEngineError(["pos_embed", "[4, 12]"]) { try wrong.validate() }
     }
 

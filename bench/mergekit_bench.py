@@ -17,8 +17,11 @@ speed ratios, and the largest peak RSS (/usr/bin/time -v, so the Python parent's
 counted). Outputs are compared tensor by tensor (max |Δ| relative to max |θ|) in the first round.
 Goal (docs/merging.md): Locus ≥ 3× mergekit's speed at ≤ 1/5 of its peak memory.
 
-Usage: bench/mergekit_bench.py LOCUS_BINARY [--rounds R] [--models N] [--methods a,b,…]
-                               [--workdir DIR] [--json OUT]
+With --before OTHER_LOCUS_BINARY (an earlier build), that binary runs in every round too, after
+Locus, and its median time and peak RSS are printed as the "before" of the same run.
+
+Usage: bench/mergekit_bench.py LOCUS_BINARY [--before LOCUS_BINARY] [--rounds R] [--models N]
+                               [--methods a,b,…] [--workdir DIR] [--json OUT]
 """
 import argparse
 import json
@@ -164,6 +167,7 @@ def compare(a_dir, b_dir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("locus")
+    ap.add_argument("--before", help="an earlier locus binary, run in every round too")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", type=int, default=8)
     ap.add_argument("--methods", default=",".join(METHODS))
@@ -178,7 +182,10 @@ def main():
     os.makedirs(work, exist_ok=True)
     env_threads = {k: "2" for k in ("OMP_NUM_THREADS",)}
     os.environ.update(env_threads)
-    base_dir, model_dirs = make_models(work, a.models)
+    if os.path.isdir(os.path.join(work, "base")) and all(os.path.isdir(os.path.join(work, f"ft{i}")) for i in range(a.models)):
+        base_dir, model_dirs = os.path.join(work, "base"), [os.path.join(work, f"ft{i}") for i in range(a.models)]
+    else:
+        base_dir, model_dirs = make_models(work, a.models)
     runner = os.path.join(work, "mergekit_runner.py")
     with open(runner, "w") as f:
         f.write(MERGEKIT_RUNNER)
@@ -189,32 +196,41 @@ def main():
         mk_out, lo_out = os.path.join(work, f"out-mk-{m}"), os.path.join(work, f"out-lo-{m}")
         mk_cmd = [sys.executable, runner, cfg, mk_out, "--lazy-unpickle", "--no-copy-tokenizer", "--no-write-model-card"]
         lo_cmd = [a.locus, "merge", "--config", cfg, "-o", lo_out + "/"]
-        row = {"mergekit": [], "locus": [], "ratios": []}
+        row = {"mergekit": [], "locus": [], "ratios": [], "before": []}
+        be_out = os.path.join(work, f"out-be-{m}")
         try:
             for r in range(a.rounds):
-                for d in (mk_out, lo_out):
+                for d in (mk_out, lo_out, be_out):
                     shutil.rmtree(d, ignore_errors=True)
                 mk = measure(mk_cmd)
                 lo = measure(lo_cmd)
                 row["mergekit"].append(mk)
                 row["locus"].append(lo)
                 row["ratios"].append(mk[0] / lo[0])
+                if a.before:
+                    row["before"].append(measure([a.before, "merge", "--config", cfg, "-o", be_out + "/"]))
                 if r == 0:
                     row["agreement"] = compare(lo_out, mk_out)
         except RuntimeError as e:
             row["error"] = str(e).splitlines()[0]
             print(f"{m}: {row['error']}", file=sys.stderr)
         results[m] = row
-        for d in (mk_out, lo_out):
+        for d in (mk_out, lo_out, be_out):
             shutil.rmtree(d, ignore_errors=True)
         if "error" not in row:
+            before = ""
+            if row["before"]:
+                bw = [x[0] for x in row["before"]]
+                before = (f" | before {statistics.median(bw):6.2f} s ({min(bw):.2f}–{max(bw):.2f}), "
+                          f"{max(x[1] for x in row['before']) / 2**20:5.0f} MiB, speed ×"
+                          f"{statistics.median([x[0] / y[0] for x, y in zip(row['mergekit'], row['before'])]):.2f}")
             mw, lw = [x[0] for x in row["mergekit"]], [x[0] for x in row["locus"]]
             print(f"{m:17s} mergekit {statistics.median(mw):7.2f} s ({min(mw):.2f}–{max(mw):.2f}), "
                   f"{max(x[1] for x in row['mergekit']) / 2**20:6.0f} MiB | locus {statistics.median(lw):6.2f} s "
                   f"({min(lw):.2f}–{max(lw):.2f}), {max(x[1] for x in row['locus']) / 2**20:5.0f} MiB | "
                   f"speed ×{statistics.median(row['ratios']):.2f}, memory 1/"
                   f"{max(x[1] for x in row['mergekit']) / max(x[1] for x in row['locus']):.1f} | "
-                  f"max rel diff {row['agreement'].get('max_rel_diff', row['agreement'].get('error'))}", flush=True)
+                  f"max rel diff {row['agreement'].get('max_rel_diff', row['agreement'].get('error'))}{before}", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"date": time.strftime("%Y-%m-%d"), "models": a.models, "rounds": a.rounds, "results": results}, f, indent=1)

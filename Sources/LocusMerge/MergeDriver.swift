@@ -19,10 +19,16 @@ extension Merger {
             return try mergeMergekit(base: basePath, inputs: taskVectors, output: output, options: o, warn: warn, provenance: provenance,
                                      outputFormat: outputFormat, shardBytes: shardBytes)
         }
-        if o.semantics == .mergekit, try taskVectors.contains(where: { try !isTaskVector($0) }) {
+        if o.semantics == .mergekit, case .direction(let kernel) = o.method.producer.kind, readsDenseVectors(kernel),
+           try taskVectors.allSatisfy({ try !isTaskVector($0) }) {
             // A mergekit config of a method with its own kernel (model_stock, nuslerp, sce) lists
-            // fine-tuned checkpoints: their exact task vectors, made by `diff` (streamed) beside the
-            // output, are what the kernel reads; they are removed afterwards.
+            // fine-tuned checkpoints: their task vectors are computed while the checkpoints are read.
+            return try mergeCheckpointDeltas(base: basePath, models: taskVectors, kernel: kernel, output: output, options: o, warn: warn,
+                                             provenance: provenance, outputFormat: outputFormat, shardBytes: shardBytes)
+        }
+        if o.semantics == .mergekit, try taskVectors.contains(where: { try !isTaskVector($0) }) {
+            // The same with task vectors among the inputs: the checkpoints' exact task vectors, made
+            // by `diff` (streamed) beside the output, are what the kernel reads; they are removed afterwards.
             return try withTaskVectors(base: basePath, inputs: taskVectors, near: output) { vectors in
                 try merge(base: basePath, taskVectors: vectors, output: output, options: o, warn: warn, provenance: provenance,
                           outputFormat: outputFormat, shardBytes: shardBytes)
@@ -105,7 +111,9 @@ extension Merger {
         var steps: [Step] = []
         var maxBlock = 1
         for t in base.tensors {
-            guard t.dtype.isFloatingPoint, o.merges(t.name), inputs.contains(where: { $0.byName[t.name] != nil }) else { steps.append(.copy(t)); continue }
+            // Checkpoints' task vectors computed on the fly touch every floating-point tensor.
+            let touched = context.deltas != nil || inputs.contains(where: { $0.byName[t.name] != nil })
+            guard t.dtype.isFloatingPoint, o.merges(t.name), touched else { steps.append(.copy(t)); continue }
             let rows = t.shape.first ?? 1
             guard !t.shape.isEmpty, rows > 0, t.count > 0 else { steps.append(.whole(t)); continue }
             let rowLength = t.count / rows
@@ -126,6 +134,7 @@ extension Merger {
         func direction(_ k: Int) throws {   // the k-th block step's direction into directions[k % 2]
             guard case let .block(t, start, count, rowLength) = steps[blockSteps[k]] else { return }
             if source.current?.name != t.name {
+                source.current = nil   // the last tensor's buffers go before the next one's are made
                 source.current = (t.name, try kernel.blocks(tensor: t.name, shape: t.shape, count: t.count, maxBlock: maxBlock, inputs: inputs,
                                                             options: o.options(for: t.name), context: context, scratch: scratch))
             }

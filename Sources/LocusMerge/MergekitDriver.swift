@@ -21,6 +21,10 @@ import LocusFormat
 ///
 /// Per block of whole rows (at most 2¹⁹ entries): each input's δ rows (float32), θ0 and the output.
 /// Thresholds, ranks and L1 norms come from passes over each input's tensor before its first block.
+/// Both phases run on every core without changing a bit: the inputs' passes (and, per block, their
+/// sparsification, whose random draws and tie counts go in index order per input) side by side, one
+/// input per thread; then the entries of the block (sign election, sums in input order, θ0 + λ·mixed)
+/// in two halves.
 extension Merger {
     enum MergekitSparsification { case none, magnitude, random, outliers }
 
@@ -71,6 +75,17 @@ extension Merger {
                                        metadata: try base.metadata(), architecture: try base.architecture(), shardBytes: shardBytes)
         var report = Report()
         let buffers = sources.map { _ in EntryStreamBuffers() }
+        let k = sources.count
+        // Per input: its δ block, its entry block and the raw rows of its checkpoint (each input is
+        // handled by one thread at a time; the inputs run on both cores).
+        let deltas = (0..<k).map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: blockEntries) }
+        let raws = (0..<k).map { _ in CheckpointDeltas.RawScratch() }
+        var entryBlocks = [EntryBlock?](repeating: nil, count: k)
+        let theta0Raw = CheckpointDeltas.RawScratch()
+        let theta0 = UnsafeMutableBufferPointer<Double>.allocate(capacity: blockEntries)
+        let mixed = UnsafeMutableBufferPointer<Float>.allocate(capacity: blockEntries)
+        var out = [UInt32](repeating: 0, count: blockEntries)
+        defer { for d in deltas { d.deallocate() }; theta0.deallocate(); mixed.deallocate() }
         for t in base.tensors {
             let touched = sources.contains { s in if case .taskVector(let v) = s { return v.byName[t.name] != nil } else { return true } }
             guard t.dtype.isFloatingPoint, t.count > 0, o.merges(t.name), touched else {
@@ -83,61 +98,85 @@ extension Merger {
             let to = perTensor[t.name] ?? o
             let rows = t.shape.isEmpty ? 1 : t.shape[0], rowLength = t.count / rows
             let perBlock = max(1, blockEntries / rowLength)
-            // δ of input i, rows [r, r + count), into `out` (n entries, zeros where a vector stores none).
-            var theta0: [Double] = [], theta0Row = -1
-            var block = EntryBlock(capacity: 1)
-            func delta(_ i: Int, _ r: Int, _ count: Int, _ stream: TaskVectorEntryStream?, into out: inout [Float]) throws {
+            let blockCapacity = min(rows, perBlock) * rowLength
+            // A row longer than a block: the buffers grow to one row.
+            let grown = blockCapacity > blockEntries
+            let deltaBuffers = grown ? (0..<k).map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: blockCapacity) } : deltas
+            let theta0Block = grown ? UnsafeMutableBufferPointer<Double>.allocate(capacity: blockCapacity) : theta0
+            let mixedBlock = grown ? UnsafeMutableBufferPointer<Float>.allocate(capacity: blockCapacity) : mixed
+            defer { if grown { for d in deltaBuffers { d.deallocate() }; theta0Block.deallocate(); mixedBlock.deallocate() } }
+            if out.count < blockCapacity { out = [UInt32](repeating: 0, count: blockCapacity) }
+            for i in 0..<k {
+                if case .taskVector = sources[i], (entryBlocks[i]?.capacity ?? 0) < blockCapacity { entryBlocks[i] = EntryBlock(capacity: blockCapacity) }
+            }
+            let checkpointTensors: [CheckpointTensor?] = sources.map { s in
+                if case .checkpoint(_, let m) = s { return m.tensor(named: t.name)! } else { return nil }
+            }
+            /// δ of input i, rows [r, r + count), into `into` (zeros where a vector stores none); θ0's
+            /// rows in `theta0Rows` (float64) for checkpoints.
+            func delta(_ i: Int, _ r: Int, _ count: Int, _ stream: TaskVectorEntryStream?, theta0Rows: UnsafeBufferPointer<Double>,
+                       into d: UnsafeMutableBufferPointer<Float>) throws {
                 let n = count * rowLength
-                if out.count < n { out = [Float](repeating: 0, count: n) }
                 switch sources[i] {
                 case .taskVector:
-                    for j in 0..<n { out[j] = 0 }
+                    for j in 0..<n { d[j] = 0 }
                     guard let stream else { return }
-                    if block.capacity < n { block = EntryBlock(capacity: n) }
+                    let block = entryBlocks[i]!
                     block.count = 0
                     try stream.next(upTo: (r + count) * rowLength, into: block)
-                    for j in 0..<block.count { out[Int(block.offsets[j])] = block.values[j] }
+                    for j in 0..<block.count { d[Int(block.offsets[j])] = block.values[j] }
                 case .checkpoint(_, let m):
-                    if theta0Row != r { theta0 = try readRows(base, t, r, count); theta0Row = r }
-                    let theta = try readRows(m, m.tensor(named: t.name)!, r, count)
-                    for j in 0..<n { out[j] = Float(theta[j]) - Float(theta0[j]) }
+                    let u = checkpointTensors[i]!
+                    if u.dtype == .float32 && !u.shape.isEmpty {
+                        let bytes = n * 4
+                        let raw = UnsafeMutableRawBufferPointer(rebasing: raws[i].reserve(bytes)[0..<bytes])
+                        try m.readRows(u, start: r, count: count, into: raw)
+                        let f = raw.baseAddress!.assumingMemoryBound(to: UInt32.self)
+                        for j in 0..<n { d[j] = Float(bitPattern: UInt32(littleEndian: f[j])) - Float(theta0Rows[j]) }
+                    } else {
+                        let theta = UnsafeMutableBufferPointer<Double>.allocate(capacity: n)
+                        defer { theta.deallocate() }
+                        try readRowsDouble(m, u, r, count, raw: raws[i], into: theta)
+                        for j in 0..<n { d[j] = Float(theta[j]) - Float(theta0Rows[j]) }
+                    }
                 }
             }
             func stream(_ i: Int) throws -> TaskVectorEntryStream? {
                 guard case .taskVector(let v) = sources[i] else { return nil }
                 return try v.entryStream(t.name, buffers: buffers[i])
             }
-            /// Every block of input i's δ, in order.
+            /// Every block of input i's δ, in order (its own θ0 buffer: passes of inputs run side by side).
             func pass(_ i: Int, _ body: (UnsafeBufferPointer<Float>) -> Void) throws {
                 let s = try stream(i)
-                var d: [Float] = []
+                let rowsTheta0 = UnsafeMutableBufferPointer<Double>.allocate(capacity: blockCapacity)
+                defer { rowsTheta0.deallocate() }
+                let raw = CheckpointDeltas.RawScratch()
+                let d = deltaBuffers[i]
                 for r in stride(from: 0, to: rows, by: perBlock) {
-                    let count = min(perBlock, rows - r)
-                    try delta(i, r, count, s, into: &d)
-                    d.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[0..<(count * rowLength)])) }
+                    let count = min(perBlock, rows - r), n = count * rowLength
+                    if case .checkpoint = sources[i] { try readRowsDouble(base, t, r, count, raw: raw, into: rowsTheta0) }
+                    try delta(i, r, count, s, theta0Rows: UnsafeBufferPointer(rowsTheta0), into: d)
+                    body(UnsafeBufferPointer(rebasing: d[0..<n]))
                 }
             }
-            // Each input's keep rule and rescale factor for this tensor.
-            let k = sources.count
+            // Each input's keep rule and rescale factor for this tensor (the inputs side by side).
             let weights = to.vectorWeights(k)
             let densities = to.densities ?? Array(repeating: 1, count: k)
             let gammas = to.gammas ?? Array(repeating: 0.01, count: k)
             let rescale = to.mergekitRescale ?? (sparsification == .random)
             let normalize = to.mergekitNormalize ?? (name == "ties")
-            var rules: [MergekitKeep] = []
-            var scales: [Float] = []
-            for i in 0..<k {
+            func ruleAndScale(_ i: Int) throws -> (MergekitKeep, Float) {
                 let d = densities[i], n = t.count
                 var rule: MergekitKeep
                 // |δ_i| chunk by chunk for ExactTopK, whose passes cannot throw: the first read error is kept.
                 var failure: (any Error)?
-                var magnitudes: [Float] = []
+                let magnitudes = UnsafeMutableBufferPointer<Float>.allocate(capacity: blockCapacity)
+                defer { magnitudes.deallocate() }
                 func magnitudeChunks(_ body: (UnsafeBufferPointer<Float>) -> Void) {
                     do {
                         try pass(i) { chunk in
-                            if magnitudes.count < chunk.count { magnitudes = [Float](repeating: 0, count: chunk.count) }
                             for j in 0..<chunk.count { magnitudes[j] = abs(chunk[j]) }
-                            magnitudes.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[0..<chunk.count])) }
+                            body(UnsafeBufferPointer(rebasing: magnitudes[0..<chunk.count]))
                         }
                     } catch { if failure == nil { failure = error } }
                 }
@@ -175,47 +214,117 @@ extension Merger {
                     }
                     if before >= 1e-7 && after >= 1e-7 { scale = Float(before / after) }
                 }
-                rules.append(rule); scales.append(scale)
+                return (rule, scale)
             }
-            // The merge, block by block.
+            var rules = [MergekitKeep](repeating: .all, count: k)
+            var scales = [Float](repeating: 1, count: k)
+            try rules.withUnsafeMutableBufferPointer { rb in
+                try scales.withUnsafeMutableBufferPointer { sb in
+                    nonisolated(unsafe) let rb = rb, sb = sb
+                    try Merger.onEveryInput(k) { i in (rb[i], sb[i]) = try ruleAndScale(i) }
+                }
+            }
+            // The merge, block by block: each input's sparsified, weighted δ on its own thread, then
+            // the entries (in two halves), then θ0 + λ·mixed written.
             let streams = try (0..<k).map { try stream($0) }
-            var deltas = [[Float]](repeating: [], count: k)
             let totalWeight: Float = { let s = weights.reduce(Float(0)) { $0 + Float($1) }; return abs(s) < 1e-8 ? 1 : s }()
+            let floatWeights = weights.map { Float($0) }
             let dtype = dtypeFor(t), lambda = to.lambda
             try w.beginTensor(name: t.name, dtype: dtype, shape: t.shape)
             for r in stride(from: 0, to: rows, by: perBlock) {
                 let count = min(perBlock, rows - r), n = count * rowLength
-                for i in 0..<k {
-                    try delta(i, r, count, streams[i], into: &deltas[i])
-                    let wt = Float(weights[i]), sc = scales[i]
-                    deltas[i].withUnsafeMutableBufferPointer { d in
-                        for j in 0..<n where d[j] != 0 { d[j] = rules[i].keep(d[j]) ? d[j] * sc * wt : 0 }
-                    }
-                }
-                var mixed = [Float](repeating: 0, count: n)
-                if election {
-                    var divisor = [Float](repeating: 0, count: n)
-                    for j in 0..<n {
-                        var sum: Float = 0
-                        for i in 0..<k { sum += deltas[i][j] }
-                        let positive = sum >= 0
-                        for i in 0..<k {
-                            let v = deltas[i][j]
-                            if (v > 0 && positive) || (v < 0 && !positive) { mixed[j] += v; divisor[j] += Float(weights[i]) }
+                try readRowsDouble(base, t, r, count, raw: theta0Raw, into: theta0Block)
+                let theta0Rows = UnsafeBufferPointer(theta0Block)
+                try rules.withUnsafeMutableBufferPointer { rb in
+                    nonisolated(unsafe) let rb = rb
+                    try Merger.onEveryInput(k) { i in
+                        let d = deltaBuffers[i]
+                        try delta(i, r, count, streams[i], theta0Rows: theta0Rows, into: d)
+                        let wt = floatWeights[i], sc = scales[i]
+                        switch rb[i] {
+                        case .all: for j in 0..<n { let v = d[j]; d[j] = v != 0 ? v * sc * wt : v }
+                        case .nothing: for j in 0..<n { d[j] = 0 }
+                        case .threshold(let th): for j in 0..<n { let v = d[j]; d[j] = v != 0 && abs(v) >= th ? v * sc * wt : 0 }
+                        default: for j in 0..<n where d[j] != 0 { d[j] = rb[i].keep(d[j]) ? d[j] * sc * wt : 0 }
                         }
-                        if normalize { mixed[j] /= divisor[j] == 0 ? 1 : divisor[j] }
                     }
-                } else {
-                    for i in 0..<k { for j in 0..<n { mixed[j] += deltas[i][j] } }
-                    if normalize { for j in 0..<n { mixed[j] /= totalWeight } }
                 }
-                var v = try readRows(base, t, r, count)
-                for j in 0..<n { v[j] += lambda * Double(mixed[j]) }
-                try writeBlock(w, t, v, offset: r * rowLength, dtype: dtype, output: output)
+                let m = mixedBlock
+                let parts = n >= 1 << 15 ? 2 : 1
+                try out.withUnsafeMutableBufferPointer { ob in
+                    nonisolated(unsafe) let ob = ob
+                    let failures = UnsafeMutableBufferPointer<Int>.allocate(capacity: parts)
+                    defer { failures.deallocate() }
+                    try Merger.onEveryInput(parts) { part in
+                        let lo = part * n / parts, hi = (part + 1) * n / parts
+                        if election {
+                            for j in lo..<hi {
+                                var sum: Float = 0
+                                for i in 0..<k { sum += deltaBuffers[i][j] }
+                                let positive = sum >= 0
+                                var mix: Float = 0, divisor: Float = 0
+                                for i in 0..<k {
+                                    let v = deltaBuffers[i][j]
+                                    if (v > 0 && positive) || (v < 0 && !positive) { mix += v; divisor += floatWeights[i] }
+                                }
+                                if normalize { mix /= divisor == 0 ? 1 : divisor }
+                                m[j] = mix
+                            }
+                        } else {
+                            for j in lo..<hi { m[j] = 0 }
+                            for i in 0..<k { let d = deltaBuffers[i]; for j in lo..<hi { m[j] += d[j] } }
+                            if normalize { for j in lo..<hi { m[j] /= totalWeight } }
+                        }
+                        // θ0 + λ·mixed in float64, rounded to float32; the first non-finite entry (or -1).
+                        var bad = -1
+                        if dtype == .float32 {
+                            for j in lo..<hi {
+                                let y = Float(theta0Rows[j] + lambda * Double(m[j]))
+                                if !y.isFinite && bad < 0 { bad = j }
+                                ob[j] = y.bitPattern.littleEndian
+                            }
+                        }
+                        failures[part] = bad
+                    }
+                    if dtype == .float32, let bad = failures.first(where: { $0 >= 0 }) {
+                        let value = theta0Rows[bad] + lambda * Double(m[bad])
+                        throw LocusError(file: output, object: t.objectPath,
+                                         value.isFinite ? "merged entry \(r * rowLength + bad) overflows \(dtype.rawValue)"
+                                                        : "merged entry \(r * rowLength + bad) is not finite")
+                    }
+                }
+                if dtype == .float32 {
+                    try out.withUnsafeBytes { try w.writeRows(UnsafeRawBufferPointer(rebasing: $0[0..<(4 * n)])) }
+                } else {
+                    let v = (0..<n).map { theta0Rows[$0] + lambda * Double(m[$0]) }
+                    try writeBlock(w, t, v, offset: r * rowLength, dtype: dtype, output: output)
+                }
             }
         }
         report.fingerprint = try w.finish()
         return report
+    }
+
+    /// Runs `body(i)` for i in 0..<count on the pool's threads (each i once, on one thread); the
+    /// first error (by i) is thrown after all have run.
+    static func onEveryInput(_ count: Int, _ body: (Int) throws -> Void) throws {
+        nonisolated(unsafe) let failures = UnsafeMutableBufferPointer<(any Error)?>.allocate(capacity: count)
+        failures.initialize(repeating: nil)
+        defer { failures.deallocate() }
+        withoutActuallyEscaping(body) { body in
+            nonisolated(unsafe) let body = body
+            DispatchQueue.concurrentPerform(iterations: count) { i in
+                do { try body(i) } catch { failures[i] = error }
+            }
+        }
+        if let e = failures.lazy.compactMap({ $0 }).first { throw e }
+    }
+
+    /// Rows [r, r + count) of a tensor (a scalar tensor: its one value) in float64, into `out`.
+    static func readRowsDouble(_ s: any CheckpointSource, _ t: CheckpointTensor, _ r: Int, _ count: Int, raw: CheckpointDeltas.RawScratch,
+                               into out: UnsafeMutableBufferPointer<Double>) throws {
+        let rowLength = t.shape.isEmpty ? 1 : t.count / t.shape[0]
+        try CheckpointDeltas.read(s, t, r * rowLength, (r + count) * rowLength, into: out, raw: raw)
     }
 
     /// Rows [r, r + count) of a tensor in float64 (a scalar tensor: its one value).

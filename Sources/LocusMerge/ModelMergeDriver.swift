@@ -71,7 +71,13 @@ extension Merger {
             func forEachBlock(_ body: (Int, Int, [[Double]]) throws -> Void) throws {
                 for r in stride(from: 0, to: rows, by: perBlock) {
                     let count = min(perBlock, rows - r)
-                    try body(r, count, try zip(models, ts).map { try $0.readRowsFloat64($1, start: r, count: count) })
+                    // The models' rows are read and decoded on the pool's threads, one model per part.
+                    var blocks = [[Double]](repeating: [], count: models.count)
+                    try blocks.withUnsafeMutableBufferPointer { out in
+                        nonisolated(unsafe) let out = out
+                        try Merger.onEveryInput(models.count) { i in out[i] = try models[i].readRowsFloat64(ts[i], start: r, count: count) }
+                    }
+                    try body(r, count, blocks)
                 }
             }
             let combine = try kernel.combiner(for: t, options: o.options(for: t.name), blocks: { body in try forEachBlock { _, _, m in try body(m) } })

@@ -18,6 +18,12 @@ extension BlockDirection: DirectionBlocks {}
 /// Model-wide values a direction method computes before the first tensor (global TIES thresholds).
 struct DirectionContext {
     var globalThresholds: [Float]? = nil
+    /// Fine-tuned checkpoints whose task vectors are computed while reading (kernels that read
+    /// `DenseTaskVectorBlocks`); the inputs are then empty.
+    var deltas: CheckpointDeltas? = nil
+
+    /// How many vectors are merged: the checkpoints', else the task vectors'.
+    func vectorCount(_ inputs: [Merger.Input]) -> Int { deltas?.models.count ?? inputs.count }
 }
 
 /// How a direction method (θ = θ0 + λ·d) computes d: one `DirectionBlocks` per tensor.

@@ -229,6 +229,39 @@ final class MergeConfigTests: ScratchDirectoryTestCase {
         }
     }
 
+    /// model_stock, sce and nuslerp on fine-tuned checkpoints compute τ = θ_i − θ_base while reading:
+    /// the output has the bits of the same config on the checkpoints' task vectors (`locus diff`),
+    /// and nothing besides the output is written beside it.
+    func testKernelMethodsOnCheckpointsEqualTheirTaskVectorsBitForBitWithoutTemporaryFiles() throws {
+        _ = try models()
+        let configs = [
+            ("model_stock", "", ["0", "1"]),
+            ("model_stock", "parameters: {filter_wise: true}\n", ["0", "1"]),
+            ("sce", "parameters: {select_topk: 0.4}\n", ["0", "1"]),
+            ("sce", "", ["0", "1"]),
+            ("nuslerp", "", ["0", "1"]),
+        ]
+        for (c, (method, parameters, inputs)) in configs.enumerated() {
+            var outputs: [[String: [Float]]] = []
+            for kind in ["ft", "tv"] {
+                let dir = path("out-\(c)-\(kind)")
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+                let weights = method == "nuslerp" ? "    parameters: {weight: 0.4}\n" : ""
+                let yaml = "merge_method: \(method)\nbase_model: base.h5\n\(parameters)models:\n"
+                    + inputs.map { "  - model: \(kind)\($0).h5\n" + weights }.joined()
+                try yaml.write(toFile: path("c.yml"), atomically: true, encoding: .utf8)
+                let (b, paths, o) = try MergeConfig.load(path("c.yml")).plan()
+                try Merger.merge(base: b!, taskVectors: paths, output: dir + "/m.h5", options: o)
+                XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), ["m.h5"], "\(method) \(kind)")
+                outputs.append(try read(dir + "/m.h5"))
+            }
+            XCTAssertEqual(outputs[0].keys.sorted(), outputs[1].keys.sorted())
+            for (n, want) in outputs[1] {
+                XCTAssertEqual(outputs[0][n]!.map(\.bitPattern), want.map(\.bitPattern), "\(method) \(parameters) \(n)")
+            }
+        }
+    }
+
     func testMergekitTiesNormalizesByTheAgreeingWeights() throws {
         let (base, ft) = try models()
         let yaml = """

@@ -289,6 +289,43 @@ def test_task_vectors_as_inputs_give_the_checkpoints_result(locus, llama, tmp_pa
     assert_same(want, tensors(tmp_path / "tv"), tensors(llama / "base"))
 
 
+@pytest.mark.parametrize("name", ["model-stock", "sce", "nuslerp"])
+def test_kernel_methods_on_checkpoints_write_no_task_vectors(locus, llama, tmp_path, name):
+    """model_stock, sce and nuslerp compute the checkpoints' task vectors while reading: nothing but
+    the output appears beside it at any time during the merge (the output folder is watched), and the
+    bits equal those of the same config on the checkpoints' task vectors (`locus diff`)."""
+    import subprocess, threading
+    config = dict(CONFIGS[name], dtype="float32", base_model="base")
+    models = [m for m in config["models"] if m["model"] != "base"]
+    text = yaml.safe_dump(dict(config, base_model=str(llama / "base"), models=[dict(m, model=str(llama / m["model"])) for m in config["models"]]))
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "c.yml").write_text(text)
+    seen, done = set(), threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.update(p.name for p in out.iterdir())
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert_ok(locus("merge", "--config", tmp_path / "c.yml", "-o", f"{out}/m/"))
+    finally:
+        done.set()
+        watcher.join()
+    assert {n for n in seen if not n.startswith(".m.locus-")} <= {"m"}, sorted(seen)
+    assert sorted(p.name for p in out.iterdir()) == ["m"]
+    for m in models:
+        assert_ok(locus("diff", llama / "base", llama / m["model"], "-o", tmp_path / f"{m['model']}.h5"))
+        text = text.replace(f"model: {llama}/{m['model']}\n", f"model: {tmp_path}/{m['model']}.h5\n")
+    (tmp_path / "c.yml").write_text(text)
+    assert_ok(locus("merge", "--config", tmp_path / "c.yml", "-o", f"{tmp_path}/tv/"))
+    got, want = tensors(out / "m"), tensors(tmp_path / "tv")
+    assert got.keys() == want.keys()
+    for n in want:
+        assert np.array_equal(got[n].view(np.uint32), want[n].view(np.uint32)), n
+
+
 BAD = {
     "unknown-key": ("merge_methd: ties\n", "merge_methd"),
     "tokenizer-source": ("tokenizer_source: union\n", "tokenizer_source"),

@@ -26,11 +26,24 @@ struct KarcherKernel: ModelKernel {
     func combiner(for t: CheckpointTensor, options o: MergeOptions, blocks: (([[Double]]) throws -> Void) throws -> Void) throws -> ModelBlockCombiner {
         var gram: [[Double]] = []
         try blocks { m in
-            if gram.isEmpty { gram = Array(repeating: Array(repeating: 0, count: m.count), count: m.count) }
-            for a in m.indices {
-                for b in a..<m.count {
-                    var s = 0.0
-                    for j in m[a].indices { s += m[a][j] * m[b][j] }
+            let k = m.count
+            if gram.isEmpty { gram = Array(repeating: Array(repeating: 0, count: k), count: k) }
+            // Each product of the block summed in order from 0, then added: the rows a of the pairs
+            // run on the pool's threads.
+            var sums = [Double](repeating: 0, count: k * k)
+            sums.withUnsafeMutableBufferPointer { out in
+                nonisolated(unsafe) let out = out
+                let work = { (a: Int) in
+                    // Array storage stays put while `m` is alive and unchanged.
+                    let bases = m.map { $0.withUnsafeBufferPointer { $0.baseAddress! } }
+                    let sums = Merger.dotProducts(bases[a], Array(bases[a...]), m[a].count)
+                    for b in a..<k { out[a * k + b] = sums[b - a] }
+                }
+                if k > 1 && m[0].count * k >= 1 << 16 { try? Merger.onEveryInput(k, work) } else { for a in 0..<k { work(a) } }
+            }
+            for a in 0..<k {
+                for b in a..<k {
+                    let s = sums[a * k + b]
                     gram[a][b] += s
                     if b != a { gram[b][a] += s }
                 }

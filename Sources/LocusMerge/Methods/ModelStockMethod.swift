@@ -27,7 +27,8 @@ struct ModelStockMethod: MergeMethodDefinition {
 struct ModelStockKernel: DirectionKernel {
     func blocks(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions,
                 context: DirectionContext, scratch: MergeScratch?) throws -> DirectionBlocks {
-        try ModelStockDirection(tensor: name, shape: shape, count: count, maxBlock: maxBlock, inputs: inputs, options: o, scratch: scratch)
+        try ModelStockDirection(tensor: name, shape: shape, count: count, maxBlock: maxBlock, inputs: inputs, options: o, context: context,
+                                scratch: scratch)
     }
 
     /// t from the squared norms and the pairwise dot products of N ≥ 2 vectors (`dot[a][b]`, a < b).
@@ -48,25 +49,44 @@ struct ModelStockKernel: DirectionKernel {
 
 /// Each vector's entries of a block scattered into a dense float64 row (zeros where not stored), so
 /// that per-segment norms and dot products are plain loops. Holds one float64 per entry of the block
-/// and vector, besides the entry blocks.
+/// and vector, besides the entry blocks. The vectors are task vector files read through entry
+/// streams, or (`context.deltas`) fine-tuned checkpoints whose τ = θ_i − θ_base is computed here,
+/// one vector per thread of the pool at a time.
 final class DenseTaskVectorBlocks {
+    let name: String
     let streams: [TaskVectorEntryStream?]
     let entries: [EntryBlock]
-    var dense: [[Double]]
+    let deltas: CheckpointDeltas?
+    /// One buffer per vector (plain memory: the vectors are filled on several threads).
+    let dense: [UnsafeMutableBufferPointer<Double>]
+    private var theta0: UnsafeMutableBufferPointer<Double>
+    private let raw: [CheckpointDeltas.RawScratch]
     private(set) var position = 0
 
-    init(tensor name: String, capacity: Int, inputs: [Merger.Input], buffers: [EntryStreamBuffers], entries: [EntryBlock]) throws {
-        streams = try Merger.entryStreams(inputs, tensor: name, buffers: buffers)
+    init(tensor name: String, capacity: Int, inputs: [Merger.Input], buffers: [EntryStreamBuffers], entries: [EntryBlock],
+         context: DirectionContext) throws {
+        self.name = name
+        deltas = context.deltas
+        streams = context.deltas == nil ? try Merger.entryStreams(inputs, tensor: name, buffers: buffers) : []
         self.entries = entries
-        dense = inputs.map { _ in [Double](repeating: 0, count: capacity) }
+        let count = context.vectorCount(inputs)
+        dense = (0..<count).map { _ in
+            let b = UnsafeMutableBufferPointer<Double>.allocate(capacity: capacity)
+            b.initialize(repeating: 0)
+            return b
+        }
+        theta0 = .allocate(capacity: context.deltas == nil ? 0 : capacity)
+        raw = (0..<(context.deltas == nil ? 0 : count + 1)).map { _ in CheckpointDeltas.RawScratch() }
     }
+
+    deinit { for d in dense { d.deallocate() }; theta0.deallocate(); sums.deallocate(); spread.deallocate(); varianceOut.deallocate() }
 
     /// One pass over entries [0, count) of the tensor in blocks of at most `block`:
     /// `body(blocks, start, n)` with `dense[t][0..<n]` holding entries [start, start + n).
-    static func pass(tensor name: String, count: Int, block: Int, inputs: [Merger.Input], entries: [EntryBlock],
+    static func pass(tensor name: String, count: Int, block: Int, inputs: [Merger.Input], entries: [EntryBlock], context: DirectionContext,
                      _ body: (DenseTaskVectorBlocks, Int, Int) throws -> Void) throws {
         let v = try DenseTaskVectorBlocks(tensor: name, capacity: block, inputs: inputs, buffers: inputs.map { _ in EntryStreamBuffers() },
-                                          entries: entries)
+                                          entries: entries, context: context)
         var start = 0
         while start < count {
             let end = min(count, start + block)
@@ -79,28 +99,77 @@ final class DenseTaskVectorBlocks {
     /// Reads [position, end) of every vector into `dense[t][0..<(end − position)]`.
     func next(upTo end: Int) throws {
         let n = end - position
+        if let deltas {
+            let baseTensor = deltas.base.tensor(named: name)!
+            try CheckpointDeltas.read(deltas.base, baseTensor, position, end, into: theta0, raw: raw[0])
+            // Each checkpoint's rows and τ on its own thread; every buffer belongs to one vector.
+            let theta0 = UnsafeBufferPointer(self.theta0), start = position, dense = self.dense, raw = self.raw, name = self.name
+            try Merger.onEveryInput(dense.count) { t in
+                let d = dense[t]
+                try CheckpointDeltas.read(deltas.models[t], deltas.models[t].tensor(named: name)!, start, end, into: d, raw: raw[t + 1])
+                for j in 0..<n { d[j] = Double(Float(d[j] - theta0[j])) }
+            }
+            position = end
+            return
+        }
         for (t, stream) in streams.enumerated() {
-            dense[t].withUnsafeMutableBufferPointer { d in for j in 0..<n { d[j] = 0 } }
+            let d = dense[t]
+            for j in 0..<n { d[j] = 0 }
             guard let stream else { continue }
             let b = entries[t]
             b.count = 0
             try stream.next(upTo: end, into: b)
-            dense[t].withUnsafeMutableBufferPointer { d in for j in 0..<b.count { d[Int(b.offsets[j])] = Double(b.values[j]) } }
+            for j in 0..<b.count { d[Int(b.offsets[j])] = Double(b.values[j]) }
         }
         position = end
     }
 
-    /// Squared norms and pairwise dot products over `range` of the current block, added to `normSquared` and `dot`.
+    /// Σ_t dense[t][j] for j < n, each sum from 0 in the order of the vectors (scratch, valid until the next call).
+    func sum(_ n: Int) -> UnsafeBufferPointer<Double> {
+        if sums.count < n { sums.deallocate(); sums = .allocate(capacity: n) }
+        let s = sums
+        for j in 0..<n { s[j] = 0 }
+        for d in dense { for j in 0..<n { s[j] += d[j] } }
+        return UnsafeBufferPointer(rebasing: s[0..<n])
+    }
+    private var sums = UnsafeMutableBufferPointer<Double>(start: nil, count: 0)
+
+    /// The population variance across the vectors of every entry j < n, in float32: the operations of
+    /// `SceKernel.variance`, in its order, for the whole block (in two halves on the pool's threads).
+    func variances(_ n: Int) -> UnsafeBufferPointer<Float> {
+        if spread.count < n { spread.deallocate(); spread = .allocate(capacity: n); varianceOut.deallocate(); varianceOut = .allocate(capacity: n) }
+        let mean = sum(n), s = spread, out = varianceOut, dense = self.dense, c = Double(dense.count)
+        try? Merger.onEveryInput(n >= 1 << 15 ? 2 : 1) { part in
+            let lo = part == 0 ? 0 : n / 2, hi = part == 0 && n >= 1 << 15 ? n / 2 : n
+            for j in lo..<hi { s[j] = 0 }
+            for v in dense { for j in lo..<hi { let m = mean[j] / c, d = v[j] - m; s[j] += d * d } }
+            for j in lo..<hi { out[j] = Float(s[j] / c) }
+        }
+        return UnsafeBufferPointer(rebasing: out[0..<n])
+    }
+    private var spread = UnsafeMutableBufferPointer<Double>(start: nil, count: 0)
+    private var varianceOut = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
+
+    /// Squared norms and pairwise dot products over `range` of the current block, added to
+    /// `normSquared` and `dot`. Each sum runs over the range in order from 0 and is then added, so
+    /// the pairs can go to different threads (one row a of the pairs per part).
     func accumulate(_ range: Range<Int>, normSquared: inout [Double], dot: inout [[Double]]) {
-        for a in dense.indices {
-            var s = 0.0
-            for j in range { s += dense[a][j] * dense[a][j] }
-            normSquared[a] += s
-            for b in (a + 1)..<dense.count {
-                var d = 0.0
-                for j in range { d += dense[a][j] * dense[b][j] }
-                dot[a][b] += d
+        let k = dense.count, dense = self.dense
+        var sums = [Double](repeating: 0, count: k * k)
+        sums.withUnsafeMutableBufferPointer { out in
+            nonisolated(unsafe) let out = out
+            let work = { (a: Int) in
+                // ‖τ_a‖² and ⟨τ_a, τ_b⟩ for b > a over the range, each summed in order.
+                let lo = range.lowerBound
+                let sums = Merger.dotProducts(UnsafePointer(dense[a].baseAddress! + lo), (a..<k).map { UnsafePointer(dense[$0].baseAddress! + lo) },
+                                              range.count)
+                for b in a..<k { out[a * k + b] = sums[b - a] }
             }
+            if range.count * k >= 1 << 16 { try? Merger.onEveryInput(k, work) } else { for a in 0..<k { work(a) } }
+        }
+        for a in 0..<k {
+            normSquared[a] += sums[a * k + a]
+            for b in (a + 1)..<k { dot[a][b] += sums[a * k + b] }
         }
     }
 }
@@ -115,32 +184,32 @@ final class ModelStockDirection: DirectionBlocks {
     let filter: Int?
     var wholeRatio = 0.0
 
-    init(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions, scratch: MergeScratch?) throws {
+    init(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions, context: DirectionContext,
+         scratch: MergeScratch?) throws {
         let scratch = scratch ?? MergeScratch(vectors: inputs.count)
         let block = max(1, min(maxBlock, count))
         let entries = scratch.entryBlocks(inputs.count, capacity: block)
-        self.count = inputs.count
+        self.count = context.vectorCount(inputs)
         filter = o.modelStockFilterWise && shape.count > 1 ? shape.last! : nil
         if filter == nil {
-            var norms = [Double](repeating: 0, count: inputs.count)
-            var dots = [[Double]](repeating: [Double](repeating: 0, count: inputs.count), count: inputs.count)
-            try DenseTaskVectorBlocks.pass(tensor: name, count: count, block: block, inputs: inputs, entries: entries) { v, _, n in
+            var norms = [Double](repeating: 0, count: self.count)
+            var dots = [[Double]](repeating: [Double](repeating: 0, count: self.count), count: self.count)
+            try DenseTaskVectorBlocks.pass(tensor: name, count: count, block: block, inputs: inputs, entries: entries, context: context) { v, _, n in
                 v.accumulate(0..<n, normSquared: &norms, dot: &dots)
             }
             wholeRatio = ModelStockKernel.ratio(normSquared: norms, dot: dots)
         }
-        vectors = try DenseTaskVectorBlocks(tensor: name, capacity: block, inputs: inputs, buffers: scratch.streamBuffers, entries: entries)
+        vectors = try DenseTaskVectorBlocks(tensor: name, capacity: block, inputs: inputs, buffers: scratch.streamBuffers, entries: entries,
+                                            context: context)
     }
 
     func next(upTo end: Int, into dir: UnsafeMutableBufferPointer<Float>) throws {
         let n = end - vectors.position
         try vectors.next(upTo: end)
+        // Σ_i τ_i per entry, added in the order of the vectors (from 0).
+        let sum = vectors.sum(n)
         func fill(_ range: Range<Int>, _ t: Double) {
-            for j in range {
-                var s = 0.0
-                for v in vectors.dense { s += v[j] }
-                dir[j] = Float(t * (s / Double(count)))
-            }
+            for j in range { dir[j] = Float(t * (sum[j] / Double(count))) }
         }
         guard let filter else { return fill(0..<n, wholeRatio) }
         for start in stride(from: 0, to: n, by: max(1, filter)) {

@@ -33,7 +33,8 @@ struct NuSlerpMethod: MergeMethodDefinition {
 struct NuSlerpKernel: DirectionKernel {
     func blocks(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions,
                 context: DirectionContext, scratch: MergeScratch?) throws -> DirectionBlocks {
-        try NuSlerpDirection(tensor: name, shape: shape, count: count, maxBlock: maxBlock, inputs: inputs, options: o, scratch: scratch)
+        try NuSlerpDirection(tensor: name, shape: shape, count: count, maxBlock: maxBlock, inputs: inputs, options: o, context: context,
+                             scratch: scratch)
     }
 
     /// t from the two weights.
@@ -63,7 +64,8 @@ final class NuSlerpDirection: DirectionBlocks {
     /// Per segment of the first pass: (s0, s1); one for `.whole`, one per row position for `.firstAxis`.
     var s0: [Double] = [], s1: [Double] = []
 
-    init(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions, scratch: MergeScratch?) throws {
+    init(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions, context: DirectionContext,
+         scratch: MergeScratch?) throws {
         let scratch = scratch ?? MergeScratch(vectors: inputs.count)
         let block = max(1, min(maxBlock, count))
         let entries = scratch.entryBlocks(inputs.count, capacity: block)
@@ -79,7 +81,7 @@ final class NuSlerpDirection: DirectionBlocks {
         }
         if positions > 0 {
             var n0 = [Double](repeating: 0, count: positions), n1 = n0, dot = n0
-            try DenseTaskVectorBlocks.pass(tensor: name, count: count, block: block, inputs: inputs, entries: entries) { v, start, n in
+            try DenseTaskVectorBlocks.pass(tensor: name, count: count, block: block, inputs: inputs, entries: entries, context: context) { v, start, n in
                 let a = v.dense[0], b = v.dense[1]
                 for j in 0..<n {
                     let k = positions == 1 ? 0 : (start + j) % positions
@@ -91,7 +93,8 @@ final class NuSlerpDirection: DirectionBlocks {
                 s0.append(x); s1.append(y)
             }
         }
-        vectors = try DenseTaskVectorBlocks(tensor: name, capacity: block, inputs: inputs, buffers: scratch.streamBuffers, entries: entries)
+        vectors = try DenseTaskVectorBlocks(tensor: name, capacity: block, inputs: inputs, buffers: scratch.streamBuffers, entries: entries,
+                                            context: context)
     }
 
     func next(upTo end: Int, into dir: UnsafeMutableBufferPointer<Float>) throws {

@@ -23,11 +23,11 @@ struct SceMethod: MergeMethodDefinition {
 struct SceKernel: DirectionKernel {
     func blocks(tensor name: String, shape: [Int], count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions,
                 context: DirectionContext, scratch: MergeScratch?) throws -> DirectionBlocks {
-        try SceDirection(tensor: name, count: count, maxBlock: maxBlock, inputs: inputs, options: o, scratch: scratch)
+        try SceDirection(tensor: name, count: count, maxBlock: maxBlock, inputs: inputs, options: o, context: context, scratch: scratch)
     }
 
     /// The population variance of entry j across the vectors, in float32 for ranking.
-    static func variance(_ dense: [[Double]], _ j: Int) -> Float {
+    static func variance<Vector: RandomAccessCollection<Double>>(_ dense: [Vector], _ j: Int) -> Float where Vector.Index == Int {
         var mean = 0.0
         for v in dense { mean += v[j] }
         mean /= Double(dense.count)
@@ -48,31 +48,31 @@ final class SceDirection: DirectionBlocks {
     var boundary: Float = 0, boundaryTies = 0, boundarySeen = 0
     var weights: [Double] = []
 
-    init(tensor name: String, count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions, scratch: MergeScratch?) throws {
+    init(tensor name: String, count: Int, maxBlock: Int, inputs: [Merger.Input], options o: MergeOptions, context: DirectionContext,
+         scratch: MergeScratch?) throws {
         let scratch = scratch ?? MergeScratch(vectors: inputs.count)
         let block = max(1, min(maxBlock, count))
         let entries = scratch.entryBlocks(inputs.count, capacity: block)
-        let n = inputs.count
+        let n = context.vectorCount(inputs)
+        // The passes add up per entry in order, whatever the block: checkpoints' τ go through in
+        // smaller blocks (less memory while the next tensor is prepared beside this one's blocks).
+        let passBlock = context.deltas == nil ? block : min(block, 1 << 17)
         func pass(_ body: (DenseTaskVectorBlocks, Int, Int) -> Void) throws {
-            try DenseTaskVectorBlocks.pass(tensor: name, count: count, block: block, inputs: inputs, entries: entries, body)
+            try DenseTaskVectorBlocks.pass(tensor: name, count: count, block: passBlock, inputs: inputs, entries: entries, context: context, body)
         }
         let select = o.sceSelectTopK < 1
         var boundary: Float = 0, boundaryTies = 0
         if select {
             var nonzero = 0
-            try pass { v, _, m in for j in 0..<m where SceKernel.variance(v.dense, j) != 0 { nonzero += 1 } }
+            try pass { v, _, m in for x in v.variances(m) where x != 0 { nonzero += 1 } }
             let k = Int(Double(nonzero) * o.sceSelectTopK)
             if k == 0 {
                 boundary = .infinity   // nothing selected
             } else {
                 var failure: (any Error)?
-                var values = [Float](repeating: 0, count: block)
                 let found = ExactTopK.ranks([k - 1], total: count) { body in
                     do {
-                        try pass { v, _, m in
-                            for j in 0..<m { values[j] = SceKernel.variance(v.dense, j) }
-                            values.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[0..<m])) }
-                        }
+                        try pass { v, _, m in body(v.variances(m)) }
                     } catch { if failure == nil { failure = error } }
                 }
                 if let failure { throw failure }
@@ -83,16 +83,19 @@ final class SceDirection: DirectionBlocks {
         var squares = [Double](repeating: 0, count: n)
         var rule = (boundary, boundaryTies, 0)
         try pass { v, _, m in
-            for j in 0..<m {
-                if select && !SceDirection.selected(SceKernel.variance(v.dense, j), &rule) { continue }
-                for t in 0..<n { squares[t] += v.dense[t][j] * v.dense[t][j] }
+            if select {
+                let variance = v.variances(m)
+                for j in 0..<m where SceDirection.selected(variance[j], &rule) { for t in 0..<n { squares[t] += v.dense[t][j] * v.dense[t][j] } }
+            } else {
+                for t in 0..<n { let x = v.dense[t]; var s = squares[t]; for j in 0..<m { s += x[j] * x[j] }; squares[t] = s }
             }
         }
         let w = squares.map { $0 / Double(max(count, 1)) }
         let total = w.reduce(0, +)
         weights = abs(total) < 1e-6 ? Array(repeating: 1 / Double(n), count: n) : w.map { $0 / total }
         self.select = select; self.boundary = boundary; self.boundaryTies = boundaryTies
-        vectors = try DenseTaskVectorBlocks(tensor: name, capacity: block, inputs: inputs, buffers: scratch.streamBuffers, entries: entries)
+        vectors = try DenseTaskVectorBlocks(tensor: name, capacity: block, inputs: inputs, buffers: scratch.streamBuffers, entries: entries,
+                                            context: context)
     }
 
     /// The selection rule on the next entry in order: variance > boundary, or equal and among the first `ties`.
@@ -108,9 +111,11 @@ final class SceDirection: DirectionBlocks {
         try vectors.next(upTo: end)
         let dense = vectors.dense
         var rule = (boundary, boundaryTies, boundarySeen)
+        let variance = select ? vectors.variances(n) : UnsafeBufferPointer(start: nil, count: 0)
+        let weights = self.weights
         for j in 0..<n {
             dir[j] = 0
-            if select && !SceDirection.selected(SceKernel.variance(dense, j), &rule) { continue }
+            if select && !SceDirection.selected(variance[j], &rule) { continue }
             var sum = 0.0
             for v in dense { sum += v[j] }
             let majority = sum >= 0 ? 1.0 : -1.0

@@ -57,10 +57,11 @@ public struct MergeOptions: Sendable {
     /// Whose rules the merge follows: Locus's (the papers') or mergekit's (`locus merge --config`;
     /// docs/merging.md §Configs).
     public var semantics: MergeSemantics = .locus
-    /// mergekit semantics: per-input density (kept fraction, default 1) and Breadcrumbs' γ (default
-    /// 0.01); `normalize` and `rescale` (nil: the method's mergekit default).
+    /// mergekit semantics: per-input density (kept fraction, default 1), Breadcrumbs' γ (default
+    /// 0.01) and DELLA's ε (default 0.15); `normalize` and `rescale` (nil: the method's mergekit default).
     public var densities: [Double]? = nil
     public var gammas: [Double]? = nil
+    public var epsilons: [Double]? = nil
     public var mergekitNormalize: Bool? = nil
     public var mergekitRescale: Bool? = nil
     /// Tensors merged: those matching an `include` glob (all when none), minus those matching an

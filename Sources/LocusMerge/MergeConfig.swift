@@ -149,6 +149,7 @@ public final class TensorSettings: Sendable {
     func problems(_ o: MergeOptions, inputCount: Int) -> [String] {
         guard o.semantics == .mergekit, !MergeConfig.ownTableMethods.contains(o.method.name) else { return MergeMethods.problems(o, inputCount: inputCount) }
         var out = table.filter { !$0.valid(o) }.map { "\(o.method.name): \($0.name) must be \($0.range.isEmpty ? "valid" : "in \($0.range)") (\($0.help))" }
+        out += MergekitParameters.dellaProblems(o, inputCount: inputCount)
         if let w = o.weights, w.count != inputCount { out.append("\(w.count) weights for \(inputCount) inputs") }
         return out
     }
@@ -254,8 +255,8 @@ public struct MergeConfig: Sendable {
     static let keys = ["merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "semantics", "include", "exclude"]
 
     /// The methods a mergekit-semantics config can name (mergekit's names).
-    public static let mergekitMethods = ["task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "linear", "slerp",
-                                         "model_stock", "nuslerp", "karcher", "sce"]
+    public static let mergekitMethods = ["task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear",
+                                         "linear", "slerp", "model_stock", "nuslerp", "karcher", "sce"]
     /// Of those, the methods whose own parameter table already uses mergekit's keys and semantics.
     static let ownTableMethods: Set<String> = ["model_stock", "nuslerp", "karcher", "sce"]
 
@@ -409,6 +410,8 @@ public struct MergeConfig: Sendable {
     public func plan() throws -> (base: String?, inputs: [String], options: MergeOptions) {
         func fail(_ m: String) -> LocusError { LocusError(file: path, m) }
         var o = MergeOptions()
+        // A method with a form on full models (nuslerp) takes it when the config has no base_model.
+        let method = baseModel == nil ? self.method.withoutBase ?? self.method : self.method
         o.method = method
         o.semantics = semantics
         o.include = include
@@ -433,7 +436,7 @@ public struct MergeConfig: Sendable {
         let table = MergeConfig.table(method, semantics)
         let settings = TensorSettings(shared: parameters, perInput: models.map(\.parameters), table: table,
                                       requiredPerInput: semantics == .mergekit && table.contains { $0.name == "weight" } ? ["weight"] : [],
-                                      perInputDefault: ["weight": 1, "density": 1, "gamma": 0.01], source: path)
+                                      perInputDefault: ["weight": 1, "density": 1, "gamma": 0.01, "epsilon": 0.15], source: path)
         // Scores files (Fisher) are per model and fixed.
         for p in table { if case .pathsPerInput = p.kind {
             let given = models.map { $0.parameters[p.name] }
@@ -484,10 +487,14 @@ enum MergekitParameters {
                 optionalBool("rescale", \.mergekitRescale, help: "rescale sparsified deltas to their L1 norm"),
                 MergeParameter(name: "int8_mask", cliAliases: [], kind: .bool, range: "", help: "mergekit's mask storage (no effect on the result)",
                                required: false, valid: { _ in true }, set: { _, _ in }, get: { _ in nil }),
-                .unsigned("seed", \.seed, help: "seed of DARE's drop decisions (Locus's generator; docs/talos.md §DARE)"),
+                .unsigned("seed", \.seed, help: "seed of DARE's and DELLA's drop decisions (Locus's generator; docs/talos.md §DARE)"),
             ]
             if method.hasPrefix("breadcrumbs") {
                 p.append(perInput("gamma", \.gammas, range: "[0, 1]", help: "fraction of largest |δ| removed", valid: { $0.isFinite && $0 >= 0 && $0 <= 1 }))
+            }
+            if method.hasPrefix("della") {
+                p.append(perInput("epsilon", \.epsilons, range: "density ± epsilon in (0, 1)",
+                                  help: "half the spread of keep probabilities over the |δ| ranks (default 0.15)", valid: { $0.isFinite }))
             }
             return p
         }

@@ -20,11 +20,14 @@ public protocol MergeMethodDefinition: Sendable {
     /// Checks across parameters and inputs that the per-parameter ranges cannot express.
     func validate(_ o: MergeOptions, inputCount: Int) -> [String]
     var producer: MergeProducer { get }
+    /// The same method on full models, taken when no base is given (nil: the method needs one).
+    var withoutBase: (any MergeMethodDefinition)? { get }
 }
 
 extension MergeMethodDefinition {
     public var aliases: [String] { [] }
     public func validate(_ o: MergeOptions, inputCount: Int) -> [String] { [] }
+    public var withoutBase: (any MergeMethodDefinition)? { nil }
     /// This method's parameter named `name` (its canonical name or a command-line alias).
     public func parameter(_ name: String) -> MergeParameter? {
         parameters.first { $0.name == name || $0.cliAliases.contains(name) || $0.flag == name }
@@ -269,12 +272,13 @@ public enum MergeMethods {
     public static func helpTable() -> String {
         var lines: [String] = []
         for m in all {
-            let inputs: String
+            var inputs: String
             switch m.inputs {
             case .taskVectors: inputs = "BASE TASK-VECTOR…"
             case .models(let n?): inputs = "\(n) models"
             case .models(nil): inputs = "MODEL…"
             }
+            if let alone = m.withoutBase, case .models(let n?) = alone.inputs { inputs += ", or \(n) models" }
             lines.append("  \(m.name)  (\(inputs)\(m.aliases.isEmpty ? "" : "; also --method \(m.aliases.joined(separator: ", "))"))")
             lines.append(contentsOf: wrap(m.summary.joined(separator: " "), indent: "      "))
             lines.append(contentsOf: wrap(m.citation, indent: "      "))

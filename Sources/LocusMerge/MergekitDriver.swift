@@ -11,12 +11,13 @@ import LocusFormat
 ///    `dare_*` keeps each non-zero entry with probability d (Locus's seeded generator, one draw per
 ///    non-zero entry in index order; docs/talos.md §DARE); `breadcrumbs*` keeps, of the entries
 ///    sorted by |δ|, the ⌊d·N⌋ below the top ⌊γ·N⌋ (fewer outliers removed when they do not fit);
-///    with `rescale`, the kept entries are scaled so that their L1 norm is δ's;
+///    `della*` keeps each non-zero entry with a probability from its |δ| rank along the second axis
+///    (`MergekitMagPrune`); with `rescale`, the kept entries are scaled so that their L1 norm is δ's;
 /// 2. multiply by the input's `weight` w;
-/// 3. with sign election (ties, dare_ties, breadcrumbs_ties): per entry the sign of Σ w δ̃ (+ when
+/// 3. with sign election (ties, dare_ties, breadcrumbs_ties, della): per entry the sign of Σ w δ̃ (+ when
 ///    the sum is 0) wins; mixed = Σ of the agreeing entries, divisor = Σ of their weights; without:
 ///    mixed = Σ w δ̃, divisor = Σ w;
-/// 4. with `normalize` (mergekit's default: ties only), mixed / divisor (a divisor of 0, or of
+/// 4. with `normalize` (mergekit's default: ties and della), mixed / divisor (a divisor of 0, or of
 ///    |Σ w| < 1e-8 without election, counts as 1); θ = θ0 + λ · mixed.
 ///
 /// Per block of whole rows (at most 2¹⁹ entries): each input's δ rows (float32), θ0 and the output.
@@ -26,7 +27,7 @@ import LocusFormat
 /// input per thread; then the entries of the block (sign election, sums in input order, θ0 + λ·mixed)
 /// in two halves.
 extension Merger {
-    enum MergekitSparsification { case none, magnitude, random, outliers }
+    enum MergekitSparsification { case none, magnitude, random, outliers, magPrune }
 
     /// One input of a mergekit-semantics merge.
     enum DeltaSource {
@@ -44,8 +45,9 @@ extension Merger {
                               provenance: Provenance, outputFormat: CheckpointOutputFormat, shardBytes: Int) throws -> Report {
         let name = o.method.name
         let sparsification: MergekitSparsification =
-            name == "ties" ? .magnitude : name.hasPrefix("dare") ? .random : name.hasPrefix("breadcrumbs") ? .outliers : .none
-        let election = ["ties", "dare_ties", "breadcrumbs_ties"].contains(name)
+            name == "ties" ? .magnitude : name.hasPrefix("dare") ? .random : name.hasPrefix("breadcrumbs") ? .outliers
+            : name.hasPrefix("della") ? .magPrune : .none
+        let election = ["ties", "dare_ties", "breadcrumbs_ties", "della"].contains(name)
         let base = try openCheckpoint(path: basePath)
         guard !paths.isEmpty else { throw LocusError(file: basePath, "no models to merge") }
         // Open and check everything before any output exists.
@@ -69,6 +71,8 @@ extension Merger {
         }
         try checkCommon(o, inputCount: paths.count, output: output)
         let perTensor = try o.perTensor(base.tensors.map(\.name), inputCount: paths.count, file: o.tensorSettings?.source ?? output, warn: warn)
+        let dellaProblems = mergekitDellaProblems(base.tensors, inputCount: paths.count) { perTensor[$0] ?? o }
+        guard dellaProblems.isEmpty else { throw LocusError(file: o.tensorSettings?.source ?? basePath, dellaProblems.joined(separator: "; ")) }
         let dtypeFor: (CheckpointTensor) -> LocusDType = { t in t.dtype.isFloatingPoint ? (o.dtype ?? t.dtype) : t.dtype }
         let plan = base.tensors.map { TensorPlan(name: $0.name, dtype: dtypeFor($0), shape: $0.shape) }
         let w = try makeCheckpointSink(path: output, format: outputFormat, plan: plan, provenance: provenance,
@@ -163,8 +167,8 @@ extension Merger {
             let weights = to.vectorWeights(k)
             let densities = to.densities ?? Array(repeating: 1, count: k)
             let gammas = to.gammas ?? Array(repeating: 0.01, count: k)
-            let rescale = to.mergekitRescale ?? (sparsification == .random)
-            let normalize = to.mergekitNormalize ?? (name == "ties")
+            let rescale = to.mergekitRescale ?? (sparsification == .random || sparsification == .magPrune)
+            let normalize = to.mergekitNormalize ?? (name == "ties" || name == "della")
             func ruleAndScale(_ i: Int) throws -> (MergekitKeep, Float) {
                 let d = densities[i], n = t.count
                 var rule: MergekitKeep
@@ -204,13 +208,23 @@ extension Merger {
                         if end < n { r.endValue = found[q].value; r.endTies = end - found[q].greater }
                     }
                     rule = .rank(r)
+                case .magPrune:
+                    if d <= 0 { rule = .nothing; break }
+                    let m = MergekitMagPrune(tensor: t.name, shape: t.shape, count: n, density: d, epsilon: (to.epsilons ?? [])[safe: i] ?? 0.15,
+                                             random: dareRandom(vector: i, tensor: t.name, options: to))
+                    if m.needsWholeTensor { try m.prepare { try pass(i, $0) } }
+                    rule = .magPrune(m)
                 }
                 var scale: Float = 1
                 if rescale, case .all = rule {} else if rescale {
                     // L1 of δ and of its kept entries (mergekit's rescale_norm l1; norms under 1e-7 are not divided by).
                     var before = 0.0, after = 0.0, copy = rule
-                    try pass(i) { chunk in
-                        for v in chunk where v != 0 { before += Double(abs(v)); if copy.keep(v) { after += Double(abs(v)) } }
+                    if case .magPrune(let m) = rule {
+                        (before, after) = try m.l1Norms { try pass(i, $0) }
+                    } else {
+                        try pass(i) { chunk in
+                            for v in chunk where v != 0 { before += Double(abs(v)); if copy.keep(v) { after += Double(abs(v)) } }
+                        }
                     }
                     if before >= 1e-7 && after >= 1e-7 { scale = Float(before / after) }
                 }
@@ -240,6 +254,7 @@ extension Merger {
                     try Merger.onEveryInput(k) { i in
                         let d = deltaBuffers[i]
                         try delta(i, r, count, streams[i], theta0Rows: theta0Rows, into: d)
+                        if case .magPrune(let m) = rb[i] { m.prune(UnsafeMutableBufferPointer(rebasing: d[0..<n])) }
                         let wt = floatWeights[i], sc = scales[i]
                         switch rb[i] {
                         case .all: for j in 0..<n { let v = d[j]; d[j] = v != 0 ? v * sc * wt : v }
@@ -340,11 +355,13 @@ enum MergekitKeep {
     case threshold(Float)
     case random(SplitMix64, dropRate: Double)
     case rank(BreadcrumbsDirection.TensorRule)
+    /// mergekit's DELLA drop: applied to each block before `keep` (which then keeps what is left).
+    case magPrune(MergekitMagPrune)
 
     /// Whether the non-zero entry `v` is kept.
     mutating func keep(_ v: Float) -> Bool {
         switch self {
-        case .all: return true
+        case .all, .magPrune: return true
         case .nothing: return false
         case .threshold(let t): return abs(v) >= t
         case .random(var g, let p):

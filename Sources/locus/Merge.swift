@@ -29,7 +29,7 @@ struct MergeCommand: ParsableCommand {
         let paragraphs = [
             """
             Inputs: BASE and task vectors (made by locus diff) for the task-vector methods, the models for \
-            linear and slerp; then the method's parameters, --flag VALUE. `locus merge --methods` lists every method with \
+            linear, slerp, karcher and nuslerp without BASE (two models); then the method's parameters, --flag VALUE. `locus merge --methods` lists every method with \
             its paper and parameters (defaults, ranges); docs/merging.md explains them.
             """,
             """
@@ -57,8 +57,8 @@ struct MergeCommand: ParsableCommand {
         let intro = """
             Methods of locus merge (--method NAME, or merge_method in a config with 'semantics: locus'). Each \
             parameter: --flag = default, range: meaning (a config's key is the name with _). A mergekit config \
-            (the default for --config) uses mergekit's keys instead: weight, density, gamma, lambda, \
-            normalize, rescale (docs/merging.md §Configs).
+            (the default for --config) uses mergekit's keys instead: weight, density, gamma, epsilon, \
+            lambda, normalize, rescale, and mergekit's della (docs/merging.md §Configs).
             """
         return (MergeMethods.wrap(intro, indent: "", hanging: "") + ["", MergeMethods.helpTable()]).joined(separator: "\n")
     }
@@ -99,6 +99,11 @@ struct MergeCommand: ParsableCommand {
             do { positional = try MergeMethods.parseCommandLine(inputsAndParameters, into: &o) } catch { throw LocusError(file: output, error.message) }
             switch method.inputs {
             case .taskVectors:
+                if let alone = method.withoutBase, case .models(let n?) = alone.inputs, positional.count == n {
+                    o.method = alone   // nuslerp of two models, no base
+                    resolved = (nil, positional, o)
+                    break
+                }
                 guard positional.count >= 2 else { throw LocusError(file: output, "give BASE and at least one task vector (or --config)") }
                 resolved = (positional[0], Array(positional.dropFirst()), o)
             case .models:

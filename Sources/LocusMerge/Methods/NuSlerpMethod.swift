@@ -10,7 +10,8 @@ struct NuSlerpMethod: MergeMethodDefinition {
         "(max(‖τ0‖, 1e-7) max(‖τ1‖, 1e-7)), slerp = (sin((1−t)Ω) τ0 + sin(tΩ) τ1) / sin Ω, and",
         "(1−t) τ0 + t τ1 when 1 − cos²Ω ≤ 1e-16; over the whole tensor (--nuslerp-flatten), each row",
         "of its last axis, or with --nuslerp-row-wise each slice along its first axis (a column of a",
-        "matrix), as mergekit's nuslerp with base_model; two task vectors, no λ",
+        "matrix), as mergekit's nuslerp with base_model; two task vectors, no λ. Two models and no base:",
+        "θ = slerp(t, θ0, θ1) of their full weights, as mergekit's nuslerp without base_model",
     ]
     let citation = "Shoemake (1985), Animating Rotation with Quaternion Curves, SIGGRAPH '85 (Computer Graphics 19(3), pp. 245–254): the slerp formula, applied to two task vectors as mergekit's nuslerp does."
     let inputs = MergeInputKind.taskVectors
@@ -28,6 +29,7 @@ struct NuSlerpMethod: MergeMethodDefinition {
     }
 
     var producer: MergeProducer { .direction(NuSlerpKernel()) }
+    var withoutBase: (any MergeMethodDefinition)? { NuSlerpModelsMethod() }
 }
 
 struct NuSlerpKernel: DirectionKernel {

@@ -14,12 +14,16 @@ For every run: wall time, peak RSS (/usr/bin/time -v "Maximum resident set size"
 the child's /proc I/O counters, which Linux adds to the parent's when the child is reaped, so they
 are measured as the difference of /proc/self/io around the run). Each configuration runs once
 "cold" (the input files evicted from the page cache with posix_fadvise(DONTNEED), only our own
-files) and --repeat times warm; the table shows the warm median wall time, the cold wall time,
-the largest peak RSS, warm rchar and cold read_bytes. Outputs are checked against each other.
+files), then R warm interleaved rounds (default 5) in which locus, the baseline (and a second
+locus binary, --before, when given) run back to back, so a busy moment of the shared machine slows
+every contender of that round alike; the table shows the warm median wall time [min–max], the cold
+wall time, the largest peak RSS, warm rchar and cold read_bytes; the speed ratio is the median
+[min–max] of the per-round ratios. Outputs are checked against each other.
 
 Goals: locus ≥ 3× faster than the baseline, locus peak RSS ≤ 160 MB.
 
-Usage: bench/merge_bench.py LOCUS_BINARY [--repeat N] [--json OUT] [--workdir DIR] [--keep]
+Usage: bench/merge_bench.py LOCUS_BINARY [--before OLD_LOCUS_BINARY] [--rounds R] [--methods task-arithmetic,ties]
+                             [--json OUT] [--workdir DIR] [--keep]
 """
 import argparse
 import glob
@@ -128,22 +132,37 @@ def measure(cmd):
             "sys": float(tv["System time (seconds)"])}
 
 
-def run_config(cmd, inputs, repeat, out):
-    if os.path.exists(out):
-        os.unlink(out)
-    evict(inputs)
-    cold = measure(cmd)
-    warm = []
-    for _ in range(repeat):
-        os.unlink(out)
-        warm.append(measure(cmd))
-    return {"cold": cold, "warm": warm,
-            "wall_warm_median": statistics.median(w["wall"] for w in warm),
-            "wall_cold": cold["wall"],
-            "rss_peak": max([cold["rss"]] + [w["rss"] for w in warm]),
-            "rchar_warm": statistics.median(w["rchar"] for w in warm),
-            "read_bytes_cold": cold["read_bytes"],
-            "cpu_warm_median": statistics.median(w["user"] + w["sys"] for w in warm)}
+def spread(values):
+    v = sorted(values)
+    return {"median": float(statistics.median(v)), "min": v[0], "max": v[-1], "rounds": list(values)}
+
+
+def run_interleaved(configs, rounds):
+    """Each config is (name, cmd, inputs, out). One cold run of each (its inputs evicted first),
+    then `rounds` warm rounds in which every config runs once, back to back, so a busy moment of
+    the shared machine slows every contender of that round alike."""
+    runs = {name: {"warm": []} for name, _, _, _ in configs}
+    for name, cmd, inputs, out in configs:
+        if os.path.exists(out):
+            os.unlink(out)
+        evict(inputs)
+        runs[name]["cold"] = measure(cmd)
+    for r in range(rounds):
+        for name, cmd, _, out in configs:
+            os.unlink(out)
+            runs[name]["warm"].append(measure(cmd))
+        print(f"round {r + 1}/{rounds}: " + ", ".join(f"{n} {runs[n]['warm'][-1]['wall']:.3f} s" for n, _, _, _ in configs),
+              file=sys.stderr)
+    for name, x in runs.items():
+        warm, cold = x["warm"], x["cold"]
+        x.update({"wall_warm": spread([w["wall"] for w in warm]),
+                  "wall_warm_median": statistics.median(w["wall"] for w in warm),
+                  "wall_cold": cold["wall"],
+                  "rss_peak": max([cold["rss"]] + [w["rss"] for w in warm]),
+                  "rchar_warm": statistics.median(w["rchar"] for w in warm),
+                  "read_bytes_cold": cold["read_bytes"],
+                  "cpu_warm_median": statistics.median(w["user"] + w["sys"] for w in warm)})
+    return runs
 
 
 def make_inputs(locus, work, st_path):
@@ -199,15 +218,19 @@ def mb(x):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("locus")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--before", help="a second locus binary (e.g. the previous build) run in the same rounds")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--methods", default="task-arithmetic,ties", help="comma-separated: task-arithmetic, ties")
     ap.add_argument("--json")
     ap.add_argument("--workdir")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     locus = os.path.abspath(a.locus)
+    before = os.path.abspath(a.before) if a.before else None
     st_path = minilm_path()
     work = a.workdir or tempfile.mkdtemp(prefix="locus-merge-bench-")
     os.makedirs(work, exist_ok=True)
+    tools = ["locus", "numpy"] + (["locus-before"] if before else [])
     try:
         t = time.perf_counter()
         base_h5, taus_st, taus_h5, params = make_inputs(locus, work, st_path)
@@ -220,26 +243,39 @@ def main():
         with open(script, "w") as f:
             f.write(BASELINE.replace("__DENSITY__", repr(TIES_DENSITY)))
         results = {}
-        for method, extra in (("task-arithmetic", []), ("ties", ["--ties-density", str(TIES_DENSITY), "--ties-scope", "global"])):
+        extras = {"task-arithmetic": [], "ties": ["--ties-density", str(TIES_DENSITY), "--ties-scope", "global"]}
+        for method in a.methods.split(","):
+            extra = extras[method]
             lo = os.path.join(work, f"locus-{method}.h5")
             bo = os.path.join(work, f"numpy-{method}.safetensors")
-            results[method] = {
-                "locus": run_config([locus, "merge", base_h5, *taus_h5, "--method", method, *extra, "-o", lo],
-                                    [base_h5, *taus_h5], a.repeat, lo),
-                "numpy": run_config([sys.executable, script, method, st_path, bo, *taus_st],
-                                    [st_path, *taus_st], a.repeat, bo),
-            }
+            configs = [("locus", [locus, "merge", base_h5, *taus_h5, "--method", method, *extra, "-o", lo], [base_h5, *taus_h5], lo),
+                       ("numpy", [sys.executable, script, method, st_path, bo, *taus_st], [st_path, *taus_st], bo)]
+            if before:
+                lb = os.path.join(work, f"locus-before-{method}.h5")
+                configs.append(("locus-before", [before, "merge", base_h5, *taus_h5, "--method", method, *extra, "-o", lb],
+                                [base_h5, *taus_h5], lb))
+            results[method] = run_interleaved(configs, a.rounds)
             results[method]["max_rel_diff"] = check_outputs(lo, bo)
+            # Speed ratio of each round (the two ran back to back), then its median and spread.
+            results[method]["speedup_rounds"] = spread([n["wall"] / l["wall"] for n, l in
+                                                        zip(results[method]["numpy"]["warm"], results[method]["locus"]["warm"])])
+            if before:
+                results[method]["speedup_before_rounds"] = spread(
+                    [n["wall"] / l["wall"] for n, l in zip(results[method]["numpy"]["warm"], results[method]["locus-before"]["warm"])])
         # table
         rows = []
-        hdr = ("method", "tool", "wall warm (s)", "wall cold (s)", "CPU (s)", "peak RSS (MB)", "rchar (MB)", "read_bytes cold (MB)")
+        hdr = ("method", "tool", "wall warm (s), median [min–max]", "wall cold (s)", "CPU (s)", "peak RSS (MB)", "rchar (MB)",
+               "read_bytes cold (MB)")
         for method, r in results.items():
-            for tool in ("locus", "numpy"):
+            for tool in tools:
                 x = r[tool]
-                rows.append((method, tool, f"{x['wall_warm_median']:.3f}", f"{x['wall_cold']:.3f}", f"{x['cpu_warm_median']:.2f}",
-                             f"{mb(x['rss_peak']):.1f}", f"{mb(x['rchar_warm']):.1f}", f"{mb(x['read_bytes_cold']):.1f}"))
+                w = x["wall_warm"]
+                rows.append((method, tool, f"{w['median']:.3f} [{w['min']:.3f}–{w['max']:.3f}]", f"{x['wall_cold']:.3f}",
+                             f"{x['cpu_warm_median']:.2f}", f"{mb(x['rss_peak']):.1f}", f"{mb(x['rchar_warm']):.1f}",
+                             f"{mb(x['read_bytes_cold']):.1f}"))
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(hdr)]
         line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+        print(f"{a.rounds} interleaved warm rounds (+ 1 cold run each)")
         print(line(hdr))
         print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
         for r in rows:
@@ -247,17 +283,25 @@ def main():
         print()
         summary = {}
         for method, r in results.items():
-            sw = r["numpy"]["wall_warm_median"] / r["locus"]["wall_warm_median"]
+            s = r["speedup_rounds"]
             sc = r["numpy"]["wall_cold"] / r["locus"]["wall_cold"]
             rss = mb(r["locus"]["rss_peak"])
-            summary[method] = {"speedup_warm": sw, "speedup_cold": sc, "locus_rss_mb": rss, "max_rel_diff": r["max_rel_diff"],
-                               "goal_speed": sw >= 3, "goal_rss": rss <= 160}
-            print(f"{method}: locus is {sw:.2f}x (warm) / {sc:.2f}x (cold) the baseline's speed "
-                  f"[goal >= 3x: {'met' if sw >= 3 else 'MISSED'}]; locus peak RSS {rss:.1f} MB "
+            summary[method] = {"speedup_warm": s["median"], "speedup_warm_min": s["min"], "speedup_warm_max": s["max"],
+                               "speedup_cold": sc, "locus_rss_mb": rss, "max_rel_diff": r["max_rel_diff"],
+                               "goal_speed": s["median"] >= 3, "goal_rss": rss <= 160}
+            print(f"{method}: locus is {s['median']:.2f}x [{s['min']:.2f}–{s['max']:.2f}] (warm, per-round ratios) / {sc:.2f}x (cold) "
+                  f"the baseline's speed [goal >= 3x: {'met' if s['median'] >= 3 else 'MISSED'}]; locus peak RSS {rss:.1f} MB "
                   f"[goal <= 160 MB: {'met' if rss <= 160 else 'MISSED'}]; outputs agree to {r['max_rel_diff']:.2e} relative")
+            if before:
+                sb = r["speedup_before_rounds"]
+                rb = mb(r["locus-before"]["rss_peak"])
+                summary[method]["before"] = {"speedup_warm": sb["median"], "speedup_warm_min": sb["min"], "speedup_warm_max": sb["max"],
+                                             "rss_mb": rb}
+                print(f"{method}: the --before binary is {sb['median']:.2f}x [{sb['min']:.2f}–{sb['max']:.2f}] the baseline's speed, "
+                      f"peak RSS {rb:.1f} MB")
         print("file sizes: " + ", ".join(f"{k} {mb(v):.1f} MB" for k, v in sizes.items()))
         out = {"params": params, "vectors": N_VECTORS, "density": DENSITY, "ties_density": TIES_DENSITY, "seed": SEED,
-               "repeat": a.repeat, "sizes": sizes, "results": results, "summary": summary}
+               "rounds": a.rounds, "sizes": sizes, "results": results, "summary": summary}
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(out, f, indent=1)

@@ -21,12 +21,15 @@ public final class Group: HDF5Object, @unchecked Sendable {
     /// What the child link `name` points at, or nil if there is no such link.
     public func kind(of name: String) -> ChildKind? {
         guard contains(name) else { return nil }
-        let o = H5Oopen(id, name, locus_H5P_DEFAULT())
-        if o < 0 { _ = HDF5Library.takeErrorStack(); return .other }
-        defer { H5Oclose(o) }
-        switch H5Iget_type(o) {
-        case H5I_GROUP: return .group
-        case H5I_DATASET: return .dataset
+        // The object header's type, without opening the object (opening a dataset decodes its
+        // layout, type, space and filters, which the caller does again when it opens it).
+        var info = H5O_info_t()
+        guard H5Oget_info_by_name2(id, name, &info, UInt32(H5O_INFO_BASIC), locus_H5P_DEFAULT()) >= 0 else {
+            _ = HDF5Library.takeErrorStack(); return .other
+        }
+        switch info.type {
+        case H5O_TYPE_GROUP: return .group
+        case H5O_TYPE_DATASET: return .dataset
         default: return .other
         }
     }

@@ -46,8 +46,16 @@ public final class ArtifactFile {
         let artifact = try withContext(file: path) {
             let file = try File.open(path)
             // Before libhdf5 reads any string: it trusts the global heap, and a corrupt one makes it hang or crash.
-            do { try GlobalHeapCheck.verify(file) } catch let p as GlobalHeapCheck.Problem {
-                throw LocusError(file: path, p.description)
+            // Inside `rememberingCheckedFiles`, a file already checked there (same device, inode,
+            // size and modification time, from the descriptor libhdf5 reads through) is not
+            // walked again: a merge opens each of its inputs more than once.
+            let remembered = HeapCheckedFiles.current
+            let identity = remembered == nil ? nil : file.descriptor.flatMap { FileVersion(descriptor: $0) }
+            if identity == nil || !remembered!.contains(identity!) {
+                do { try GlobalHeapCheck.verify(file) } catch let p as GlobalHeapCheck.Problem {
+                    throw LocusError(file: path, p.description)
+                }
+                if let identity { remembered!.insert(identity) }
             }
             let root = try file.root
             let header = try readHeader(root, path: path)
@@ -59,6 +67,13 @@ public final class ArtifactFile {
         let verification = ReadVerification.current
         if verification.enabled { try DataVerifier.verifyOnOpen(artifact, verification) }
         return artifact
+    }
+
+    /// Runs `body` with the global-heap check of `open` made once per file: for commands that open
+    /// the same inputs several times and do not change them meanwhile (merge).
+    public static func rememberingCheckedFiles<R>(_ body: () throws -> R) rethrows -> R {
+        if HeapCheckedFiles.current != nil { return try body() }
+        return try HeapCheckedFiles.$current.withValue(HeapCheckedFiles(), operation: body)
     }
 
     private init(path: String, file: File, root: Group, header: ArtifactHeader) {

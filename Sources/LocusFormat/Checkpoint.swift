@@ -1,4 +1,5 @@
 import HDF5
+import SafeTensors
 
 /// One tensor of a checkpoint as its metadata describes it.
 public struct CheckpointTensor: StoredTensor, Sendable, Equatable {
@@ -250,6 +251,13 @@ public final class CheckpointWriter {
     private var inNameOrder = true
     private var open: (tensor: CheckpointTensor, dataset: Dataset, rowsDone: Int)?
     public var target: String { writer.target }
+    /// Tensors whose digest the caller supplies (`add(name:dtype:shape:bytes:digest:)`), resolved by `finish()`.
+    private var supplied: [(tensor: CheckpointTensor, digest: () -> [UInt8])] = []
+    /// The tensor digest of every tensor written so far that has one, by link name.
+    private var digests: [String: [UInt8]] = [:]
+    /// The descriptor libhdf5 writes through, for starting writeback early (`WriteBehind`).
+    private lazy var descriptor: Int32? = writer.file.descriptor
+    private var unsynced = 0
 
     public init(path: String, provenance: Provenance? = Provenance(), metadata: [String: String]? = nil, architecture: String? = nil) throws {
         writer = try ArtifactWriter(target: path, kind: .checkpoint, aligned: true, baseFingerprint: nil, provenance: provenance)
@@ -261,6 +269,10 @@ public final class CheckpointWriter {
 
     /// Starts a tensor; its data follows through `writeRows`.
     public func beginTensor(name: String, dtype: LocusDType, shape: [Int]) throws {
+        try beginTensor(name: name, dtype: dtype, shape: shape, hashed: true)
+    }
+
+    private func beginTensor(name: String, dtype: LocusDType, shape: [Int], hashed: Bool) throws {
         let object = "/tensors/\(TensorName.linkName(for: name))"
         try writer.guarded(object: object) {
             guard open == nil else { throw LocusError(file: target, object: object, "previous tensor '\(open!.tensor.name)' is incomplete") }
@@ -271,11 +283,15 @@ public final class CheckpointWriter {
             let t = CheckpointTensor(name: name, link: TensorName.linkName(for: name), dtype: dtype, shape: shape, count: count)
             let ds = try writer.tensors.createDataset(t.link, type: try dtype.hdf5Type(), shape: shape)
             try ds.setAttribute("dtype", dtype.rawValue)
-            if inNameOrder { hasher.beginTensor(name: name, dtype: dtype, shape: shape) }
+            if inNameOrder && hashed { hasher.beginTensor(name: name, dtype: dtype, shape: shape) }
             open = (t, ds, 0)
+            hashing = hashed
             if count == 0 { try endTensor() }
         }
     }
+
+    /// Whether the open tensor is hashed as it is written (else its digest is supplied).
+    private var hashing = true
 
     /// Appends whole rows (slices along the first dimension) of raw little-endian bytes.
     public func writeRows(_ bytes: UnsafeRawBufferPointer) throws {
@@ -299,12 +315,19 @@ public final class CheckpointWriter {
                     try ds.write(bytes, memType: type, start: [done] + Array(repeating: 0, count: t.shape.count - 1), count: [k] + t.shape.dropFirst())
                 }
             }
-            if inNameOrder && bytes.count >= CheckpointWriter.concurrentHashBytes {
+            let hash = inNameOrder && hashing
+            if hash && bytes.count >= CheckpointWriter.concurrentHashBytes {
                 // Hashing costs about as much as writing; on two cores they overlap.
                 try Concurrently.run({ self.hasher.update(bytes: bytes) }, write)
             } else {
                 try write()
-                if inNameOrder { hasher.update(bytes: bytes) }
+                if hash { hasher.update(bytes: bytes) }
+            }
+            // The output is fsynced when it is committed: start writing it back already.
+            unsynced += bytes.count
+            if unsynced >= 4 * WriteBehind.minimumBytes, let fd = descriptor {
+                WriteBehind.start(fd)
+                unsynced = 0
             }
             open = (t, ds, done + k)
             if done + k == rows { try endTensor() }
@@ -323,6 +346,31 @@ public final class CheckpointWriter {
         if open != nil { try writeRows(bytes) }
     }
 
+    /// Writes a whole tensor without hashing it: `digest` returns its tensor digest (§1.5) and is
+    /// called by `finish()`, so the caller can compute it on other threads meanwhile (from bytes
+    /// that stay valid, such as a memory map of the source). `progress(bytes)` is told how much
+    /// of the tensor is written after each block of rows (at most `blockBytes`, at least a row).
+    public func add(name: String, dtype: LocusDType, shape: [Int], bytes: UnsafeRawBufferPointer, blockBytes: Int = 8 << 20,
+                    progress: (Int) -> Void = { _ in }, digest: @escaping () -> [UInt8]) throws {
+        try writer.guarded {
+            let expected = (checkedProduct(shape) ?? -1) * dtype.byteSize
+            guard bytes.count == expected else {
+                throw LocusError(file: target, object: "/tensors/\(TensorName.linkName(for: name))", "\(bytes.count) bytes given for shape \(shape) of \(dtype.rawValue) (\(expected) expected)")
+            }
+        }
+        try beginTensor(name: name, dtype: dtype, shape: shape, hashed: false)
+        guard let t = open?.tensor else { return supplied.append((written.last!, digest)) }
+        let step = max(t.rowByteCount, blockBytes / max(t.rowByteCount, 1) * t.rowByteCount)
+        var start = 0
+        while start < bytes.count {
+            let end = min(bytes.count, start + step)
+            try writeRows(UnsafeRawBufferPointer(rebasing: bytes[start..<end]))
+            progress(end)
+            start = end
+        }
+        supplied.append((t, digest))
+    }
+
     /// Convenience: a float32 tensor from values, stored as `dtype` (RNE for 16-bit types).
     public func add(name: String, values: [Float], shape: [Int], dtype: LocusDType = .float32) throws {
         let bytes = values.withUnsafeBufferPointer { HalfPrecision.encode($0, as: dtype) }
@@ -334,9 +382,10 @@ public final class CheckpointWriter {
 
     private func endTensor() throws {
         guard let (t, ds, _) = open else { return }
-        if inNameOrder, let digest = hasher.endTensor() {
+        if inNameOrder, hashing, let digest = hasher.endTensor() {
             try ds.setAttribute(DataDigest.attribute, DataDigest.text(digest))
             digested.insert(t.link)
+            digests[t.link] = digest
         }
         written.append(t)
         open = nil
@@ -347,8 +396,20 @@ public final class CheckpointWriter {
     public func finish() throws -> String {
         let fingerprint: String = try writer.guarded {
             if let (t, _, _) = open { throw LocusError(file: target, object: t.objectPath, "tensor data is incomplete") }
+            // Supplied digests (computed elsewhere meanwhile) are stored now.
+            for (t, digest) in supplied {
+                let d = digest()
+                try writer.tensors.openDataset(t.link).setAttribute(DataDigest.attribute, DataDigest.text(d))
+                digested.insert(t.link)
+                digests[t.link] = d
+            }
             let fp: String
-            if inNameOrder { fp = hasher.finalize() } else {
+            if inNameOrder && !supplied.isEmpty {
+                // The fingerprint from every tensor's digest, in name order (the order written).
+                var h = FingerprintHasher()
+                for t in written { h.addTensor(name: t.name, dtype: t.dtype, shape: t.shape, digest: digests[t.link]!) }
+                fp = h.finalize()
+            } else if inNameOrder { fp = hasher.finalize() } else {
                 // Tensors came out of name order: hash them again, in order, from the open file.
                 var h = FingerprintHasher()
                 for t in written.sorted(by: { TensorName.byteOrder($0.name, $1.name) }) {

@@ -45,6 +45,22 @@ public enum Conversion {
             // The source is read through a memory map (no copy) when possible, else with pread
             // into one reused buffer; either way in blocks of whole rows of at most blockBytes.
             let map = MappedFile(descriptor: reader.descriptor)
+            let slices = entries.map { map?.slice(offset: reader.dataSectionOffset + $0.dataBegin, count: $0.byteCount) }
+            if let map, slices.allSatisfy({ $0 != nil }) {
+                // Mapped: the tensor digests are computed on a second thread from the map while
+                // this one writes (and hashes whenever the other falls behind).
+                let digests = BackgroundTensorDigests(slices.map { $0! }, map: map)
+                defer { digests.stop() }
+                for (i, e) in entries.enumerated() {
+                    try w.add(name: e.name, dtype: LocusDType(safeTensors: e.dtype)!, shape: e.shape, bytes: slices[i]!,
+                              blockBytes: min(options.blockBytes, 8 << 20),
+                              progress: { digests.keepUp(writtenThrough: i, bytes: $0) }, digest: { digests.digest(i) })
+                    digests.keepUp(writtenThrough: i + 1, bytes: 0)
+                }
+                digests.finishAll()
+                try w.finish()
+                return
+            }
             var buffer: [UInt8] = []
             for e in entries {
                 let dtype = LocusDType(safeTensors: e.dtype)!

@@ -252,9 +252,30 @@ struct FileVersion: Hashable, Sendable {
     init?(_ path: String) {
         var st = stat()
         guard stat(path, &st) == 0 else { return nil }
+        self.init(st)
+    }
+
+    /// The file open on `descriptor` (no second lookup of a path that may have been replaced).
+    init?(descriptor: Int32) {
+        var st = stat()
+        guard fstat(descriptor, &st) == 0 else { return nil }
+        self.init(st)
+    }
+
+    private init(_ st: stat) {
         device = UInt64(st.st_dev); inode = UInt64(st.st_ino); size = Int64(st.st_size)
         seconds = Int(st.st_mtim.tv_sec); nanoseconds = Int(st.st_mtim.tv_nsec)
     }
+}
+
+/// Files whose global heap collections `GlobalHeapCheck` has verified, inside
+/// `ArtifactFile.rememberingCheckedFiles` (nil outside: every open checks).
+final class HeapCheckedFiles: @unchecked Sendable {
+    @TaskLocal static var current: HeapCheckedFiles? = nil
+    private let lock = NSLock()
+    private var files = Set<FileVersion>()
+    func contains(_ f: FileVersion) -> Bool { lock.lock(); defer { lock.unlock() }; return files.contains(f) }
+    func insert(_ f: FileVersion) { lock.lock(); defer { lock.unlock() }; files.insert(f) }
 }
 
 final class VerifiedFiles: @unchecked Sendable {

@@ -15,6 +15,17 @@ extension Merger {
     public static func merge(base basePath: String, taskVectors: [String], output: String, options o: MergeOptions,
                              warn: (String) -> Void = { _ in }, provenance: Provenance = Provenance(),
                              outputFormat: CheckpointOutputFormat = .h5, shardBytes: Int = HuggingFaceFolderWriter.defaultShardBytes) throws -> Report {
+        // Every input is opened more than once (is it a task vector? then to read it): its
+        // structure is checked the first time only.
+        try ArtifactFile.rememberingCheckedFiles {
+            try mergeInputs(base: basePath, taskVectors: taskVectors, output: output, options: o, warn: warn, provenance: provenance,
+                            outputFormat: outputFormat, shardBytes: shardBytes)
+        }
+    }
+
+    private static func mergeInputs(base basePath: String, taskVectors: [String], output: String, options o: MergeOptions,
+                                    warn: (String) -> Void, provenance: Provenance, outputFormat: CheckpointOutputFormat,
+                                    shardBytes: Int) throws -> Report {
         if o.semantics == .mergekit && o.method is any GeneralizedTaskArithmeticMethod {
             return try mergeMergekit(base: basePath, inputs: taskVectors, output: output, options: o, warn: warn, provenance: provenance,
                                      outputFormat: outputFormat, shardBytes: shardBytes)

@@ -321,7 +321,16 @@ private final class State {
         if let code = FileIO.writeFully(fd, bytes) {
             throw fail(SafeTensorsError.file(path, "write failed: \(systemErrorText(code))", errno: code))
         }
+        // The file is fsynced when it is finished: start writing it back now, a few MB at a time.
+        unsynced += bytes.count
+        if unsynced >= 4 * WriteBehind.minimumBytes {
+            WriteBehind.start(fd)
+            unsynced = 0
+        }
     }
+
+    /// Bytes written since writeback was last started.
+    private var unsynced = 0
 
     /// Makes an I/O error sticky: after one, the file's contents are unknown, so every later
     /// call reports it instead of writing more.

@@ -53,6 +53,42 @@ final class CheckpointTests: LocusTestCase {
         assertClean(path("rows.locus"))
     }
 
+    /// Tensors whose digests the caller supplies (computed meanwhile on other threads, as the
+    /// safetensors import does), mixed with tensors the writer hashes itself, give the same
+    /// fingerprint and per-tensor digests as the reference, in name order and out of it.
+    func testSuppliedDigestsMixedWithHashedTensors() throws {
+        let rows = 2100, cols = 1000
+        let big = RawTensor(name: "b.big", dtype: .uint8, shape: [rows, cols], bytes: (0..<(rows * cols)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) })
+        let empty = RawTensor(name: "c.empty", dtype: .float32, shape: [0, 4], bytes: [])
+        let small = RawTensor(name: "a.small", dtype: .float32, shape: [2], bytes: floatBytes([1, 2]))
+        let last = RawTensor(name: "d.last", dtype: .int16, shape: [3], bytes: [1, 0, 2, 0, 3, 0])
+        let all = [small, big, empty, last]
+        let reference = referenceFingerprint(all)
+        for (file, order) in [("ordered.locus", all), ("unordered.locus", [last, big, small, empty])] {
+            let w = try CheckpointWriter(path: path(file))
+            for (k, t) in order.enumerated() {
+                try t.bytes.withUnsafeBytes { b in
+                    if k % 2 == 0 {
+                        var progress: [Int] = []
+                        try w.add(name: t.name, dtype: t.dtype, shape: t.shape, bytes: b, blockBytes: 700_000,
+                                  progress: { progress.append($0) }, digest: { referenceTensorDigest(t.bytes) })
+                        XCTAssertEqual(progress.last ?? 0, t.bytes.count, t.name)
+                    } else {
+                        try w.add(name: t.name, dtype: t.dtype, shape: t.shape, bytes: b)
+                    }
+                }
+            }
+            XCTAssertEqual(try w.finish(), reference, file)
+            let r = try CheckpointReader(path: path(file))
+            XCTAssertEqual(try r.fingerprint, reference, file)
+            for t in all { XCTAssertEqual(try r.readRaw(r.tensor(named: t.name)!), t.bytes, "\(file) \(t.name)") }
+            let report = try DataVerifier.report(path(file))
+            XCTAssertEqual(report.mismatches.count, 0, file)
+            XCTAssertEqual(report.items.filter { $0.check == "digest" && $0.status == .ok }.count, all.count, "every tensor carries its digest")
+            assertClean(path(file))
+        }
+    }
+
     /// One tensor of every dtype plus the awkward shapes and names of spec §1.3.
     private func sampleTensors(seed: UInt64 = 1) -> [RawTensor] {
         var rng = SplitMix64(seed: seed)

@@ -628,3 +628,32 @@ def merge_models(paths, options):
         out[name] = {"dtype": dt, "shape": first["shape"], "exact": exact.reshape(first["shape"]), "mag": mag.reshape(first["shape"]),
                      "value": round_to(exact, dt).reshape(first["shape"]), "copied": False}
     return {"tensors": out}
+
+
+# ------------------------------------------------------------------ mergekit semantics (locus merge --config)
+
+def mergekit_della_probabilities(delta, density, epsilon):
+    """Keep probabilities of mergekit 0.1.5's `della_magprune` (sparsify.py) for one δ, float32 as it
+    computes them: a tensor of rank < 2 is one row; otherwise entries are ranked by |δ| ascending along
+    axis 1 (equal magnitudes by position, where torch's sort leaves the order open), and
+    p = f32(density − ε) + (f32(r) / f32(n − 1) · 2) · f32(ε) for rank r = 0 … n − 1 of n."""
+    x = np.asarray(delta, dtype=np.float32)
+    x = x.reshape(1, -1) if x.ndim < 2 else x
+    n = x.shape[1]
+    order = np.argsort(np.abs(x), axis=1, kind="stable")
+    ranks = np.empty(x.shape, dtype=np.int64)
+    positions = np.arange(n).reshape((1, n) + (1,) * (x.ndim - 2))
+    np.put_along_axis(ranks, order, np.broadcast_to(positions, x.shape), axis=1)
+    rank_norm = ranks.astype(np.float32) / np.float32(n - 1)
+    p = np.float32(density - epsilon) + (rank_norm * np.float32(2)) * np.float32(epsilon)
+    return p.astype(np.float32).reshape(np.shape(delta))
+
+
+def mergekit_della_units(delta, name, vector, seed):
+    """Locus's draws for its mergekit della (docs/merging.md §Configs): one unit per non-zero entry of δ
+    in index order, from the DARE generator of this input and tensor; 1 (never kept) at the zeros."""
+    flat = np.asarray(delta).reshape(-1)
+    units = np.ones(flat.size)
+    nz = np.flatnonzero(flat)
+    units[nz] = della_units(name, vector, nz.size, seed)
+    return units.reshape(np.shape(delta))

@@ -29,8 +29,8 @@ struct MergeCommand: ParsableCommand {
         let paragraphs = [
             """
             Inputs: BASE and task vectors (made by locus diff) for the task-vector methods, the models for \
-            linear, slerp, karcher and nuslerp without BASE (two models); then the method's parameters, --flag VALUE. `locus merge --methods` lists every method with \
-            its paper and parameters (defaults, ranges); docs/merging.md explains them.
+            linear, slerp, karcher and nuslerp without BASE (two models); then the method's parameters, --flag VALUE. \
+            `locus merge --methods` lists the methods, papers and parameters (docs/merging.md).
             """,
             """
             --config FILE runs a mergekit YAML config with mergekit's rules (per-model weight and density, \
@@ -99,7 +99,9 @@ struct MergeCommand: ParsableCommand {
             do { positional = try MergeMethods.parseCommandLine(inputsAndParameters, into: &o) } catch { throw LocusError(file: output, error.message) }
             switch method.inputs {
             case .taskVectors:
-                if let alone = method.withoutBase, case .models(let n?) = alone.inputs, positional.count == n {
+                // Two models and no task vector: the method's base-less form (nuslerp of full weights).
+                if let alone = method.withoutBase, case .models(let n?) = alone.inputs, positional.count == n,
+                   try positional.allSatisfy({ try !Merger.isTaskVector($0) }) {
                     o.method = alone   // nuslerp of two models, no base
                     resolved = (nil, positional, o)
                     break

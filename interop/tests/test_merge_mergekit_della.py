@@ -296,8 +296,9 @@ def test_della_refuses_a_tensor_it_cannot_rank_and_nuslerp_a_task_vector(locus, 
     config.write_text(config.read_text() + "exclude: [column]\n")
     assert_ok(locus("merge", "--config", config, "-o", tmp_path / "out.h5"))
     assert np.array_equal(ref.read_checkpoint(tmp_path / "out.h5")["column"]["value"], base["column"])
-    # nuslerp of two models: a task vector among them is named.
+    # A model and a task vector are not two models: read as BASE and one task vector, which nuslerp refuses.
     assert_ok(locus("diff", tmp_path / "base.h5", tmp_path / "ft.h5", "-o", tmp_path / "tv.h5"))
     r = locus("merge", "--method", "nuslerp", tmp_path / "base.h5", tmp_path / "tv.h5", "-o", tmp_path / "n.h5")
-    assert_error(r, tmp_path / "tv.h5")
+    assert_error(r, tmp_path / "n.h5")
+    assert "exactly 2 task vectors" in r.err, r.err
     assert not (tmp_path / "n.h5").exists()

@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBUG_BIN := .build/debug/locus
 RELEASE_BIN := .build/release/locus
 
-.PHONY: deps deps-apt deps-pip build release test test-demo test-interop demo bench reliability fixtures clean
+.PHONY: deps deps-apt deps-pip build release test test-demo test-interop demo demo-full bench reliability fixtures clean
 
 deps: deps-apt deps-pip
 
@@ -56,10 +56,17 @@ test-demo:
 test-interop:
 	LOCUS_BIN=$(CURDIR)/$(DEBUG_BIN) $(PYTHON) -m pytest -q interop/tests
 
+# The demo: the learning rate of the density sweep is the one chosen at 10 % (examples/talos_demo.sh).
 demo: deps release
 	bash examples/format_tour.sh $(RELEASE_BIN)
 	LOCUS=$(CURDIR)/$(RELEASE_BIN) OUT=out/demo bash examples/talos_demo.sh
 	MODEL=vit LOCUS=$(CURDIR)/$(RELEASE_BIN) OUT=out/demo-vit bash examples/talos_demo.sh
+
+# The same with the learning-rate grid at every density of the sweep (SCALE=full).
+demo-full: deps release
+	bash examples/format_tour.sh $(RELEASE_BIN)
+	SCALE=full LOCUS=$(CURDIR)/$(RELEASE_BIN) OUT=out/demo-full bash examples/talos_demo.sh
+	SCALE=full MODEL=vit LOCUS=$(CURDIR)/$(RELEASE_BIN) OUT=out/demo-full-vit bash examples/talos_demo.sh
 
 # The long reliability run: 10 000 damaged artifacts through every reading command (make test runs
 # a short one), each a clean error, never a crash or a hang; crashing inputs are kept in out/fuzz.

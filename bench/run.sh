@@ -4,7 +4,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LOCUS=${1:-.build/release/locus}
 mkdir -p bench/out
-python3 bench/format_bench.py "$LOCUS" --json bench/out/format.json
+# Every benchmark runs R interleaved rounds (BENCH_ROUNDS, default 5): contender and baseline back to
+# back in each round, medians and spread [min–max] reported, and whether each goal is met.
+ROUNDS=${BENCH_ROUNDS:-5}
+# Format layer: convert vs cp (and cp + fsync), inspect, mask size, on the real MiniLM checkpoint.
+python3 bench/format_bench.py "$LOCUS" --rounds "$ROUNDS" --json bench/out/format.json
+# Task-arithmetic and TIES merges vs the numpy + safetensors baseline; peak RSS.
+python3 bench/merge_bench.py "$LOCUS" --rounds "$ROUNDS" --json bench/out/merge.json
+# locus merge --config vs mergekit itself on the same configs (MiniLM and 8 fine-tuned models): every method.
+python3 bench/mergekit_bench.py "$LOCUS" --rounds "$ROUNDS" --json bench/out/mergekit.json
 
 # Fashion-MNIST as a dataset artifact (Debian package dataset-fashion-mnist), made once into bench/out/.
 LOCUS_BENCH=${LOCUS_BENCH:-$(dirname "$LOCUS")/locus-bench}
@@ -19,12 +27,12 @@ if [ ! -f "$FASHION" ]; then
     "$FASHION_IDX/t10k-images-idx3-ubyte.gz" "$FASHION_IDX/t10k-labels-idx1-ubyte.gz" -o "$FASHION"
 fi
 # Training throughput vs PyTorch CPU (MLP and LeNet, batch 64 and 128) and the sgemm check:
-# R interleaved rounds (BENCH_ROUNDS, default 5), medians and spread.
-ROUNDS=${BENCH_ROUNDS:-5}
 python3 bench/engine_bench.py "$LOCUS" "$LOCUS_BENCH" "$FASHION" --rounds "$ROUNDS" --json bench/out/engine.json
 # TaLoS scoring: efficient vs per-sample (same engine), vs the reference per-sample PyTorch loop
 # (docs/talos.md), vs one training epoch.
-python3 bench/score_bench.py "$LOCUS" "$LOCUS_BENCH" "$FASHION" --json bench/out/score.json
+python3 bench/score_bench.py "$LOCUS" "$LOCUS_BENCH" "$FASHION" --repeats "$((ROUNDS > 15 ? ROUNDS : 15))" --json bench/out/score.json
+# Sparse optimizer steps (SparseSGDM, masked AdamW) vs a memcpy of the bytes they touch.
+python3 bench/finetune_bench.py "$LOCUS" "$LOCUS_BENCH" --only step --json bench/out/finetune.json
 # Vision transformer (ViT-Ti/16): training step vs PyTorch CPU, scoring vs the per-sample loop.
 python3 bench/vit_bench.py "$LOCUS" "$LOCUS_BENCH" --rounds "$ROUNDS" --json bench/out/vit.json
 # The PyTorch bridge: TaLoSScorer (locus_h5.torch) vs a per-sample backward loop and one training epoch, CPU.

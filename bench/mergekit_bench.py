@@ -38,9 +38,8 @@ from safetensors.numpy import load_file, save_file
 
 SEED, DENSITY = 20261206, 0.10
 
-# method → (number of models or None for all, top-level parameters, per-model parameters). della and
-# della_linear are left out: Locus follows the paper's rescaling there, so a mergekit config of them
-# is refused (docs/merging.md).
+# method → (number of models or None for all, top-level parameters, per-model parameters). A mergekit
+# config of della / della_linear runs mergekit's variant of DELLA (docs/merging.md §Configs).
 METHODS = {
     "task_arithmetic": (None, {}, {"weight": 1.0}),
     "ties": (None, {"normalize": True}, {"weight": 1.0, "density": 0.2}),
@@ -48,6 +47,8 @@ METHODS = {
     "dare_ties": (None, {}, {"weight": 1.0, "density": 0.2}),
     "breadcrumbs": (None, {}, {"weight": 1.0, "density": 0.8, "gamma": 0.01}),
     "breadcrumbs_ties": (None, {}, {"weight": 1.0, "density": 0.8, "gamma": 0.01}),
+    "della": (None, {}, {"weight": 1.0, "density": 0.2, "epsilon": 0.1}),
+    "della_linear": (None, {}, {"weight": 1.0, "density": 0.2, "epsilon": 0.1}),
     "linear": (None, {}, {"weight": 1.0}),
     "model_stock": (None, {}, {}),
     "karcher": (None, {}, {}),

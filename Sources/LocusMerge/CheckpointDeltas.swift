@@ -108,10 +108,8 @@ extension Merger {
         try checkCommon(o, inputCount: models.count, output: output)
         var o = o
         o.perTensorOptions = try o.perTensor(base.tensors.map(\.name), inputCount: models.count, file: o.tensorSettings?.source ?? output, warn: warn)
-        let dtypeFor: (CheckpointTensor) -> LocusDType = { t in t.dtype.isFloatingPoint ? (o.dtype ?? t.dtype) : t.dtype }
-        let plan = base.tensors.map { TensorPlan(name: $0.name, dtype: dtypeFor($0), shape: $0.shape) }
-        let writer = try makeCheckpointSink(path: output, format: outputFormat, plan: plan, provenance: provenance,
-                                            metadata: try base.metadata(), architecture: try base.architecture(), shardBytes: shardBytes)
+        let (writer, dtypeFor) = try outputSink(like: base, options: o, path: output, format: outputFormat, provenance: provenance,
+                                        shardBytes: shardBytes)
         var report = Report()
         let context = DirectionContext(deltas: CheckpointDeltas(base: base, models: models))
         try mergeStreaming(writer, base, inputs: [], kernel: kernel, options: o, context: context, dtypeFor: dtypeFor, output: output,

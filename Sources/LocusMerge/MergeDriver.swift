@@ -67,10 +67,8 @@ extension Merger {
         case .taskVectorBlocks(let k): tensorJob = try k.prepare(base: base, basePath: basePath, inputs: inputs, options: o, output: output)
         case .models: throw LocusError(file: output, "\(o.method.name) merges full models, not task vectors: give the models, no base")
         }
-        let dtypeFor: (CheckpointTensor) -> LocusDType = { t in t.dtype.isFloatingPoint ? (o.dtype ?? t.dtype) : t.dtype }
-        let plan = base.tensors.map { TensorPlan(name: $0.name, dtype: dtypeFor($0), shape: $0.shape) }
-        let writer = try makeCheckpointSink(path: output, format: outputFormat, plan: plan, provenance: provenance,
-                                            metadata: try base.metadata(), architecture: try base.architecture(), shardBytes: shardBytes)
+        let (writer, dtypeFor) = try outputSink(like: base, options: o, path: output, format: outputFormat, provenance: provenance,
+                                        shardBytes: shardBytes)
         var tallWriters: [(MaskWriter, CheckpointWriter)] = []
         if let dir = o.tallDirectory, direction?.kernel.writesTaskModels == true {
             let fp = try base.fingerprint

@@ -73,10 +73,8 @@ extension Merger {
         let perTensor = try o.perTensor(base.tensors.map(\.name), inputCount: paths.count, file: o.tensorSettings?.source ?? output, warn: warn)
         let dellaProblems = mergekitDellaProblems(base.tensors, inputCount: paths.count) { perTensor[$0] ?? o }
         guard dellaProblems.isEmpty else { throw LocusError(file: o.tensorSettings?.source ?? basePath, dellaProblems.joined(separator: "; ")) }
-        let dtypeFor: (CheckpointTensor) -> LocusDType = { t in t.dtype.isFloatingPoint ? (o.dtype ?? t.dtype) : t.dtype }
-        let plan = base.tensors.map { TensorPlan(name: $0.name, dtype: dtypeFor($0), shape: $0.shape) }
-        let w = try makeCheckpointSink(path: output, format: outputFormat, plan: plan, provenance: provenance,
-                                       metadata: try base.metadata(), architecture: try base.architecture(), shardBytes: shardBytes)
+        let (w, dtypeFor) = try outputSink(like: base, options: o, path: output, format: outputFormat, provenance: provenance,
+                                        shardBytes: shardBytes)
         var report = Report()
         let buffers = sources.map { _ in EntryStreamBuffers() }
         let k = sources.count

@@ -44,10 +44,8 @@ extension Merger {
         // Parameters that depend on the tensor (config filters and gradients), resolved and checked now.
         var o = o
         o.perTensorOptions = try o.perTensor(first.tensors.map(\.name), inputCount: paths.count, file: o.tensorSettings?.source ?? output, warn: warn)
-        let dtypeFor: (CheckpointTensor) -> LocusDType = { t in t.dtype.isFloatingPoint ? (o.dtype ?? t.dtype) : t.dtype }
-        let plan = first.tensors.map { TensorPlan(name: $0.name, dtype: dtypeFor($0), shape: $0.shape) }
-        let w = try makeCheckpointSink(path: output, format: outputFormat, plan: plan, provenance: provenance,
-                                       metadata: try first.metadata(), architecture: try first.architecture(), shardBytes: shardBytes)
+        let (w, dtypeFor) = try outputSink(like: first, options: o, path: output, format: outputFormat, provenance: provenance,
+                                        shardBytes: shardBytes)
         var report = Report()
         for t in first.tensors {
             guard t.dtype.isFloatingPoint, o.merges(t.name) else {
@@ -87,5 +85,18 @@ extension Merger {
         }
         report.fingerprint = try w.finish()
         return report
+    }
+}
+
+extension Merger {
+    /// The output of a merge laid out as `reference` (its tensors in order, metadata, architecture):
+    /// floating-point tensors in the requested dtype (`o.dtype`) or their own, the rest unchanged.
+    static func outputSink(like reference: any CheckpointSource, options o: MergeOptions, path: String, format: CheckpointOutputFormat,
+                           provenance: Provenance, shardBytes: Int) throws -> (any CheckpointSink, (CheckpointTensor) -> LocusDType) {
+        let dtypeFor: (CheckpointTensor) -> LocusDType = { t in t.dtype.isFloatingPoint ? (o.dtype ?? t.dtype) : t.dtype }
+        let plan = reference.tensors.map { TensorPlan(name: $0.name, dtype: dtypeFor($0), shape: $0.shape) }
+        let sink = try makeCheckpointSink(path: path, format: format, plan: plan, provenance: provenance,
+                                          metadata: try reference.metadata(), architecture: try reference.architecture(), shardBytes: shardBytes)
+        return (sink, dtypeFor)
     }
 }

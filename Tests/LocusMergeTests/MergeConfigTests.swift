@@ -262,29 +262,33 @@ final class MergeConfigTests: ScratchDirectoryTestCase {
         }
     }
 
-    func testMergekitTiesNormalizesByTheAgreeingWeights() throws {
+    /// mergekit's ties, and its della at density 1 (nothing dropped, nothing rescaled), divide the
+    /// agreeing weighted sum by the sum of the agreeing weights.
+    func testMergekitTiesAndDellaNormalizeByTheAgreeingWeights() throws {
         let (base, ft) = try models()
-        let yaml = """
-            merge_method: ties
-            base_model: base.h5
-            models:
-              - model: ft0.h5
-                parameters: {weight: 1.0, density: 1}
-              - model: ft1.h5
-                parameters: {weight: 3.0, density: 1}
-            """
-        try yaml.write(toFile: path("c.yml"), atomically: true, encoding: .utf8)
-        let (b, paths, o) = try MergeConfig.load(path("c.yml")).plan()
-        try Merger.merge(base: b!, taskVectors: paths, output: path("m.h5"), options: o)
-        let got = try read(path("m.h5"))
-        for (n, _) in shapes {
-            for j in base[n]!.indices {
-                let d = [ft[0][n]![j] - base[n]![j], 3 * (ft[1][n]![j] - base[n]![j])], w: [Float] = [1, 3]
-                let positive = d[0] + d[1] >= 0
-                var mixed: Float = 0, divisor: Float = 0
-                for i in 0..<2 where d[i] != 0 && (d[i] > 0) == positive { mixed += d[i]; divisor += w[i] }
-                let want = Double(base[n]![j]) + Double(mixed / (divisor == 0 ? 1 : divisor))
-                XCTAssertEqual(Double(got[n]![j]), want, accuracy: 2e-7, "\(n)[\(j)]")
+        for method in ["ties", "della"] {
+            let yaml = """
+                merge_method: \(method)
+                base_model: base.h5
+                models:
+                  - model: ft0.h5
+                    parameters: {weight: 1.0, density: 1}
+                  - model: ft1.h5
+                    parameters: {weight: 3.0, density: 1}
+                """
+            try yaml.write(toFile: path("c.yml"), atomically: true, encoding: .utf8)
+            let (b, paths, o) = try MergeConfig.load(path("c.yml")).plan()
+            try Merger.merge(base: b!, taskVectors: paths, output: path("\(method).h5"), options: o)
+            let got = try read(path("\(method).h5"))
+            for (n, _) in shapes {
+                for j in base[n]!.indices {
+                    let d = [ft[0][n]![j] - base[n]![j], 3 * (ft[1][n]![j] - base[n]![j])], w: [Float] = [1, 3]
+                    let positive = d[0] + d[1] >= 0
+                    var mixed: Float = 0, divisor: Float = 0
+                    for i in 0..<2 where d[i] != 0 && (d[i] > 0) == positive { mixed += d[i]; divisor += w[i] }
+                    let want = Double(base[n]![j]) + Double(mixed / (divisor == 0 ? 1 : divisor))
+                    XCTAssertEqual(Double(got[n]![j]), want, accuracy: 2e-7, "\(method) \(n)[\(j)]")
+                }
             }
         }
     }

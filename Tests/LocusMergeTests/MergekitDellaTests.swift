@@ -109,32 +109,6 @@ final class MergekitDellaTests: ScratchDirectoryTestCase {
         }
     }
 
-    func testDellaWithDensity1IsSignElectionDividedByTheAgreeingWeights() throws {
-        let (base, ft) = try models(2)
-        let yaml = """
-            merge_method: della
-            base_model: base.h5
-            models:
-              - model: ft0.h5
-                parameters: {weight: 1.0, density: 1}
-              - model: ft1.h5
-                parameters: {weight: 3.0, density: 1}
-            """
-        try yaml.write(toFile: path("c.yml"), atomically: true, encoding: .utf8)
-        let (b, paths, o) = try MergeConfig.load(path("c.yml")).plan()
-        try Merger.merge(base: b!, taskVectors: paths, output: path("m.h5"), options: o)
-        let got = try read(path("m.h5"))
-        for (n, _) in shapes {
-            for j in base[n]!.indices {
-                let d = [ft[0][n]![j] - base[n]![j], 3 * (ft[1][n]![j] - base[n]![j])], w: [Float] = [1, 3]
-                let positive = d[0] + d[1] >= 0
-                var mixed: Float = 0, divisor: Float = 0
-                for i in 0..<2 where d[i] != 0 && (d[i] > 0) == positive { mixed += d[i]; divisor += w[i] }
-                XCTAssertEqual(Double(got[n]![j]), Double(base[n]![j]) + Double(mixed / (divisor == 0 ? 1 : divisor)), accuracy: 2e-7, "\(n)[\(j)]")
-            }
-        }
-    }
-
     /// slerp of two flat vectors as mergekit's nuslerp defines it.
     private func slerp(_ t: Double, _ a: [Double], _ b: [Double]) -> [Double] {
         let na = max(a.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-7), nb = max(b.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-7)

@@ -59,7 +59,47 @@ struct NuSlerpKernel: DirectionKernel {
 /// axis (row_wise, rank ≥ 2): a first pass for the norms and products of each position within a
 /// row (three float64 per entry of a row), then the block pass.
 final class NuSlerpDirection: DirectionBlocks {
-    enum Segments { case whole, lastAxis(Int), firstAxis(Int) }
+    /// mergekit's slices of a tensor: the whole (flattened, or rank ≤ 1), the rows of the last axis,
+    /// or the entries at each position of the first axis's rows (row-wise).
+    enum Segments {
+        case whole, lastAxis(Int), firstAxis(Int)
+        init(options o: MergeOptions, shape: [Int]) {
+            if o.nuslerpFlatten || shape.count <= 1 { self = .whole }
+            else if o.nuslerpRowWise { self = .firstAxis(shape.dropFirst().reduce(1, *)) }
+            else { self = .lastAxis(shape.last!) }
+        }
+        /// Slices whose norms and dot product take a first pass (the last axis's rows take none).
+        var positions: Int {
+            switch self {
+            case .whole: return 1
+            case .firstAxis(let row): return row
+            case .lastAxis: return 0
+            }
+        }
+    }
+    /// The first pass: per slice position, |a|², |b|² and a·b, then each slice's coefficients.
+    struct SliceSums {
+        let positions: Int
+        var n0: [Double], n1: [Double], dot: [Double]
+        init(positions: Int) {
+            self.positions = positions
+            n0 = [Double](repeating: 0, count: positions); n1 = n0; dot = n0
+        }
+        mutating func add<C: RandomAccessCollection<Double>>(_ a: C, _ b: C, start: Int, count n: Int) where C.Index == Int {
+            for j in 0..<n {
+                let k = positions == 1 ? 0 : (start + j) % positions
+                n0[k] += a[j] * a[j]; n1[k] += b[j] * b[j]; dot[k] += a[j] * b[j]
+            }
+        }
+        func coefficients(t: Double) -> ([Double], [Double]) {
+            var s0: [Double] = [], s1: [Double] = []
+            for k in 0..<positions {
+                let (x, y) = NuSlerpKernel.coefficients(t: t, normSquared0: n0[k], normSquared1: n1[k], dot: dot[k])
+                s0.append(x); s1.append(y)
+            }
+            return (s0, s1)
+        }
+    }
     let vectors: DenseTaskVectorBlocks
     let segments: Segments
     let t: Double
@@ -72,28 +112,13 @@ final class NuSlerpDirection: DirectionBlocks {
         let block = max(1, min(maxBlock, count))
         let entries = scratch.entryBlocks(inputs.count, capacity: block)
         t = NuSlerpKernel.t(o.vectorWeights(2))
-        if o.nuslerpFlatten || shape.count <= 1 { segments = .whole }
-        else if o.nuslerpRowWise { segments = .firstAxis(shape.dropFirst().reduce(1, *)) }
-        else { segments = .lastAxis(shape.last!) }
-        let positions: Int
-        switch segments {
-        case .whole: positions = 1
-        case .firstAxis(let row): positions = row
-        case .lastAxis: positions = 0
-        }
-        if positions > 0 {
-            var n0 = [Double](repeating: 0, count: positions), n1 = n0, dot = n0
+        segments = Segments(options: o, shape: shape)
+        if segments.positions > 0 {
+            var sums = SliceSums(positions: segments.positions)
             try DenseTaskVectorBlocks.pass(tensor: name, count: count, block: block, inputs: inputs, entries: entries, context: context) { v, start, n in
-                let a = v.dense[0], b = v.dense[1]
-                for j in 0..<n {
-                    let k = positions == 1 ? 0 : (start + j) % positions
-                    n0[k] += a[j] * a[j]; n1[k] += b[j] * b[j]; dot[k] += a[j] * b[j]
-                }
+                sums.add(v.dense[0], v.dense[1], start: start, count: n)
             }
-            for k in 0..<positions {
-                let (x, y) = NuSlerpKernel.coefficients(t: t, normSquared0: n0[k], normSquared1: n1[k], dot: dot[k])
-                s0.append(x); s1.append(y)
-            }
+            (s0, s1) = sums.coefficients(t: t)
         }
         vectors = try DenseTaskVectorBlocks(tensor: name, capacity: block, inputs: inputs, buffers: scratch.streamBuffers, entries: entries,
                                             context: context)
@@ -102,19 +127,26 @@ final class NuSlerpDirection: DirectionBlocks {
     func next(upTo end: Int, into dir: UnsafeMutableBufferPointer<Float>) throws {
         let start = vectors.position, n = end - start
         try vectors.next(upTo: end)
-        let a = vectors.dense[0], b = vectors.dense[1]
+        Self.interpolate(segments, s0: s0, s1: s1, t: t, vectors.dense[0], vectors.dense[1], start: start, count: n) { dir[$0] = Float($1) }
+    }
+
+    /// s0·a + s1·b per entry, with each slice's coefficients (from the first pass, or for the last
+    /// axis's rows from the row itself); `start` is the block's first entry in the tensor.
+    @inline(__always)
+    static func interpolate<C: RandomAccessCollection<Double>>(_ segments: Segments, s0: [Double], s1: [Double], t: Double, _ a: C, _ b: C,
+                                                              start: Int, count n: Int, write: (Int, Double) -> Void) where C.Index == Int {
         switch segments {
         case .whole:
-            for j in 0..<n { dir[j] = Float(s0[0] * a[j] + s1[0] * b[j]) }
+            for j in 0..<n { write(j, s0[0] * a[j] + s1[0] * b[j]) }
         case .firstAxis(let row):
-            for j in 0..<n { let k = (start + j) % row; dir[j] = Float(s0[k] * a[j] + s1[k] * b[j]) }
+            for j in 0..<n { let k = (start + j) % row; write(j, s0[k] * a[j] + s1[k] * b[j]) }
         case .lastAxis(let length):
             for r in stride(from: 0, to: n, by: max(1, length)) {
                 var n0 = 0.0, n1 = 0.0, dot = 0.0
                 let range = r..<min(n, r + length)
                 for j in range { n0 += a[j] * a[j]; n1 += b[j] * b[j]; dot += a[j] * b[j] }
                 let (x, y) = NuSlerpKernel.coefficients(t: t, normSquared0: n0, normSquared1: n1, dot: dot)
-                for j in range { dir[j] = Float(x * a[j] + y * b[j]) }
+                for j in range { write(j, x * a[j] + y * b[j]) }
             }
         }
     }

@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "LocusMerge", dependencies: ["LocusFormat", .product(name: "Yams", package: "Yams")]),
         .target(name: "LocusRender", dependencies: ["LocusFormat", "LocusMerge"]),
         .target(name: "LocusFormat", dependencies: [
-            "HDF5", "SafeTensors", "TorchCheckpoint", "LocusRandom",
+            "HDF5", "SafeTensors", "TorchCheckpoint", "LocusRandom", "CZlib",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "LocusWorkflows", dependencies: ["LocusFormat", "LocusData", "LocusEngine", "LocusMerge", "LocusRender"]),

@@ -25,6 +25,25 @@ public final class Dataset: HDF5Object, @unchecked Sendable {
         return Int(clamping: o)
     }
 
+    /// Reads the stored (filtered) bytes of the chunk whose first element is at `coordinate` into
+    /// `buffer` (resized as needed), as they are in the file, without undoing any filter. Returns
+    /// their length and the mask of the filters that were skipped for this chunk (bit i: filter i),
+    /// or nil when the chunk is not stored or its size is over `limit`. A short call, for decoding
+    /// chunks outside libhdf5, whose thread-safe build runs one call at a time.
+    public func readRawChunk(at coordinate: [Int], limit: Int, into buffer: inout [UInt8]) throws -> (count: Int, skippedFilters: UInt32)? {
+        var offset = coordinate.map { hsize_t($0) }
+        var size: hsize_t = 0
+        HDF5Library.silence()
+        guard H5Dget_chunk_storage_size(id, &offset, &size) >= 0 else { _ = HDF5Library.takeErrorStack(); return nil }
+        guard size > 0, size <= hsize_t(limit) else { return nil }
+        let n = Int(size)
+        if buffer.count < n { buffer = [UInt8](repeating: 0, count: n) }
+        var mask: UInt32 = 0
+        let status = buffer.withUnsafeMutableBytes { H5Dread_chunk(id, locus_H5P_DEFAULT(), &offset, &mask, $0.baseAddress) }
+        try check(status: status, "read raw chunk at \(coordinate)")
+        return (n, mask)
+    }
+
     /// Reads the whole dataset, or the block `[start, start + count)` (one entry per dimension),
     /// converted to `memType`; `buffer` must hold exactly the selected elements.
     public func read(into buffer: UnsafeMutableRawBufferPointer, memType: Datatype, start: [Int]? = nil, count: [Int]? = nil) throws {

@@ -44,27 +44,40 @@ public enum GlobalHeapCheck {
         }
         if at < size { gaps.append((at, size)) }
         var collections: [Int: [Int: Int]] = [:]
+        // One buffer for every gap, no larger than the largest window a gap needs: a file has a
+        // gap between every two datasets, and zeroing a fresh megabyte for each cost more than the scan.
+        let longest = gaps.reduce(0) { max($0, $1.1 - $1.0) }
+        var buffer = [UInt8](repeating: 0, count: min(scanWindow + 3, longest))
         for (start, end) in gaps where end - start >= 4 {
-            try scan(fd, from: start, to: end, fileSize: size, into: &collections)
+            try scan(fd, from: start, to: end, fileSize: size, buffer: &buffer, into: &collections)
         }
         try ObjectHeaderCheck(fd: fd, fileSize: size, collections: collections).verify(objects)
     }
 
+    static let scanWindow = 1 << 20
+
     /// Finds and verifies every collection in [start, end); records each one's objects (index → size).
-    static func scan(_ fd: Int32, from start: Int, to end: Int, fileSize: Int, into collections: inout [Int: [Int: Int]]) throws {
-        let window = 1 << 20
-        var buffer = [UInt8](repeating: 0, count: window + 3)
+    /// `buffer` is scratch of at least min(scanWindow + 3, end − start) bytes.
+    static func scan(_ fd: Int32, from start: Int, to end: Int, fileSize: Int, buffer: inout [UInt8],
+                     into collections: inout [Int: [Int: Int]]) throws {
         var position = start
         while position < end {
-            let want = min(window + 3, end - position)
+            let want = min(scanWindow + 3, end - position, buffer.count)
             let got = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, off_t(position)) }
             guard got >= 4 else { return }
-            var i = 0
-            while i + 4 <= got {
-                if buffer[i] == 0x47, buffer[i + 1] == 0x43, buffer[i + 2] == 0x4F, buffer[i + 3] == 0x4C {   // "GCOL"
-                    if let objects = try verifyCollection(fd, at: position + i, fileSize: fileSize) { collections[position + i] = objects }
+            // memchr skips to each "G" at memory speed; most gaps hold no collection.
+            var hits: [Int] = []
+            buffer.withUnsafeBytes { b in
+                let base = b.baseAddress!
+                var i = 0
+                while i + 4 <= got, let p = memchr(base + i, 0x47, got - 3 - i) {
+                    let at = base.distance(to: UnsafeRawPointer(p))
+                    if b[at + 1] == 0x43, b[at + 2] == 0x4F, b[at + 3] == 0x4C { hits.append(at) }   // "GCOL"
+                    i = at + 1
                 }
-                i += 1
+            }
+            for i in hits {
+                if let objects = try verifyCollection(fd, at: position + i, fileSize: fileSize) { collections[position + i] = objects }
             }
             position += max(1, got - 3)
         }

@@ -1,4 +1,7 @@
 import HDF5
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Entries of one block: offsets (relative to the block's first flat index) and values, in
 /// increasing offset order. The storage is allocated once for the largest block and reused;
@@ -42,7 +45,13 @@ public final class TaskVectorEntryStream {
     let valuesDS: Dataset
     let storedValues: Int
     let maskDS: Dataset?
+    /// The mask's chunks, decoded on this thread rather than inside libhdf5 (`RawChunkReader`).
+    let maskChunks: RawChunkReader?
     let indicesDS: Dataset?
+    /// For float32 values stored contiguously, little-endian: the descriptor libhdf5 reads the
+    /// file through and the values' byte offset in it. They are then read with `pread`, outside
+    /// libhdf5's one-call-at-a-time lock.
+    private let valueSpan: (descriptor: Int32, offset: Int)?
     let rowLength: Int
     /// Flat index where the next range starts.
     public private(set) var position = 0
@@ -74,7 +83,24 @@ public final class TaskVectorEntryStream {
             maskDS = try withContext(file: path, object: object + "/mask") { try g.openDataset("mask") }
             indicesDS = nil
         }
+        maskChunks = maskDS.flatMap { RawChunkReader($0) }
+        valueSpan = TaskVectorEntryStream.contiguousFloat32(valuesDS, count: storedValues, encoding: t.encoding, file: reader.artifact.file)
     }
+
+    /// Where the values can be read directly: a sparse tensor's float32 little-endian values in one
+    /// contiguous block of exactly their size (what Locus writes), in a file read through a descriptor.
+    private static func contiguousFloat32(_ ds: Dataset, count: Int, encoding: TaskVectorEncoding, file: File) -> (descriptor: Int32, offset: Int)? {
+        guard encoding != .dense, count > 0, 1.littleEndian == 1 else { return nil }
+        let type = ds.type
+        guard LocusDType.matching(type) == .float32, type.isLittleEndian, ds.creationProperties.layout == .contiguous,
+              let offset = ds.dataOffset, ds.storageSize == count * 4, let fd = file.descriptor else { return nil }
+        return (fd, offset)
+    }
+
+    /// Counts of mask chunks decoded on the reading thread and of mask ranges read through libhdf5.
+    public var maskChunkReads: (decoded: Int, throughLibrary: Int) { (maskChunks?.decodedChunks ?? 0, maskChunks?.libraryReads ?? 0) }
+    /// Whether stored values are read with `pread` rather than through libhdf5.
+    public var readsValuesDirectly: Bool { valueSpan != nil }
 
     /// Appends to `block` the entries with flat index in [position, end), offsets relative to
     /// `position`, and moves `position` to `end`. `block` must have room for `end − position` entries.
@@ -99,8 +125,24 @@ public final class TaskVectorEntryStream {
         let object = tensor.objectPath + "/values"
         if tensor.dtype == .float32 {
             let dst = UnsafeMutableBufferPointer(start: out, count: n)
-            try withContext(file: path, object: object) {
-                try valuesDS.read(into: UnsafeMutableRawBufferPointer(dst), memType: .nativeFloat, start: [start], count: [n])
+            if let (fd, offset) = valueSpan {
+                // Within the dataset's storage, whose size was checked against the count at open.
+                var done = 0
+                let want = 4 * n
+                let raw = UnsafeMutableRawPointer(out)
+                while done < want {
+                    let got = pread(fd, raw + done, want - done, off_t(offset + 4 * start + done))
+                    if got < 0 && errno == EINTR { continue }
+                    guard got > 0 else {
+                        throw LocusError(file: path, object: object, "cannot read values \(start)..<\(start + n) at byte \(offset + 4 * start + done): " +
+                                         (got == 0 ? "the file ends first" : String(cString: strerror(errno))))
+                    }
+                    done += got
+                }
+            } else {
+                try withContext(file: path, object: object) {
+                    try valuesDS.read(into: UnsafeMutableRawBufferPointer(dst), memType: .nativeFloat, start: [start], count: [n])
+                }
             }
             for j in 0..<n where !dst[j].isFinite {
                 throw LocusError(file: path, object: object, "value \(start + j) is \(dst[j]); task vectors must be finite")
@@ -223,7 +265,10 @@ public final class TaskVectorEntryStream {
                 let n = windowEnd - windowStart
                 try buffers.maskWindow.withUnsafeMutableBytes { raw in
                     try withContext(file: path, object: object) {
-                        try ds.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<n]), memType: .nativeUInt8, start: [windowStart], count: [n])
+                        let window = UnsafeMutableRawBufferPointer(rebasing: raw[0..<n])
+                        if let chunks = maskChunks { try chunks.read(from: windowStart, into: window) } else {
+                            try ds.read(into: window, memType: .nativeUInt8, start: [windowStart], count: [n])
+                        }
                     }
                 }
             }

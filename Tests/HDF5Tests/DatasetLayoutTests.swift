@@ -1,4 +1,5 @@
 import Foundation
+import LocusRandom
 import LocusTestSupport
 import XCTest
 
@@ -77,6 +78,49 @@ final class DatasetLayoutTests: HDF5TestCase {
         XCTAssertEqual(try ds.readAll(UInt32.self, memType: .nativeUInt32), values)
         XCTAssertLessThan(ds.storageSize, values.count * 4, "repetitive data compresses")
         XCTAssertNil(ds.dataOffset)
+    }
+
+    func testRawChunkIsTheStoredBytesWithTheirFletcher32() throws {
+        let p = path("raw.h5")
+        var rng = SplitMix64(seed: 7)
+        let values = (0..<2500).map { _ in UInt8(truncatingIfNeeded: rng.next() % 3 == 0 ? rng.next() : 0) }
+        do {
+            let f = try File.create(p)
+            for (name, deflate) in [("plain", false), ("deflated", true)] {
+                let dcpl = try PropertyList.datasetCreate()
+                try dcpl.setChunk([1000])
+                if deflate { try dcpl.addDeflate(level: 4) }
+                try dcpl.addFletcher32()
+                let ds = try f.root.createDataset(name, type: .uint8LE, shape: [values.count], properties: dcpl)
+                try values.withUnsafeBytes { try ds.write($0, memType: .nativeUInt8) }
+            }
+            try f.close()
+        }
+        let f = try File.open(p)
+        var raw: [UInt8] = []
+        let plain = try f.root.openDataset("plain")
+        // The checksum filter alone: the chunk's bytes, then 4 checksum bytes libhdf5 accepts.
+        let middle = try XCTUnwrap(try plain.readRawChunk(at: [1000], limit: 1 << 20, into: &raw))
+        XCTAssertEqual(middle.count, 1004)
+        XCTAssertEqual(middle.skippedFilters, 0)
+        XCTAssertEqual(Array(raw[0..<1000]), Array(values[1000..<2000]))
+        XCTAssertTrue(raw.withUnsafeBytes { Fletcher32.verify(UnsafeRawBufferPointer(rebasing: $0[0..<1004])) })
+        raw[500] ^= 0x10
+        XCTAssertFalse(raw.withUnsafeBytes { Fletcher32.verify(UnsafeRawBufferPointer(rebasing: $0[0..<1004])) })
+        // The edge chunk is stored full size; the part past the dataset's end is fill.
+        let edge = try XCTUnwrap(try plain.readRawChunk(at: [2000], limit: 1 << 20, into: &raw))
+        XCTAssertEqual(edge.count, 1004)
+        XCTAssertEqual(Array(raw[0..<500]), Array(values[2000..<2500]))
+        XCTAssertTrue(raw.withUnsafeBytes { Fletcher32.verify(UnsafeRawBufferPointer(rebasing: $0[0..<1004])) })
+        // Deflated: fewer bytes, still checksummed; over the limit, nothing is read.
+        let deflated = try f.root.openDataset("deflated")
+        let packed = try XCTUnwrap(try deflated.readRawChunk(at: [0], limit: 1 << 20, into: &raw))
+        XCTAssertLessThan(packed.count, 1004)
+        XCTAssertTrue(raw.withUnsafeBytes { Fletcher32.verify(UnsafeRawBufferPointer(rebasing: $0[0..<packed.count])) })
+        XCTAssertNil(try deflated.readRawChunk(at: [0], limit: 8, into: &raw))
+        // Known values of the sum (16-bit words, high byte first; an odd byte is a high half).
+        XCTAssertEqual([UInt8]([0x01, 0x02]).withUnsafeBytes { Fletcher32.checksum($0) }, 0x0102_0102)
+        XCTAssertEqual([UInt8]([0x01, 0x02, 0x03]).withUnsafeBytes { Fletcher32.checksum($0) }, 0x0504_0402)
     }
 
     func testContiguousDatasetHasADataOffsetAndNoFilters() throws {

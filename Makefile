@@ -5,7 +5,7 @@
 
 SHELL := /bin/bash
 PYTHON ?= python3
-APT_PACKAGES := libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist
+APT_PACKAGES := libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev libdeflate-dev pkg-config dataset-fashion-mnist
 PIP_PACKAGES := h5py numpy safetensors pytest
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBUG_BIN := .build/debug/locus

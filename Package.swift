@@ -6,7 +6,7 @@ import PackageDescription
 //   CHDF5 (C shim over libhdf5)  →  HDF5 (safe wrapper, knows nothing of Locus)
 //   SafeTensors (strict reader/writer, knows nothing of Locus)
 //   CZlib → TorchCheckpoint (strict torch.save reader, restricted unpickler, knows nothing of Locus)
-//   LocusFormat (the Locus layout: kinds, rules, validation, conversion)
+//   CDeflate → LocusFormat (the Locus layout: kinds, rules, validation, conversion; libdeflate inflates mask chunks)
 //   CZlib → LocusData (IDX / CSV(.gz) import, splits, task derivation → dataset artifacts)
 //   CBLAS (OpenBLAS loaded at run time) → LocusKernels (thread pool, SIMD kernels) → LocusEngine (tensors, layers, models, training, scoring, masks)
 //   LocusMerge (task-vector arithmetic on files: diff, apply, merge)
@@ -39,6 +39,7 @@ let package = Package(
         // Strict reader of torch.save checkpoints (restricted unpickler; knows nothing of Locus).
         .target(name: "TorchCheckpoint", dependencies: ["CZlib", "OneLineText"]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
         .target(name: "LocusData", dependencies: ["LocusFormat", "CZlib"]),
         .target(name: "CBLAS", linkerSettings: [.linkedLibrary("dl")]),
         // The engine's thread pool, product splitting and SIMD kernels (docs/engine-kernels.md).
@@ -47,7 +48,7 @@ let package = Package(
         .target(name: "LocusMerge", dependencies: ["LocusFormat", .product(name: "Yams", package: "Yams")]),
         .target(name: "LocusRender", dependencies: ["LocusFormat", "LocusMerge"]),
         .target(name: "LocusFormat", dependencies: [
-            "HDF5", "SafeTensors", "TorchCheckpoint", "LocusRandom", "CZlib",
+            "HDF5", "SafeTensors", "TorchCheckpoint", "LocusRandom", "CDeflate",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "LocusWorkflows", dependencies: ["LocusFormat", "LocusData", "LocusEngine", "LocusMerge", "LocusRender"]),

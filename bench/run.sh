@@ -36,8 +36,8 @@ python3 bench/finetune_bench.py "$LOCUS" "$LOCUS_BENCH" --only step --json bench
 # Vision transformer (ViT-Ti/16): training step vs PyTorch CPU, scoring vs the per-sample loop.
 python3 bench/vit_bench.py "$LOCUS" "$LOCUS_BENCH" --rounds "$ROUNDS" --json bench/out/vit.json
 # The PyTorch bridge: TaLoSScorer (locus_h5.torch) vs a per-sample backward loop and one training epoch, CPU.
-python3 bench/torch_score_bench.py --json bench/out/torch_score.json
+python3 bench/torch_score_bench.py --rounds "$ROUNDS" --json bench/out/torch_score.json
 # Reading torch.save state dicts: TorchCheckpointReader vs torch.load.
-python3 bench/torch_read_bench.py
+ROUNDS="$((ROUNDS > 7 ? ROUNDS : 7))" python3 bench/torch_read_bench.py
 # Hugging Face folders in and out (a synthetic 2 GiB sharded bfloat16 model) vs cp, peak RSS; MiniLM .bin vs torch.load.
-python3 bench/checkpoint_io_bench.py "$LOCUS" --json bench/out/checkpoint_io.json
+python3 bench/checkpoint_io_bench.py "$LOCUS" --rounds "$ROUNDS" --json bench/out/checkpoint_io.json

@@ -142,14 +142,10 @@ struct FileObjects {
         record(group.id)
         guard let names = try? group.childNames() else { return }
         for name in names {
-            switch group.kind(of: name) {
-            case .group:
-                if let g = try? group.openGroup(name) { walk(g, depth: depth + 1) }
-            case .dataset:
-                guard let ds = try? group.openDataset(name) else { continue }
-                withExtendedLifetime(ds) { add(ds) }   // its id is used by the C calls below
-            default:
-                continue
+            switch try? group.openChild(name) {
+            case .group(let g): walk(g, depth: depth + 1)
+            case .dataset(let ds): withExtendedLifetime(ds) { add(ds) }   // its id is used by the C calls below
+            default: continue
             }
         }
     }

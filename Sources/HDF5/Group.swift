@@ -36,19 +36,49 @@ public final class Group: HDF5Object, @unchecked Sendable {
 
     /// Names of the direct children in ascending byte order of their names.
     public func childNames() throws -> [String] {
+        // One pass of H5Literate. Asking for the i-th name (H5Lget_name_by_idx) walks the group's
+        // index from its start each time, which made listing a group of n links cost n² steps.
+        final class Names { var list: [String] = [] }
+        let names = Names()
         HDF5Library.silence()
-        var info = H5G_info_t()
-        try check(status: H5Gget_info(id, &info), "list group")
-        var names: [String] = []
-        names.reserveCapacity(Int(info.nlinks))
-        for i in 0..<info.nlinks {
-            let len = H5Lget_name_by_idx(id, ".", H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, locus_H5P_DEFAULT())
-            try check(status: len, "list group")
-            var buf = [CChar](repeating: 0, count: Int(len) + 1)
-            try check(status: H5Lget_name_by_idx(id, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buf, buf.count, locus_H5P_DEFAULT()), "list group")
-            names.append(decodeCString(buf))
+        var index: hsize_t = 0
+        let status = withExtendedLifetime(names) {
+            H5Literate(id, H5_INDEX_NAME, H5_ITER_INC, &index, { _, name, _, data in
+                guard let name, let data else { return -1 }
+                Unmanaged<Names>.fromOpaque(data).takeUnretainedValue().list.append(String(cString: name))
+                return 0
+            }, Unmanaged.passUnretained(names).toOpaque())
         }
-        return names
+        try check(status: status, "list group")
+        return names.list
+    }
+
+    /// A direct child opened as what it is, in one call (H5Oopen), instead of asking its kind first.
+    public enum Child { case group(Group), dataset(Dataset), other }
+
+    /// The child `name` if it is a dataset that opens, else nil.
+    public func datasetIfPresent(_ name: String) -> Dataset? {
+        if case .dataset(let ds)? = try? openChild(name) { return ds }
+        _ = HDF5Library.takeErrorStack()
+        return nil
+    }
+
+    /// The child `name` if it is a group that opens, else nil.
+    public func groupIfPresent(_ name: String) -> Group? {
+        if case .group(let g)? = try? openChild(name) { return g }
+        _ = HDF5Library.takeErrorStack()
+        return nil
+    }
+
+    /// Opens the child `name`: a group, a dataset, or `.other` (a committed datatype, which is closed).
+    public func openChild(_ name: String) throws -> Child {
+        HDF5Library.silence()
+        let o = try check(H5Oopen(id, name, locus_H5P_DEFAULT()), "open object", name)
+        switch H5Iget_type(o) {
+        case H5I_GROUP: return .group(Group(id: o, filePath: filePath, path: childPath(name)))
+        case H5I_DATASET: return .dataset(Dataset(id: o, filePath: filePath, path: childPath(name)))
+        default: H5Oclose(o); return .other
+        }
     }
 
     public func openGroup(_ name: String) throws -> Group {

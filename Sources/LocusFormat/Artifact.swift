@@ -261,11 +261,14 @@ final class ArtifactWriter {
         }
     }
 
-    static func timestamp() -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        f.timeZone = TimeZone(identifier: "UTC")
-        return f.string(from: Date())
+    /// Now in UTC as `YYYY-MM-DDThh:mm:ssZ` (RFC 3339), from the C library: Foundation's date
+    /// formatter loads time-zone files, which took longer than writing a small artifact.
+    static func timestamp(_ seconds: time_t = time(nil)) -> String {
+        var t = seconds
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
     }
 
     /// Runs `body`; on error the temporary file is removed and the error names the target.

@@ -38,9 +38,8 @@ public final class CheckpointReader {
     /// Validates a tensor dataset's metadata against the spec before anything is allocated for it.
     static func describe(_ group: Group, name: String, link: String, path: String) throws -> CheckpointTensor {
         let object = "/tensors/\(link)"
-        guard group.kind(of: link) == .dataset else { throw LocusError(file: path, object: object, "expected a dataset") }
+        guard let ds = group.datasetIfPresent(link) else { throw LocusError(file: path, object: object, "expected a dataset") }
         return try withContext(file: path, object: object) {
-            let ds = try group.openDataset(link)
             guard ds.hasAttribute("dtype") else { throw LocusError(file: path, object: object + "@dtype", "required attribute is missing") }
             let text = try ds.stringAttribute("dtype")
             guard let dtype = LocusDType(rawValue: text) else {

@@ -153,8 +153,7 @@ public final class MaskReader {
 
     static func describe(_ group: Group, artifact: ArtifactFile, name: String, link: String) throws -> MaskTensor {
         let path = artifact.path, object = "/tensors/\(link)"
-        guard group.kind(of: link) == .dataset else { throw LocusError(file: path, object: object, "expected a packed-bits dataset") }
-        let ds = try withContext(file: path, object: object) { try group.openDataset(link) }
+        guard let ds = group.datasetIfPresent(link) else { throw LocusError(file: path, object: object, "expected a packed-bits dataset") }
         try PackedBits.check(ds, artifact: artifact, object: object, encodingAttribute: true)
         let shape = try artifact.shapeAttribute(ds)
         let count = try artifact.countAttribute(ds, shape: shape, object: object)

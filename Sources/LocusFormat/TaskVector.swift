@@ -168,8 +168,7 @@ public final class TaskVectorReader {
 
     static func describe(_ group: Group, artifact: ArtifactFile, name: String, link: String) throws -> TaskVectorTensor {
         let path = artifact.path, object = "/tensors/\(link)"
-        guard group.kind(of: link) == .group else { throw LocusError(file: path, object: object, "expected a group holding one encoded tensor") }
-        let g = try withContext(file: path, object: object) { try group.openGroup(link) }
+        guard let g = group.groupIfPresent(link) else { throw LocusError(file: path, object: object, "expected a group holding one encoded tensor") }
         let encText = try artifact.string(g, "encoding-type")
         guard let encoding = TaskVectorEncoding(rawValue: encText) else {
             throw LocusError(file: path, object: object + "@encoding-type", "unknown encoding '\(encText)' (expected coo, bitmask or dense)")
@@ -193,8 +192,8 @@ public final class TaskVectorReader {
     static func checkLayout(_ g: Group, _ t: TaskVectorTensor, path: String) throws {
         let object = t.objectPath
         func dataset(_ name: String) throws -> Dataset {
-            guard g.kind(of: name) == .dataset else { throw LocusError(file: path, object: "\(object)/\(name)", "required dataset is missing") }
-            return try withContext(file: path, object: "\(object)/\(name)") { try g.openDataset(name) }
+            guard let ds = g.datasetIfPresent(name) else { throw LocusError(file: path, object: "\(object)/\(name)", "required dataset is missing") }
+            return ds
         }
         let values = try dataset("values")
         guard t.dtype.accepts(values.type) else {

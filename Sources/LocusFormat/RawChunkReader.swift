@@ -49,20 +49,22 @@ final class RawChunkReader {
             let chunk = at / chunkLength * chunkLength
             let take = min(end, chunk + chunkLength) - at
             let dst = UnsafeMutableRawBufferPointer(rebasing: out[(at - start)..<(at - start + take)])
+            let decoded: Bool
             if at == chunk && take == chunkLength {
-                if decode(chunk, into: dst) { decodedChunks += 1; at += take; continue }
+                decoded = decode(chunk, into: dst)
             } else {
                 // Part of a chunk (or the edge chunk, stored full-size): decode it whole, copy the part.
                 if scratch.count < chunkLength { scratch = [UInt8](repeating: 0, count: chunkLength) }
-                let done = scratch.withUnsafeMutableBytes { s -> Bool in
+                decoded = scratch.withUnsafeMutableBytes { s -> Bool in
                     guard decode(chunk, into: UnsafeMutableRawBufferPointer(rebasing: s[0..<chunkLength])) else { return false }
                     dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: s[(at - chunk)..<(at - chunk + take)]))
                     return true
                 }
-                if done { decodedChunks += 1; at += take; continue }
             }
-            libraryReads += 1
-            try dataset.read(into: dst, memType: .nativeUInt8, start: [at], count: [take])
+            if decoded { decodedChunks += 1 } else {
+                libraryReads += 1
+                try dataset.read(into: dst, memType: .nativeUInt8, start: [at], count: [take])
+            }
             at += take
         }
     }

@@ -1,4 +1,5 @@
 import HDF5
+import SafeTensors
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -127,17 +128,11 @@ public final class TaskVectorEntryStream {
             let dst = UnsafeMutableBufferPointer(start: out, count: n)
             if let (fd, offset) = valueSpan {
                 // Within the dataset's storage, whose size was checked against the count at open.
-                var done = 0
-                let want = 4 * n
-                let raw = UnsafeMutableRawPointer(out)
-                while done < want {
-                    let got = pread(fd, raw + done, want - done, off_t(offset + 4 * start + done))
-                    if got < 0 && errno == EINTR { continue }
-                    guard got > 0 else {
-                        throw LocusError(file: path, object: object, "cannot read values \(start)..<\(start + n) at byte \(offset + 4 * start + done): " +
-                                         (got == 0 ? "the file ends first" : String(cString: strerror(errno))))
-                    }
-                    done += got
+                let at = offset + 4 * start
+                switch FileIO.readFully(fd, into: UnsafeMutableRawBufferPointer(dst), at: at) {
+                case .complete: break
+                case .endOfFile: throw LocusError(file: path, object: object, "cannot read values \(start)..<\(start + n) at byte \(at): the file ends first")
+                case .failed(let code): throw LocusError(file: path, object: object, "cannot read values \(start)..<\(start + n) at byte \(at): \(String(cString: strerror(code)))")
                 }
             } else {
                 try withContext(file: path, object: object) {

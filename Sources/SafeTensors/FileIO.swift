@@ -9,8 +9,8 @@ import Darwin
 // Thin loops around the POSIX calls. read/write may transfer fewer bytes than asked (Linux caps
 // one call at 0x7FFFF000 bytes; signals interrupt them), so every caller goes through these.
 
-enum FileIO {
-    enum ReadOutcome: Equatable {
+public enum FileIO {
+    public enum ReadOutcome: Equatable {
         case complete
         /// End of file after `bytesRead` of the requested bytes: the file is shorter than expected.
         case endOfFile(bytesRead: Int)
@@ -19,7 +19,7 @@ enum FileIO {
 
     /// Fills `buffer` from `fd` starting at absolute `offset`, retrying on EINTR and short reads.
     /// `pread` leaves the descriptor's file position alone, so concurrent readers are safe.
-    static func readFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> ReadOutcome {
+    public static func readFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> ReadOutcome {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return .complete }
         var done = 0
         while done < buffer.count {

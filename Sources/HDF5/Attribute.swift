@@ -15,8 +15,11 @@ public final class Attribute: @unchecked Sendable {
     }
     deinit { if H5Iis_valid(id) > 0 { H5Aclose(id) } }
 
-    public var type: Datatype { Datatype(owning: H5Aget_type(id)) }
-    public var space: Dataspace { Dataspace(owning: H5Aget_space(id)) }
+    // An attribute's type and space never change once it exists: each is fetched once (every
+    // H5Aget_type / H5Aget_space call makes a new id), which matters when a reader checks
+    // hundreds of tensors' attributes.
+    public private(set) lazy var type = Datatype(owning: H5Aget_type(id))
+    public private(set) lazy var space = Dataspace(owning: H5Aget_space(id))
 
     var qualifiedName: String { "\(ownerPath)@\(name)" }
     func fail(_ op: String) -> HDF5Error { HDF5Library.error(op, file: filePath, object: qualifiedName) }
@@ -101,6 +104,18 @@ extension HDF5Object {
         return Attribute(id: a, name: name, filePath: filePath, ownerPath: path)
     }
 
+    /// The attribute `name`, or nil when the object has none: one search of the object header
+    /// where `hasAttribute` followed by `attribute` makes two. An attribute that exists but
+    /// cannot be opened is an error.
+    public func attributeIfPresent(_ name: String) throws -> Attribute? {
+        HDF5Library.silence()
+        let a = H5Aopen(id, name, locus_H5P_DEFAULT())
+        if a >= 0 { return Attribute(id: a, name: name, filePath: filePath, ownerPath: path) }
+        let failure = HDF5Library.error("open attribute", file: filePath, object: "\(path)@\(name)")
+        if hasAttribute(name) { throw failure }
+        return nil
+    }
+
     public var attributeNames: [String] {
         HDF5Library.silence()
         // Walk by index until HDF5 says there are no more (H5Oget_info's signature differs between versions).
@@ -159,48 +174,52 @@ extension HDF5Object {
     }
 
     // Typed reads with a clear error naming the attribute and what was expected.
-    public func stringAttribute(_ name: String) throws -> String {
-        let a = try attribute(name)
-        let values = try a.readStrings(maxCount: 1)
-        guard a.space.kind == .scalar || values.count == 1, let v = values.first else {
-            throw HDF5Error(file: filePath, object: "\(path)@\(name)", operation: "read attribute", stack: "expected one string, found \(values.count)")
+    public func stringAttribute(_ name: String) throws -> String { try attribute(name).string() }
+    public func int64Attributes(_ name: String, maxCount: Int = 64) throws -> [Int64] { try attribute(name).int64s(maxCount: maxCount) }
+    public func int64Attribute(_ name: String) throws -> Int64 { try attribute(name).int64() }
+    public func doubleAttributes(_ name: String, maxCount: Int = 64) throws -> [Double] { try attribute(name).doubles(maxCount: maxCount) }
+    public func doubleAttribute(_ name: String) throws -> Double { try attribute(name).double() }
+}
+
+// MARK: - Typed reads of an open attribute
+
+extension Attribute {
+    /// One string (a scalar, or a single element).
+    public func string() throws -> String {
+        let values = try readStrings(maxCount: 1)
+        guard space.kind == .scalar || values.count == 1, let v = values.first else {
+            throw HDF5Error(file: filePath, object: qualifiedName, operation: "read attribute", stack: "expected one string, found \(values.count)")
         }
         return v
     }
 
-    public func int64Attributes(_ name: String, maxCount: Int = 64) throws -> [Int64] {
-        try numericAttributes(name, maxCount: maxCount, classes: [.integer], expected: "integers", memType: .nativeInt64)
+    public func int64s(maxCount: Int = 64) throws -> [Int64] {
+        try numbers(maxCount: maxCount, classes: [.integer], expected: "integers", memType: .nativeInt64)
     }
-    public func int64Attribute(_ name: String) throws -> Int64 {
-        try single(try int64Attributes(name, maxCount: 1), name, expected: "integer")
+    public func int64() throws -> Int64 { try single(try int64s(maxCount: 1), expected: "integer") }
+    public func doubles(maxCount: Int = 64) throws -> [Double] {
+        try numbers(maxCount: maxCount, classes: [.float, .integer], expected: "numbers", memType: .nativeDouble)
     }
-    public func doubleAttributes(_ name: String, maxCount: Int = 64) throws -> [Double] {
-        try numericAttributes(name, maxCount: maxCount, classes: [.float, .integer], expected: "numbers", memType: .nativeDouble)
-    }
-    public func doubleAttribute(_ name: String) throws -> Double {
-        try single(try doubleAttributes(name, maxCount: 1), name, expected: "number")
-    }
+    public func double() throws -> Double { try single(try doubles(maxCount: 1), expected: "number") }
 
-    /// At most `maxCount` values of the attribute `name`, whose type class must be one of
-    /// `classes`, converted by HDF5 to `memType` (the element type `T`).
-    private func numericAttributes<T: Numeric>(_ name: String, maxCount: Int, classes: [Datatype.Class], expected: String,
-                                               memType: Datatype) throws -> [T] {
-        let a = try attribute(name)
-        guard classes.contains(a.type.typeClass) else {
-            throw HDF5Error(file: filePath, object: "\(path)@\(name)", operation: "read attribute", stack: "expected \(expected)")
+    /// At most `maxCount` values, whose type class must be one of `classes`, converted by HDF5
+    /// to `memType` (the element type `T`).
+    private func numbers<T: Numeric>(maxCount: Int, classes: [Datatype.Class], expected: String, memType: Datatype) throws -> [T] {
+        guard classes.contains(type.typeClass) else {
+            throw HDF5Error(file: filePath, object: qualifiedName, operation: "read attribute", stack: "expected \(expected)")
         }
-        let n = a.space.elementCount
+        let n = space.elementCount
         guard n <= maxCount else {
-            throw HDF5Error(file: filePath, object: "\(path)@\(name)", operation: "read attribute", stack: "\(n) values exceed the limit of \(maxCount)")
+            throw HDF5Error(file: filePath, object: qualifiedName, operation: "read attribute", stack: "\(n) values exceed the limit of \(maxCount)")
         }
         var out = [T](repeating: 0, count: n)
-        try out.withUnsafeMutableBytes { try a.read(into: $0, memType: memType) }
+        try out.withUnsafeMutableBytes { try read(into: $0, memType: memType) }
         return out
     }
 
-    private func single<T>(_ values: [T], _ name: String, expected: String) throws -> T {
+    private func single<T>(_ values: [T], expected: String) throws -> T {
         guard values.count == 1 else {
-            throw HDF5Error(file: filePath, object: "\(path)@\(name)", operation: "read attribute", stack: "expected one \(expected), found \(values.count)")
+            throw HDF5Error(file: filePath, object: qualifiedName, operation: "read attribute", stack: "expected one \(expected), found \(values.count)")
         }
         return values[0]
     }

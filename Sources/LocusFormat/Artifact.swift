@@ -96,10 +96,10 @@ public final class ArtifactFile {
     }
 
     static func readHeader(_ root: Group, path: String) throws -> ArtifactHeader {
-        guard root.hasAttribute("encoding-type") else {
+        guard let encodingType = try root.attributeIfPresent("encoding-type") else {
             throw LocusError(file: path, object: "/", "not a Locus artifact: root attribute 'encoding-type' is missing")
         }
-        let encoding = try root.stringAttribute("encoding-type")
+        let encoding = try encodingType.string()
         guard encoding == LocusSpec.encodingType else {
             throw LocusError(file: path, object: "/@encoding-type", "is '\(encoding)', expected '\(LocusSpec.encodingType)'")
         }
@@ -124,17 +124,17 @@ public final class ArtifactFile {
         }
         return ArtifactHeader(
             kind: kind, encodingVersion: version,
-            producer: root.hasAttribute("producer") ? try root.stringAttribute("producer") : "",
-            created: root.hasAttribute("created") ? try root.stringAttribute("created") : "",
-            baseFingerprint: root.hasAttribute("base-fingerprint") ? try root.stringAttribute("base-fingerprint") : nil,
+            producer: try root.attributeIfPresent("producer")?.string() ?? "",
+            created: try root.attributeIfPresent("created")?.string() ?? "",
+            baseFingerprint: try root.attributeIfPresent("base-fingerprint")?.string(),
             provenance: provenance)
     }
 
     static func requireString(_ obj: some HDF5Object, _ name: String, _ path: String) throws -> String {
-        guard obj.hasAttribute(name) else {
+        guard let a = try obj.attributeIfPresent(name) else {
             throw LocusError(file: path, object: "\(obj.path)@\(name)", "required attribute is missing")
         }
-        return try obj.stringAttribute(name)
+        return try a.string()
     }
 
     /// The `/tensors` group.
@@ -191,24 +191,30 @@ public final class ArtifactFile {
 
     /// Required int64 attribute with a bound check.
     func int64(_ obj: some HDF5Object, _ name: String, atLeast lower: Int64 = 0) throws -> Int64 {
-        guard obj.hasAttribute(name) else {
-            throw LocusError(file: path, object: "\(obj.path)@\(name)", "required attribute is missing")
-        }
-        let v = try withContext(file: path) { try obj.int64Attribute(name) }
+        let v = try withContext(file: path) { try required(obj, name).int64() }
         guard v >= lower else { throw LocusError(file: path, object: "\(obj.path)@\(name)", "is \(v), expected ≥ \(lower)") }
         return v
     }
 
     func string(_ obj: some HDF5Object, _ name: String) throws -> String {
-        try withContext(file: path) { try ArtifactFile.requireString(obj, name, path) }
+        try withContext(file: path) { try required(obj, name).string() }
+    }
+
+    func double(_ obj: some HDF5Object, _ name: String) throws -> Double {
+        try withContext(file: path) { try required(obj, name).double() }
+    }
+
+    /// The attribute `name` of `obj`, which the layout requires.
+    func required(_ obj: some HDF5Object, _ name: String) throws -> Attribute {
+        guard let a = try obj.attributeIfPresent(name) else {
+            throw LocusError(file: path, object: "\(obj.path)@\(name)", "required attribute is missing")
+        }
+        return a
     }
 
     /// Reads a `shape` attribute and checks it against `count` when given.
     func shapeAttribute(_ obj: some HDF5Object) throws -> [Int] {
-        guard obj.hasAttribute("shape") else {
-            throw LocusError(file: path, object: "\(obj.path)@shape", "required attribute is missing")
-        }
-        let dims = try withContext(file: path) { try obj.int64Attributes("shape", maxCount: 32) }
+        let dims = try withContext(file: path) { try required(obj, "shape").int64s(maxCount: 32) }
         guard dims.allSatisfy({ $0 >= 0 }) else {
             throw LocusError(file: path, object: "\(obj.path)@shape", "has a negative dimension: \(dims)")
         }

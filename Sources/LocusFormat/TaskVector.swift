@@ -181,8 +181,7 @@ public final class TaskVectorReader {
         }
         let nnz = try artifact.int64(g, "nnz")
         guard nnz <= Int64(count) else { throw LocusError(file: path, object: object + "@nnz", "is \(nnz), more than count \(count)") }
-        guard g.hasAttribute("l2-norm") else { throw LocusError(file: path, object: object + "@l2-norm", "required attribute is missing") }
-        let norm = try withContext(file: path, object: object + "@l2-norm") { try g.doubleAttribute("l2-norm") }
+        let norm = try artifact.double(g, "l2-norm")
         let t = TaskVectorTensor(name: name, link: link, shape: shape, count: count, encoding: encoding, dtype: dtype, nnz: Int(nnz), l2Norm: norm)
         try checkLayout(g, t, path: path)
         return t

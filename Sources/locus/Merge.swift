@@ -128,7 +128,9 @@ struct MergeCommand: ParsableCommand {
     func run() throws {
         if methods { print(MergeCommand.methodsListing); return }
         guard outputOption != nil else { throw ValidationError("Missing expected argument '--output <output>'") }
-        try source.scoped {
+        // The provenance records, the α search and the merge each open the inputs: their
+        // structure is checked the first time only.
+        try source.scoped { try ArtifactFile.rememberingCheckedFiles {
             var (base, inputs, o) = try resolve()
             let method = o.method
             let role = base == nil ? "model" : "task vector"
@@ -164,6 +166,6 @@ struct MergeCommand: ParsableCommand {
                                          outputFormat: out.format(for: output), shardBytes: try out.shardBytes())
                 print("\(output): \(method.name) of \(inputs.count) models, \(r.tensorsMerged) tensors merged, \(r.tensorsCopied) copied, \(r.fingerprint)")
             }
-        }
+        } }
     }
 }

@@ -111,6 +111,24 @@ final class FileGroupAttributeTests: HDF5TestCase {
         XCTAssertNotNil(expectHDF5Error { _ = try root.int64Attributes("pair", maxCount: 1) })
     }
 
+
+    func testAttributeIfPresentOpensOnceAndTellsMissingFromPresent() throws {
+        let f = try File.create(path("present.h5"))
+        let g = try f.root.createGroup("g")
+        try g.setAttribute("s", "text")
+        try g.setAttribute("shape", [Int64(3), 4])
+        try g.setAttribute("norm", 1.5)
+        XCTAssertNil(try g.attributeIfPresent("absent"))
+        XCTAssertEqual(try g.attributeIfPresent("s")?.string(), "text")
+        XCTAssertEqual(try g.attributeIfPresent("shape")?.int64s(), [3, 4])
+        XCTAssertEqual(try g.attributeIfPresent("norm")?.double(), 1.5)
+        // The typed reads of one open attribute check its type and count, naming it.
+        let shape = try XCTUnwrap(try g.attributeIfPresent("shape"))
+        XCTAssertEqual(expectHDF5Error { _ = try shape.int64() }?.object, "/g@shape")
+        XCTAssertEqual(expectHDF5Error { _ = try shape.string() }?.object, "/g@shape")
+        XCTAssertEqual(try shape.doubles(), [3, 4])   // read again through the same (cached) type and space
+        XCTAssertEqual(shape.space.elementCount, 2)
+    }
     func testChildNamesAreInAscendingByteOrder() throws {
         let f = try File.create(path("order.h5"))
         let root = try f.root

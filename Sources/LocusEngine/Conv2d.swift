@@ -132,7 +132,7 @@ public final class Conv2d: InputGradientOptional {
         let delta = try perSampleData(for: p).outputGradient
         let o = outChannels
         let positions = delta.count / (b * o), total = b * positions
-        if p === weight {
+        addingOnce(to: &local) { local in if p === weight {
             var g = [Float](repeating: 0, count: o * patch)
             delta.data.withUnsafeBufferPointer { dp in lastColumns.withUnsafeBufferPointer { cp in
                 for n in 0..<b {
@@ -150,7 +150,7 @@ public final class Conv2d: InputGradientOptional {
                 for t in 0..<positions { s += delta.data[(n * o + c) * positions + t] }
                 local[c] += s * s
             } }
-        }
+        } }
     }
 
     /// Output columns `ow` whose input column `ow·stride − p + kw` lies inside [0, w).

@@ -65,7 +65,9 @@ public protocol Layer: AnyObject {
     /// Adds Σ_n G_n ⊙ G_n to `sum` (one entry per element of `p`), where G_n is the gradient of
     /// sample n's term of the last backward pass with respect to the value the forward pass used
     /// (`p.effective`), for a batch of `batch` samples: what every scoring estimator sums
-    /// (docs/talos.md §Estimators; the scorer applies `forwardScale`). It reads only what the
+    /// (docs/talos.md §Estimators; the scorer applies `forwardScale`). The batch's statistic is
+    /// added with one addition per element (`addingOnce`), so a scorer may pass its running sums
+    /// straight in and get the bits it would get by adding a separate batch result. It reads only what the
     /// last forward (in `.eval` or `.train` mode) and backward kept; throws when they kept nothing
     /// or when `p` is not one of this layer's parameters.
     func addSquaredPerSampleGradients(of p: Parameter, batch: Int, into sum: inout [Float]) throws
@@ -82,6 +84,14 @@ extension Layer {
             throw EngineError("\(p.name): no per-sample data (is it before the first trainable layer?)")
         }
         return (x, delta)
+    }
+
+    /// Runs `body` on zeros the size of `sum`, then adds what it built to `sum` once per element:
+    /// for statistics built sample by sample.
+    func addingOnce(to sum: inout [Float], _ body: (inout [Float]) throws -> Void) rethrows {
+        var batch = [Float](repeating: 0, count: sum.count)
+        try body(&batch)
+        sum.withUnsafeMutableBufferPointer { s in batch.withUnsafeBufferPointer { v in for j in 0..<s.count { s[j] += v[j] } } }
     }
 
     func notMine(_ p: Parameter) -> EngineError {

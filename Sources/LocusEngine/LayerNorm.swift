@@ -51,14 +51,14 @@ public final class LayerNorm: Layer {
         let delta = try perSampleData(for: p).outputGradient
         let d = features, rowsPerSample = delta.count / (b * d)
         let isWeight = p === weight
-        for n in 0..<b {
+        addingOnce(to: &local) { local in for n in 0..<b {
             var acc = [Float](repeating: 0, count: d)
             for r in 0..<rowsPerSample {
                 let row = (n * rowsPerSample + r) * d
                 for j in 0..<d { acc[j] += delta.data[row + j] * (isWeight ? lastNormalized[row + j] : 1) }
             }
             for j in 0..<d { local[j] += acc[j] * acc[j] }
-        }
+        } }
     }
 
     public func backward(_ gy: Tensor) -> Tensor {

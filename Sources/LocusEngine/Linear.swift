@@ -99,7 +99,7 @@ public final class Linear: InputGradientOptional {
     public func addSquaredPerSampleGradients(of p: Parameter, batch b: Int, into local: inout [Float]) throws {
         guard p === weight || p === bias else { throw notMine(p) }
         let (x, delta) = try perSampleData(for: p)
-        if x.count != b * inFeatures {
+        if x.count != b * inFeatures { addingOnce(to: &local) { local in
             // Tokens share the weight: G_n = δ_nᵀ X_n ([out, T] · [T, in]) per sample, then squared.
             let t = x.count / (b * inFeatures), o = outFeatures, i = inFeatures
             if p === weight {
@@ -122,15 +122,17 @@ public final class Linear: InputGradientOptional {
                     }
                 }
             }
-        } else if p === weight {
-            // (δ²)ᵀ (x²): [out, B] · [B, in]
+        } } else if p === weight {
+            // (δ²)ᵀ (x²): [out, B] · [B, in], added to what `local` holds (beta 1: one rounding per element).
             let d2 = delta.data.map { $0 * $0 }, x2 = x.data.map { $0 * $0 }
             d2.withUnsafeBufferPointer { dp in x2.withUnsafeBufferPointer { xp in local.withUnsafeMutableBufferPointer { out in
                 BLAS.gemm(transA: true, m: outFeatures, n: inFeatures, k: b, a: dp.baseAddress!, lda: outFeatures,
-                          b: xp.baseAddress!, ldb: inFeatures, c: out.baseAddress!, ldc: inFeatures)
+                          b: xp.baseAddress!, ldb: inFeatures, beta: 1, c: out.baseAddress!, ldc: inFeatures)
             } } }
         } else {
-            for n in 0..<b { for j in 0..<outFeatures { let v = delta.data[n * outFeatures + j]; local[j] += v * v } }
+            addingOnce(to: &local) { local in
+                for n in 0..<b { for j in 0..<outFeatures { let v = delta.data[n * outFeatures + j]; local[j] += v * v } }
+            }
         }
     }
 

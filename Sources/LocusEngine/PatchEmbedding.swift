@@ -144,12 +144,12 @@ extension ClassTokenPosition {
         guard p === classToken || p === positions else { throw notMine(p) }
         let delta = try perSampleData(for: p).outputGradient
         let per = tokens * width
-        delta.data.withUnsafeBufferPointer { dp in
+        addingOnce(to: &local) { local in delta.data.withUnsafeBufferPointer { dp in
             for n in 0..<b {
                 let count = p === classToken ? width : per
                 for j in 0..<count { let v = dp[n * per + j]; local[j] += v * v }
             }
-        }
+        } }
     }
 }
 

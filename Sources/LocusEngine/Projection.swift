@@ -72,7 +72,7 @@ extension Projection {
         let d2 = delta.data.map { $0 * $0 }, x2 = x.data.map { $0 * $0 }
         d2.withUnsafeBufferPointer { dp in x2.withUnsafeBufferPointer { xp in local.withUnsafeMutableBufferPointer { out in
             BLAS.gemm(transA: true, m: inFeatures, n: outFeatures, k: b, a: xp.baseAddress!, lda: inFeatures,
-                      b: dp.baseAddress!, ldb: outFeatures, c: out.baseAddress!, ldc: outFeatures)
+                      b: dp.baseAddress!, ldb: outFeatures, beta: 1, c: out.baseAddress!, ldc: outFeatures)
         } } }
     }
 }
@@ -164,7 +164,7 @@ public final class ZeroShotHead: ClassifierHead {
         guard p === textEmbeddings || p === logitScale else { throw notMine(p) }
         let delta = try perSampleData(for: p).outputGradient
         let e = inFeatures, c = outFeatures
-        for n in 0..<b {
+        addingOnce(to: &local) { local in for n in 0..<b {
             if p === logitScale {
                 var g: Float = 0
                 for k in 0..<c {
@@ -184,7 +184,7 @@ public final class ZeroShotHead: ClassifierHead {
                     }
                 }
             }
-        }
+        } }
     }
 
     /// d/df of u = f / ‖f‖ applied to g_u: (g_u − u ⟨u, g_u⟩) / ‖f‖ (for ‖f‖ < ε, u = f/ε and it is g_u / ε).

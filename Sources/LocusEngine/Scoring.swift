@@ -149,13 +149,13 @@ public final class Scorer {
         guard let layer = owners[ObjectIdentifier(p)] else {
             throw EngineError("\(p.name): no per-sample data (is it before the first trainable layer?)")
         }
+        // The gradient with respect to the stored value is the effective one times the forward scale;
+        // without one, the layer adds straight into the sum, saving a zeroed copy of it and a pass
+        // to add that copy, per parameter and batch.
+        guard let scale = p.forwardScale else { return try layer.addSquaredPerSampleGradients(of: p, batch: b, into: &sum) }
         var local = [Float](repeating: 0, count: sum.count)
         try layer.addSquaredPerSampleGradients(of: p, batch: b, into: &local)
-        // The gradient with respect to the stored value is the effective one times the forward scale.
-        let s2 = p.forwardScale.map { $0.map { $0 * $0 } }
-        sum.withUnsafeMutableBufferPointer { s in
-            if let s2 { for j in 0..<s.count { s[j] += local[j] * s2[j] } } else { for j in 0..<s.count { s[j] += local[j] } }
-        }
+        sum.withUnsafeMutableBufferPointer { s in for j in 0..<s.count { s[j] += local[j] * (scale[j] * scale[j]) } }
     }
 }
 

@@ -515,6 +515,29 @@ final class ScoringTests: EngineTestCase {
         expectEngineError([first.name, "no per-sample data"]) { try fresh.body[0].addSquaredPerSampleGradients(of: first, batch: x.rows, into: &sink) }
     }
 
+    /// Every layer adds its batch statistic to what the buffer holds, one addition per element (the
+    /// scorer passes its running sums straight in when a parameter has no forward scale): twice
+    /// into one buffer is exactly twice once.
+    func testPerSampleStatisticsAddToWhatTheBufferHolds() throws {
+        for arch in [Self.everything(), Self.clip()] {
+            let model = try makeModel(arch)
+            let (x, y) = batches(arch, seed: 6)[1]
+            let head = model.architecture.heads[0].name
+            let s = try Scorer(model: model, head: head, estimator: .talosExact)
+            try s.accumulate(x, labels: y)
+            let leaves = model.body.flatMap(\.allLayers).filter { $0.sublayers.isEmpty } + [try model.head(head) as any Layer]
+            for p in s.parameters {
+                let layer = try XCTUnwrap(leaves.first { $0.parameters.contains { $0 === p } }, p.name)
+                var once = [Float](repeating: 0, count: p.value.count)
+                try layer.addSquaredPerSampleGradients(of: p, batch: x.rows, into: &once)
+                var twice = once
+                try layer.addSquaredPerSampleGradients(of: p, batch: x.rows, into: &twice)
+                XCTAssertTrue(once.contains { $0 > 0 }, p.name)
+                XCTAssertEqual(bits(twice), bits(once.map { $0 * 2 }), "\(p.name) (\(layer.spec.type))")
+            }
+        }
+    }
+
     func testScorerErrors() throws {
         let model = try makeModel(Self.mlp())
         expectEngineError(["nope"]) { _ = try Scorer(model: model, head: "nope", estimator: .talos) }

@@ -131,10 +131,15 @@ public final class ArtifactFile {
     }
 
     static func requireString(_ obj: some HDF5Object, _ name: String, _ path: String) throws -> String {
+        try required(obj, name, path).string()
+    }
+
+    /// The attribute `name` of `obj` in the file at `path`, which the layout requires.
+    static func required(_ obj: some HDF5Object, _ name: String, _ path: String) throws -> Attribute {
         guard let a = try obj.attributeIfPresent(name) else {
             throw LocusError(file: path, object: "\(obj.path)@\(name)", "required attribute is missing")
         }
-        return try a.string()
+        return a
     }
 
     /// The `/tensors` group.
@@ -204,13 +209,7 @@ public final class ArtifactFile {
         try withContext(file: path) { try required(obj, name).double() }
     }
 
-    /// The attribute `name` of `obj`, which the layout requires.
-    func required(_ obj: some HDF5Object, _ name: String) throws -> Attribute {
-        guard let a = try obj.attributeIfPresent(name) else {
-            throw LocusError(file: path, object: "\(obj.path)@\(name)", "required attribute is missing")
-        }
-        return a
-    }
+    func required(_ obj: some HDF5Object, _ name: String) throws -> Attribute { try ArtifactFile.required(obj, name, path) }
 
     /// Reads a `shape` attribute and checks it against `count` when given.
     func shapeAttribute(_ obj: some HDF5Object) throws -> [Int] {

@@ -40,10 +40,7 @@ public final class CheckpointReader {
         let object = "/tensors/\(link)"
         guard let ds = group.datasetIfPresent(link) else { throw LocusError(file: path, object: object, "expected a dataset") }
         return try withContext(file: path, object: object) {
-            guard let dtypeAttribute = try ds.attributeIfPresent("dtype") else {
-                throw LocusError(file: path, object: object + "@dtype", "required attribute is missing")
-            }
-            let text = try dtypeAttribute.string()
+            let text = try ArtifactFile.requireString(ds, "dtype", path)
             guard let dtype = LocusDType(rawValue: text) else {
                 throw LocusError(file: path, object: object + "@dtype", "unknown dtype '\(text)'")
             }
